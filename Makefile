@@ -1,0 +1,59 @@
+# voicecore's tasks. `make help` lists them. Every target installs what it needs into .venv.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REPORTS := reports
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/maturin:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet 'maturin>=1.7,<2'
+
+.PHONY: install
+install: $(BIN)/maturin ## build the Rust extension (release) and install voicecore into .venv
+	$(BIN)/maturin develop --release --quiet
+
+.PHONY: install-dev
+install-dev: $(BIN)/maturin ## install voicecore with the test, lint and benchmark tools
+	$(BIN)/maturin develop --release --quiet --extras dev
+
+.PHONY: demo
+demo: install ## run the core demo: real speech through ring, resampler, VAD and pacer
+	$(BIN)/voicecore demo
+
+.PHONY: lint
+lint: install-dev ## cargo fmt/clippy, ruff, mypy --strict, stubtest
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --release -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy --strict python/voicecore
+	$(BIN)/python -m mypy.stubtest voicecore._core
+
+.PHONY: format
+format: install-dev ## apply cargo fmt and ruff format
+	cargo fmt --all
+	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff check --fix python tests benches
+
+.PHONY: test
+test: lint ## everything CI runs: lint, cargo test, pytest, benchmarks in quick mode
+	cargo test --workspace --release
+	$(BIN)/pytest tests
+	$(MAKE) bench-quick
+
+.PHONY: bench-quick
+bench-quick: install-dev ## the benchmark suite in a short mode (keeps it working; figures indicative)
+	@mkdir -p $(REPORTS)
+	$(BIN)/pytest benches --quick --benchmark-json=$(REPORTS)/bench-quick.json
+
+.PHONY: bench
+bench: install-dev ## the full benchmark suite; JSON report in reports/bench.json
+	@mkdir -p $(REPORTS)
+	$(BIN)/pytest benches --benchmark-json=$(REPORTS)/bench.json

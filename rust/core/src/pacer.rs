@@ -1,0 +1,1 @@
+//! pacer (under construction by its owner; replaced in the next commit).

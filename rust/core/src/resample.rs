@@ -1,0 +1,1 @@
+//! resample (under construction by its owner; replaced in the next commit).

@@ -1,0 +1,1 @@
+//! ring (under construction by its owner; replaced in the next commit).

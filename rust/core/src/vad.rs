@@ -1,0 +1,1 @@
+//! vad (under construction by its owner; replaced in the next commit).
