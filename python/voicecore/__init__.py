@@ -5,8 +5,6 @@ runs in a Rust core that never takes the GIL; Python orchestrates. This module r
 the public API; the implementation lives in private modules.
 """
 
-from __future__ import annotations
-
 from voicecore._core import __version__ as __version__
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
