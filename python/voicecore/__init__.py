@@ -5,6 +5,7 @@ runs in a Rust core that never takes the GIL; Python orchestrates. This module r
 the public API; the implementation lives in private modules.
 """
 
+from voicecore._core import Resampler as Resampler
 from voicecore._core import __version__ as __version__
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "PacerError",
     "PacerStoppedError",
+    "Resampler",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
     "VoicecoreError",
