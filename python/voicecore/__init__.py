@@ -6,6 +6,8 @@ the public API; the implementation lives in private modules.
 """
 
 from voicecore._core import Resampler as Resampler
+from voicecore._core import RingStats as RingStats
+from voicecore._core import SampleRing as SampleRing
 from voicecore._core import __version__ as __version__
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
@@ -23,6 +25,8 @@ __all__ = [
     "PacerError",
     "PacerStoppedError",
     "Resampler",
+    "RingStats",
+    "SampleRing",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
     "VoicecoreError",

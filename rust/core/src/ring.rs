@@ -1,1 +1,0 @@
-//! ring (under construction by its owner; replaced in the next commit).
