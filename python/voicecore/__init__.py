@@ -5,9 +5,15 @@ runs in a Rust core that never takes the GIL; Python orchestrates. This module r
 the public API; the implementation lives in private modules.
 """
 
+from voicecore._core import FlushReport as FlushReport
+from voicecore._core import FramePacer as FramePacer
+from voicecore._core import PacerStats as PacerStats
+from voicecore._core import PacerStream as PacerStream
+from voicecore._core import ReleasedFrame as ReleasedFrame
 from voicecore._core import Resampler as Resampler
 from voicecore._core import RingStats as RingStats
 from voicecore._core import SampleRing as SampleRing
+from voicecore._core import StreamStats as StreamStats
 from voicecore._core import __version__ as __version__
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
@@ -22,11 +28,17 @@ __all__ = [
     "AudioFormatError",
     "AudioTypeError",
     "ConfigError",
+    "FlushReport",
+    "FramePacer",
     "PacerError",
+    "PacerStats",
     "PacerStoppedError",
+    "PacerStream",
+    "ReleasedFrame",
     "Resampler",
     "RingStats",
     "SampleRing",
+    "StreamStats",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
     "VoicecoreError",

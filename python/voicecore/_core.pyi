@@ -133,3 +133,185 @@ class Resampler:
 # --- VAD features and energy VAD -----------------------------------------------------------
 
 # --- frame pacer ---------------------------------------------------------------------------
+
+@final
+class FramePacer:
+    """Releases fixed-duration audio frames of many streams on absolute deadlines, from its
+    own OS thread that never takes the GIL (``clock="virtual"``: no thread, time moves only
+    with ``advance``/``advance_to``). Deadlines are ns of ``CLOCK_MONOTONIC``, the clock of
+    ``time.monotonic_ns()``. Use as a context manager, or call ``stop()``.
+
+    Raises:
+        ConfigError: ``frame_ms`` not 10, 20 or 40, or an unknown ``clock``.
+        OSError: the OS refused an eventfd, timer or thread.
+    """
+
+    def __new__(
+        cls, frame_ms: int = 20, *, clock: Literal["real", "virtual"] = "real", realtime: bool = True
+    ) -> FramePacer: ...
+    @property
+    def frame_ms(self) -> int:
+        """Frame duration, in ms."""
+    @property
+    def clock(self) -> Literal["real", "virtual"]:
+        """The clock the pacer runs on."""
+    @property
+    def scheduling(self) -> str:
+        """What the thread obtained: ``"SCHED_FIFO(10)"``, ``"nice -20"``, ``"normal"``..."""
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop()`` has been called."""
+    def open_stream(
+        self,
+        sample_rate: int,
+        *,
+        channels: int = 1,
+        cushion_ms: int = 120,
+        max_lead_ms: int | None = None,
+        queue_ms: int = 2000,
+    ) -> PacerStream:
+        """Opens a mono playout stream (rates in Hz, durations in ms); returns its handle."""
+    def fileno(self) -> int:
+        """Readable while released frames may be waiting (and once stopped); do not close."""
+    def take_released(self) -> list[ReleasedFrame]:
+        """Every released frame waiting, oldest first; clears ``fileno()``."""
+    def now_ns(self) -> int:
+        """Now on the pacer's clock, in ns."""
+    def advance(self, ms: float) -> None:
+        """Virtual clock: advances time by ``ms`` ms, releasing what falls due."""
+    def advance_to(self, now_ns: int) -> None:
+        """Virtual clock: moves time to ``now_ns`` (never backwards), releasing what falls due."""
+    def stats(self) -> PacerStats:
+        """Statistics over the pacer's life."""
+    def stop(self) -> None:
+        """Stops the pacer thread (idempotent); waiting producers and consumers wake up."""
+    def __enter__(self) -> FramePacer: ...
+    def __exit__(self, *_exc_info: object) -> None: ...
+
+@final
+class PacerStream:
+    """A playout stream of a ``FramePacer``: a bounded queue of audio sliced into frames."""
+
+    @property
+    def id(self) -> int:
+        """The stream id (``ReleasedFrame.stream_id`` of its frames)."""
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate, in Hz."""
+    @property
+    def frame_samples(self) -> int:
+        """Samples per frame."""
+    @property
+    def cushion_ms(self) -> int:
+        """Target client cushion, in ms."""
+    @property
+    def max_lead_ms(self) -> int:
+        """Maximum lead over the client's playback, in ms."""
+    @property
+    def queue_ms(self) -> int:
+        """Playout queue capacity, in ms."""
+    def push(self, audio: AudioIn) -> int:
+        """Queues audio at the stream's rate; returns how many samples fit."""
+    def finish(self) -> int:
+        """Pads the partial last frame with silence (returns the samples added); ends an
+        utterance, so the stream goes idle without underruns once drained."""
+    def flush(self) -> FlushReport:
+        """Drops queued and not-yet-taken audio at once; says what was dropped and heard."""
+    def report_playout(self, buffered_ms: float) -> None:
+        """The client holds ``buffered_ms`` ms of this stream's audio now."""
+    def close(self) -> None:
+        """Closes the stream, dropping its queued audio."""
+    def writable_fileno(self) -> int:
+        """Readable when a cut-short ``push`` may go on; do not close."""
+    def stats(self) -> StreamStats:
+        """This stream's statistics."""
+
+@final
+class ReleasedFrame:
+    """One frame released by the pacer."""
+
+    @property
+    def stream_id(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def pcm16(self) -> bytes: ...
+    @property
+    def deadline_ns(self) -> int: ...
+    @property
+    def released_ns(self) -> int: ...
+    @property
+    def lateness_ns(self) -> int: ...
+
+@final
+class FlushReport:
+    """What ``PacerStream.flush`` dropped and what had already gone out (samples / ms)."""
+
+    @property
+    def dropped_samples(self) -> int: ...
+    @property
+    def released_samples(self) -> int: ...
+    @property
+    def client_buffered_samples(self) -> int: ...
+    @property
+    def heard_samples(self) -> int: ...
+    @property
+    def dropped_ms(self) -> float: ...
+    @property
+    def released_ms(self) -> float: ...
+    @property
+    def heard_ms(self) -> float: ...
+
+@final
+class PacerStats:
+    """Statistics of a ``FramePacer`` over its life (closed streams included)."""
+
+    @property
+    def scheduling(self) -> str: ...
+    @property
+    def open_streams(self) -> int: ...
+    @property
+    def frames_released(self) -> int: ...
+    @property
+    def underruns(self) -> int: ...
+    @property
+    def flushes(self) -> int: ...
+    @property
+    def dropped_samples(self) -> int: ...
+    @property
+    def lateness_p50_ms(self) -> float: ...
+    @property
+    def lateness_p99_ms(self) -> float: ...
+    @property
+    def lateness_max_ms(self) -> float: ...
+
+@final
+class StreamStats:
+    """Statistics of one ``PacerStream``."""
+
+    @property
+    def frames_released(self) -> int: ...
+    @property
+    def underruns(self) -> int: ...
+    @property
+    def flushes(self) -> int: ...
+    @property
+    def dropped_samples(self) -> int: ...
+    @property
+    def queued_samples(self) -> int: ...
+    @property
+    def queued_ms(self) -> float: ...
+    @property
+    def released_samples(self) -> int: ...
+    @property
+    def client_buffered_ms(self) -> float: ...
+    @property
+    def client_rate_ppm(self) -> int: ...
+    @property
+    def playing(self) -> bool: ...
+    @property
+    def lateness_p50_ms(self) -> float: ...
+    @property
+    def lateness_p99_ms(self) -> float: ...
+    @property
+    def lateness_max_ms(self) -> float: ...

@@ -41,6 +41,13 @@ pub enum Error {
     },
     /// The pacer thread has stopped; no further streams or frames.
     PacerStopped,
+    /// The operating system refused a resource (an eventfd, a timer, a thread).
+    Os {
+        /// The system call or operation that failed.
+        operation: &'static str,
+        /// The OS error message.
+        message: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -59,6 +66,7 @@ impl fmt::Display for Error {
                 write!(f, "pacer stream {id} does not exist (never opened, or closed)")
             }
             Error::PacerStopped => write!(f, "the pacer has been stopped"),
+            Error::Os { operation, message } => write!(f, "{operation} failed: {message}"),
         }
     }
 }

@@ -23,6 +23,7 @@ pub fn to_py_err(error: Error) -> PyErr {
         Error::InvalidAudio { .. } => AudioFormatError::new_err(message),
         Error::UnknownStream { .. } => UnknownStreamError::new_err(message),
         Error::PacerStopped => PacerStoppedError::new_err(message),
+        Error::Os { .. } => pyo3::exceptions::PyOSError::new_err(message),
         // `Error` is non-exhaustive for downstream crates; a new variant must get its own arm.
         #[allow(unreachable_patterns)]
         _ => ConfigError::new_err(message),

@@ -1,7 +1,696 @@
-//! Python bindings of `voicecore_core::pacer` (under construction by its owner).
+//! Python bindings of `voicecore_core::pacer`.
+//!
+//! Thin wrappers: `FramePacer` owns the core pacer (and through it the pacer thread);
+//! `PacerStream` is a handle holding its pacer and its stream id. Every call that copies audio
+//! or may wait on the pacer's lock releases the GIL; the pacer thread itself never takes it.
+
+use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use voicecore_core::pacer::{
+    ClockKind, EventFd, FlushReport, FramePacer, LatenessSummary, StreamConfig, StreamInfo,
+};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::audio::{self, AudioInput, Samples};
+use crate::errors::{to_py_err, ConfigError};
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyFramePacer>()?;
+    m.add_class::<PyPacerStream>()?;
+    m.add_class::<PyReleasedFrame>()?;
+    m.add_class::<PyFlushReport>()?;
+    m.add_class::<PyPacerStats>()?;
+    m.add_class::<PyStreamStats>()?;
     Ok(())
+}
+
+fn ms_of_ns(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn ms_of_samples(samples: u64, sample_rate: u32) -> f64 {
+    samples as f64 * 1000.0 / sample_rate as f64
+}
+
+/// Releases fixed-duration audio frames of many streams on absolute deadlines, from its own
+/// OS thread that never takes the GIL.
+///
+/// Each stream (``open_stream``) has a playout queue bounded in ms, a target cushion of audio
+/// buffered at the client, and a maximum lead over the client's playback. A new stream sends
+/// a burst up to the cushion, then one frame per frame period on deadlines ``t0 + n * frame``
+/// of ``CLOCK_MONOTONIC`` (the clock of ``time.monotonic_ns()``); client playout reports keep
+/// the cushion on target under clock drift. Released frames wait in a queue: ``fileno()`` is
+/// readable while there may be some, and ``take_released()`` takes them (Trio:
+/// ``trio.lowlevel.wait_readable(pacer.fileno())``, see ``voicecore.pacing``).
+///
+/// The thread asks for SCHED_FIFO scheduling, else the lowest nice value it may take, and
+/// ``scheduling`` says what it got. With ``clock="virtual"`` there is no thread: time starts
+/// at 0 and only ``advance``/``advance_to`` move it, releasing what falls due on the caller's
+/// thread, so tests are deterministic (pair it with ``trio.testing.MockClock``).
+///
+/// Use as a context manager, or call ``stop()``; afterwards every call but ``stats()`` and
+/// ``take_released()`` raises ``PacerStoppedError``.
+///
+/// Args:
+///     frame_ms: frame duration in ms: 10, 20 or 40.
+///     clock: ``"real"`` (a pacer thread on the monotonic clock) or ``"virtual"``.
+///     realtime: ask for real-time scheduling (SCHED_FIFO / negative nice); ``False`` keeps
+///         the thread at normal priority (to measure what real-time buys).
+///
+/// Raises:
+///     ConfigError: ``frame_ms`` not 10, 20 or 40, or an unknown ``clock``.
+///     OSError: the OS refused an eventfd, timer or thread.
+#[pyclass(module = "voicecore._core", name = "FramePacer", frozen)]
+pub struct PyFramePacer {
+    core: FramePacer,
+}
+
+#[pymethods]
+impl PyFramePacer {
+    #[new]
+    #[pyo3(signature = (frame_ms = 20, *, clock = "real", realtime = true))]
+    fn new(py: Python<'_>, frame_ms: i64, clock: &str, realtime: bool) -> PyResult<Self> {
+        let clock = ClockKind::parse(clock).map_err(to_py_err)?;
+        // Starting the thread waits for it to report its scheduling.
+        let core =
+            audio::detach(py, || FramePacer::new(frame_ms, clock, realtime)).map_err(to_py_err)?;
+        Ok(Self { core })
+    }
+
+    /// Frame duration, in ms.
+    #[getter]
+    fn frame_ms(&self) -> u32 {
+        self.core.frame_ms()
+    }
+
+    /// ``"real"`` or ``"virtual"``.
+    #[getter]
+    fn clock(&self) -> &'static str {
+        self.core.clock().name()
+    }
+
+    /// What the pacer thread obtained: ``"SCHED_FIFO(10)"``, ``"nice -20"``, ``"normal"``, or
+    /// ``"virtual clock (no thread)"``.
+    #[getter]
+    fn scheduling(&self) -> String {
+        self.core.scheduling().to_string()
+    }
+
+    /// Whether ``stop()`` has been called.
+    #[getter]
+    fn stopped(&self, py: Python<'_>) -> bool {
+        audio::detach(py, || self.core.is_stopped())
+    }
+
+    /// Opens a playout stream (mono PCM16) and returns its handle.
+    ///
+    /// Args:
+    ///     sample_rate: in Hz: 8000, 12000, 16000, 22050 (not with 10 ms frames), 24000,
+    ///         32000, 44100 or 48000.
+    ///     channels: must be 1.
+    ///     cushion_ms: target audio buffered at the client, in ms (>= frame_ms).
+    ///     max_lead_ms: most audio the client may hold ahead of playback, in ms
+    ///         (>= cushion_ms + frame_ms); ``None`` means ``cushion_ms + 4 * frame_ms``.
+    ///     queue_ms: capacity of the playout queue, in ms (>= frame_ms).
+    ///
+    /// Raises:
+    ///     UnsupportedSampleRateError, ConfigError: a value out of range.
+    ///     PacerStoppedError: the pacer has been stopped.
+    #[pyo3(signature = (sample_rate, *, channels = 1, cushion_ms = 120, max_lead_ms = None, queue_ms = 2000))]
+    fn open_stream(
+        slf: &Bound<'_, Self>,
+        sample_rate: i64,
+        channels: i64,
+        cushion_ms: i64,
+        max_lead_ms: Option<i64>,
+        queue_ms: i64,
+    ) -> PyResult<PyPacerStream> {
+        let config = StreamConfig {
+            sample_rate,
+            channels,
+            cushion_ms,
+            max_lead_ms,
+            queue_ms,
+        };
+        let core = &slf.get().core;
+        let (info, writable) = audio::detach(slf.py(), || {
+            let info = core.open_stream(&config)?;
+            Ok((info, core.writable_event(info.id)?))
+        })
+        .map_err(to_py_err)?;
+        Ok(PyPacerStream {
+            pacer: slf.clone().unbind(),
+            info,
+            writable,
+        })
+    }
+
+    /// The descriptor that is readable while released frames may be waiting (and once the
+    /// pacer has stopped). Owned by the pacer: do not close it.
+    fn fileno(&self) -> i32 {
+        self.core.released_fd()
+    }
+
+    /// Takes every released frame waiting, oldest first (an empty list if none), and makes
+    /// ``fileno()`` unreadable until the next release. Works after ``stop()``.
+    fn take_released(&self, py: Python<'_>) -> PyResult<Vec<PyReleasedFrame>> {
+        let mut frames = Vec::new();
+        audio::detach(py, || self.core.take_released(&mut frames));
+        let objects = frames
+            .iter()
+            .map(|frame| {
+                Ok(PyReleasedFrame {
+                    stream_id: frame.stream_id,
+                    seq: frame.seq,
+                    pcm16: audio::pcm16_bytes(py, &frame.samples)?.unbind(),
+                    deadline_ns: frame.deadline_ns,
+                    released_ns: frame.released_ns,
+                    lateness_ns: frame.lateness_ns(),
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        // The buffers go back to the pacer thread, which then allocates nothing per frame.
+        audio::detach(py, || self.core.recycle(frames));
+        Ok(objects)
+    }
+
+    /// Now on the pacer's clock, in ns (``CLOCK_MONOTONIC``, or the virtual time).
+    fn now_ns(&self, py: Python<'_>) -> i64 {
+        audio::detach(py, || self.core.now_ns())
+    }
+
+    /// Virtual clock only: advances time by ``ms`` milliseconds (>= 0), releasing every frame
+    /// due on the way at its exact deadline.
+    ///
+    /// Raises:
+    ///     ConfigError: a negative or non-finite ``ms``, or a real-clock pacer.
+    ///     PacerStoppedError: the pacer has been stopped.
+    fn advance(&self, py: Python<'_>, ms: f64) -> PyResult<()> {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(ConfigError::new_err(format!(
+                "advance(ms = {ms}) is invalid; expected a finite duration of at least 0 ms"
+            )));
+        }
+        let duration_ns = (ms * 1e6).round() as i64;
+        audio::detach(py, || self.core.advance_ns(duration_ns)).map_err(to_py_err)
+    }
+
+    /// Virtual clock only: moves time to ``now_ns`` (never backwards), releasing every frame
+    /// due on the way.
+    ///
+    /// Raises:
+    ///     ConfigError: a time before the current virtual time, or a real-clock pacer.
+    ///     PacerStoppedError: the pacer has been stopped.
+    fn advance_to(&self, py: Python<'_>, now_ns: i64) -> PyResult<()> {
+        audio::detach(py, || self.core.advance_to(now_ns)).map_err(to_py_err)
+    }
+
+    /// Statistics over the pacer's life: frames, underruns, flushes, drops, lateness.
+    fn stats(&self, py: Python<'_>) -> PyPacerStats {
+        let stats = audio::detach(py, || self.core.stats());
+        PyPacerStats {
+            scheduling: stats.scheduling.to_string(),
+            open_streams: stats.open_streams,
+            frames_released: stats.counters.frames_released,
+            underruns: stats.counters.underruns,
+            flushes: stats.counters.flushes,
+            dropped_samples: stats.counters.dropped_samples,
+            lateness: stats.lateness,
+        }
+    }
+
+    /// Stops the pacer thread (idempotent); waiting producers and consumers wake up.
+    fn stop(&self, py: Python<'_>) {
+        audio::detach(py, || self.core.stop());
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc_info))]
+    fn __exit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyTuple>) {
+        self.stop(py);
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let stats = audio::detach(py, || self.core.stats());
+        format!(
+            "FramePacer(frame_ms={}, clock={:?}, scheduling={:?}, open_streams={}, stopped={})",
+            self.core.frame_ms(),
+            self.core.clock().name(),
+            stats.scheduling.to_string(),
+            stats.open_streams,
+            if self.stopped(py) { "True" } else { "False" },
+        )
+    }
+}
+
+/// A playout stream of a ``FramePacer`` (from ``FramePacer.open_stream``).
+///
+/// ``push`` queues audio, sliced into frames at the stream's rate; a trailing partial frame
+/// waits for more audio or for ``finish()``. The queue is bounded: ``push`` returns how many
+/// samples fit, and ``writable_fileno()`` becomes readable once the queue has drained to half
+/// its capacity (``voicecore.pacing.push`` awaits it for you).
+#[pyclass(module = "voicecore._core", name = "PacerStream", frozen)]
+pub struct PyPacerStream {
+    pacer: Py<PyFramePacer>,
+    info: StreamInfo,
+    // Shared with the core stream, so the descriptor stays open while this handle lives,
+    // even after close (a Trio task may still be waiting on it).
+    writable: Arc<EventFd>,
+}
+
+impl PyPacerStream {
+    fn core(&self) -> &FramePacer {
+        &self.pacer.get().core
+    }
+}
+
+#[pymethods]
+impl PyPacerStream {
+    /// The stream id (``ReleasedFrame.stream_id`` of its frames).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    /// Sample rate, in Hz.
+    #[getter]
+    fn sample_rate(&self) -> u32 {
+        self.info.sample_rate
+    }
+
+    /// Samples per frame.
+    #[getter]
+    fn frame_samples(&self) -> usize {
+        self.info.frame_samples
+    }
+
+    /// Target client cushion, in ms.
+    #[getter]
+    fn cushion_ms(&self) -> u32 {
+        self.info.cushion_ms
+    }
+
+    /// Maximum lead over the client's playback, in ms.
+    #[getter]
+    fn max_lead_ms(&self) -> u32 {
+        self.info.max_lead_ms
+    }
+
+    /// Playout queue capacity, in ms.
+    #[getter]
+    fn queue_ms(&self) -> u32 {
+        self.info.queue_ms
+    }
+
+    /// Queues audio (PCM16 bytes-like, or a 1-D numpy int16/float32 array at the stream's
+    /// rate) and returns how many samples fit; push the rest after ``writable_fileno()``
+    /// becomes readable.
+    ///
+    /// Raises:
+    ///     AudioTypeError: an unsupported type or dtype.
+    ///     AudioFormatError: odd PCM16 byte length, a 2-D or non-contiguous array, or
+    ///         non-finite float samples.
+    ///     UnknownStreamError: the stream is closed.
+    ///     PacerStoppedError: the pacer has been stopped.
+    fn push(&self, py: Python<'_>, audio: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let input = AudioInput::extract(audio)?;
+        let core = self.core();
+        let id = self.info.id;
+        audio::detach(py, || match input.samples() {
+            Samples::I16(samples) => core.push(id, samples),
+            Samples::F32(samples) => core.push_f32(id, samples),
+        })
+        .map_err(to_py_err)
+    }
+
+    /// Ends an utterance: pads the partial last frame with silence and returns the number of
+    /// silent samples added; once the queue drains the stream goes idle without underruns.
+    fn finish(&self, py: Python<'_>) -> PyResult<usize> {
+        let core = self.core();
+        audio::detach(py, || core.finish(self.info.id)).map_err(to_py_err)
+    }
+
+    /// Drops the queued audio and the released frames not yet taken, at once; nothing of it
+    /// is released afterwards. Returns what was dropped and what had gone out (tell the
+    /// client to clear its buffer: the next audio starts with a fresh cushion).
+    fn flush(&self, py: Python<'_>) -> PyResult<PyFlushReport> {
+        let core = self.core();
+        let report = audio::detach(py, || core.flush(self.info.id)).map_err(to_py_err)?;
+        Ok(PyFlushReport {
+            report,
+            sample_rate: self.info.sample_rate,
+        })
+    }
+
+    /// Takes a client playout report: the client holds ``buffered_ms`` ms of this stream's
+    /// audio now. A few reports a second keep the cushion on target under clock drift.
+    ///
+    /// Raises:
+    ///     ConfigError: negative, non-finite, or above 60000 ms.
+    fn report_playout(&self, py: Python<'_>, buffered_ms: f64) -> PyResult<()> {
+        let core = self.core();
+        audio::detach(py, || core.report_playout(self.info.id, buffered_ms)).map_err(to_py_err)
+    }
+
+    /// Closes the stream, dropping its queued audio. Further calls raise
+    /// ``UnknownStreamError``.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let core = self.core();
+        audio::detach(py, || core.close_stream(self.info.id)).map_err(to_py_err)
+    }
+
+    /// The descriptor that becomes readable when a cut-short ``push`` may go on (the queue
+    /// drained to half its capacity), and on flush, close and stop. ``push`` clears it when
+    /// it cuts a push short. Owned by the stream: do not close it.
+    fn writable_fileno(&self) -> i32 {
+        self.writable.raw_fd()
+    }
+
+    /// This stream's statistics.
+    fn stats(&self, py: Python<'_>) -> PyResult<PyStreamStats> {
+        let core = self.core();
+        let stats = audio::detach(py, || core.stream_stats(self.info.id)).map_err(to_py_err)?;
+        let ms = |samples: u64| ms_of_samples(samples, self.info.sample_rate);
+        Ok(PyStreamStats {
+            frames_released: stats.counters.frames_released,
+            underruns: stats.counters.underruns,
+            flushes: stats.counters.flushes,
+            dropped_samples: stats.counters.dropped_samples,
+            queued_samples: stats.queued_samples,
+            queued_ms: ms(stats.queued_samples),
+            released_samples: stats.released_samples,
+            client_buffered_ms: ms(stats.client_buffered_samples),
+            client_rate_ppm: stats.client_rate_ppm,
+            playing: stats.playing,
+            lateness: stats.lateness,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PacerStream(id={}, sample_rate={}, frame_samples={}, cushion_ms={}, max_lead_ms={}, queue_ms={})",
+            self.info.id,
+            self.info.sample_rate,
+            self.info.frame_samples,
+            self.info.cushion_ms,
+            self.info.max_lead_ms,
+            self.info.queue_ms
+        )
+    }
+}
+
+/// One frame released by the pacer.
+#[pyclass(module = "voicecore._core", name = "ReleasedFrame", frozen, get_all)]
+pub struct PyReleasedFrame {
+    /// The stream it belongs to (``PacerStream.id``).
+    stream_id: u64,
+    /// Its position in the stream: 0, 1, 2... (never reset, not even by a flush).
+    seq: u64,
+    /// The frame's audio: PCM16 little-endian bytes, exactly one frame.
+    pcm16: Py<PyBytes>,
+    /// When it was due, in ns of the pacer's clock.
+    deadline_ns: i64,
+    /// When the pacer released it, in ns of the pacer's clock.
+    released_ns: i64,
+    /// ``released_ns - deadline_ns``.
+    lateness_ns: i64,
+}
+
+#[pymethods]
+impl PyReleasedFrame {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "ReleasedFrame(stream_id={}, seq={}, samples={}, deadline_ns={}, lateness_ns={})",
+            self.stream_id,
+            self.seq,
+            self.pcm16.bind(py).as_bytes().len() / 2,
+            self.deadline_ns,
+            self.lateness_ns
+        )
+    }
+}
+
+/// What ``PacerStream.flush`` dropped and what had already gone out.
+///
+/// ``heard_samples`` (released minus what the client is estimated to still hold) is what the
+/// user has heard, for a conversation history that keeps only that.
+#[pyclass(module = "voicecore._core", name = "FlushReport", frozen)]
+pub struct PyFlushReport {
+    report: FlushReport,
+    sample_rate: u32,
+}
+
+#[pymethods]
+impl PyFlushReport {
+    /// Samples discarded: still queued, plus released frames not yet taken.
+    #[getter]
+    fn dropped_samples(&self) -> u64 {
+        self.report.dropped_samples
+    }
+
+    /// Samples released and handed over since the stream opened.
+    #[getter]
+    fn released_samples(&self) -> u64 {
+        self.report.released_samples
+    }
+
+    /// Of those, the samples the client is estimated to hold unplayed.
+    #[getter]
+    fn client_buffered_samples(&self) -> u64 {
+        self.report.client_buffered_samples
+    }
+
+    /// ``released_samples - client_buffered_samples``: what the user has heard.
+    #[getter]
+    fn heard_samples(&self) -> u64 {
+        self.report.released_samples - self.report.client_buffered_samples
+    }
+
+    /// ``dropped_samples`` in ms.
+    #[getter]
+    fn dropped_ms(&self) -> f64 {
+        ms_of_samples(self.report.dropped_samples, self.sample_rate)
+    }
+
+    /// ``released_samples`` in ms.
+    #[getter]
+    fn released_ms(&self) -> f64 {
+        ms_of_samples(self.report.released_samples, self.sample_rate)
+    }
+
+    /// ``heard_samples`` in ms.
+    #[getter]
+    fn heard_ms(&self) -> f64 {
+        ms_of_samples(self.heard_samples(), self.sample_rate)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "FlushReport(dropped_samples={}, released_samples={}, client_buffered_samples={})",
+            self.report.dropped_samples,
+            self.report.released_samples,
+            self.report.client_buffered_samples
+        )
+    }
+}
+
+/// Statistics of a ``FramePacer`` over its life (closed streams included).
+#[pyclass(module = "voicecore._core", name = "PacerStats", frozen)]
+pub struct PyPacerStats {
+    scheduling: String,
+    open_streams: usize,
+    frames_released: u64,
+    underruns: u64,
+    flushes: u64,
+    dropped_samples: u64,
+    lateness: LatenessSummary,
+}
+
+#[pymethods]
+impl PyPacerStats {
+    /// The scheduling class the pacer thread obtained.
+    #[getter]
+    fn scheduling(&self) -> &str {
+        &self.scheduling
+    }
+
+    /// Streams open now.
+    #[getter]
+    fn open_streams(&self) -> usize {
+        self.open_streams
+    }
+
+    /// Frames released.
+    #[getter]
+    fn frames_released(&self) -> u64 {
+        self.frames_released
+    }
+
+    /// Frame slots that found a playing stream's queue short of a frame.
+    #[getter]
+    fn underruns(&self) -> u64 {
+        self.underruns
+    }
+
+    /// Flushes.
+    #[getter]
+    fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Samples dropped by flushes and closes.
+    #[getter]
+    fn dropped_samples(&self) -> u64 {
+        self.dropped_samples
+    }
+
+    /// Median release lateness (release time minus deadline), in ms.
+    #[getter]
+    fn lateness_p50_ms(&self) -> f64 {
+        ms_of_ns(self.lateness.p50_ns)
+    }
+
+    /// 99th percentile of release lateness, in ms.
+    #[getter]
+    fn lateness_p99_ms(&self) -> f64 {
+        ms_of_ns(self.lateness.p99_ns)
+    }
+
+    /// Maximum release lateness, in ms.
+    #[getter]
+    fn lateness_max_ms(&self) -> f64 {
+        ms_of_ns(self.lateness.max_ns)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PacerStats(scheduling={:?}, open_streams={}, frames_released={}, underruns={}, flushes={}, \
+             dropped_samples={}, lateness_p50_ms={:.4}, lateness_p99_ms={:.4}, lateness_max_ms={:.4})",
+            self.scheduling,
+            self.open_streams,
+            self.frames_released,
+            self.underruns,
+            self.flushes,
+            self.dropped_samples,
+            self.lateness_p50_ms(),
+            self.lateness_p99_ms(),
+            self.lateness_max_ms()
+        )
+    }
+}
+
+/// Statistics of one ``PacerStream``.
+#[pyclass(module = "voicecore._core", name = "StreamStats", frozen)]
+pub struct PyStreamStats {
+    frames_released: u64,
+    underruns: u64,
+    flushes: u64,
+    dropped_samples: u64,
+    queued_samples: u64,
+    queued_ms: f64,
+    released_samples: u64,
+    client_buffered_ms: f64,
+    client_rate_ppm: i64,
+    playing: bool,
+    lateness: LatenessSummary,
+}
+
+#[pymethods]
+impl PyStreamStats {
+    /// Frames released.
+    #[getter]
+    fn frames_released(&self) -> u64 {
+        self.frames_released
+    }
+
+    /// Frame slots that found the queue short of a frame while playing.
+    #[getter]
+    fn underruns(&self) -> u64 {
+        self.underruns
+    }
+
+    /// Flushes.
+    #[getter]
+    fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Samples dropped by flushes.
+    #[getter]
+    fn dropped_samples(&self) -> u64 {
+        self.dropped_samples
+    }
+
+    /// Samples waiting in the playout queue.
+    #[getter]
+    fn queued_samples(&self) -> u64 {
+        self.queued_samples
+    }
+
+    /// Audio waiting in the playout queue, in ms.
+    #[getter]
+    fn queued_ms(&self) -> f64 {
+        self.queued_ms
+    }
+
+    /// Samples released and handed over since the stream opened.
+    #[getter]
+    fn released_samples(&self) -> u64 {
+        self.released_samples
+    }
+
+    /// The pacer's estimate of the audio the client holds now, in ms.
+    #[getter]
+    fn client_buffered_ms(&self) -> f64 {
+        self.client_buffered_ms
+    }
+
+    /// Estimated client clock drift in parts per million (positive: it plays fast).
+    #[getter]
+    fn client_rate_ppm(&self) -> i64 {
+        self.client_rate_ppm
+    }
+
+    /// Whether the stream is scheduled (playing, or starved and waiting for audio).
+    #[getter]
+    fn playing(&self) -> bool {
+        self.playing
+    }
+
+    /// Median release lateness, in ms.
+    #[getter]
+    fn lateness_p50_ms(&self) -> f64 {
+        ms_of_ns(self.lateness.p50_ns)
+    }
+
+    /// 99th percentile of release lateness, in ms.
+    #[getter]
+    fn lateness_p99_ms(&self) -> f64 {
+        ms_of_ns(self.lateness.p99_ns)
+    }
+
+    /// Maximum release lateness, in ms.
+    #[getter]
+    fn lateness_max_ms(&self) -> f64 {
+        ms_of_ns(self.lateness.max_ns)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "StreamStats(frames_released={}, underruns={}, flushes={}, queued_ms={:.1}, \
+             client_buffered_ms={:.1}, client_rate_ppm={}, playing={}, lateness_p99_ms={:.4})",
+            self.frames_released,
+            self.underruns,
+            self.flushes,
+            self.queued_ms,
+            self.client_buffered_ms,
+            self.client_rate_ppm,
+            if self.playing { "True" } else { "False" },
+            self.lateness_p99_ms()
+        )
+    }
 }

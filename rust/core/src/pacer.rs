@@ -1,1 +1,0 @@
-//! pacer (under construction by its owner; replaced in the next commit).

@@ -1,0 +1,495 @@
+//! One playout stream: its bounded queue, its model of the client's buffer, its counters.
+//!
+//! # The client model
+//!
+//! The pacer cannot see the client's buffer; it estimates it as
+//! `buffered = released - played`, where `released` is exact (the samples this stream has
+//! handed out) and `played` is a straight line: `played(t) = anchor_played + (t - anchor) *
+//! rate`, where `rate` is the sample rate corrected by an estimate of the client's clock drift
+//! (`rate_ppm`). The client cannot play what it has not received, so the estimate is capped at
+//! `released`.
+//!
+//! Frame `k` is due when releasing it leaves the client at most `cushion` ahead:
+//! `played(t) >= released + frame - cushion`. On a fresh stream (`played = released = 0`)
+//! the first `cushion / frame` frames are therefore due at once (the burst that gives
+//! playback its cushion) and the next ones at `t0 + n * frame`: absolute deadlines computed
+//! from the anchor in integer nanoseconds, so 10,000 frames later there is no accumulated
+//! error at all.
+//!
+//! # Client reports
+//!
+//! A playout report ("I hold `b` ms") measures `played = released - b`. The difference from
+//! the model's estimate drives a second-order phase-locked loop: half of the phase error
+//! corrects the anchor at once (at most one frame per report, so a bogus report cannot
+//! trigger a burst), and a tenth of it, divided by the time since the previous report,
+//! corrects the rate. With reports every 250 ms the loop's poles sit at |z| = 0.71, so a
+//! +-1 % drift is absorbed within a few seconds and the cushion then stays on target with no
+//! steady-state error. Reports received while the client has run dry say nothing about its
+//! clock and only re-anchor the phase. The report is taken to describe the moment it arrives:
+//! network delay makes the client look slightly fuller than it is, which errs on the safe
+//! side.
+//!
+//! The last report also enforces `max_lead` directly: extrapolated by the audio released and
+//! played since, the client must never be sent a frame that would take it beyond `max_lead`.
+//!
+//! # Deadlines and lateness
+//!
+//! A deadline is never earlier than the moment the pacer learnt of it (`not_before`): audio
+//! pushed after its model slot (the producer was late), or a schedule moved by a report, is
+//! due "now". Lateness therefore measures the pacer's own reaction time, not the producer's.
+//!
+//! # Underruns
+//!
+//! A scheduled stream that finds less than a frame queued at its deadline counts one underrun
+//! per frame slot, invents no audio, and keeps checking on the frame grid (`deadline +
+//! frame`), so lateness stays meaningful throughout. When audio arrives the stream resumes at
+//! once: if the model says the client still holds audio, the missing frames are sent as soon
+//! as possible to rebuild the cushion; if the client has run dry, the model is re-anchored at
+//! the resume instant and playback restarts with a burst, exactly like a fresh stream.
+//! A stream whose producer called [`finish`](super::FramePacer::finish) goes idle when its queue
+//! drains, with no underrun: that is the end of an utterance, not a gap.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::stats::LatenessHistogram;
+use super::wake::EventFd;
+use crate::error::{Error, Result};
+
+/// Sample rates a stream may use, in Hz.
+pub const SUPPORTED_RATES: [u32; 8] = [8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
+const SUPPORTED_TEXT: &str = "8000, 12000, 16000, 22050, 24000, 32000, 44100 or 48000 Hz \
+     (22050 only with 20 or 40 ms frames, where a frame is a whole number of samples)";
+
+/// Half of a report's phase error corrects the model at once.
+const PHASE_GAIN: f64 = 0.5;
+/// A tenth of it (per second since the previous report) corrects the rate estimate.
+const RATE_GAIN: f64 = 0.1;
+/// The client's clock is assumed within +-5 % of nominal; beyond that a report is noise.
+const MAX_RATE_PPM: i64 = 50_000;
+/// Reports closer together than this carry too little drift to estimate the rate from.
+const MIN_RATE_INTERVAL_NS: i64 = 50_000_000;
+/// The longest client buffer a report may claim, in ms.
+const MAX_REPORTED_MS: f64 = 60_000.0;
+
+const NS_PER_SECOND: i128 = 1_000_000_000;
+const PPM: i128 = 1_000_000;
+
+/// Parameters of one playout stream, as the caller gives them (validated on open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Sample rate of the audio pushed and released, in Hz (see [`SUPPORTED_RATES`]).
+    pub sample_rate: i64,
+    /// Number of channels; only mono (1) is supported.
+    pub channels: i64,
+    /// Target of audio buffered at the client, in ms (at least one frame).
+    pub cushion_ms: i64,
+    /// Most audio the client may ever be sent ahead of its playback, in ms; `None` means
+    /// `cushion_ms` + 4 frames.
+    pub max_lead_ms: Option<i64>,
+    /// Capacity of the playout queue, in ms (at least one frame).
+    pub queue_ms: i64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            sample_rate: 16_000,
+            channels: 1,
+            cushion_ms: 120,
+            max_lead_ms: None,
+            queue_ms: 2000,
+        }
+    }
+}
+
+/// A validated stream's identity and sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream's id, unique within its pacer (never reused).
+    pub id: u64,
+    /// Sample rate, in Hz.
+    pub sample_rate: u32,
+    /// Samples per released frame.
+    pub frame_samples: usize,
+    /// Target client cushion, in ms.
+    pub cushion_ms: u32,
+    /// Maximum lead over the client's playback, in ms.
+    pub max_lead_ms: u32,
+    /// Playout queue capacity, in ms.
+    pub queue_ms: u32,
+}
+
+impl StreamInfo {
+    /// Validates `config` for a pacer releasing `frame_ms` frames.
+    pub(crate) fn validate(id: u64, config: &StreamConfig, frame_ms: u32) -> Result<Self> {
+        let rate = u32::try_from(config.sample_rate)
+            .ok()
+            .filter(|rate| SUPPORTED_RATES.contains(rate))
+            .filter(|rate| (*rate as u64 * frame_ms as u64) % 1000 == 0);
+        let Some(sample_rate) = rate else {
+            return Err(match u32::try_from(config.sample_rate) {
+                Ok(rate) => Error::UnsupportedSampleRate {
+                    rate,
+                    supported: SUPPORTED_TEXT,
+                },
+                Err(_) => Error::invalid("sample_rate", config.sample_rate, SUPPORTED_TEXT),
+            });
+        };
+        if config.channels != 1 {
+            return Err(Error::invalid("channels", config.channels, "1 (mono)"));
+        }
+        let frame = frame_ms as i64;
+        if !(frame..=10_000).contains(&config.cushion_ms) {
+            return Err(Error::invalid(
+                "cushion_ms",
+                config.cushion_ms,
+                "at least one frame (frame_ms) and at most 10000 ms",
+            ));
+        }
+        let max_lead_ms = config.max_lead_ms.unwrap_or(config.cushion_ms + 4 * frame);
+        if !(config.cushion_ms + frame..=20_000).contains(&max_lead_ms) {
+            return Err(Error::invalid(
+                "max_lead_ms",
+                max_lead_ms,
+                "at least cushion_ms + frame_ms and at most 20000 ms",
+            ));
+        }
+        if !(frame..=600_000).contains(&config.queue_ms) {
+            return Err(Error::invalid(
+                "queue_ms",
+                config.queue_ms,
+                "at least one frame (frame_ms) and at most 600000 ms",
+            ));
+        }
+        Ok(Self {
+            id,
+            sample_rate,
+            frame_samples: (sample_rate * frame_ms / 1000) as usize,
+            cushion_ms: config.cushion_ms as u32,
+            max_lead_ms: max_lead_ms as u32,
+            queue_ms: config.queue_ms as u32,
+        })
+    }
+
+    /// `ms` milliseconds in samples at this stream's rate.
+    pub fn samples_of_ms(&self, ms: u32) -> i64 {
+        self.sample_rate as i64 * ms as i64 / 1000
+    }
+}
+
+/// What a flush dropped and what had already gone out, so a conversation can keep only what
+/// the user heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Samples discarded: still queued, plus frames released but not yet taken by Python
+    /// (those never reach the client, so they count as dropped, not released).
+    pub dropped_samples: u64,
+    /// Samples this stream has released and handed over since it was opened.
+    pub released_samples: u64,
+    /// Of those, the samples the client is estimated to hold unplayed (its `clear` discards
+    /// them): `released - client_buffered` is what the user has heard.
+    pub client_buffered_samples: u64,
+}
+
+/// Counters of one stream (and, summed, of a pacer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames released.
+    pub frames_released: u64,
+    /// Frame slots that found less than a frame queued.
+    pub underruns: u64,
+    /// Calls to flush.
+    pub flushes: u64,
+    /// Samples dropped by flush or close.
+    pub dropped_samples: u64,
+}
+
+/// The last playout report, for the `max_lead` guard.
+#[derive(Debug, Clone, Copy)]
+struct PlayoutReport {
+    at_ns: i64,
+    buffered: i64,
+    released_then: i64,
+}
+
+/// Where a stream is in the deadline heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Not scheduled: no audio yet, finished and drained, or flushed.
+    Idle,
+    /// Has a deadline in the heap; `starved` after an underrun, until audio comes back.
+    Scheduled { starved: bool },
+}
+
+/// One stream's state, owned by the pacer's engine (always under its lock).
+pub(crate) struct Stream {
+    pub info: StreamInfo,
+    queue: VecDeque<i16>,
+    capacity: usize,
+    /// Readable once the queue has drained to half its capacity after a push was cut short.
+    pub writable: Arc<EventFd>,
+    wants_writable: bool,
+    finishing: bool,
+    pub phase: Phase,
+    /// Bumped at every rescheduling; heap entries of older generations are stale.
+    pub generation: u64,
+    next_seq: u64,
+    released: i64,
+    anchor_ns: i64,
+    anchor_played: i64,
+    rate_ppm: i64,
+    last_report: Option<PlayoutReport>,
+    last_rate_report_ns: Option<i64>,
+    not_before_ns: i64,
+    pub counters: Counters,
+    pub lateness: LatenessHistogram,
+}
+
+impl Stream {
+    pub fn new(info: StreamInfo, writable: Arc<EventFd>, now_ns: i64) -> Self {
+        let capacity = info.samples_of_ms(info.queue_ms) as usize;
+        Self {
+            info,
+            queue: VecDeque::with_capacity(capacity + info.frame_samples),
+            capacity,
+            writable,
+            wants_writable: false,
+            finishing: false,
+            phase: Phase::Idle,
+            generation: 0,
+            next_seq: 0,
+            released: 0,
+            anchor_ns: now_ns,
+            anchor_played: 0,
+            rate_ppm: 0,
+            last_report: None,
+            last_rate_report_ns: None,
+            not_before_ns: now_ns,
+            counters: Counters::default(),
+            lateness: LatenessHistogram::new(),
+        }
+    }
+
+    pub fn frame_ns(&self) -> i64 {
+        self.info.frame_samples as i64 * NS_PER_SECOND as i64 / self.info.sample_rate as i64
+    }
+
+    pub fn queued_samples(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn released_samples(&self) -> i64 {
+        self.released
+    }
+
+    pub fn rate_ppm(&self) -> i64 {
+        self.rate_ppm
+    }
+
+    pub fn has_frame(&self) -> bool {
+        self.queue.len() >= self.info.frame_samples
+    }
+
+    /// Idle, or starved: new audio must (re)schedule the stream.
+    fn waiting_for_audio(&self) -> bool {
+        matches!(self.phase, Phase::Idle | Phase::Scheduled { starved: true })
+    }
+
+    /// Time for the client to play `samples` at the estimated rate, rounded up.
+    fn duration_ns(&self, samples: i64) -> i64 {
+        let per_second = self.info.sample_rate as i128 * (PPM + self.rate_ppm as i128);
+        let numerator = samples as i128 * NS_PER_SECOND * PPM;
+        ((numerator + per_second - 1) / per_second) as i64
+    }
+
+    /// Samples the client plays in `elapsed_ns` at the estimated rate, rounded down.
+    fn samples_in(&self, elapsed_ns: i64) -> i64 {
+        let per_second = self.info.sample_rate as i128 * (PPM + self.rate_ppm as i128);
+        (elapsed_ns.max(0) as i128 * per_second / (NS_PER_SECOND * PPM)) as i64
+    }
+
+    /// The model's play position at `now`, not capped by what was released.
+    fn unbounded_played(&self, now_ns: i64) -> i64 {
+        self.anchor_played + self.samples_in(now_ns - self.anchor_ns)
+    }
+
+    /// Estimated samples the client holds at `now`.
+    pub fn client_buffered(&self, now_ns: i64) -> i64 {
+        self.released - self.unbounded_played(now_ns).min(self.released)
+    }
+
+    /// When the next frame may go out: the model's slot, the `max_lead` guard and
+    /// `not_before`, whichever is latest.
+    pub fn next_deadline_ns(&self) -> i64 {
+        let frame = self.info.frame_samples as i64;
+        let cushion = self.info.samples_of_ms(self.info.cushion_ms);
+        let ahead = self.released + frame - cushion - self.anchor_played;
+        let model = if ahead <= 0 {
+            i64::MIN
+        } else {
+            self.anchor_ns + self.duration_ns(ahead)
+        };
+        let guard = match self.last_report {
+            Some(report) => {
+                let max_lead = self.info.samples_of_ms(self.info.max_lead_ms);
+                let excess =
+                    report.buffered + (self.released - report.released_then) + frame - max_lead;
+                if excess <= 0 {
+                    i64::MIN
+                } else {
+                    report.at_ns + self.duration_ns(excess)
+                }
+            }
+            None => i64::MIN,
+        };
+        model.max(guard).max(self.not_before_ns)
+    }
+
+    /// Makes the stream due no earlier than `now` (the pacer learnt of a change now), after
+    /// re-anchoring the model if the client has run dry. Returns whether it must be
+    /// (re)scheduled: it has a frame to release.
+    fn resume(&mut self, now_ns: i64) -> bool {
+        if self.unbounded_played(now_ns) >= self.released {
+            self.anchor_ns = now_ns;
+            self.anchor_played = self.released;
+        }
+        self.not_before_ns = now_ns;
+        self.has_frame()
+    }
+
+    /// Queues as many of `samples` as fit; returns (accepted, must be scheduled).
+    pub fn push(&mut self, samples: &[i16], now_ns: i64) -> (usize, bool) {
+        let accepted = samples
+            .len()
+            .min(self.capacity.saturating_sub(self.queue.len()));
+        self.queue.extend(&samples[..accepted]);
+        if accepted < samples.len() {
+            // Clear a stale signal first, so the next one means "space now".
+            self.writable.drain();
+            self.wants_writable = true;
+        }
+        if accepted > 0 {
+            self.finishing = false;
+        }
+        let schedule = accepted > 0 && self.waiting_for_audio() && self.resume(now_ns);
+        (accepted, schedule)
+    }
+
+    /// Pads the queued tail with silence to a frame boundary and lets the stream go idle,
+    /// without an underrun, once it drains. Returns (padded samples, must be scheduled).
+    ///
+    /// The padding may take the queue past its capacity by less than one frame: refusing it
+    /// would leave the last words of an utterance stuck.
+    pub fn finish(&mut self, now_ns: i64) -> (usize, bool) {
+        let frame = self.info.frame_samples;
+        let padding = (frame - self.queue.len() % frame) % frame;
+        self.queue.resize(self.queue.len() + padding, 0);
+        self.finishing = true;
+        let schedule = padding > 0 && self.waiting_for_audio() && self.resume(now_ns);
+        (padding, schedule)
+    }
+
+    /// Moves one frame into `out` (cleared first). Call only when [`has_frame`](Self::has_frame).
+    /// Returns the frame's sequence number.
+    pub fn release_into(&mut self, out: &mut Vec<i16>) -> u64 {
+        out.clear();
+        out.extend(self.queue.drain(..self.info.frame_samples));
+        self.released += self.info.frame_samples as i64;
+        self.counters.frames_released += 1;
+        if self.wants_writable && self.queue.len() <= self.capacity / 2 {
+            self.wants_writable = false;
+            self.writable.signal();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// A frame slot found the queue short: true when that is the end of a finished
+    /// utterance (go idle), false for an underrun (counted here).
+    pub fn slot_without_frame(&mut self) -> bool {
+        if self.finishing && self.queue.is_empty() {
+            self.finishing = false;
+            return true;
+        }
+        self.counters.underruns += 1;
+        false
+    }
+
+    /// Drops the queue; `purged` frames were released but never handed over and are taken
+    /// back. The client is assumed to be told to clear its buffer, so the model restarts
+    /// empty at `now`: the next audio starts with a fresh burst.
+    pub fn flush(&mut self, purged_samples: i64, now_ns: i64) -> FlushReport {
+        let queued = self.queue.len() as u64;
+        self.queue.clear();
+        self.released -= purged_samples;
+        let client_buffered = self.client_buffered(now_ns);
+        let dropped = queued + purged_samples as u64;
+        self.counters.dropped_samples += dropped;
+        self.counters.flushes += 1;
+        self.finishing = false;
+        self.phase = Phase::Idle;
+        self.generation += 1;
+        self.anchor_ns = now_ns;
+        self.anchor_played = self.released;
+        self.last_report = None;
+        self.last_rate_report_ns = None;
+        if self.wants_writable {
+            self.wants_writable = false;
+            self.writable.signal();
+        }
+        FlushReport {
+            dropped_samples: dropped,
+            released_samples: self.released as u64,
+            client_buffered_samples: client_buffered as u64,
+        }
+    }
+
+    /// Takes a client playout report (`buffered_ms` held at the client, now) into the model;
+    /// returns whether the stream's deadline must be recomputed (it is playing).
+    pub fn report(&mut self, buffered_ms: f64, now_ns: i64) -> Result<bool> {
+        if !(0.0..=MAX_REPORTED_MS).contains(&buffered_ms) {
+            return Err(Error::invalid(
+                "buffered_ms",
+                buffered_ms,
+                "a finite number of ms from 0 to 60000",
+            ));
+        }
+        let buffered = (buffered_ms * self.info.sample_rate as f64 / 1000.0).round() as i64;
+        let measured = (self.released - buffered).clamp(0, self.released);
+        let unbounded = self.unbounded_played(now_ns);
+        let estimate = unbounded.min(self.released);
+        let error = measured - estimate;
+        let client_playing = buffered > 0 && unbounded < self.released;
+        if client_playing {
+            if let Some(previous) = self.last_rate_report_ns {
+                let interval = now_ns - previous;
+                if interval >= MIN_RATE_INTERVAL_NS {
+                    let correction = RATE_GAIN * error as f64 * 1e15
+                        / (interval as f64 * self.info.sample_rate as f64);
+                    self.rate_ppm = (self.rate_ppm + correction.round() as i64)
+                        .clamp(-MAX_RATE_PPM, MAX_RATE_PPM);
+                }
+            }
+            let frame = self.info.frame_samples as f64;
+            let step = (PHASE_GAIN * error as f64).clamp(-frame, frame).round() as i64;
+            self.anchor_played = (estimate + step).clamp(0, self.released);
+            self.last_rate_report_ns = Some(now_ns);
+        } else {
+            // A dry client (or one we believe dry) says where it stopped, not how fast it
+            // plays: take its position as is and wait for playback to resume.
+            self.anchor_played = measured;
+            self.last_rate_report_ns = None;
+        }
+        self.anchor_ns = now_ns;
+        self.last_report = Some(PlayoutReport {
+            at_ns: now_ns,
+            buffered,
+            released_then: self.released,
+        });
+        self.not_before_ns = now_ns;
+        // A starved stream keeps its frame grid until audio comes back.
+        Ok(self.phase == Phase::Scheduled { starved: false })
+    }
+}
