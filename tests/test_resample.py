@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from itertools import product
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicecore import (
     AudioFormatError,
@@ -246,3 +249,48 @@ def test_bad_input_does_not_disturb_the_stream() -> None:
         resampler.process(b"\x00")
     parts += [resampler.process(signal[960:]), resampler.flush()]
     np.testing.assert_array_equal(np.concatenate(parts), clean)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=700), min_size=1, max_size=40),
+    pair=st.sampled_from([(48000, 16000), (24000, 48000), (44100, 48000), (8000, 22050)]),
+)
+def test_any_chunking_gives_identical_output(sizes: list[int], pair: tuple[int, int]) -> None:
+    if not any(sizes):
+        sizes = [*sizes, 1]
+    signal = noise(3000, seed=6)
+    resampler = Resampler(*pair)
+    reference = run_stream(resampler, signal, [len(signal)])
+    np.testing.assert_array_equal(run_stream(resampler, signal, sizes), reference)
+
+
+def test_a_stream_may_mix_int16_and_float32_chunks() -> None:
+    pcm = (noise(1920, seed=7) * 32767).astype(np.int16)
+    as_float = pcm.astype(np.float32) / 32768
+    resampler = Resampler(48000, 16000)
+    reference = run_stream(resampler, as_float, [960])
+    mixed = np.concatenate(
+        [resampler.process(pcm[:960]) / 32768, resampler.process(as_float[960:])]
+    )
+    np.testing.assert_allclose(mixed, reference[: len(mixed)], rtol=0, atol=0.5 / 32768 + 1e-7)
+
+
+def test_one_resampler_shared_by_threads_stays_consistent() -> None:
+    # Calls are serialised by a lock taken without the GIL: every sample is counted once.
+    resampler = Resampler(24000, 48000)
+    chunk = noise(480, seed=8)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        lengths = list(pool.map(lambda _: len(resampler.process(chunk)), range(200)))
+    assert sum(lengths) == 200 * 960
+    assert resampler.output_len(480) == 960
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_equal_rates_pass_audio_through_delayed_by_the_latency(rate: int) -> None:
+    pcm = (noise(1000, seed=10) * 32767).astype(np.int16)
+    resampler = Resampler(rate, rate)
+    out = run_stream(resampler, pcm, [rate // 50])
+    np.testing.assert_array_equal(out[resampler.latency :], pcm)
+    floats = noise(1000, seed=11)
+    np.testing.assert_array_equal(run_stream(resampler, floats, [7])[resampler.latency :], floats)

@@ -5,8 +5,9 @@
 //! 11025, 16000, 22050, 24000, 32000, 44100 and 48000 Hz qualify: 48k->16k is 1/3,
 //! 24k->48k is 2/1, 44.1k->48k is 160/147). It is a polyphase FIR: output sample `k` is a
 //! Kaiser-windowed sinc centred on input time `(k - latency) * M / L`, evaluated at that
-//! exact fractional position (see [`design`] for the filter and its numbers, [`dot`] for the
-//! inner loop).
+//! exact fractional position (see `resample/design.rs` for the filter and why its numbers,
+//! `resample/dot.rs` for the inner loop). Equal rates reduce to a pure delay of 4 samples:
+//! the kernel is then a unit impulse, so the output is the input, bit for bit.
 //!
 //! # Streaming contract
 //!
@@ -21,8 +22,9 @@
 //!   rates; a pacer downstream sees a constant frame size).
 //! * Output `k` represents input time `(k - latency) * M / L`: the first [`latency`]
 //!   outputs are the filter's warm-up, and a caller aligning output with input drops them.
-//!   The latency is the filter's look-ahead, the smallest whole number of output samples
-//!   that lets each output be computed as soon as it is due.
+//!   The latency is the filter's look-ahead (half its length) in whole output samples, so
+//!   each output can be computed as soon as it is due: 23 samples (1.4 ms) at 48k->16k, 48
+//!   samples (1 ms) at 24k->48k.
 //! * [`flush_into`] emits the last [`latency`] outputs (the input padded with zeros), then
 //!   resets the stream. In total a stream of `n` samples gives `latency + ceil(n * L / M)`
 //!   outputs, of which the last `ceil(n * L / M)` are the input, aligned.
@@ -659,6 +661,15 @@ mod tests {
             let expected = (float * 32768.0).round().clamp(-32768.0, 32767.0);
             assert_eq!(f32::from(pcm), expected);
         }
+    }
+
+    #[test]
+    fn equal_rates_are_a_pure_delay() {
+        let input = noise(1000, 9);
+        let mut resampler = Resampler::new(16_000, 16_000).unwrap();
+        let output = stream(&mut resampler, &input, &[160]);
+        assert_eq!(resampler.latency(), 4);
+        assert_eq!(&output[4..], &input[..]);
     }
 
     #[test]
