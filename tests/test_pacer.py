@@ -283,6 +283,8 @@ def test_bad_audio_and_reports(pacer: FramePacer) -> None:
     pacer.advance(10)
     with pytest.raises(ConfigError, match="now_ns"):
         pacer.advance_to(5 * MS)
+    with pytest.raises(ConfigError, match="3600 s"):
+        pacer.advance(3_601_000)
     assert stream.stats().queued_samples == 0, "refused audio queues nothing"
 
 
@@ -425,3 +427,19 @@ async def test_real_clock_smoke() -> None:
         assert stats.frames_released == 12
         # Generous bounds: the machine is shared; the benchmark measures real figures.
         assert 0 <= stats.lateness_p50_ms <= stats.lateness_max_ms < 50
+
+
+def test_the_pacer_thread_runs_while_python_holds_the_gil() -> None:
+    """Frames keep coming out on time while this thread spins pure Python (GIL held)."""
+    with FramePacer(10) as pacer:
+        stream = pacer.open_stream(16_000, cushion_ms=10)
+        stream.push(np.zeros(160 * 40, dtype=np.int16))
+        start = time.monotonic_ns()
+        while time.monotonic_ns() - start < 300 * MS:
+            sum(i * i for i in range(1000))  # never releases the GIL on purpose
+        end = time.monotonic_ns()
+        frames = pacer.take_released()
+        during = [f for f in frames if start < f.released_ns < end]
+        assert len(during) >= 25, "about 30 frames fall due in 300 ms"
+        if pacer.scheduling.startswith("SCHED_FIFO"):
+            assert max(f.lateness_ns for f in during) < 2 * MS

@@ -147,7 +147,11 @@ class FramePacer:
     """
 
     def __new__(
-        cls, frame_ms: int = 20, *, clock: Literal["real", "virtual"] = "real", realtime: bool = True
+        cls,
+        frame_ms: int = 20,
+        *,
+        clock: Literal["real", "virtual"] = "real",
+        realtime: bool = True,
     ) -> FramePacer: ...
     @property
     def frame_ms(self) -> int:

@@ -408,7 +408,8 @@ impl PyPacerStream {
 pub struct PyReleasedFrame {
     /// The stream it belongs to (``PacerStream.id``).
     stream_id: u64,
-    /// Its position in the stream: 0, 1, 2... (never reset, not even by a flush).
+    /// Its position in the stream: 0, 1, 2... (never reset; frames a flush takes back
+    /// before the consumer saw them leave a gap).
     seq: u64,
     /// The frame's audio: PCM16 little-endian bytes, exactly one frame.
     pcm16: Py<PyBytes>,

@@ -47,13 +47,16 @@ use sync::PiMutex;
 pub const FRAME_DURATIONS_MS: [u32; 3] = [10, 20, 40];
 /// Most spare frame buffers kept for reuse; beyond, returned buffers are freed.
 const MAX_SPARE_BUFFERS: usize = 512;
+/// Longest step of virtual time per `advance_to` call: one hour.
+const MAX_VIRTUAL_STEP_NS: i64 = 3_600_000_000_000;
 
 /// One frame handed to the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleasedFrame {
     /// The stream it belongs to.
     pub stream_id: u64,
-    /// Its position in the stream: 0, 1, 2... (never reset, not even by a flush).
+    /// Its position in the stream: 0, 1, 2... (never reset; frames a flush takes back
+    /// before the consumer saw them leave a gap).
     pub seq: u64,
     /// The samples, exactly one frame.
     pub samples: Vec<i16>,
@@ -585,6 +588,15 @@ impl FramePacer {
                 "now_ns",
                 now_ns,
                 "a time no earlier than the pacer's virtual now",
+            ));
+        }
+        // Each step serves every frame slot on the way (a starved stream counts one underrun
+        // per slot), so the work is bounded by bounding the step.
+        if now_ns - engine.virtual_now_ns > MAX_VIRTUAL_STEP_NS {
+            return Err(Error::invalid(
+                "now_ns",
+                now_ns,
+                "at most 3600 s past the pacer's virtual now per call",
             ));
         }
         engine.run_due(&self.shared.handoff, &self.shared.released, now_ns);

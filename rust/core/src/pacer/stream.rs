@@ -251,7 +251,11 @@ impl Stream {
         let capacity = info.samples_of_ms(info.queue_ms) as usize;
         Self {
             info,
-            queue: VecDeque::with_capacity(capacity + info.frame_samples),
+            // Up to 2 s preallocated; a longer queue grows in `push`, on the producer's
+            // thread (the pacer thread only ever drains it).
+            queue: VecDeque::with_capacity(
+                (capacity + info.frame_samples).min(2 * info.sample_rate as usize),
+            ),
             capacity,
             writable,
             wants_writable: false,

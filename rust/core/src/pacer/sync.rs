@@ -26,8 +26,9 @@ unsafe impl<T: Send> Sync for PiMutex<T> {}
 unsafe impl<T: Send> Send for PiMutex<T> {}
 
 impl<T> PiMutex<T> {
-    /// A new unlocked mutex around `data`. If the platform refuses priority inheritance the
-    /// mutex is a plain one (still correct, only without the boost).
+    /// A new unlocked mutex around `data`. If the platform refuses priority inheritance (or
+    /// the attribute calls fail), the statically initialised plain mutex remains: still
+    /// correct, only without the boost.
     pub fn new(data: T) -> Self {
         let raw = Box::new(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
         // SAFETY: `attr` is initialised by pthread_mutexattr_init before use and destroyed

@@ -351,6 +351,7 @@ fn bad_inputs_are_refused_with_precise_errors() {
     assert!(pacer.report_playout(stream.id, -1.0).is_err());
     assert!(pacer.push_f32(stream.id, &[0.0, f32::INFINITY]).is_err());
     assert!(pacer.advance_to(-1).is_err());
+    assert!(pacer.advance_ns(3_601_000 * MS).is_err());
     pacer.close_stream(stream.id).unwrap();
     assert_eq!(
         pacer.push(stream.id, &[0; 4]),
