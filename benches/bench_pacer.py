@@ -19,6 +19,9 @@ how long released Rust frames then waited for the Trio consumer (what the client
 absorbs; it is not pacing lateness).
 
 Target for the Rust pacer under every load: p99 <= 0.5 ms and max <= 2 ms.
+
+A second benchmark serves 100 streams at once (one pacer thread, a deadline heap), then runs
+100 Trio tasks pacing one stream each, with no added load.
 """
 
 from __future__ import annotations
@@ -253,3 +256,77 @@ def test_pacing_lateness_under_load(benchmark: Any, report: Any, quick: bool) ->
         report.figure(f"{name}: rust target met (p99<=0.5ms, max<=2ms)", met)
         assert rust.frames >= 0.9 * duration_s / FRAME_S, f"{name}: the Rust pacer stalled"
         assert result.underruns == 0, f"{name}: the producer could not keep the queue fed"
+
+
+async def _rust_streams(duration_s: float, streams: int) -> tuple[Lateness, str]:
+    """One pacer thread serving `streams` streams, fed and drained from Trio."""
+    lateness_ms: list[float] = []
+    second = np.zeros(16_000, dtype=np.int16)
+    with FramePacer(20) as pacer:
+
+        async def produce(index: int) -> None:
+            await trio.sleep(index * 0.0002)  # sessions start at different times
+            stream = pacer.open_stream(16_000, cushion_ms=120, queue_ms=2000)
+            while True:
+                await push(stream, second)
+
+        async def consume() -> None:
+            async for batch in released_frames(pacer):
+                lateness_ms.extend(frame.lateness_ns / 1e6 for frame in batch)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            for index in range(streams):
+                nursery.start_soon(produce, index)
+            await trio.sleep(duration_s)
+            nursery.cancel_scope.cancel()
+        return Lateness.of(lateness_ms), pacer.scheduling
+
+
+async def _trio_streams(duration_s: float, streams: int) -> Lateness:
+    """The baseline: one Trio task per stream sleeping until its absolute deadlines."""
+    lateness_ms: list[float] = []
+
+    async def session(index: int) -> None:
+        await trio.sleep(index * 0.0002)
+        await _trio_pacer(duration_s, lateness_ms)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(streams):
+            nursery.start_soon(session, index)
+    return Lateness.of(lateness_ms)
+
+
+def _many_streams(duration_s: float, streams: int) -> tuple[Lateness, Lateness, str]:
+    # One after the other, so neither loop carries the other's work.
+    rust, scheduling = trio.run(_rust_streams, duration_s, streams)
+    return rust, trio.run(_trio_streams, duration_s, streams), scheduling
+
+
+@pytest.mark.timeout(120)
+def test_many_streams_on_one_pacer_thread(benchmark: Any, report: Any, quick: bool) -> None:
+    """100 streams on one pacer thread vs 100 Trio tasks; 5 s each (1 s in quick mode)."""
+    duration_s, streams = (1.0 if quick else 5.0), 100
+    rust, baseline, scheduling = benchmark.pedantic(
+        _many_streams, args=(duration_s, streams), rounds=1, iterations=1
+    )
+    met = rust.p99 <= P99_TARGET_MS and rust.max <= MAX_TARGET_MS
+    ratio = baseline.p99 / max(rust.p99, 0.001)
+    report.row(
+        streams=streams,
+        seconds=duration_s,
+        rust_p50_ms=rust.p50,
+        rust_p99_ms=rust.p99,
+        rust_max_ms=rust.max,
+        trio_p50_ms=baseline.p50,
+        trio_p99_ms=baseline.p99,
+        trio_max_ms=baseline.max,
+        p99_ratio_trio_over_rust=ratio,
+        rust_target_met=met,
+        scheduling=scheduling,
+        rust_frames=rust.frames,
+        trio_frames=baseline.frames,
+    )
+    report.figure("100 streams: p99 ratio trio/rust", ratio)
+    report.figure("100 streams: rust target met (p99<=0.5ms, max<=2ms)", met)
+    assert rust.frames >= 0.9 * streams * duration_s / FRAME_S

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import select
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -443,3 +447,34 @@ def test_the_pacer_thread_runs_while_python_holds_the_gil() -> None:
         assert len(during) >= 25, "about 30 frames fall due in 300 ms"
         if pacer.scheduling.startswith("SCHED_FIFO"):
             assert max(f.lateness_ns for f in during) < 2 * MS
+
+
+FALLBACK_SCRIPT = """
+import time, numpy as np, voicecore
+with voicecore.FramePacer(10) as pacer:
+    stream = pacer.open_stream(16000, cushion_ms=10)
+    stream.push(np.zeros(160 * 10, dtype=np.int16))
+    time.sleep(0.2)
+    print(pacer.scheduling, len(pacer.take_released()))
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("capsh") is None or os.geteuid() != 0,
+    reason="needs root and capsh to take CAP_SYS_NICE away from a child process",
+)
+def test_without_privilege_the_pacer_falls_back_quietly() -> None:
+    """Without CAP_SYS_NICE (a typical container) there is no SCHED_FIFO and no negative nice
+    (RLIMIT_NICE is 0 here): the pacer stays normal, says so, and still paces."""
+    command = f"{sys.executable} -c '{FALLBACK_SCRIPT}'"
+    result = subprocess.run(
+        ["capsh", "--drop=cap_sys_nice", "--", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stderr == ""
+    scheduling, frames = result.stdout.rsplit(maxsplit=1)
+    assert scheduling == "normal" or scheduling.startswith("nice")
+    assert int(frames) == 10
