@@ -297,14 +297,16 @@ impl Shared {
     }
 
     fn stats(&self) -> RingStats {
-        // Consumer counters first, then its position, then the producer's: the consumer
-        // publishes its position before its counters, so a snapshot taken mid-pop can only
-        // miss that pop's overwritten samples, never count them twice.
+        // The consumer's counters first, then its position, then the producer's. The
+        // consumer publishes its position before the counters of the samples it moved past
+        // (see `Consumer::publish`), so if we see a counter's new value we also see the new
+        // position: a snapshot taken during a pop can miss that pop's samples, but never
+        // count them twice (once in a counter and once as still available).
+        let read = self.consumer.read.load(Ordering::Acquire);
         let overwritten = self.consumer.overwritten.load(Ordering::Acquire);
-        let read = self.consumer.read.load(Ordering::Relaxed);
+        let cleared = self.consumer.cleared.load(Ordering::Acquire);
         let underflows = self.consumer.underflows.load(Ordering::Relaxed);
         let underflow_samples = self.consumer.underflow_samples.load(Ordering::Relaxed);
-        let cleared = self.consumer.cleared.load(Ordering::Relaxed);
         let read_pos = self.consumer.read_pos.load(Ordering::Acquire);
         let written = self.producer.write_pos.load(Ordering::Acquire);
         let rejected = self.producer.rejected.load(Ordering::Relaxed);
@@ -442,7 +444,7 @@ impl Consumer {
     fn pop_counted(&mut self, out: &mut [i16], wanted: u64) -> usize {
         let shared = &*self.shared;
         let write_pos = shared.producer.write_pos.load(Ordering::Acquire);
-        let mut overwritten = step_over_lapped(&mut self.read_pos, shared.capacity, write_pos);
+        let lapped = step_over_lapped(&mut self.read_pos, shared.capacity, write_pos);
         let available = write_pos - self.read_pos;
         if available < wanted {
             shared.consumer.underflows.fetch_add(1, Ordering::Relaxed);
@@ -453,33 +455,32 @@ impl Consumer {
         }
         // At most `out.len()`, which is a `usize`.
         let count = available.min(out.len() as u64) as usize;
-        if count == 0 {
-            self.publish_position(overwritten);
-            return 0;
-        }
         let first = self.read_pos;
-        shared.load(first, &mut out[..count]);
-        let torn = shared.validate(first, out, count);
-        overwritten += torn as u64;
+        let mut torn = 0;
+        if count > 0 {
+            shared.load(first, &mut out[..count]);
+            torn = shared.validate(first, out, count);
+        }
         self.read_pos = first + count as u64;
         let delivered = count - torn;
-        shared
-            .consumer
-            .read
-            .fetch_add(delivered as u64, Ordering::Relaxed);
-        self.publish_position(overwritten);
+        self.publish(delivered as u64, lapped + torn as u64, 0);
         delivered
     }
 
     /// Publishes our position (releasing the slots behind it to a reject-policy producer),
-    /// then the overwritten count, in the order [`Shared::stats`] relies on.
-    fn publish_position(&self, overwritten: u64) {
+    /// then adds the samples we moved past to their counters: in that order, which
+    /// [`Shared::stats`] relies on.
+    fn publish(&self, delivered: u64, overwritten: u64, cleared: u64) {
         let consumer = &self.shared.consumer;
         consumer.read_pos.store(self.read_pos, Ordering::Release);
-        if overwritten > 0 {
-            consumer
-                .overwritten
-                .fetch_add(overwritten, Ordering::Release);
+        for (counter, moved_past) in [
+            (&consumer.read, delivered),
+            (&consumer.overwritten, overwritten),
+            (&consumer.cleared, cleared),
+        ] {
+            if moved_past > 0 {
+                counter.fetch_add(moved_past, Ordering::Release);
+            }
         }
     }
 
@@ -516,14 +517,10 @@ impl Consumer {
     /// counted as cleared. Samples pushed after the call starts are kept.
     pub fn clear(&mut self) -> u64 {
         let write_pos = self.shared.producer.write_pos.load(Ordering::Acquire);
-        let overwritten = step_over_lapped(&mut self.read_pos, self.shared.capacity, write_pos);
+        let lapped = step_over_lapped(&mut self.read_pos, self.shared.capacity, write_pos);
         let cleared = write_pos - self.read_pos;
         self.read_pos = write_pos;
-        self.shared
-            .consumer
-            .cleared
-            .fetch_add(cleared, Ordering::Relaxed);
-        self.publish_position(overwritten);
+        self.publish(0, lapped, cleared);
         cleared
     }
 

@@ -208,6 +208,25 @@ fn stress_overwrite_policy_never_tears_or_reorders() {
             position
         });
         let monitor = consumer.monitor();
+        // A third thread takes snapshots throughout: they may lag a call in progress but
+        // never count a sample twice, and the counters only grow.
+        let observing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let observer = {
+            let (monitor, observing) = (monitor.clone(), Arc::clone(&observing));
+            std::thread::spawn(move || {
+                let mut previous = RingStats::default();
+                let mut snapshots = 0u64;
+                while observing.load(Ordering::Relaxed) {
+                    let stats = monitor.stats();
+                    let accounted = stats.read + stats.overwritten + stats.cleared;
+                    assert!(accounted + stats.available <= stats.written, "{stats:?}");
+                    assert!(stats.read >= previous.read && stats.written >= previous.written);
+                    previous = stats;
+                    snapshots += 1;
+                }
+                snapshots
+            })
+        };
         let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         let mut out = vec![0i16; capacity + 3];
         let mut expected = 0u64;
@@ -240,6 +259,8 @@ fn stress_overwrite_policy_never_tears_or_reorders() {
             }
         }
         let written = writer.join().expect("producer thread");
+        observing.store(false, Ordering::Relaxed);
+        assert!(observer.join().expect("observer thread") > 0);
         let stats = monitor.stats();
         assert_eq!(stats.written, written);
         assert_eq!(stats.read + stats.overwritten + stats.available, written);
