@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voicecore import AudioFormatError, AudioTypeError, ConfigError, RingStats, SampleRing
 
@@ -376,3 +378,96 @@ def test_two_producers_are_serialised_not_undefined() -> None:
     assert len(received) == 2 * pushes
     assert np.all(received == received[:, :1])  # every block intact
     assert sorted(np.bincount(received[:, 0])[1:].tolist()) == [pushes, pushes]
+
+
+# --- against a reference model -------------------------------------------------------------
+
+
+class ModelRing:
+    """The ring's documented single-thread semantics, written plainly in Python."""
+
+    def __init__(self, capacity: int, policy: str) -> None:
+        self.capacity, self.policy = capacity, policy
+        self.history: list[int] = []  # every sample ever accepted, by position
+        self.read_pos = 0
+        self.counts = dict.fromkeys(
+            ["read", "overwritten", "rejected", "underflows", "underflow_samples", "cleared"], 0
+        )
+
+    def _step_over_lapped(self) -> None:
+        oldest = max(self.read_pos, len(self.history) - self.capacity)
+        self.counts["overwritten"] += oldest - self.read_pos
+        self.read_pos = oldest
+
+    def push(self, samples: list[int]) -> int:
+        accepted = len(samples)
+        if self.policy == "reject":
+            accepted = min(accepted, self.capacity - (len(self.history) - self.read_pos))
+            self.counts["rejected"] += len(samples) - accepted
+        self.history += samples[:accepted]
+        return accepted
+
+    def pop(self, n: int) -> list[int]:
+        self._step_over_lapped()
+        available = len(self.history) - self.read_pos
+        if available < n:
+            self.counts["underflows"] += 1
+            self.counts["underflow_samples"] += n - available
+        out = self.history[self.read_pos : self.read_pos + min(n, available)]
+        self.read_pos += len(out)
+        self.counts["read"] += len(out)
+        return out
+
+    def peek_last(self, n: int) -> list[int]:
+        count = min(n, len(self.history), self.capacity)
+        return self.history[len(self.history) - count :]
+
+    def clear(self) -> int:
+        self._step_over_lapped()
+        cleared = len(self.history) - self.read_pos
+        self.read_pos = len(self.history)
+        self.counts["cleared"] += cleared
+        return cleared
+
+    def stats(self) -> dict[str, int]:
+        written = len(self.history)
+        lapped = max(0, written - self.capacity - self.read_pos)
+        return {
+            **self.counts,
+            "overwritten": self.counts["overwritten"] + lapped,
+            "written": written,
+            "available": min(written - self.read_pos, self.capacity),
+            "capacity": self.capacity,
+        }
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(0, 40)),
+        st.tuples(st.just("pop"), st.integers(0, 40)),
+        st.tuples(st.just("peek_last"), st.integers(0, 40)),
+        st.tuples(st.just("clear"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@given(
+    capacity=st.integers(1, 24),
+    policy=st.sampled_from(["overwrite", "reject"]),
+    ops=operations,
+)
+def test_matches_the_reference_model(capacity: int, policy: Any, ops: list[Any]) -> None:
+    ring, model = SampleRing(capacity, policy), ModelRing(capacity, policy)
+    position = 0
+    for name, size in ops:
+        if name == "push":
+            samples = sequence(position, size)
+            assert ring.push(samples) == model.push(samples.tolist())
+            position += size
+        elif name == "clear":
+            assert ring.clear() == model.clear()
+        else:
+            assert getattr(ring, name)(size).tolist() == getattr(model, name)(size)
+        stats = ring.stats()
+        assert {key: getattr(stats, key) for key in model.stats()} == model.stats()

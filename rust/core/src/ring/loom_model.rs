@@ -3,6 +3,8 @@
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p voicecore-core --release ring`.
 //! Every sample's value is its position + 1, so a test can tell which write it came from.
+//! These models have teeth: without the validation step, or without the consumer's Acquire
+//! fence before it loads the claim, both overwrite models fail.
 
 use super::*;
 use loom::thread;

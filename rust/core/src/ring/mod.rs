@@ -49,6 +49,11 @@
 //! into slots the consumer has released with its Release store of `read_pos`, so the consumer's
 //! reads happen before the producer's overwrites and validation never discards anything.
 //!
+//! Both halves are wait-free: a push or a pop is a bounded number of steps whatever the other
+//! thread does (no retry loop, no compare-and-swap), which is what a real-time thread needs.
+//! The price is that a pop racing a lapping producer returns fewer samples than were
+//! available when it started; it does not retry.
+//!
 //! The model is checked exhaustively on small rings with `loom`
 //! (`RUSTFLAGS="--cfg loom" cargo test -p voicecore-core --release ring`) and by two-thread
 //! stress tests over sequence numbers.
@@ -61,7 +66,8 @@
 //! [`Consumer::clear`]. An *underflow* is one pop that asked for more samples than were
 //! available when it started (`underflows` counts those pops, `underflow_samples` the samples
 //! they were short by); peeks never count as underflows. Whenever neither half is inside a
-//! call, `written == read + overwritten + cleared + available`.
+//! call, `written == read + overwritten + cleared + available`; a snapshot taken during a call
+//! may lag it, but never counts a sample twice (the sum is then at most `written`).
 //!
 //! Samples are stored as PCM16. Float input ([`Producer::push_f32`]) is converted on the way
 //! in, with the full scale of 32768 used throughout voicecore, rounding to nearest and clamping
@@ -143,7 +149,7 @@ impl FromStr for OverflowPolicy {
 
 /// A snapshot of a ring's state and counters, in samples (see the module docs for the exact
 /// definitions). Exact whenever neither half is inside a call; taken during a push or pop it
-/// may not yet include that call.
+/// may not yet include that call, but it never counts a sample twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RingStats {
     /// The ring's size, in samples.
