@@ -6,8 +6,9 @@
 //! 24k->48k is 2/1, 44.1k->48k is 160/147). It is a polyphase FIR: output sample `k` is a
 //! Kaiser-windowed sinc centred on input time `(k - latency) * M / L`, evaluated at that
 //! exact fractional position (see `resample/design.rs` for the filter and why its numbers,
-//! `resample/dot.rs` for the inner loop). Equal rates reduce to a pure delay of 4 samples:
-//! the kernel is then a unit impulse, so the output is the input, bit for bit.
+//! `resample/dot.rs` for the inner loop). When upsampling, every L-th output falls exactly
+//! on an input sample and is that sample, copied (the sinc vanishes at whole samples); so
+//! equal rates reduce to a pure delay of 4 samples, the output being the input bit for bit.
 //!
 //! # Streaming contract
 //!
@@ -376,10 +377,13 @@ unsafe fn emit_avx2_fma<S: Sample>(resampler: &mut Resampler, output: &mut [S]) 
 
 /// The output loop, generic over the dot products so each kernel gets its own copy.
 ///
-/// When upsampling, consecutive outputs often read the same input window with different
-/// phases (every pair at 24k->48k); they are computed together so the window is loaded
-/// once. `dot2` gives bit-identical results to two `dot` calls, so the pairing (which
-/// depends on where a chunk ends) cannot change the output.
+/// Two shortcuts for upsampling, neither of which can make the output depend on chunking:
+/// * phase 0 of an upsampler is a unit impulse (see `PolyphaseFilter::impulse_phase0`), so
+///   its outputs are input samples, copied: half of all outputs at 24k->48k;
+/// * consecutive outputs that read the same input window with different phases (e.g. two
+///   of every three at 16k->48k) are computed together, loading the window once; `dot2`
+///   gives bit-identical results to two `dot` calls, so whether a pair is split by the end
+///   of a chunk does not matter.
 #[inline(always)]
 fn emit_with<S: Sample>(
     resampler: &mut Resampler,
@@ -387,7 +391,8 @@ fn emit_with<S: Sample>(
     dot: impl Fn(&[f32], &[f32]) -> f32,
     dot2: impl Fn(&[f32], &[f32], &[f32]) -> (f32, f32),
 ) -> usize {
-    let taps = resampler.filter.taps;
+    let filter = &resampler.filter;
+    let (taps, centre, impulse_phase0) = (filter.taps, filter.half - 1, filter.impulse_phase0);
     let up = resampler.up;
     let (step_whole, step_fraction) = (resampler.down / up, resampler.down % up);
     // The next output is M/L input samples later.
@@ -399,27 +404,28 @@ fn emit_with<S: Sample>(
             (start + step_whole, phase)
         }
     };
-    let filter = &resampler.filter;
     let buffer = &resampler.buffer;
     let (mut start, mut phase) = (resampler.window_start, resampler.phase);
-    let mut slots = output.chunks_exact_mut(2);
-    for pair in &mut slots {
-        let (second_start, second_phase) = advance(start, phase);
+    let mut i = 0;
+    while i < output.len() {
         let window = &buffer[start..start + taps];
-        if second_start == start {
-            let (first, second) = dot2(window, filter.phase(phase), filter.phase(second_phase));
-            pair[0] = S::from_f32(first);
-            pair[1] = S::from_f32(second);
+        let next = advance(start, phase);
+        if impulse_phase0 && phase == 0 {
+            output[i] = S::from_f32(window[centre]);
+            (start, phase) = next;
+            i += 1;
+        } else if next.0 == start && i + 1 < output.len() {
+            // `next` is not an impulse phase: reaching phase 0 always moves the window on.
+            let (first, second) = dot2(window, filter.phase(phase), filter.phase(next.1));
+            output[i] = S::from_f32(first);
+            output[i + 1] = S::from_f32(second);
+            (start, phase) = advance(next.0, next.1);
+            i += 2;
         } else {
-            pair[0] = S::from_f32(dot(window, filter.phase(phase)));
-            let window = &buffer[second_start..second_start + taps];
-            pair[1] = S::from_f32(dot(window, filter.phase(second_phase)));
+            output[i] = S::from_f32(dot(window, filter.phase(phase)));
+            (start, phase) = next;
+            i += 1;
         }
-        (start, phase) = advance(second_start, second_phase);
-    }
-    if let [last] = slots.into_remainder() {
-        *last = S::from_f32(dot(&buffer[start..start + taps], filter.phase(phase)));
-        (start, phase) = advance(start, phase);
     }
     resampler.window_start = start;
     resampler.phase = phase;

@@ -49,6 +49,14 @@ pub(crate) struct PolyphaseFilter {
     /// Half the window length, in input samples: an output at input time `t` reads the
     /// inputs `floor(t) - half + 1 ..= floor(t) + half`.
     pub half: usize,
+    /// Phase 0 is a unit impulse at tap `half - 1`: its outputs are input samples, copied.
+    ///
+    /// True whenever the output rate is at least the input rate: the cutoff is then the
+    /// input's own Nyquist frequency, and a sinc at that frequency sampled at whole input
+    /// samples (phase 0 sits exactly on input samples) is 1 at the centre and 0 elsewhere,
+    /// whatever the window. At 24k->48k this makes every other output free, which is what
+    /// half-band designs exploit.
+    pub impulse_phase0: bool,
 }
 
 impl PolyphaseFilter {
@@ -56,13 +64,7 @@ impl PolyphaseFilter {
     pub fn design(in_rate: u32, out_rate: u32, up: usize) -> Self {
         let half = half_length(in_rate, out_rate);
         let taps = 2 * half;
-        if in_rate == out_rate {
-            // A sinc at the input's own Nyquist frequency, sampled at whole input samples,
-            // is a unit impulse; write it exactly rather than trust sin(pi k) to be 0.
-            let mut coeffs = vec![0.0; taps];
-            coeffs[half - 1] = 1.0;
-            return Self { coeffs, taps, half };
-        }
+        let impulse_phase0 = out_rate >= in_rate;
         let nyquist = f64::from(in_rate.min(out_rate)) / 2.0;
         let in_rate = f64::from(in_rate);
         let beta = 0.1102 * (ATTENUATION_DB - 8.7);
@@ -74,22 +76,33 @@ impl PolyphaseFilter {
         let mut coeffs = Vec::with_capacity(up * taps);
         let mut phase_taps = vec![0.0f64; taps];
         for phase in 0..up {
-            // Tap `u` multiplies input `floor(t) - half + 1 + u`, which lies
-            // `phase/up + half - 1 - u` input samples before the output's time `t`.
-            for (u, tap) in phase_taps.iter_mut().enumerate() {
-                let tau = phase as f64 / up as f64 + half as f64 - 1.0 - u as f64;
-                let x = tau / half as f64;
-                let window = if x.abs() <= 1.0 {
-                    bessel_i0(beta * (1.0 - x * x).sqrt()) / i0_beta
-                } else {
-                    0.0
-                };
-                *tap = 2.0 * cutoff * sinc(2.0 * cutoff * tau) * window;
+            if phase == 0 && impulse_phase0 {
+                // Written exactly rather than trusting sin(pi k) to round to 0.
+                phase_taps.fill(0.0);
+                phase_taps[half - 1] = 1.0;
+            } else {
+                // Tap `u` multiplies input `floor(t) - half + 1 + u`, which lies
+                // `phase/up + half - 1 - u` input samples before the output's time `t`.
+                for (u, tap) in phase_taps.iter_mut().enumerate() {
+                    let tau = phase as f64 / up as f64 + half as f64 - 1.0 - u as f64;
+                    let x = tau / half as f64;
+                    let window = if x.abs() <= 1.0 {
+                        bessel_i0(beta * (1.0 - x * x).sqrt()) / i0_beta
+                    } else {
+                        0.0
+                    };
+                    *tap = 2.0 * cutoff * sinc(2.0 * cutoff * tau) * window;
+                }
             }
             let dc_gain: f64 = phase_taps.iter().sum();
             coeffs.extend(phase_taps.iter().map(|&tap| (tap / dc_gain) as f32));
         }
-        Self { coeffs, taps, half }
+        Self {
+            coeffs,
+            taps,
+            half,
+            impulse_phase0,
+        }
     }
 
     /// The coefficients of one phase.
@@ -103,7 +116,7 @@ impl PolyphaseFilter {
 /// from `in_rate` to `out_rate` Hz; each phase has twice as many taps.
 pub(crate) fn half_length(in_rate: u32, out_rate: u32) -> usize {
     if in_rate == out_rate {
-        // The kernel is a unit impulse (see `design`); the shortest window will do.
+        // The kernel is a unit impulse (see `impulse_phase0`); the shortest window will do.
         return 4;
     }
     let nyquist = f64::from(in_rate.min(out_rate)) / 2.0;
@@ -163,9 +176,20 @@ mod tests {
     }
 
     #[test]
+    fn upsampling_phase_zero_is_an_exact_impulse() {
+        let filter = PolyphaseFilter::design(24_000, 48_000, 2);
+        assert!(filter.impulse_phase0);
+        for (u, &tap) in filter.phase(0).iter().enumerate() {
+            assert_eq!(tap, if u == filter.half - 1 { 1.0 } else { 0.0 });
+        }
+        // Downsampling cuts below the input's Nyquist frequency: its phase 0 is a real filter.
+        assert!(!PolyphaseFilter::design(48_000, 16_000, 1).impulse_phase0);
+    }
+
+    #[test]
     fn phase_zero_is_symmetric_about_its_centre_tap() {
         // Phase 0 sits exactly on an input sample: tap `half - 1` is the centre (tau = 0).
-        let filter = PolyphaseFilter::design(24_000, 48_000, 2);
+        let filter = PolyphaseFilter::design(48_000, 16_000, 1);
         let taps = filter.phase(0);
         let centre = filter.half - 1;
         for d in 1..filter.half - 1 {

@@ -125,10 +125,13 @@ pub(crate) unsafe fn dot_avx2_fma(window: &[f32], coeffs: &[f32]) -> f32 {
         }
         i += 32;
     }
+    // The last blocks of 8 go to different accumulators, keeping dependency chains short.
+    let mut k = 0;
     while i + 8 <= len {
         // SAFETY: `i + 8 <= len`, within both slices; the caller guarantees AVX2 and FMA.
-        unsafe { fmadd_at(&mut acc[0], window, coeffs, i) };
+        unsafe { fmadd_at(&mut acc[k], window, coeffs, i) };
         i += 8;
+        k += 1;
     }
     // SAFETY: the caller guarantees AVX2 and FMA.
     unsafe { reduce_avx2_fma(&acc, window, coeffs, i, len) }
@@ -162,13 +165,15 @@ pub(crate) unsafe fn dot2_avx2_fma(window: &[f32], first: &[f32], second: &[f32]
         }
         i += 32;
     }
+    let mut k = 0;
     while i + 8 <= len {
         // SAFETY: `i + 8 <= len`, within all three slices; the caller guarantees AVX2, FMA.
         unsafe {
-            fmadd_at(&mut acc_first[0], window, first, i);
-            fmadd_at(&mut acc_second[0], window, second, i);
+            fmadd_at(&mut acc_first[k], window, first, i);
+            fmadd_at(&mut acc_second[k], window, second, i);
         }
         i += 8;
+        k += 1;
     }
     // SAFETY: the caller guarantees AVX2 and FMA.
     unsafe {
