@@ -228,11 +228,12 @@ impl Engine {
     /// Serves one due entry at `now_ns`: a release, an underrun, or the end of an utterance.
     fn serve(&mut self, due: Due, now_ns: i64) {
         self.heap.pop();
-        let mut buffer = self.spare.pop().unwrap_or_default();
         let Some(stream) = self.streams.get_mut(&due.id) else {
             return;
         };
         if stream.has_frame() {
+            // A recycled buffer: allocation only until the consumer has returned a few.
+            let mut buffer = self.spare.pop().unwrap_or_default();
             let seq = stream.release_into(&mut buffer);
             let lateness = now_ns - due.deadline_ns;
             stream.lateness.record(lateness);
@@ -249,7 +250,6 @@ impl Engine {
             self.schedule(due.id, false, next);
             return;
         }
-        self.spare.push(buffer);
         if stream.slot_without_frame() {
             stream.phase = Phase::Idle;
         } else {
@@ -264,7 +264,7 @@ impl Engine {
     /// next deadline.
     fn run_due(
         &mut self,
-        shared_handoff: &PiMutex<Handoff>,
+        handoff: &PiMutex<Handoff>,
         released: &EventFd,
         until_ns: i64,
     ) -> Option<i64> {
@@ -288,7 +288,7 @@ impl Engine {
             self.virtual_now_ns = self.virtual_now_ns.max(until_ns);
         }
         if !self.staging.is_empty() {
-            let mut handoff = shared_handoff.lock();
+            let mut handoff = handoff.lock();
             handoff.ready.extend(self.staging.drain(..));
             let wanted = MAX_SPARE_BUFFERS.saturating_sub(self.spare.len());
             let available = handoff.returned.len();
