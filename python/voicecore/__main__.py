@@ -1,0 +1,7 @@
+"""``python -m voicecore``: the same as the ``voicecore`` command."""
+
+import sys
+
+from voicecore.cli import main
+
+sys.exit(main())
