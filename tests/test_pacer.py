@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import select
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from voicecore import (
     PacerStoppedError,
     PacerStream,
     ReleasedFrame,
+    ResourceError,
     UnknownStreamError,
     UnsupportedSampleRateError,
 )
@@ -290,6 +292,17 @@ def test_bad_audio_and_reports(pacer: FramePacer) -> None:
     with pytest.raises(ConfigError, match="3600 s"):
         pacer.advance(3_601_000)
     assert stream.stats().queued_samples == 0, "refused audio queues nothing"
+
+
+def test_os_refusals_raise_resource_error() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (0, hard))  # no new descriptor at all
+    try:
+        with pytest.raises(ResourceError, match="eventfd failed") as refused:
+            FramePacer(20, clock="virtual")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert isinstance(refused.value, OSError)
 
 
 def test_unknown_and_closed_streams_and_use_after_stop() -> None:

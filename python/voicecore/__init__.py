@@ -20,6 +20,7 @@ from voicecore.exceptions import AudioTypeError as AudioTypeError
 from voicecore.exceptions import ConfigError as ConfigError
 from voicecore.exceptions import PacerError as PacerError
 from voicecore.exceptions import PacerStoppedError as PacerStoppedError
+from voicecore.exceptions import ResourceError as ResourceError
 from voicecore.exceptions import UnknownStreamError as UnknownStreamError
 from voicecore.exceptions import UnsupportedSampleRateError as UnsupportedSampleRateError
 from voicecore.exceptions import VoicecoreError as VoicecoreError
@@ -36,6 +37,7 @@ __all__ = [
     "PacerStream",
     "ReleasedFrame",
     "Resampler",
+    "ResourceError",
     "RingStats",
     "SampleRing",
     "StreamStats",

@@ -143,7 +143,7 @@ class FramePacer:
 
     Raises:
         ConfigError: ``frame_ms`` not 10, 20 or 40, or an unknown ``clock``.
-        OSError: the OS refused an eventfd, timer or thread.
+        ResourceError: the OS refused an eventfd, timer or thread (an ``OSError``).
     """
 
     def __new__(

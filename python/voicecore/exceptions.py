@@ -13,9 +13,11 @@ The tree::
     ├── AudioFormatError (ValueError)        audio of the right type but unusable layout:
     │                                        odd PCM16 byte length, non-contiguous or 2-D array
     ├── AudioTypeError (TypeError)           audio of an unsupported type or dtype
-    └── PacerError                           the frame pacer refused an operation
-        ├── UnknownStreamError (KeyError)    the stream was never opened, or is closed
-        └── PacerStoppedError (RuntimeError) the pacer thread has been stopped
+    ├── PacerError                           the frame pacer refused an operation
+    │   ├── UnknownStreamError (KeyError)    the stream was never opened, or is closed
+    │   └── PacerStoppedError (RuntimeError) the pacer thread has been stopped
+    └── ResourceError (OSError)              the OS refused a resource: an eventfd, a
+                                             timer, a thread
 
 The native module (``voicecore._core``) raises these classes directly; it never lets a Rust
 panic cross into Python.
@@ -29,6 +31,7 @@ __all__ = [
     "ConfigError",
     "PacerError",
     "PacerStoppedError",
+    "ResourceError",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
     "VoicecoreError",
@@ -77,3 +80,10 @@ class UnknownStreamError(PacerError, KeyError):
 
 class PacerStoppedError(PacerError, RuntimeError):
     """The pacer thread has been stopped; it takes no further streams or frames."""
+
+
+class ResourceError(VoicecoreError, OSError):
+    """The operating system refused a resource (an eventfd, a timer, a thread).
+
+    Rare: a process out of file descriptors or threads. The message names the call.
+    """

@@ -13,6 +13,7 @@ pyo3::import_exception!(voicecore.exceptions, AudioFormatError);
 pyo3::import_exception!(voicecore.exceptions, AudioTypeError);
 pyo3::import_exception!(voicecore.exceptions, UnknownStreamError);
 pyo3::import_exception!(voicecore.exceptions, PacerStoppedError);
+pyo3::import_exception!(voicecore.exceptions, ResourceError);
 
 /// Maps a core error to its precise Python exception, keeping the core's message.
 pub fn to_py_err(error: Error) -> PyErr {
@@ -23,7 +24,7 @@ pub fn to_py_err(error: Error) -> PyErr {
         Error::InvalidAudio { .. } => AudioFormatError::new_err(message),
         Error::UnknownStream { .. } => UnknownStreamError::new_err(message),
         Error::PacerStopped => PacerStoppedError::new_err(message),
-        Error::Os { .. } => pyo3::exceptions::PyOSError::new_err(message),
+        Error::Os { .. } => ResourceError::new_err(message),
         // `Error` is non-exhaustive for downstream crates; a new variant must get its own arm.
         #[allow(unreachable_patterns)]
         _ => ConfigError::new_err(message),

@@ -60,7 +60,7 @@ fn ms_of_samples(samples: u64, sample_rate: u32) -> f64 {
 ///
 /// Raises:
 ///     ConfigError: ``frame_ms`` not 10, 20 or 40, or an unknown ``clock``.
-///     OSError: the OS refused an eventfd, timer or thread.
+///     ResourceError: the OS refused an eventfd, timer or thread (an ``OSError``).
 #[pyclass(module = "voicecore._core", name = "FramePacer", frozen)]
 pub struct PyFramePacer {
     core: FramePacer,
