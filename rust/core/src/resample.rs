@@ -140,8 +140,9 @@ impl Resampler {
     /// A resampler from `in_rate` to `out_rate` Hz.
     ///
     /// Fails with [`Error::UnsupportedSampleRate`] for a rate outside
-    /// [`MIN_RATE`]..=[`MAX_RATE`] or a pair whose reduced ratio needs more than
-    /// [`MAX_PHASES`] phases.
+    /// [`MIN_RATE`]..=[`MAX_RATE`], or a pair whose reduced ratio needs more than
+    /// [`MAX_PHASES`] phases or [`MAX_COEFFICIENTS`] coefficients (reported against
+    /// `out_rate`).
     pub fn new(in_rate: u32, out_rate: u32) -> Result<Self> {
         for rate in [in_rate, out_rate] {
             if !(MIN_RATE..=MAX_RATE).contains(&rate) {

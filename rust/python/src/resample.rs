@@ -42,10 +42,14 @@ struct Stream {
 /// the same samples.
 ///
 /// Timing: after ``n`` input samples in total, ``ceil(n * out_rate / in_rate)`` output
-/// samples have come out (so 20 ms in gives 20 ms out for the common rates). The output
-/// lags the input by ``latency`` output samples (the filter's look-ahead): drop the first
-/// ``latency`` samples of a stream to align it with the input, and call ``flush()`` at
-/// the end to get its last ``latency`` samples.
+/// samples have come out (so 20 ms in gives 20 ms out at every common rate but 11025 Hz,
+/// where 20 ms is not a whole number of samples). The output lags the input by ``latency``
+/// output samples (the filter's look-ahead; 23 samples = 1.4 ms at 48k->16k, 48 samples =
+/// 1 ms at 24k->48k): drop the first ``latency`` samples of a stream to align it with the
+/// input, and call ``flush()`` at the end to get its last ``latency`` samples.
+///
+/// Quality: passband to 0.85 of the lower Nyquist frequency, 105 dB Kaiser design; a
+/// 1 kHz sine keeps >= 109 dB SNR for every pair of the rates above.
 ///
 /// Audio in and out: PCM16 bytes in -> PCM16 bytes out, int16 array -> int16 array
 /// (rounded, saturated), float32 array -> float32 array. Every call releases the GIL.
