@@ -5,7 +5,9 @@ runs in a Rust core that never takes the GIL; Python orchestrates. This module r
 the public API; the implementation lives in private modules.
 """
 
+from voicecore._core import EnergyVad as EnergyVad
 from voicecore._core import FlushReport as FlushReport
+from voicecore._core import FrameFeatures as FrameFeatures
 from voicecore._core import FramePacer as FramePacer
 from voicecore._core import PacerStats as PacerStats
 from voicecore._core import PacerStream as PacerStream
@@ -13,7 +15,10 @@ from voicecore._core import ReleasedFrame as ReleasedFrame
 from voicecore._core import Resampler as Resampler
 from voicecore._core import RingStats as RingStats
 from voicecore._core import SampleRing as SampleRing
+from voicecore._core import SpeechEvent as SpeechEvent
 from voicecore._core import StreamStats as StreamStats
+from voicecore._core import VadFeatures as VadFeatures
+from voicecore._core import VadFrames as VadFrames
 from voicecore._core import __version__ as __version__
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
@@ -29,7 +34,9 @@ __all__ = [
     "AudioFormatError",
     "AudioTypeError",
     "ConfigError",
+    "EnergyVad",
     "FlushReport",
+    "FrameFeatures",
     "FramePacer",
     "PacerError",
     "PacerStats",
@@ -40,9 +47,12 @@ __all__ = [
     "ResourceError",
     "RingStats",
     "SampleRing",
+    "SpeechEvent",
     "StreamStats",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
+    "VadFeatures",
+    "VadFrames",
     "VoicecoreError",
     "__version__",
 ]

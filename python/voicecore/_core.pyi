@@ -132,6 +132,197 @@ class Resampler:
 
 # --- VAD features and energy VAD -----------------------------------------------------------
 
+@final
+class VadFeatures:
+    """Per-frame VAD features: RMS level, zero-crossing rate, spectral flatness and centroid,
+    speech-band (300-3400 Hz) energy ratio and log-mel energies.
+
+    Frames are ``frame_ms`` long at ``sample_rate`` (``frame_length`` samples), Hann-windowed
+    and zero-padded to a power-of-two real FFT planned once. Every call releases the GIL.
+
+    Args:
+        sample_rate: 8000 or 16000 (Hz).
+        frame_ms: frame duration in ms: 10, 20 or 30.
+        n_mels: number of log-mel bands, 0..=128 (0 skips them).
+
+    Raises:
+        UnsupportedSampleRateError: another sample rate.
+        ConfigError: another frame duration, or a band count out of range.
+    """
+
+    def __new__(cls, sample_rate: int = 16000, frame_ms: int = 20, n_mels: int = 40) -> VadFeatures: ...
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate in Hz."""
+    @property
+    def frame_ms(self) -> int:
+        """Frame duration in ms."""
+    @property
+    def n_mels(self) -> int:
+        """Number of log-mel bands."""
+    @property
+    def frame_length(self) -> int:
+        """Frame length in samples."""
+    def compute(self, frame: AudioIn) -> FrameFeatures:
+        """Features of one frame of exactly ``frame_length`` samples (else AudioFormatError)."""
+    def compute_many(self, audio: AudioIn) -> dict[str, npt.NDArray[np.float32]]:
+        """Features of every whole frame (a trailing partial frame is ignored), one GIL release.
+
+        Keys: ``rms_dbfs``, ``zero_crossing_rate``, ``spectral_flatness``,
+        ``spectral_centroid_hz``, ``speech_band_ratio`` (shape ``(n_frames,)``) and
+        ``log_mel`` (shape ``(n_frames, n_mels)``).
+        """
+
+@final
+class FrameFeatures:
+    """The features of one frame (see ``VadFeatures.compute``)."""
+
+    @property
+    def rms_dbfs(self) -> float:
+        """RMS level in dBFS (full-scale sine: -3.01), floored at -120 for silence."""
+    @property
+    def zero_crossing_rate(self) -> float:
+        """Fraction of adjacent sample pairs whose sign differs, in [0, 1]."""
+    @property
+    def spectral_flatness(self) -> float:
+        """Geometric over arithmetic mean of the power spectrum, in [0, 1] (silence: 1)."""
+    @property
+    def spectral_centroid_hz(self) -> float:
+        """Power-weighted mean frequency in Hz (silence: 0)."""
+    @property
+    def speech_band_ratio(self) -> float:
+        """Share of the spectral power between 300 and 3400 Hz, in [0, 1] (silence: 0)."""
+    @property
+    def log_mel(self) -> npt.NDArray[np.float32]:
+        """Natural-log mel band energies (full-scale mean square = 1), floored at ln(1e-12)."""
+
+@final
+class SpeechEvent:
+    """A speech boundary at an absolute sample index of the stream.
+
+    Args:
+        kind: ``"start"`` (speech begins at ``sample``) or ``"end"`` (ended just before it).
+        sample: sample index from the start of the stream.
+        sample_rate: the stream's rate in Hz, for ``time_s``.
+    """
+
+    def __new__(cls, kind: Literal["start", "end"], sample: int, sample_rate: int) -> SpeechEvent: ...
+    @property
+    def kind(self) -> Literal["start", "end"]:
+        """``"start"`` or ``"end"``."""
+    @property
+    def sample(self) -> int:
+        """Sample index: first speech sample (start) or one past the last (end)."""
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of the stream in Hz."""
+    @property
+    def time_s(self) -> float:
+        """``sample / sample_rate``, in seconds."""
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class VadFrames:
+    """``EnergyVad.process_frames`` output: the events plus one entry per completed frame."""
+
+    @property
+    def events(self) -> list[SpeechEvent]:
+        """The speech events completed by the call."""
+    @property
+    def first_frame(self) -> int:
+        """Stream index of the first frame (frame i covers samples i*frame_length onwards)."""
+    @property
+    def scores(self) -> npt.NDArray[np.float32]:
+        """Speech score per frame in dB (0 at the noise floor)."""
+    @property
+    def is_speech(self) -> npt.NDArray[np.bool_]:
+        """Per frame: the frame alone is speech (before hangover and minimum durations)."""
+    @property
+    def in_segment(self) -> npt.NDArray[np.bool_]:
+        """Per frame: inside a speech segment after that frame (causal)."""
+    def __len__(self) -> int: ...
+
+@final
+class EnergyVad:
+    """Streaming energy VAD: per-band likelihood ratio over an adaptive (minimum-statistics)
+    noise floor, with hangover and minimum speech / silence durations.
+
+    Feed audio in chunks of any size; events do not depend on the chunking. A start is the
+    first sample of the first frame of the run that confirmed speech, emitted
+    ``min_speech_ms`` (rounded up to frames) later; an end is one past the last speech frame
+    plus the hangover, emitted after ``hangover_ms + min_silence_ms`` of non-speech.
+
+    Args:
+        sample_rate: 8000 or 16000 (Hz).
+        frame_ms: 10, 20 or 30 (ms).
+        threshold_db: score (dB) at which a frame is speech; (0, 60].
+        hangover_ms: speech is extended this long after its last speech frame; [0, 10000].
+        min_speech_ms: shorter bursts are ignored; [0, 10000], at least one frame.
+        min_silence_ms: shorter pauses (after the hangover) are bridged; [0, 10000].
+        noise_window_ms: noise-floor minimum window; louder noise is learnt within it;
+            [200, 30000].
+        min_level_dbfs: quieter frames are never speech; [-120, 0].
+
+    Raises:
+        UnsupportedSampleRateError: another sample rate.
+        ConfigError: any other setting out of range.
+    """
+
+    def __new__(
+        cls,
+        sample_rate: int = 16000,
+        frame_ms: int = 20,
+        *,
+        threshold_db: float = 4.0,
+        hangover_ms: float = 150.0,
+        min_speech_ms: float = 90.0,
+        min_silence_ms: float = 200.0,
+        noise_window_ms: float = 1500.0,
+        min_level_dbfs: float = -60.0,
+    ) -> EnergyVad: ...
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate in Hz."""
+    @property
+    def frame_ms(self) -> int:
+        """Frame duration in ms."""
+    @property
+    def frame_length(self) -> int:
+        """Frame length in samples."""
+    @property
+    def threshold_db(self) -> float:
+        """Speech threshold on the score, in dB."""
+    @property
+    def hangover_ms(self) -> float:
+        """Hangover in ms."""
+    @property
+    def min_speech_ms(self) -> float:
+        """Minimum speech duration in ms."""
+    @property
+    def min_silence_ms(self) -> float:
+        """Minimum silence duration in ms."""
+    @property
+    def noise_window_ms(self) -> float:
+        """Noise-floor window in ms."""
+    @property
+    def min_level_dbfs(self) -> float:
+        """Level gate in dBFS."""
+    @property
+    def samples_received(self) -> int:
+        """Samples received since construction or ``reset()`` (including a partial frame)."""
+    @property
+    def in_segment(self) -> bool:
+        """True while inside a speech segment."""
+    def process(self, audio: AudioIn) -> list[SpeechEvent]:
+        """Feeds a chunk of any length; returns the speech events it completes."""
+    def process_frames(self, audio: AudioIn) -> VadFrames:
+        """Like ``process``, also returning each completed frame's score and decisions."""
+    def flush(self) -> SpeechEvent | None:
+        """Ends an open segment at the end of the audio received; its end event, or None."""
+    def reset(self) -> None:
+        """Forgets all audio: sample indices restart at 0, the noise floor is relearnt."""
+
 # --- frame pacer ---------------------------------------------------------------------------
 
 @final
