@@ -25,7 +25,7 @@ import trio
 
 from voicecore import models
 from voicecore._core import EnergyVad, FramePacer, Resampler, SampleRing
-from voicecore.pacing import released_frames
+from voicecore.pacing import push, released_frames
 
 __all__ = ["main"]
 
@@ -140,20 +140,26 @@ async def _pace(agent: npt.NDArray[np.int16]) -> int:
     frame_s = _FRAME_MS / 1000
     with FramePacer(_FRAME_MS) as pacer:
         stream = pacer.open_stream(_TTS_RATE)
-        queued = stream.push(agent)
-        stream.finish()
-        expected = -(-queued // stream.frame_samples)
+        expected = -(-agent.size // stream.frame_samples)
         received = 0
         client_first_ns = 0
-        async for batch in released_frames(pacer):
-            for frame in batch:
-                client_first_ns = client_first_ns or frame.released_ns
-                received += 1
-            # The simulated client has played since its first frame, in real time.
-            played = (time.monotonic_ns() - client_first_ns) / 1e9 / frame_s
-            stream.report_playout(max(0.0, received - played) * _FRAME_MS)
-            if received >= expected:
-                break
+
+        async def produce() -> None:
+            # Like a TTS stage: waits (without polling) whenever the playout queue is full.
+            await push(stream, agent)
+            stream.finish()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async for batch in released_frames(pacer):
+                for frame in batch:
+                    client_first_ns = client_first_ns or frame.released_ns
+                    received += 1
+                # The simulated client has played since its first frame, in real time.
+                played = (time.monotonic_ns() - client_first_ns) / 1e9 / frame_s
+                stream.report_playout(max(0.0, received - played) * _FRAME_MS)
+                if received >= expected:
+                    break
         stats = pacer.stats()
     print(f"  frames released     {stats.frames_released}")
     print(f"  underruns           {stats.underruns}")
