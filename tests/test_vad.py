@@ -252,6 +252,21 @@ def test_flush_and_reset() -> None:
     assert vad.process(audio) == [start(16000)]
 
 
+def test_the_noise_floor_follows_a_louder_noise_within_one_window() -> None:
+    rng = np.random.default_rng(2)
+    quiet = rng.normal(0, 100, 2 * RATE)  # -50 dBFS
+    loud = rng.normal(0, 1000, 10 * RATE)  # -30 dBFS from 2 s on
+    audio = np.round(np.concatenate([quiet, loud])).astype(np.int16)
+    vad = EnergyVad(RATE, 20, noise_window_ms=3000)
+    events = vad.process(audio)
+    # The step reads as speech until the floor has learnt it: within one window (3 s),
+    # plus the hangover and minimum silence that end a segment (350 ms).
+    assert [e.kind for e in events] == ["start", "end"]
+    assert abs(events[0].sample - 2 * RATE) <= 320
+    assert events[1].sample - 2 * RATE <= 3.35 * RATE
+    assert not vad.in_segment
+
+
 def test_eight_khz_bursts() -> None:
     audio = bursts(4 * RATE, [(RATE, 2 * RATE)])[::2].copy()  # decimated: 1 kHz tone at 8 kHz
     events = EnergyVad(8000, 30).process(audio)

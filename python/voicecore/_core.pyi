@@ -278,7 +278,7 @@ class EnergyVad:
         hangover_ms: float = 150.0,
         min_speech_ms: float = 90.0,
         min_silence_ms: float = 200.0,
-        noise_window_ms: float = 1500.0,
+        noise_window_ms: float = 3000.0,
         min_level_dbfs: float = -60.0,
     ) -> EnergyVad: ...
     @property

@@ -381,7 +381,9 @@ impl PyVadFrames {
         self.first_frame
     }
 
-    /// float32 speech score per frame: mean per-band SNR over the noise floor, in dB.
+    /// float32 speech score per frame in dB, 0 at the noise floor: `10 log10(1 + L)`, `L`
+    /// the mean over eight bands (80-7500 Hz) of the likelihood ratio `g - ln g - 1` of
+    /// each band's power over its noise floor `g`.
     #[getter]
     fn scores(&self, py: Python<'_>) -> Py<PyAny> {
         self.scores.clone_ref(py)
@@ -415,8 +417,9 @@ impl PyVadFrames {
     }
 }
 
-/// Streaming energy VAD: per-band SNR over an adaptive noise floor, with hangover and
-/// minimum speech / silence durations, emitting sample-accurate speech events.
+/// Streaming energy VAD: per-band likelihood ratio over an adaptive (minimum-statistics)
+/// noise floor, with hangover and minimum speech / silence durations, emitting
+/// sample-accurate speech events.
 ///
 /// Feed audio in chunks of any size; partial frames are kept, so the events do not depend
 /// on the chunking. Timestamps are absolute sample indices on the frame grid: a start is
@@ -428,8 +431,8 @@ impl PyVadFrames {
 /// Args:
 ///     sample_rate: 8000 or 16000 (Hz).
 ///     frame_ms: 10, 20 or 30 (ms).
-///     threshold_db: a frame is speech when its score (mean per-band SNR in dB over
-///         250-3500 Hz) reaches this; (0, 60].
+///     threshold_db: a frame is speech when its score (dB, 0 at the noise floor; see
+///         `VadFrames.scores`) reaches this; (0, 60].
 ///     hangover_ms: speech is extended this long after its last speech frame; [0, 10000].
 ///     min_speech_ms: speech must last this long before it starts (shorter bursts are
 ///         ignored); [0, 10000], at least one frame.
@@ -476,12 +479,12 @@ impl PyEnergyVad {
         hangover_ms = 150.0,
         min_speech_ms = 90.0,
         min_silence_ms = 200.0,
-        noise_window_ms = 1500.0,
+        noise_window_ms = 3000.0,
         min_level_dbfs = -60.0,
     ),
     // Spelled out because pyo3 renders the negative default as `...`, which stubtest flags.
     text_signature = "(sample_rate=16000, frame_ms=20, *, threshold_db=4.0, hangover_ms=150.0, \
-        min_speech_ms=90.0, min_silence_ms=200.0, noise_window_ms=1500.0, min_level_dbfs=-60.0)")]
+        min_speech_ms=90.0, min_silence_ms=200.0, noise_window_ms=3000.0, min_level_dbfs=-60.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         sample_rate: i64,

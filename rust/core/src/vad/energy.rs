@@ -63,7 +63,7 @@ impl Default for EnergyVadConfig {
             hangover_ms: 150.0,
             min_speech_ms: 90.0,
             min_silence_ms: 200.0,
-            noise_window_ms: 1500.0,
+            noise_window_ms: 3000.0,
             min_level_dbfs: -60.0,
         }
     }
@@ -122,8 +122,9 @@ enum State {
     Speech { last_speech: u64 },
 }
 
-/// A streaming voice-activity detector: per-band SNR over an adaptive noise floor, with
-/// hangover and minimum speech/silence durations, emitting sample-accurate events.
+/// A streaming voice-activity detector: per-band likelihood ratio over an adaptive
+/// (minimum-statistics) noise floor, with hangover and minimum speech/silence durations,
+/// emitting sample-accurate events.
 ///
 /// Audio may come in chunks of any size; partial frames are kept until completed, so the
 /// events do not depend on how the stream was chunked.
@@ -349,12 +350,9 @@ impl EnergyVad {
     ) -> FrameDecision {
         let index = self.frames_done;
         self.frames_done += 1;
-        let score = match self.extractor.compute(frame, &mut self.features) {
-            Ok(()) => self.score_and_track_noise(),
-            // Unreachable: every frame handed over here is exactly `frame_len` long. Scoring
-            // it as silence is the safe answer should that ever change.
-            Err(_) => 0.0,
-        };
+        // Every frame handed over here is exactly `frame_len` long (see `process_into`).
+        self.extractor.analyse(frame, &mut self.features);
+        let score = self.score_and_track_noise();
         let is_speech = score >= self.config.threshold_db
             && self.features.rms_dbfs >= self.config.min_level_dbfs;
         self.advance_state(index, is_speech, events);

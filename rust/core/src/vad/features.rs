@@ -207,7 +207,14 @@ impl FeatureExtractor {
             });
         }
         out.log_mel.resize(self.config.n_mels, 0.0);
+        self.analyse(frame, out);
+        Ok(())
+    }
 
+    /// [`compute`](Self::compute) for a frame whose length the caller has checked.
+    pub(crate) fn analyse<S: Sample>(&mut self, frame: &[S], out: &mut Features) {
+        debug_assert_eq!(frame.len(), self.frame_len);
+        debug_assert_eq!(out.log_mel.len(), self.config.n_mels);
         // Time domain: level and zero crossings on the plain frame, then the window in place.
         let samples = &mut self.fft_input[..self.frame_len];
         for (slot, &sample) in samples.iter_mut().zip(frame) {
@@ -228,11 +235,14 @@ impl FeatureExtractor {
         // Frequency domain. realfft uses its input buffer as scratch, so the zero padding
         // beyond `frame_len` must be restored every frame.
         self.fft_input[self.frame_len..].fill(0.0);
-        self.fft
-            .process_with_scratch(&mut self.fft_input, &mut self.spectrum, &mut self.scratch)
-            .map_err(|e| Error::InvalidAudio {
-                reason: format!("FFT failed: {e}"),
-            })?;
+        // realfft fails only on buffer lengths that differ from its plan; ours come from the
+        // plan's own `make_*_vec` and are never resized.
+        let transformed = self.fft.process_with_scratch(
+            &mut self.fft_input,
+            &mut self.spectrum,
+            &mut self.scratch,
+        );
+        debug_assert!(transformed.is_ok(), "{transformed:?}");
         for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
             *p = c.norm_sqr() * self.power_scale;
         }
@@ -255,7 +265,6 @@ impl FeatureExtractor {
         }
         self.mel
             .apply_log(&self.power, POWER_FLOOR, &mut out.log_mel);
-        Ok(())
     }
 }
 

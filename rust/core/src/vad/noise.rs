@@ -4,7 +4,7 @@
 //!
 //! Why minima: a band's power during speech is well above its noise, but speech leaves every
 //! band near its noise floor many times a second (pauses, stops, phonemes that live in
-//! other bands). The minimum of the smoothed power over a window of a second or two is
+//! other bands). The minimum of the smoothed power over a window of a few seconds is
 //! therefore a noise estimate that speech barely lifts, and that follows a rise of the
 //! noise within one window. A tracker that creeps upward instead is lifted by long
 //! utterances and then scores their end as silence.
