@@ -267,6 +267,17 @@ def test_the_noise_floor_follows_a_louder_noise_within_one_window() -> None:
     assert not vad.in_segment
 
 
+def test_the_level_gate_rejects_a_much_quieter_background_talker() -> None:
+    foreground = bursts(5 * RATE, [(RATE, 2 * RATE)])
+    background = bursts(5 * RATE, [(3 * RATE, 4 * RATE)], seed=2) // 32  # 30 dB quieter
+    audio = np.concatenate([foreground[: 5 * RATE // 2], background[5 * RATE // 2 :]])
+    assert EnergyVad(RATE, 20).process(audio) == [start(16000), end(32000 + 8 * 320)]
+    ungated = EnergyVad(RATE, 20, level_gate_db=None).process(audio)
+    assert [e.kind for e in ungated] == ["start", "end", "start", "end"]
+    assert ungated[2] == start(3 * RATE)
+    assert EnergyVad(level_gate_db=None).level_gate_db is None
+
+
 def test_eight_khz_bursts() -> None:
     audio = bursts(4 * RATE, [(RATE, 2 * RATE)])[::2].copy()  # decimated: 1 kHz tone at 8 kHz
     events = EnergyVad(8000, 30).process(audio)
@@ -303,6 +314,8 @@ def test_vad_repr_and_properties() -> None:
     assert (vad.sample_rate, vad.frame_ms, vad.frame_length) == (8000, 10, 80)
     assert (vad.threshold_db, vad.hangover_ms, vad.noise_window_ms) == (6.0, 50.0, 900.0)
     assert (vad.min_speech_ms, vad.min_silence_ms, vad.min_level_dbfs) == (90.0, 200.0, -60.0)
+    assert vad.level_gate_db == 20.0
+    assert repr(vad).endswith("min_level_dbfs=-60, level_gate_db=20)")
     assert repr(vad).startswith("EnergyVad(sample_rate=8000, frame_ms=10, threshold_db=6,")
     assert (
         repr(start(8000)) == 'SpeechEvent(kind="start", sample=8000, sample_rate=16000)  # 0.500 s'
@@ -373,6 +386,8 @@ def test_too_many_mel_bands_for_a_short_8khz_frame() -> None:
         ("noise_window_ms", 100.0),
         ("min_level_dbfs", 1.0),
         ("min_level_dbfs", -121.0),
+        ("level_gate_db", 0.0),
+        ("level_gate_db", 121.0),
     ],
 )
 def test_bad_vad_settings(name: str, value: float) -> None:

@@ -263,6 +263,9 @@ class EnergyVad:
         noise_window_ms: noise-floor minimum window; louder noise is learnt within it;
             [200, 30000].
         min_level_dbfs: quieter frames are never speech; [-120, 0].
+        level_gate_db: frames more than this many dB below the recent speech peak level
+            (loudest level inside confirmed speech, decaying 0.5 dB/s) are not speech;
+            [1, 120], None disables the gate.
 
     Raises:
         UnsupportedSampleRateError: another sample rate.
@@ -280,6 +283,7 @@ class EnergyVad:
         min_silence_ms: float = 200.0,
         noise_window_ms: float = 3000.0,
         min_level_dbfs: float = -60.0,
+        level_gate_db: float | None = 20.0,
     ) -> EnergyVad: ...
     @property
     def sample_rate(self) -> int:
@@ -307,7 +311,10 @@ class EnergyVad:
         """Noise-floor window in ms."""
     @property
     def min_level_dbfs(self) -> float:
-        """Level gate in dBFS."""
+        """Absolute level floor in dBFS."""
+    @property
+    def level_gate_db(self) -> float | None:
+        """Level gate in dB below the recent speech peak, or None when off."""
     @property
     def samples_received(self) -> int:
         """Samples received since construction or ``reset()`` (including a partial frame)."""

@@ -441,6 +441,9 @@ impl PyVadFrames {
 ///     noise_window_ms: each band's noise floor is the minimum of its smoothed power over
 ///         this window; louder noise is learnt within one window; [200, 30000].
 ///     min_level_dbfs: frames quieter than this RMS level are never speech; [-120, 0].
+///     level_gate_db: frames more than this many dB below the recent speech peak level
+///         (loudest level inside confirmed speech, decaying 0.5 dB/s) are not speech:
+///         rejects background talkers well below the user; [1, 120], None disables it.
 ///
 /// Raises:
 ///     UnsupportedSampleRateError: for another sample rate.
@@ -481,10 +484,12 @@ impl PyEnergyVad {
         min_silence_ms = 200.0,
         noise_window_ms = 3000.0,
         min_level_dbfs = -60.0,
+        level_gate_db = Some(20.0),
     ),
     // Spelled out because pyo3 renders the negative default as `...`, which stubtest flags.
     text_signature = "(sample_rate=16000, frame_ms=20, *, threshold_db=4.0, hangover_ms=150.0, \
-        min_speech_ms=90.0, min_silence_ms=200.0, noise_window_ms=3000.0, min_level_dbfs=-60.0)")]
+        min_speech_ms=90.0, min_silence_ms=200.0, noise_window_ms=3000.0, min_level_dbfs=-60.0, \
+        level_gate_db=20.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         sample_rate: i64,
@@ -495,6 +500,7 @@ impl PyEnergyVad {
         min_silence_ms: f32,
         noise_window_ms: f32,
         min_level_dbfs: f32,
+        level_gate_db: Option<f32>,
     ) -> PyResult<Self> {
         let config = EnergyVadConfig {
             sample_rate: to_u32("sample_rate", sample_rate, "8000 or 16000 (Hz)")?,
@@ -505,6 +511,7 @@ impl PyEnergyVad {
             min_silence_ms,
             noise_window_ms,
             min_level_dbfs,
+            level_gate_db,
         };
         let vad = EnergyVad::new(config).map_err(to_py_err)?;
         Ok(Self {
@@ -561,10 +568,16 @@ impl PyEnergyVad {
         self.config.noise_window_ms
     }
 
-    /// Level gate in dBFS.
+    /// Absolute level floor in dBFS.
     #[getter]
     fn min_level_dbfs(&self) -> f32 {
         self.config.min_level_dbfs
+    }
+
+    /// Level gate in dB below the recent speech peak, or None when off.
+    #[getter]
+    fn level_gate_db(&self) -> Option<f32> {
+        self.config.level_gate_db
     }
 
     /// Samples received since construction or `reset()` (including a partial frame).
@@ -652,7 +665,8 @@ impl PyEnergyVad {
         let c = &self.config;
         format!(
             "EnergyVad(sample_rate={}, frame_ms={}, threshold_db={}, hangover_ms={}, \
-             min_speech_ms={}, min_silence_ms={}, noise_window_ms={}, min_level_dbfs={})",
+             min_speech_ms={}, min_silence_ms={}, noise_window_ms={}, min_level_dbfs={}, \
+             level_gate_db={})",
             c.sample_rate,
             c.frame_ms,
             c.threshold_db,
@@ -660,7 +674,9 @@ impl PyEnergyVad {
             c.min_speech_ms,
             c.min_silence_ms,
             c.noise_window_ms,
-            c.min_level_dbfs
+            c.min_level_dbfs,
+            c.level_gate_db
+                .map_or_else(|| "None".to_owned(), |gate| gate.to_string())
         )
     }
 }

@@ -1,7 +1,7 @@
 //! A streaming energy VAD with an adaptive per-band noise floor, hangover and minimum
 //! speech/silence durations.
 
-use super::features::{FeatureConfig, FeatureExtractor, Features};
+use super::features::{FeatureConfig, FeatureExtractor, Features, SILENCE_DBFS};
 use super::noise::NoiseFloor;
 use super::{frame_length, Sample};
 use crate::error::{Error, Result};
@@ -20,6 +20,11 @@ const SCORE_BANDS_HZ: [(f32, f32); 8] = [
     (3500.0, 5000.0),
     (5000.0, 7500.0),
 ];
+
+/// How fast the speech peak level of the level gate decays, in dB per second: slowly, so that
+/// a background talker stays gated through the user's pauses, yet is heard after a long
+/// silence of the user (20 dB in 40 s).
+const PEAK_DECAY_DB_PER_S: f32 = 0.5;
 
 /// Band powers below this (mean square, full scale 1.0; -120 dB) count as this, so that
 /// digital silence gives finite ratios.
@@ -52,6 +57,13 @@ pub struct EnergyVadConfig {
     /// Frames quieter than this RMS level (dBFS) are never speech, whatever their SNR, in
     /// [-120, 0]. Keeps a near-silent line from triggering on its own hiss.
     pub min_level_dbfs: f32,
+    /// Frames more than this many dB below the recent speech peak level are not speech, in
+    /// [1, 120] dB; `None` turns the gate off. The peak is the loudest RMS level of the
+    /// frames inside confirmed speech segments, decaying by 0.5 dB per second. It rejects
+    /// background talkers and noises well below the user's voice (a near-field microphone
+    /// hears its user far louder than the room), at the price of weak frames of a user
+    /// who drops far below their own recent peak; hangover and minimum silence bridge those.
+    pub level_gate_db: Option<f32>,
 }
 
 impl Default for EnergyVadConfig {
@@ -65,6 +77,7 @@ impl Default for EnergyVadConfig {
             min_silence_ms: 200.0,
             noise_window_ms: 3000.0,
             min_level_dbfs: -60.0,
+            level_gate_db: Some(20.0),
         }
     }
 }
@@ -104,8 +117,8 @@ pub struct FrameDecision {
     /// the mean over eight bands (80-7500 Hz) of the log-likelihood ratio `g - ln g - 1`
     /// of each band's power over its noise floor `g`. It ignores the level gate.
     pub score: f32,
-    /// The frame on its own is speech: score at or above the threshold and level at or
-    /// above `min_level_dbfs`.
+    /// The frame on its own is speech: score at or above the threshold, level at or above
+    /// `min_level_dbfs` and within `level_gate_db` of the recent speech peak.
     pub is_speech: bool,
     /// The detector is inside a speech segment after this frame (speech confirmed, or in
     /// its hangover / a pause not yet long enough to end it). Causal: the first
@@ -152,6 +165,9 @@ pub struct EnergyVad {
     partial_len: usize,
     frames_done: u64,
     state: State,
+    /// Loudest level inside confirmed speech, decaying (the level gate's reference), dBFS.
+    speech_peak_dbfs: f32,
+    peak_decay_per_frame: f32,
 }
 
 fn check_range(name: &'static str, value: f32, ok: bool, expected: &'static str) -> Result<()> {
@@ -204,6 +220,14 @@ impl EnergyVad {
             (-120.0..=0.0).contains(&c.min_level_dbfs),
             "a level in [-120, 0] dBFS",
         )?;
+        if let Some(gate) = c.level_gate_db {
+            check_range(
+                "level_gate_db",
+                gate,
+                (1.0..=120.0).contains(&gate),
+                "a level difference in [1, 120] dB, or None for no gate",
+            )?;
+        }
         // The score needs band energies only: no mel bands.
         let extractor = FeatureExtractor::new(FeatureConfig {
             sample_rate: config.sample_rate,
@@ -238,6 +262,8 @@ impl EnergyVad {
                 run_start: 0,
                 run: 0,
             },
+            speech_peak_dbfs: SILENCE_DBFS,
+            peak_decay_per_frame: PEAK_DECAY_DB_PER_S * config.frame_ms as f32 / 1000.0,
             config,
         })
     }
@@ -266,6 +292,7 @@ impl EnergyVad {
     /// again from the next frame.
     pub fn reset(&mut self) {
         self.noise.reset();
+        self.speech_peak_dbfs = SILENCE_DBFS;
         self.partial_len = 0;
         self.frames_done = 0;
         self.state = State::Silence {
@@ -353,9 +380,21 @@ impl EnergyVad {
         // Every frame handed over here is exactly `frame_len` long (see `process_into`).
         self.extractor.analyse(frame, &mut self.features);
         let score = self.score_and_track_noise();
-        let is_speech = score >= self.config.threshold_db
-            && self.features.rms_dbfs >= self.config.min_level_dbfs;
+        let level = self.features.rms_dbfs;
+        self.speech_peak_dbfs =
+            (self.speech_peak_dbfs - self.peak_decay_per_frame).max(SILENCE_DBFS);
+        let loud_enough = match self.config.level_gate_db {
+            Some(gate) => level >= self.speech_peak_dbfs - gate,
+            None => true,
+        };
+        let is_speech =
+            score >= self.config.threshold_db && level >= self.config.min_level_dbfs && loud_enough;
         self.advance_state(index, is_speech, events);
+        // Only frames of confirmed segments set the peak: a door slam or a click, too short to
+        // be confirmed, must not gate the speech that follows.
+        if is_speech && self.in_segment() {
+            self.speech_peak_dbfs = self.speech_peak_dbfs.max(level);
+        }
         FrameDecision {
             frame: index,
             score,
@@ -559,6 +598,26 @@ mod tests {
         assert!(frames[60].in_segment);
     }
 
+    /// A louder talker, then a background one 30 dB below: the level gate keeps the
+    /// background out while the first one's peak is recent; without the gate it is speech.
+    #[test]
+    fn the_level_gate_rejects_a_much_quieter_talker() {
+        let mut audio = bursts(5 * RATE as usize, &[(16000, 32000)]);
+        let quiet = bursts(5 * RATE as usize, &[(48000, 64000)]);
+        for (sample, background) in audio.iter_mut().zip(&quiet).skip(40000) {
+            *sample = background / 32;
+        }
+        assert_eq!(vad(20).process(&audio).len(), 2);
+        let ungated = EnergyVad::new(EnergyVadConfig {
+            level_gate_db: None,
+            ..EnergyVadConfig::default()
+        })
+        .unwrap()
+        .process(&audio);
+        assert_eq!(ungated.len(), 4);
+        assert_eq!(ungated[2], start(48000));
+    }
+
     #[test]
     fn invalid_settings_are_refused() {
         let bad = [
@@ -584,6 +643,10 @@ mod tests {
             },
             EnergyVadConfig {
                 frame_ms: 25,
+                ..Default::default()
+            },
+            EnergyVadConfig {
+                level_gate_db: Some(0.0),
                 ..Default::default()
             },
         ];
