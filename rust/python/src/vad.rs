@@ -624,7 +624,7 @@ impl PyEnergyVad {
     ///     AudioFormatError / AudioTypeError: as `process`.
     fn process_frames(&self, py: Python<'_>, audio: &Bound<'_, PyAny>) -> PyResult<PyVadFrames> {
         let audio = AudioInput::extract(audio)?;
-        let (events, frames, first_frame) = detach(py, || {
+        let (events, first_frame, scores, is_speech, in_segment) = detach(py, || {
             let mut vad = lock(&self.inner);
             let first_frame = vad.samples_received() / vad.frame_len() as u64;
             let mut events = Vec::new();
@@ -634,11 +634,11 @@ impl PyEnergyVad {
                 Samples::I16(s) => vad.process_into(s, &mut events, Some(&mut frames)),
                 Samples::F32(s) => vad.process_into(s, &mut events, Some(&mut frames)),
             }
-            (events, frames, first_frame)
+            let scores: Vec<f32> = frames.iter().map(|f| f.score).collect();
+            let is_speech: Vec<bool> = frames.iter().map(|f| f.is_speech).collect();
+            let in_segment: Vec<bool> = frames.iter().map(|f| f.in_segment).collect();
+            (events, first_frame, scores, is_speech, in_segment)
         });
-        let scores: Vec<f32> = frames.iter().map(|f| f.score).collect();
-        let is_speech: Vec<bool> = frames.iter().map(|f| f.is_speech).collect();
-        let in_segment: Vec<bool> = frames.iter().map(|f| f.in_segment).collect();
         Ok(PyVadFrames {
             events: self.events_list(py, events)?.unbind(),
             first_frame,

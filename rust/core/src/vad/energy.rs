@@ -115,7 +115,7 @@ pub struct FrameDecision {
     pub frame: u64,
     /// Continuous speech score in dB, 0 at the noise floor: `10 log10(1 + L)` where `L` is
     /// the mean over eight bands (80-7500 Hz) of the log-likelihood ratio `g - ln g - 1`
-    /// of each band's power over its noise floor `g`. It ignores the level gate.
+    /// of each band's power over its noise floor `g`. It ignores both level gates.
     pub score: f32,
     /// The frame on its own is speech: score at or above the threshold, level at or above
     /// `min_level_dbfs` and within `level_gate_db` of the recent speech peak.
