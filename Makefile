@@ -27,6 +27,10 @@ install-dev: $(BIN)/maturin ## install voicecore with the test, lint and benchma
 demo: install ## run the core demo: real speech through ring, resampler, VAD and pacer
 	$(BIN)/voicecore demo
 
+.PHONY: models
+models: install ## download the Silero VAD model (the benchmarks' neural baseline) into the cache
+	$(BIN)/voicecore models fetch
+
 .PHONY: lint
 lint: install-dev ## cargo fmt/clippy, ruff, mypy --strict, stubtest
 	cargo fmt --all --check
@@ -49,11 +53,11 @@ test: lint ## everything CI runs: lint, cargo test, pytest, benchmarks in quick 
 	$(MAKE) bench-quick
 
 .PHONY: bench-quick
-bench-quick: install-dev ## the benchmark suite in a short mode (keeps it working; figures indicative)
+bench-quick: install-dev models ## the benchmark suite in a short mode (keeps it working; figures indicative)
 	@mkdir -p $(REPORTS)
 	$(BIN)/pytest benches --quick --benchmark-json=$(REPORTS)/bench-quick.json
 
 .PHONY: bench
-bench: install-dev ## the full benchmark suite; JSON report in reports/bench.json
+bench: install-dev models ## the full benchmark suite; JSON report in reports/bench.json
 	@mkdir -p $(REPORTS)
 	$(BIN)/pytest benches --benchmark-json=$(REPORTS)/bench.json

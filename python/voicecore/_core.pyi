@@ -1,14 +1,30 @@
 """Type stubs of the native module ``voicecore._core`` (hand-written, checked by stubtest)."""
 
-from typing import Literal, TypeAlias, final, overload
+from typing import Literal, final, overload
 
 import numpy as np
 import numpy.typing as npt
 
-__version__: str
+from voicecore._typing import AudioIn
 
-#: Audio voicecore accepts: PCM16 little-endian bytes, or 1-D numpy int16 / float32 arrays.
-AudioIn: TypeAlias = bytes | bytearray | memoryview | npt.NDArray[np.int16] | npt.NDArray[np.float32]
+__version__: str
+__all__ = [
+    "EnergyVad",
+    "FlushReport",
+    "FrameFeatures",
+    "FramePacer",
+    "PacerStats",
+    "PacerStream",
+    "ReleasedFrame",
+    "Resampler",
+    "RingStats",
+    "SampleRing",
+    "SpeechEvent",
+    "StreamStats",
+    "VadFeatures",
+    "VadFrames",
+    "__version__",
+]
 
 # --- ring buffers --------------------------------------------------------------------------
 
@@ -150,7 +166,9 @@ class VadFeatures:
         ConfigError: another frame duration, or a band count out of range.
     """
 
-    def __new__(cls, sample_rate: int = 16000, frame_ms: int = 20, n_mels: int = 40) -> VadFeatures: ...
+    def __new__(
+        cls, sample_rate: int = 16000, frame_ms: int = 20, n_mels: int = 40
+    ) -> VadFeatures: ...
     @property
     def sample_rate(self) -> int:
         """Sample rate in Hz."""
@@ -206,7 +224,9 @@ class SpeechEvent:
         sample_rate: the stream's rate in Hz, for ``time_s``.
     """
 
-    def __new__(cls, kind: Literal["start", "end"], sample: int, sample_rate: int) -> SpeechEvent: ...
+    def __new__(
+        cls, kind: Literal["start", "end"], sample: int, sample_rate: int
+    ) -> SpeechEvent: ...
     @property
     def kind(self) -> Literal["start", "end"]:
         """``"start"`` or ``"end"``."""

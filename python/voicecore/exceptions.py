@@ -16,8 +16,9 @@ The tree::
     ├── PacerError                           the frame pacer refused an operation
     │   ├── UnknownStreamError (KeyError)    the stream was never opened, or is closed
     │   └── PacerStoppedError (RuntimeError) the pacer thread has been stopped
-    └── ResourceError (OSError)              the OS refused a resource: an eventfd, a
-                                             timer, a thread
+    ├── ResourceError (OSError)              the OS refused a resource: an eventfd, a
+    │                                        timer, a thread
+    └── ModelFetchError (RuntimeError)       a model could not be downloaded or extracted
 
 The native module (``voicecore._core``) raises these classes directly; it never lets a Rust
 panic cross into Python.
@@ -29,6 +30,7 @@ __all__ = [
     "AudioFormatError",
     "AudioTypeError",
     "ConfigError",
+    "ModelFetchError",
     "PacerError",
     "PacerStoppedError",
     "ResourceError",
@@ -87,3 +89,7 @@ class ResourceError(VoicecoreError, OSError):
 
     Rare: a process out of file descriptors or threads. The message names the call.
     """
+
+
+class ModelFetchError(VoicecoreError, RuntimeError):
+    """A model could not be downloaded or extracted (the message says which step failed)."""

@@ -19,11 +19,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from voicecore.exceptions import VoicecoreError
+from voicecore.exceptions import ModelFetchError
 
 __all__ = [
     "SILERO_VAD_VERSION",
-    "ModelFetchError",
     "cache_dir",
     "fetch_silero_vad",
     "silero_vad_path",
@@ -35,10 +34,6 @@ SILERO_VAD_VERSION = "6.2.3"
 
 _SILERO_MEMBER = "silero_vad/data/silero_vad.onnx"
 _SILERO_FILE = "silero_vad.onnx"
-
-
-class ModelFetchError(VoicecoreError, RuntimeError):
-    """A model could not be downloaded or extracted (the message says which step failed)."""
 
 
 def cache_dir() -> Path:

@@ -28,7 +28,7 @@ from voicecore._core import FramePacer, PacerStream, ReleasedFrame
 from voicecore.exceptions import PacerStoppedError
 
 if TYPE_CHECKING:
-    from voicecore._core import AudioIn
+    from voicecore._typing import AudioIn
 
 __all__ = ["push", "receive_released", "released_frames"]
 
