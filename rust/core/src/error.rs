@@ -63,7 +63,10 @@ impl fmt::Display for Error {
             } => write!(f, "{name} = {value} is invalid; expected {expected}"),
             Error::InvalidAudio { reason } => write!(f, "invalid audio: {reason}"),
             Error::UnknownStream { id } => {
-                write!(f, "pacer stream {id} does not exist (never opened, or closed)")
+                write!(
+                    f,
+                    "pacer stream {id} does not exist (never opened, or closed)"
+                )
             }
             Error::PacerStopped => write!(f, "the pacer has been stopped"),
             Error::Os { operation, message } => write!(f, "{operation} failed: {message}"),
