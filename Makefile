@@ -49,6 +49,8 @@ format: install-dev ## apply cargo fmt and ruff format
 .PHONY: test
 test: lint ## everything CI runs: lint, cargo test, pytest, benchmarks in quick mode
 	cargo test --workspace --release
+	# The ring's lock-free protocol, model-checked under every interleaving loom explores.
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p voicecore-core --release --lib loom_model
 	$(BIN)/pytest tests
 	$(MAKE) bench-quick
 
