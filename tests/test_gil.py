@@ -64,4 +64,6 @@ CALLS: dict[str, Callable[[], object]] = {
 
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_long_calls_let_other_threads_run(name: str) -> None:
-    assert count_during(CALLS[name]) > 0, f"no other Python thread ran during {name}"
+    # A release is a chance, not a guarantee: the OS may not wake the other thread before a
+    # short call ends. A call that held the GIL would count 0 on every attempt.
+    assert any(count_during(CALLS[name]) > 0 for _ in range(5)), f"{name} kept the GIL"
