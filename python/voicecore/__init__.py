@@ -21,6 +21,15 @@ from voicecore._core import VadFeatures as VadFeatures
 from voicecore._core import VadFrames as VadFrames
 from voicecore._core import __version__ as __version__
 from voicecore._typing import AudioIn as AudioIn
+from voicecore.diagnostics import CpuStat as CpuStat
+from voicecore.diagnostics import CpuThrottleSampler as CpuThrottleSampler
+from voicecore.diagnostics import GcMonitor as GcMonitor
+from voicecore.diagnostics import GcPolicy as GcPolicy
+from voicecore.diagnostics import GcStats as GcStats
+from voicecore.diagnostics import LagStats as LagStats
+from voicecore.diagnostics import LoopLagCanary as LoopLagCanary
+from voicecore.diagnostics import Timeline as Timeline
+from voicecore.diagnostics import read_cpu_stat as read_cpu_stat
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
 from voicecore.exceptions import ConfigError as ConfigError
@@ -31,16 +40,26 @@ from voicecore.exceptions import ResourceError as ResourceError
 from voicecore.exceptions import UnknownStreamError as UnknownStreamError
 from voicecore.exceptions import UnsupportedSampleRateError as UnsupportedSampleRateError
 from voicecore.exceptions import VoicecoreError as VoicecoreError
+from voicecore.metrics import SessionMetrics as SessionMetrics
+from voicecore.metrics import TurnMetrics as TurnMetrics
+from voicecore.metrics import prometheus_text as prometheus_text
 
 __all__ = [
     "AudioFormatError",
     "AudioIn",
     "AudioTypeError",
     "ConfigError",
+    "CpuStat",
+    "CpuThrottleSampler",
     "EnergyVad",
     "FlushReport",
     "FrameFeatures",
     "FramePacer",
+    "GcMonitor",
+    "GcPolicy",
+    "GcStats",
+    "LagStats",
+    "LoopLagCanary",
     "ModelFetchError",
     "PacerError",
     "PacerStats",
@@ -51,12 +70,17 @@ __all__ = [
     "ResourceError",
     "RingStats",
     "SampleRing",
+    "SessionMetrics",
     "SpeechEvent",
     "StreamStats",
+    "Timeline",
+    "TurnMetrics",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
     "VadFeatures",
     "VadFrames",
     "VoicecoreError",
     "__version__",
+    "prometheus_text",
+    "read_cpu_stat",
 ]
