@@ -21,6 +21,7 @@ from voicecore._core import VadFeatures as VadFeatures
 from voicecore._core import VadFrames as VadFrames
 from voicecore._core import __version__ as __version__
 from voicecore._typing import AudioIn as AudioIn
+from voicecore.chunker import SentenceChunker as SentenceChunker
 from voicecore.diagnostics import CpuStat as CpuStat
 from voicecore.diagnostics import CpuThrottleSampler as CpuThrottleSampler
 from voicecore.diagnostics import GcMonitor as GcMonitor
@@ -40,6 +41,9 @@ from voicecore.exceptions import ResourceError as ResourceError
 from voicecore.exceptions import UnknownStreamError as UnknownStreamError
 from voicecore.exceptions import UnsupportedSampleRateError as UnsupportedSampleRateError
 from voicecore.exceptions import VoicecoreError as VoicecoreError
+from voicecore.history import ConversationHistory as ConversationHistory
+from voicecore.history import Message as Message
+from voicecore.history import SpokenReply as SpokenReply
 from voicecore.metrics import SessionMetrics as SessionMetrics
 from voicecore.metrics import TurnMetrics as TurnMetrics
 from voicecore.metrics import prometheus_text as prometheus_text
@@ -49,6 +53,7 @@ __all__ = [
     "AudioIn",
     "AudioTypeError",
     "ConfigError",
+    "ConversationHistory",
     "CpuStat",
     "CpuThrottleSampler",
     "EnergyVad",
@@ -60,6 +65,7 @@ __all__ = [
     "GcStats",
     "LagStats",
     "LoopLagCanary",
+    "Message",
     "ModelFetchError",
     "PacerError",
     "PacerStats",
@@ -70,8 +76,10 @@ __all__ = [
     "ResourceError",
     "RingStats",
     "SampleRing",
+    "SentenceChunker",
     "SessionMetrics",
     "SpeechEvent",
+    "SpokenReply",
     "StreamStats",
     "Timeline",
     "TurnMetrics",
