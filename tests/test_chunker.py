@@ -112,9 +112,12 @@ def test_whitespace_is_trimmed_and_empty_chunks_are_never_returned() -> None:
         "J.R.R. Tolkien wrote it too.",
         "The author is J. A. Smith.",
         "The U.S. Army and the U.K. Parliament met.",
-        # Ellipses inside a sentence.
+        # Ellipses inside a sentence, also spaced.
         "Wait... what did you say?",
         "Hmm\u2026 maybe not.",
+        "Wait . . . what did you say?",
+        # Name suffixes before a lower-case word.
+        "Martin Luther King Jr. was born in Atlanta.",
     ],
 )
 def test_never_split_inside(sentence: str) -> None:
@@ -128,6 +131,7 @@ def test_never_split_inside(sentence: str) -> None:
         ("We bought pens etc. Then we left.", ["We bought pens etc.", "Then we left."]),
         ("See you at 5 p.m. Bring snacks.", ["See you at 5 p.m.", "Bring snacks."]),
         ("No. I disagree.", ["No.", "I disagree."]),
+        ("I met King Jr. He spoke.", ["I met King Jr.", "He spoke."]),
         # ...but a title never does.
         ("Call Dr. Then.", ["Call Dr. Then."]),
         # After an initialism, a capitalized sentence opener starts a new sentence...

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voicecore import ConfigError, ConversationHistory, Message, SpokenReply
 from voicecore.history import INTERRUPTED_MARK, approx_token_count
@@ -70,6 +72,31 @@ def test_heard_text_skips_silent_and_empty_chunks() -> None:
     assert spoken.heard_text(500) == "Hello."
     assert spoken.heard_text(1000) == "Hello. World."
     assert spoken.text == "Hello. World."
+
+
+@given(
+    chunks=st.lists(
+        st.tuples(
+            st.text(alphabet=st.sampled_from(list("ab .,")), max_size=30),
+            st.integers(min_value=0, max_value=5000),
+        ),
+        max_size=6,
+    ),
+    heard=st.lists(st.integers(min_value=-10, max_value=40_000), min_size=2, max_size=2),
+)
+def test_heard_text_is_a_growing_prefix_of_whole_words(
+    chunks: list[tuple[str, int]], heard: list[int]
+) -> None:
+    spoken = SpokenReply()
+    for text, samples in chunks:
+        spoken.add(text, samples)
+    all_words = spoken.text.split()
+    less, more = sorted(heard)
+    fewer_words = spoken.heard_text(less).split()
+    more_words = spoken.heard_text(more).split()
+    assert more_words[: len(fewer_words)] == fewer_words  # hearing more never un-hears text
+    assert more_words == all_words[: len(more_words)]  # whole words of the reply, in order
+    assert spoken.heard_text(spoken.total_samples + 1) == spoken.text
 
 
 def test_empty_reply() -> None:

@@ -69,7 +69,7 @@ def _word_set(words: str) -> frozenset[str]:
 # Titles: always followed by a name, so never the end of a sentence. Checked only when the
 # word starts with a capital letter ("rep." at the end of "one more rep." is a word).
 _TITLES: Final = _word_set(
-    "mr mrs ms mx messrs mme mlle dr prof st mt sr jr gen col capt cmdr lt sgt cpl adm rev "
+    "mr mrs ms mx messrs mme mlle dr prof st mt gen col capt cmdr lt sgt cpl adm rev "
     "fr hon gov sen rep pres supt insp"
 )
 # Abbreviations that are (practically) never at the end of a sentence, in any case.
@@ -79,7 +79,7 @@ _NEVER_FINAL: Final = _word_set("e.g i.e vs cf viz")
 _BEFORE_NUMBER: Final = _word_set("no nos nr vol vols fig figs p pp ch chap sec art eq op ex")
 # Ambiguous abbreviations: the sentence ends after them only if a capitalized word follows.
 _AMBIGUOUS: Final = _word_set(
-    "etc al approx appt apt ca est dept div inc ltd co corp llc plc bros assn intl natl "
+    "etc al jr sr approx appt apt ca est dept div inc ltd co corp llc plc bros assn intl natl "
     "univ ave blvd rd hwy ln sq ft in yd mi oz lb lbs kg km cm mm hr hrs min mins sec secs "
     "jan feb mar apr jun jul aug sep sept oct nov dec mon tue tues wed thu thur thurs fri "
     "sat sun misc esp incl excl govt dist max avg tel ext ref"
@@ -330,7 +330,8 @@ class SentenceChunker:
         word = "" if not before or before[-1].isspace() else before.split()[-1]
         word = word.lstrip("".join(_OPENERS))
         if not word:
-            return _YES
+            # A period after a space is no sentence end of its own: ". . ." is an ellipsis.
+            return _NO
         lower = word.lower()
         if lower in _NEVER_FINAL or (word[0].isupper() and lower in _TITLES):
             return _NO
