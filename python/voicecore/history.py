@@ -80,9 +80,10 @@ class SpokenReply:
     """One agent reply as it is synthesized: text chunks with the length of their audio.
 
     The engine calls :meth:`add` for every chunk sent to TTS, with the number of samples
-    the TTS produced for it (all chunks at one sample rate). When the reply is interrupted,
-    :meth:`heard_text` maps the number of samples the user actually heard (from the pacer's
-    ``FlushReport.heard_samples`` and the client's playout report) back to text.
+    the TTS produced for it, counted at the rate the heard position will be reported in
+    (the pacer stream's rate: convert first if the TTS speaks at another). When the reply is
+    interrupted, :meth:`heard_text` maps the number of samples the user actually heard (from
+    the pacer's ``FlushReport.heard_samples`` and the client's playout report) back to text.
 
     Example::
 
