@@ -17,6 +17,7 @@ import trio.testing
 from voicecore.diagnostics import (
     CpuStat,
     CpuThrottleSampler,
+    Diagnostics,
     GcMonitor,
     GcPolicy,
     LoopLagCanary,
@@ -538,3 +539,51 @@ async def test_throttle_sampler_stops_when_cpu_stat_disappears(
 def test_throttle_sampler_rejects_a_bad_interval() -> None:
     with pytest.raises(ValueError, match="interval_s"):
         CpuThrottleSampler(Timeline(), interval_s=0)
+
+
+# --- causes near a gap, and everything together ------------------------------------------------
+
+
+def test_causes_near_a_gap() -> None:
+    timeline = Timeline(clock=FakeClock())
+    timeline.record_at(0.90, "gc_pause", duration_ms=40.0)
+    timeline.record_at(1.00, "audio_released", seq=50)
+    timeline.record_at(1.05, "loop_lag", lag_ms=60.0)
+    timeline.record_at(1.60, "cpu_throttled", throttled_ms=80.0)
+    causes = timeline.causes_near(1.0, window_s=0.2)
+    assert [e["kind"] for e in causes] == ["gc_pause", "loop_lag"]
+    assert [e["kind"] for e in timeline.causes_near(1.5)] == ["cpu_throttled"]
+
+
+@pytest.mark.usefixtures("gc_state")
+async def test_diagnostics_runs_every_probe_on_one_timeline(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    write(tmp_path, "cpu.stat", v2_stat(10, 0, 0))
+    diagnostics = Diagnostics(
+        Timeline(clock=trio.current_time),
+        loop_lag_interval_s=0.05,
+        gc_min_pause_ms=0.0,
+        cpu_interval_s=1.0,
+        cgroup_root=tmp_path,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(diagnostics.run)
+        assert diagnostics.gc.installed
+        await trio.sleep(0.52)
+        autojump_clock.jump(0.1)  # a stall: the canary due at 0.55 wakes at 0.62
+        write(tmp_path, "cpu.stat", v2_stat(20, 2, 7000))
+        gc.collect()
+        await trio.sleep(0.9)  # the sampler reads at 1.0
+        nursery.cancel_scope.cancel()
+    assert not diagnostics.gc.installed
+    kinds = {e["kind"] for e in diagnostics.timeline.events()}
+    assert kinds == {"loop_lag", "gc_pause", "cpu_throttled"}
+    lag = diagnostics.timeline.events("loop_lag")
+    assert len(lag) == 1
+    assert lag[0]["lag_ms"] == pytest.approx(70.0)
+    summary = json.loads(json.dumps(diagnostics.summary()))
+    assert summary["loop_lag_ms"]["max"] == pytest.approx(70.0)
+    assert summary["gc"]["by_generation"][2] >= 1
+    assert summary["cpu"] == {"samples": 1, "throttled_periods": 2, "throttled_ms": 7.0}
+    assert summary["timeline"]["events"] == len(diagnostics.timeline)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 import voicecore
+from voicecore.diagnostics import Diagnostics, Timeline
 from voicecore.metrics import (
     LATENCY_BUCKETS_S,
     TURN_LATENCY_FIELDS,
@@ -348,3 +351,32 @@ def test_exposition_of_no_sessions_is_valid() -> None:
     assert families["voicecore_sessions"].samples[0][2] == 0
     check_histogram(families["voicecore_turn_latency_seconds"], "voicecore_turn_latency_seconds")
     assert families["voicecore_playout_underruns_total"].samples == []
+
+
+def test_exposition_with_process_diagnostics(tmp_path: Path) -> None:
+    diagnostics = Diagnostics(Timeline(), cgroup_root=tmp_path)
+    for lag_ms in (1.0, 2.0, 30.0):
+        diagnostics.canary.observe(lag_ms)
+    diagnostics.cpu.throttled_periods = 4
+    diagnostics.cpu.throttled_ms = 250.0
+    with diagnostics.gc:
+        gc.collect()
+    families = parse_exposition(prometheus_text([make_session()], diagnostics=diagnostics))
+    for name, family in families.items():
+        if family.kind == "counter":
+            assert name.endswith("_total"), name
+        if name.startswith(("voicecore_loop_", "voicecore_gc_", "voicecore_cpu_")):
+            assert all("session" not in labels for _, labels, _ in family.samples)
+    assert families["voicecore_loop_lag_max_seconds"].samples[0][2] == pytest.approx(0.03)
+    assert families["voicecore_loop_lag_p50_seconds"].samples[0][2] == pytest.approx(0.002)
+    by_generation = {
+        labels["generation"]: value
+        for _, labels, value in families["voicecore_gc_collections_total"].samples
+    }
+    assert set(by_generation) == {"0", "1", "2"}
+    assert by_generation["2"] >= 1
+    pause_total = families["voicecore_gc_pause_seconds_total"].samples[0][2]
+    assert pause_total >= families["voicecore_gc_pause_max_seconds"].samples[0][2] > 0
+    assert families["voicecore_cpu_throttled_periods_total"].samples[0][2] == 4
+    assert families["voicecore_cpu_throttled_seconds_total"].samples[0][2] == 0.25
+    assert "voicecore_loop_lag_max_seconds" not in parse_exposition(prometheus_text([]))

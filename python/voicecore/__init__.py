@@ -24,6 +24,7 @@ from voicecore._typing import AudioIn as AudioIn
 from voicecore.chunker import SentenceChunker as SentenceChunker
 from voicecore.diagnostics import CpuStat as CpuStat
 from voicecore.diagnostics import CpuThrottleSampler as CpuThrottleSampler
+from voicecore.diagnostics import Diagnostics as Diagnostics
 from voicecore.diagnostics import GcMonitor as GcMonitor
 from voicecore.diagnostics import GcPolicy as GcPolicy
 from voicecore.diagnostics import GcStats as GcStats
@@ -56,6 +57,7 @@ __all__ = [
     "ConversationHistory",
     "CpuStat",
     "CpuThrottleSampler",
+    "Diagnostics",
     "EnergyVad",
     "FlushReport",
     "FrameFeatures",

@@ -34,7 +34,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+if TYPE_CHECKING:
+    from voicecore.diagnostics import Diagnostics
 
 __all__ = [
     "LATENCY_BUCKETS_S",
@@ -381,8 +384,11 @@ _SESSION_COUNTERS: Final[tuple[tuple[str, str, str], ...]] = (
 )
 
 
-def prometheus_text(sessions: Iterable[SessionMetrics]) -> str:
-    """The metrics of ``sessions`` in the Prometheus text exposition format 0.0.4.
+def prometheus_text(
+    sessions: Iterable[SessionMetrics], *, diagnostics: Diagnostics | None = None
+) -> str:
+    """The metrics of ``sessions`` (and of the process' ``diagnostics``, if given) in the
+    Prometheus text exposition format 0.0.4.
 
     Serve it with ``Content-Type: text/plain; version=0.0.4``. Families:
 
@@ -394,7 +400,13 @@ def prometheus_text(sessions: Iterable[SessionMetrics]) -> str:
     * ``voicecore_prompt_tokens`` (histogram, ``PROMPT_TOKEN_BUCKETS``, all sessions);
     * per session (label ``session``): ``voicecore_playout_*_total`` counters, pacer lateness
       gauges ``voicecore_pacer_lateness_{p50,p99,max}_seconds`` and
-      ``voicecore_edge_events_total{edge=...,event=...}``.
+      ``voicecore_edge_events_total{edge=...,event=...}``;
+    * with ``diagnostics`` (process-wide, no ``session`` label): event-loop lag gauges
+      ``voicecore_loop_lag_{p50,p99,max}_seconds``, ``voicecore_gc_collections_total
+      {generation=...}``, ``voicecore_gc_pause_seconds_total``,
+      ``voicecore_gc_pause_max_seconds``, ``voicecore_gc_collected_objects_total``,
+      ``voicecore_cpu_throttled_periods_total`` and ``voicecore_cpu_throttled_seconds_total``
+      (counted since the diagnostics started).
     """
     sessions = list(sessions)
     turns = [t for s in sessions for t in s.turns]
@@ -448,4 +460,36 @@ def prometheus_text(sessions: Iterable[SessionMetrics]) -> str:
             labels = {"session": s.session_id, "edge": edge, "event": event}
             out.sample("voicecore_edge_events_total", labels, value)
 
+    if diagnostics is not None:
+        _diagnostics_families(out, diagnostics)
     return "\n".join(out.lines) + "\n"
+
+
+def _diagnostics_families(out: _Exposition, diagnostics: Diagnostics) -> None:
+    lag = diagnostics.canary.stats
+    for quantile, value_ms in (("p50", lag.p50_ms), ("p99", lag.p99_ms), ("max", lag.max_ms)):
+        name = f"voicecore_loop_lag_{quantile}_seconds"
+        out.family(name, "gauge", f"Event-loop lag measured by the canary, {quantile}, in seconds.")
+        out.sample(name, {}, value_ms / 1000.0)
+
+    gc_stats = diagnostics.gc.stats
+    out.family("voicecore_gc_collections_total", "counter", "Garbage collections by generation.")
+    for generation, count in enumerate(gc_stats.by_generation):
+        out.sample("voicecore_gc_collections_total", {"generation": str(generation)}, count)
+    out.family(
+        "voicecore_gc_pause_seconds_total", "counter", "Time stopped in garbage collections."
+    )
+    out.sample("voicecore_gc_pause_seconds_total", {}, gc_stats.total_ms / 1000.0)
+    out.family("voicecore_gc_pause_max_seconds", "gauge", "Longest garbage collection pause.")
+    out.sample("voicecore_gc_pause_max_seconds", {}, gc_stats.max_ms / 1000.0)
+    out.family("voicecore_gc_collected_objects_total", "counter", "Objects freed by the collector.")
+    out.sample("voicecore_gc_collected_objects_total", {}, gc_stats.collected)
+
+    out.family(
+        "voicecore_cpu_throttled_periods_total",
+        "counter",
+        "cgroup CPU periods in which the process was throttled.",
+    )
+    out.sample("voicecore_cpu_throttled_periods_total", {}, diagnostics.cpu.throttled_periods)
+    out.family("voicecore_cpu_throttled_seconds_total", "counter", "Time throttled by the cgroup.")
+    out.sample("voicecore_cpu_throttled_seconds_total", {}, diagnostics.cpu.throttled_ms / 1000.0)
