@@ -48,9 +48,18 @@ from voicecore.history import SpokenReply as SpokenReply
 from voicecore.metrics import SessionMetrics as SessionMetrics
 from voicecore.metrics import TurnMetrics as TurnMetrics
 from voicecore.metrics import prometheus_text as prometheus_text
+from voicecore.session import Session as Session
+from voicecore.session import SessionConfig as SessionConfig
+from voicecore.stages import AudioChunk as AudioChunk
+from voicecore.stages import AudioFrame as AudioFrame
+from voicecore.stages import StageTimeoutError as StageTimeoutError
+from voicecore.stages import Transcript as Transcript
+from voicecore.stages import TurnContext as TurnContext
 
 __all__ = [
+    "AudioChunk",
     "AudioFormatError",
+    "AudioFrame",
     "AudioIn",
     "AudioTypeError",
     "ConfigError",
@@ -79,11 +88,16 @@ __all__ = [
     "RingStats",
     "SampleRing",
     "SentenceChunker",
+    "Session",
+    "SessionConfig",
     "SessionMetrics",
     "SpeechEvent",
     "SpokenReply",
+    "StageTimeoutError",
     "StreamStats",
     "Timeline",
+    "Transcript",
+    "TurnContext",
     "TurnMetrics",
     "UnknownStreamError",
     "UnsupportedSampleRateError",

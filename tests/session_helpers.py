@@ -1,0 +1,90 @@
+"""Shared pieces of the engine tests: synthetic mic audio and a session on scripted providers.
+
+The mic audio is synthetic so the tests need no data: a harmonic "voice" (150 Hz and its
+harmonics, amplitude-modulated at 4 Hz like syllables) over a faint noise floor, which the
+energy VAD detects as speech with sample-accurate boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import trio
+
+from voicecore import FramePacer
+from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
+from voicecore.session import Session, SessionConfig
+from voicecore.stages import STT
+from voicecore.transport import MemoryClient, ServerMessage, memory_transport
+
+RATE = 16000
+_rng = np.random.default_rng(1234)
+
+
+def noise(ms: float, rate: int = RATE) -> bytes:
+    """A faint noise floor (about -60 dBFS), PCM16 bytes."""
+    return _rng.normal(0, 30, int(rate * ms / 1000)).astype("<i2").tobytes()
+
+
+def voice(ms: float, rate: int = RATE) -> bytes:
+    """A loud voiced sound: 150 Hz harmonics modulated at 4 Hz over the noise floor."""
+    t = np.arange(int(rate * ms / 1000)) / rate
+    harmonics = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))
+    x = 3000 * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + _rng.normal(0, 30, t.size)
+    return x.astype("<i2").tobytes()
+
+
+def make_session(
+    *,
+    stt: STT | None = None,
+    llm: ScriptedLLM | None = None,
+    tts: ScriptedTTS | None = None,
+    config: SessionConfig | None = None,
+    rate: int = RATE,
+    **kwargs: Any,
+) -> tuple[Session, MemoryClient, FramePacer]:
+    """A session over an in-memory transport and a virtual-clock pacer."""
+    transport, client = memory_transport(rate)
+    pacer = FramePacer(clock="virtual")
+    session = Session(
+        transport,
+        stt=stt or ScriptedSTT([Utterance(["what"], "What time is it?")]),
+        llm=llm or ScriptedLLM(["It is nine. Anything else?"]),
+        tts=tts or ScriptedTTS(),
+        pacer=pacer,
+        config=config,
+        **kwargs,
+    )
+    return session, client, pacer
+
+
+async def receive_until(
+    client: MemoryClient, predicate: Callable[[ServerMessage], bool]
+) -> ServerMessage:
+    """Reads server messages until one matches ``predicate``; returns it."""
+    while True:
+        message = await client.receive()
+        if predicate(message):
+            return message
+
+
+def is_event(type_: str, **fields: Any) -> Callable[[ServerMessage], bool]:
+    """A predicate matching an ``Event`` of ``type_`` whose data has ``fields``."""
+
+    def match(message: ServerMessage) -> bool:
+        data = getattr(message, "data", None)
+        return (
+            isinstance(data, dict)
+            and data.get("type") == type_
+            and all(data.get(k) == v for k, v in fields.items())
+        )
+
+    return match
+
+
+async def start(nursery: trio.Nursery, session: Session, client: MemoryClient, pcm: bytes) -> None:
+    """Starts the session and a task streaming ``pcm`` as a live mic."""
+    nursery.start_soon(session.run)
+    nursery.start_soon(client.stream_audio, pcm)
