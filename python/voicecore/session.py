@@ -731,7 +731,8 @@ class Session:
     def _barge_in(self, turn: _AgentTurn, t0: float) -> None:
         turn.barge_in_t0 = t0
         self._cut(turn)
-        turn.ctx.record("barge_in")
+        # The synchronous step: cancel requested, playout flushed, clear queued.
+        turn.ctx.record("barge_in", step_ms=1000 * (time.perf_counter() - t0))
         self.metrics.count("turns.barge_ins")
 
     def _fail(self, turn: _AgentTurn, stage: str, exc: Exception) -> None:
