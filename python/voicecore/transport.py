@@ -18,7 +18,6 @@ Example (a test playing the client)::
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -199,17 +198,19 @@ class MemoryClient:
         self.received.append((trio.current_time(), message))
         return message
 
-    async def messages(self) -> AsyncIterator[ServerMessage]:
-        """Every server message until the server closes its side."""
-        while True:
-            try:
-                yield await self.receive()
-            except trio.EndOfChannel:
-                return
+    def __aiter__(self) -> MemoryClient:
+        """``async for message in client``: every server message until the server closes."""
+        return self
+
+    async def __anext__(self) -> ServerMessage:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def collect(self) -> None:
         """Reads every server message into ``received`` until the server closes (a task)."""
-        async for _ in self.messages():
+        async for _ in self:
             pass
 
     async def close(self) -> None:
