@@ -147,6 +147,13 @@ class SessionConfig:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.frame_ms not in (10, 20, 40):
+            raise ValueError(f"frame_ms must be 10, 20 or 40, got {self.frame_ms}")
+        for name in ("cushion_ms", "queue_ms"):
+            if getattr(self, name) < self.frame_ms:
+                raise ValueError(f"{name} must be >= frame_ms ({self.frame_ms} ms)")
+        if self.first_chunk_min_words < 1:
+            raise ValueError("first_chunk_min_words must be >= 1")
 
     def latency_budget(self, **provider_ms: float) -> LatencyBudget:
         """The voice-to-voice budget with this configuration (provider figures overridable,
@@ -309,9 +316,13 @@ class Session:
         self._origin_s = 0.0
 
     def __repr__(self) -> str:
-        return (
-            f"Session({self.session_id!r}, turn={self._turn.ctx.turn_id if self._turn else None})"
-        )
+        turn = self._turn.ctx.turn_id if self._turn else None
+        return f"Session({self.session_id!r}, turn={turn})"
+
+    @property
+    def pacer(self) -> FramePacer | None:
+        """The pacer releasing this session's audio (``run`` creates its own if none given)."""
+        return self._pacer
 
     def _channel(self, edge: Any) -> EdgeChannel[Any]:
         name = f"{edge.name}.dropped"
@@ -711,6 +722,8 @@ class Session:
                 )
             if turn is not None:
                 self._check_drained(turn)
+                if turn.speaking and self._gc_policy is not None:
+                    self._gc_policy.tick()  # bounds the garbage deferred while speaking
 
     # --- ending turns: completion, barge-in, failure ---------------------------------------
 

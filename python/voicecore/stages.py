@@ -167,6 +167,8 @@ class TurnContext:
         metrics: this turn's latency record (the engine fills it; stages may read it).
         session_metrics: the session's counters (e.g. ``count("stt.retries")``).
         log: a logger whose records carry the session and turn ids.
+        extra: per-turn scratch space for providers (e.g. a request id), instead of state
+            kept on the provider object across turns.
     """
 
     turn_id: int
