@@ -10,15 +10,18 @@ cushion, stage events), so that a gap can be lined up with its cause:
 * ``GcMonitor``: a ``gc.callbacks`` hook recording each collection's pause;
 * ``GcPolicy``: keeps automatic collections out of the agent's speech (``gc.freeze()`` after
   warm-up, collections deferred while the agent speaks and run in silence);
-* ``read_cpu_stat`` / ``CpuThrottleSampler``: cgroup v1/v2 ``cpu.stat`` throttling counters.
+* ``read_cpu_stat`` / ``CpuThrottleSampler``: cgroup v1/v2 ``cpu.stat`` throttling counters;
+* ``Diagnostics``: the canary, the GC monitor and the sampler together, one per process.
 
 **One clock.** Every timeline time is in seconds of ``time.monotonic()`` by default: the
 clock of ``CLOCK_MONOTONIC``, which the Rust pacer's deadlines use too, so a
 ``ReleasedFrame.released_ns`` lines up as ``released_ns / 1e9`` (``Timeline.record_at``).
 Trio's own clock (``trio.current_time()``) has an arbitrary offset: durations measured on it
 (loop lag) are valid, its absolute times are not comparable; timeline events therefore take
-their time from the timeline's clock. Tests inject ``clock=trio.current_time`` under a
-``MockClock`` to get deterministic times.
+their time from the timeline's clock. Any clock works as long as every event of a timeline
+is stamped by it: tests inject ``clock=trio.current_time`` under a ``MockClock`` to get
+deterministic times (a session's default timeline is on the Trio clock, and the session maps
+pacer times onto it). Durations (``lag_ms``, ``duration_ms``, ``throttled_ms``) are in ms.
 """
 
 from __future__ import annotations
