@@ -119,6 +119,16 @@ def test_timeline_json_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "timeline.json"
     timeline.dump(path)
     assert json.loads(path.read_text()) == data
+    loaded = Timeline.from_json(path.read_text())
+    assert loaded.events() == data["events"]
+    assert loaded.max_events == 2
+    assert [e["kind"] for e in loaded.causes_near(0.3)] == ["gc_pause"]
+
+
+@pytest.mark.parametrize("text", ["[]", '{"events": 3}', '{"events": [{"t": 1.0}]}', "{"])
+def test_timeline_from_json_rejects_what_is_not_a_timeline(text: str) -> None:
+    with pytest.raises(ValueError, match=r"timeline|Expecting"):
+        Timeline.from_json(text)
 
 
 def test_timeline_default_clock_is_monotonic() -> None:
@@ -378,6 +388,32 @@ def test_gc_policy_tick_bounds_the_deferred_pile() -> None:
         assert not policy.tick()
         assert not gc.isenabled()  # still deferring
         assert len(kept) == 2000
+
+
+@pytest.mark.usefixtures("gc_state")
+def test_gc_policy_from_many_threads() -> None:
+    gc.enable()
+    start = threading.Barrier(4)
+    with GcPolicy(freeze_after_warmup=False) as policy:
+
+        def session(name: str) -> None:
+            start.wait()
+            for _ in range(200):
+                policy.agent_speaking(True, who=name)
+                policy.agent_speaking(False, who=name)
+            policy.agent_speaking(True, who=name)
+
+        threads = [threading.Thread(target=session, args=(f"s{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert policy.speaking
+        assert not gc.isenabled()  # all four ended speaking
+        for n in range(4):
+            policy.agent_speaking(False, who=f"s{n}")
+        assert gc.isenabled()
+        assert 1 <= policy.deferred_collections <= 4 * 200 + 1
 
 
 def test_gc_policy_misuse() -> None:

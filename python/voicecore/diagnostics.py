@@ -192,6 +192,28 @@ class Timeline:
         """Writes ``to_json()`` to ``path``."""
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
+    @classmethod
+    def from_json(cls, text: str, *, max_events: int | None = None) -> Timeline:
+        """A timeline holding the events of ``to_json()`` output, for offline analysis (e.g.
+        ``causes_near``); its clock is ``time.monotonic``, its capacity ``max_events`` or the
+        number of events (at least 1).
+
+        Raises:
+            ValueError: the text is not JSON of a timeline (``json.JSONDecodeError`` is a
+                ``ValueError``), or an event lacks ``t`` or ``kind``.
+        """
+        data = json.loads(text)
+        events = data.get("events") if isinstance(data, dict) else None
+        if not isinstance(events, list):
+            raise ValueError("not a timeline: expected an object with an 'events' list")
+        timeline = cls(max_events=max_events or max(len(events), 1))
+        for event in events:
+            if not isinstance(event, dict) or "t" not in event or "kind" not in event:
+                raise ValueError(f"not a timeline event: {event!r}")
+            timeline._append(event)
+        timeline._evicted += int(data.get("evicted", 0))
+        return timeline
+
 
 # --- event-loop lag ---------------------------------------------------------------------------
 
