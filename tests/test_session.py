@@ -510,3 +510,20 @@ async def test_the_session_stops_the_pacer_it_created(autojump_clock: trio.abc.C
         await client.close()
     assert session.pacer is not None
     assert session.pacer.stopped
+
+
+async def test_a_malformed_client_message_is_rejected_not_fatal(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    session, client, _ = make_session()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await client.send_audio(b"\x00\x01\x02")  # not whole PCM16 samples
+        error = await receive_until(client, is_event("error"))
+        # The session goes on: a whole turn still works.
+        await client.stream_audio(noise(500) + voice(800) + noise(2000))
+        await receive_until(client, is_event("turn_end"))
+        nursery.cancel_scope.cancel()
+    assert isinstance(error, Event)
+    assert error.data["stage"] == "client"
+    assert session.metrics.edge_counters["client.rejected_messages"] == 1

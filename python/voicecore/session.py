@@ -56,6 +56,7 @@ from voicecore.contracts import (
     latency_budget,
 )
 from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
+from voicecore.exceptions import VoicecoreError
 from voicecore.history import ConversationHistory, SpokenReply
 from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.stages import (
@@ -298,7 +299,6 @@ class Session:
         # Built from the edge declarations (voicecore.contracts), overflow counted.
         self._mic = SampleRing(MIC_TO_DSP.samples(self._rate), "overwrite")
         self._mic_wakeup = trio.Event()
-        self._mic_closed = False
         self._mic_overwritten = 0
         self._to_16k = (
             Resampler(self._rate, STT_SAMPLE_RATE) if self._rate != STT_SAMPLE_RATE else None
@@ -381,14 +381,20 @@ class Session:
                 message = await self._transport.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
                 return
-            if isinstance(message, MicAudio):
-                self._mic.push(message.pcm)
-                self._mic_wakeup.set()
-            elif isinstance(message, PlayoutReport):
-                turn = self._active_turn()
-                self.timeline.record("client_cushion", buffered_ms=message.buffered_ms)
-                if turn is not None and turn.stream is not None:
-                    turn.stream.report_playout(message.buffered_ms)
+            try:
+                if isinstance(message, MicAudio):
+                    self._mic.push(message.pcm)
+                    self._mic_wakeup.set()
+                elif isinstance(message, PlayoutReport):
+                    turn = self._active_turn()
+                    self.timeline.record("client_cushion", buffered_ms=message.buffered_ms)
+                    if turn is not None and turn.stream is not None:
+                        turn.stream.report_playout(message.buffered_ms)
+            except (VoicecoreError, ValueError, TypeError) as exc:
+                # A malformed message (odd PCM16 length, a bogus report) is the client's
+                # mistake: tell it, count it, and keep the conversation going.
+                self.metrics.count("client.rejected_messages")
+                self._send({"type": "error", "stage": "client", "message": str(exc)})
 
     async def _write(self) -> None:
         async for message in self._outbound:
