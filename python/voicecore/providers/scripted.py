@@ -107,20 +107,20 @@ class ScriptedSTT:
         utterance = self.script[min(len(self.calls), len(self.script) - 1)]
         self.calls.append(ctx)
         self.audio_ms.append(0.0)
-        partials = list(utterance.partials)
+        sent = 0  # partials yielded so far
         received_ms = 0.0
         silence_ms = 0.0
         async for frame in audio:
             received_ms += frame.duration_ms
             self.audio_ms[-1] = received_ms
-            quiet = np.abs(np.frombuffer(frame.pcm, dtype="<i2").astype(np.int32)).max(initial=0)
-            silence_ms = silence_ms + frame.duration_ms if quiet < self.silence_peak else 0.0
+            samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.int32)
+            peak = int(np.abs(samples).max(initial=0))
+            silence_ms = silence_ms + frame.duration_ms if peak < self.silence_peak else 0.0
             while (
-                partials
-                and received_ms
-                >= (len(utterance.partials) - len(partials) + 1) * self.partial_every_ms
+                sent < len(utterance.partials) and received_ms >= (sent + 1) * self.partial_every_ms
             ):
-                yield Transcript(partials.pop(0), is_final=False)
+                yield Transcript(utterance.partials[sent], is_final=False)
+                sent += 1
             if self.endpoint_silence_ms is not None and silence_ms >= self.endpoint_silence_ms:
                 break
         await trio.sleep(self.final_delay_s)
