@@ -48,6 +48,7 @@ from voicecore.history import SpokenReply as SpokenReply
 from voicecore.metrics import SessionMetrics as SessionMetrics
 from voicecore.metrics import TurnMetrics as TurnMetrics
 from voicecore.metrics import prometheus_text as prometheus_text
+from voicecore.playout import PlayoutRouter as PlayoutRouter
 from voicecore.session import Session as Session
 from voicecore.session import SessionConfig as SessionConfig
 from voicecore.stages import AudioChunk as AudioChunk
@@ -82,6 +83,7 @@ __all__ = [
     "PacerStats",
     "PacerStoppedError",
     "PacerStream",
+    "PlayoutRouter",
     "ReleasedFrame",
     "Resampler",
     "ResourceError",

@@ -34,6 +34,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -41,7 +42,15 @@ from typing import Any, TypeVar
 import trio
 
 from voicecore import pacing
-from voicecore._core import FlushReport, FramePacer, PacerStream, Resampler, SampleRing
+from voicecore._core import (
+    FlushReport,
+    FramePacer,
+    PacerStream,
+    ReleasedFrame,
+    Resampler,
+    SampleRing,
+    StreamStats,
+)
 from voicecore.chunker import SentenceChunker
 from voicecore.contracts import (
     DSP_TO_STT,
@@ -58,7 +67,8 @@ from voicecore.contracts import (
 from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
 from voicecore.exceptions import VoicecoreError
 from voicecore.history import ConversationHistory, SpokenReply
-from voicecore.metrics import SessionMetrics, TurnMetrics
+from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
+from voicecore.playout import PlayoutRouter
 from voicecore.stages import (
     LLM,
     STT,
@@ -90,7 +100,7 @@ from voicecore.turn_taking import (
     UtteranceConfirmed,
 )
 
-__all__ = ["Session", "SessionConfig", "drive_virtual_pacer"]
+__all__ = ["Session", "SessionConfig"]
 
 _log = logging.getLogger("voicecore.session")
 T = TypeVar("T")
@@ -166,21 +176,6 @@ class SessionConfig:
         )
 
 
-async def drive_virtual_pacer(
-    pacer: FramePacer, origin_ns: int, origin_s: float, *, tick_ms: float = 1.0
-) -> None:
-    """Keeps a virtual-clock pacer in step with Trio's clock (run it as a task).
-
-    Every ``tick_ms`` of Trio time, the pacer's clock is moved to
-    ``origin_ns + (trio.current_time() - origin_s)``, so frames fall due as Trio time passes
-    (under a ``MockClock`` too: the test stays deterministic). A frame is released at most
-    ``tick_ms`` after its deadline.
-    """
-    while True:
-        await trio.sleep(tick_ms / 1000)
-        pacer.advance_to(origin_ns + round((trio.current_time() - origin_s) * 1e9))
-
-
 @contextlib.asynccontextmanager
 async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
     """Closes a provider's async iterator on exit, even when cancelled (no stream stays open)."""
@@ -199,6 +194,45 @@ async def _next(iterator: AsyncIterator[T], timeout_s: float, what: str) -> T:
         return await iterator.__anext__()
     assert scope.cancelled_caught
     raise StageTimeoutError(f"{what} within {timeout_s:g} s")
+
+
+class _PlayoutTotals:
+    """This session's playout figures over its turns' pacer streams (``PacerStatsLike``):
+    counters summed over the streams, lateness of the frames it sent (percentiles over the
+    most recent ``LATENESS_WINDOW`` frames, maximum over all)."""
+
+    LATENESS_WINDOW = 10_000
+
+    def __init__(self) -> None:
+        self.frames_released = 0
+        self.underruns = 0
+        self.dropped_samples = 0
+        self._lateness: deque[float] = deque(maxlen=self.LATENESS_WINDOW)
+        self._max_ms = 0.0
+
+    def add_stream(self, stats: StreamStats) -> None:
+        self.underruns += stats.underruns
+        self.dropped_samples += stats.dropped_samples
+
+    def observe(self, lateness_ms: float) -> None:
+        self.frames_released += 1
+        self._lateness.append(lateness_ms)
+        self._max_ms = max(self._max_ms, lateness_ms)
+
+    def _quantile(self, q: float) -> float:
+        return percentile(sorted(self._lateness), q) if self._lateness else 0.0
+
+    @property
+    def lateness_p50_ms(self) -> float:
+        return self._quantile(50)
+
+    @property
+    def lateness_p99_ms(self) -> float:
+        return self._quantile(99)
+
+    @property
+    def lateness_max_ms(self) -> float:
+        return self._max_ms
 
 
 @dataclass(eq=False)
@@ -244,9 +278,10 @@ class Session:
         history: the conversation; by default a ``ConversationHistory(system_prompt)``.
         system_prompt: the LLM's instructions (when ``history`` is not given).
         config: timings and thresholds.
-        pacer: the frame pacer to release audio with; this session must be its only consumer
-            of released frames. By default the session runs its own real-clock pacer; a
-            ``clock="virtual"`` pacer is driven from Trio's clock (deterministic tests).
+        pacer: what releases the agent's audio: a ``PlayoutRouter`` shared with other sessions
+            (its owner runs ``router.run()``), or a ``FramePacer`` for this session alone (the
+            session routes its frames), or None: the session runs its own real-clock pacer.
+            A ``clock="virtual"`` pacer moves with Trio's clock (deterministic tests).
         timeline: where stage events go; by default one on the Trio clock.
         session_id: by default a random one.
         canary: an event-loop lag canary to run alongside (its lags go to its timeline).
@@ -270,7 +305,7 @@ class Session:
         history: ConversationHistory | None = None,
         system_prompt: str = "",
         config: SessionConfig | None = None,
-        pacer: FramePacer | None = None,
+        pacer: FramePacer | PlayoutRouter | None = None,
         timeline: Timeline | None = None,
         session_id: str | None = None,
         canary: LoopLagCanary | None = None,
@@ -284,8 +319,16 @@ class Session:
         self._transport = transport
         self._stt, self._llm, self._tts = stt, llm, tts
         self._vad: VAD = vad if vad is not None else EnergyVadStage()
-        self._pacer = pacer
+        if isinstance(pacer, PlayoutRouter):
+            self._router: PlayoutRouter | None = pacer
+            self._owns_router = False
+        else:
+            self._router = (
+                PlayoutRouter(pacer, virtual_tick_ms=self.config.virtual_tick_ms) if pacer else None
+            )
+            self._owns_router = True
         self._owns_pacer = pacer is None
+        self._playout = _PlayoutTotals()
         self._canary = canary
         self._gc_policy = gc_policy
         self._rate = transport.sample_rate
@@ -312,8 +355,6 @@ class Session:
         self._utterance: _Utterance | None = None
         self._turn: _AgentTurn | None = None
         self._nursery: trio.Nursery | None = None
-        self._origin_ns = 0
-        self._origin_s = 0.0
 
     def __repr__(self) -> str:
         turn = self._turn.ctx.turn_id if self._turn else None
@@ -322,7 +363,7 @@ class Session:
     @property
     def pacer(self) -> FramePacer | None:
         """The pacer releasing this session's audio (``run`` creates its own if none given)."""
-        return self._pacer
+        return self._router.pacer if self._router is not None else None
 
     def _channel(self, edge: Any) -> EdgeChannel[Any]:
         name = f"{edge.name}.dropped"
@@ -348,30 +389,27 @@ class Session:
 
         Every task of the session lives in one nursery; when this returns, none is left.
         """
-        pacer = self._pacer if self._pacer is not None else FramePacer(self.config.frame_ms)
-        self._pacer = pacer
-        self._origin_ns, self._origin_s = pacer.now_ns(), trio.current_time()
+        if self._router is None:
+            pacer = FramePacer(self.config.frame_ms)
+            self._router = PlayoutRouter(pacer, virtual_tick_ms=self.config.virtual_tick_ms)
+        router = self._router
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._owns_router:
+                    nursery.start_soon(router.run)
                 nursery.start_soon(self._write)
-                nursery.start_soon(self._release, pacer)
                 nursery.start_soon(self._agent_loop)
                 nursery.start_soon(self._dsp)
-                if pacer.clock == "virtual":
-                    drive = functools.partial(
-                        drive_virtual_pacer, tick_ms=self.config.virtual_tick_ms
-                    )
-                    nursery.start_soon(drive, pacer, self._origin_ns, self._origin_s)
                 if self._canary is not None:
                     nursery.start_soon(self._canary.run)
                 await self._read()
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            self.metrics.update_pacer(pacer.stats())
+            self.metrics.update_pacer(self._playout)
             if self._owns_pacer:
-                pacer.stop()
+                router.pacer.stop()
             with trio.CancelScope(shield=True):
                 await self._transport.aclose()
 
@@ -609,9 +647,12 @@ class Session:
                 self.history.dropped_turns,
             )
             ctx.record("turn_start", prompt_tokens=ctx.metrics.prompt_tokens)
-            assert self._pacer is not None
-            stream = self._pacer.open_stream(
-                self._rate, cushion_ms=self.config.cushion_ms, queue_ms=self.config.queue_ms
+            assert self._router is not None
+            stream = self._router.open_stream(
+                self._rate,
+                functools.partial(self._on_frames, turn),
+                cushion_ms=self.config.cushion_ms,
+                queue_ms=self.config.queue_ms,
             )
             turn.stream = stream
             chunks: EdgeChannel[str] = self._channel(LLM_TO_TTS)
@@ -699,37 +740,36 @@ class Session:
         if turn.tts_done and turn.stream is not None and turn.stream.stats().queued_samples == 0:
             turn.drained.set()
 
-    async def _release(self, pacer: FramePacer) -> None:
-        async for batch in pacing.released_frames(pacer):
-            turn = self._active_turn()
-            for frame in batch:
-                if turn is None or turn.stream is None or frame.stream_id != turn.stream.id:
-                    self.metrics.count(f"{PLAYOUT_TO_CLIENT.name}.stale_frames")
-                    continue
-                ctx = turn.ctx
-                released = self._origin_s + (frame.released_ns - self._origin_ns) / 1e9
-                lateness_ms = frame.lateness_ns / 1e6
-                if not turn.speaking:
-                    turn.speaking = True
-                    if ctx.speech_end is not None:
-                        ctx.metrics.voice_to_voice_ms = 1000 * (released - ctx.speech_end)
-                    if self._gc_policy is not None:
-                        self._gc_policy.agent_speaking(True, who=self)
-                self.timeline.record_at(
-                    released,
-                    "audio_released",
-                    turn_id=ctx.turn_id,
-                    seq=frame.seq,
-                    lateness_ms=lateness_ms,
-                )
-                self.metrics.observe_frame(lateness_ms)
-                self._outbound.send_nowait(
-                    AgentAudio(frame.pcm16, self._rate, ctx.turn_id, frame.seq)
-                )
-            if turn is not None:
-                self._check_drained(turn)
-                if turn.speaking and self._gc_policy is not None:
-                    self._gc_policy.tick()  # bounds the garbage deferred while speaking
+    def _on_frames(self, turn: _AgentTurn, frames: list[ReleasedFrame]) -> None:
+        """The pacer released frames of ``turn``'s stream: to the client (synchronous)."""
+        if turn.cut:
+            # Released just before the flush took them back: never sent (counted).
+            self.metrics.count(f"{PLAYOUT_TO_CLIENT.name}.stale_frames", len(frames))
+            return
+        assert self._router is not None
+        ctx = turn.ctx
+        for frame in frames:
+            released = self._router.trio_time(frame.released_ns)
+            lateness_ms = frame.lateness_ns / 1e6
+            if not turn.speaking:
+                turn.speaking = True
+                if ctx.speech_end is not None:
+                    ctx.metrics.voice_to_voice_ms = 1000 * (released - ctx.speech_end)
+                if self._gc_policy is not None:
+                    self._gc_policy.agent_speaking(True, who=self)
+            self.timeline.record_at(
+                released,
+                "audio_released",
+                turn_id=ctx.turn_id,
+                seq=frame.seq,
+                lateness_ms=lateness_ms,
+            )
+            self.metrics.observe_frame(lateness_ms)
+            self._playout.observe(lateness_ms)
+            self._outbound.send_nowait(AgentAudio(frame.pcm16, self._rate, ctx.turn_id, frame.seq))
+        self._check_drained(turn)
+        if self._gc_policy is not None:
+            self._gc_policy.tick()  # bounds the garbage deferred while speaking
 
     # --- ending turns: completion, barge-in, failure ---------------------------------------
 
@@ -774,14 +814,15 @@ class Session:
         if turn.barge_in_t0 is not None:
             ctx.metrics.barge_in_ms = 1000 * (time.perf_counter() - turn.barge_in_t0)
         if turn.stream is not None:
-            turn.stream.close()
+            self._playout.add_stream(turn.stream.stats())
+            assert self._router is not None
+            self._router.close_stream(turn.stream)
         if self._turn is turn:
             self._turn = None
         if turn.speaking and self._gc_policy is not None:
             self._gc_policy.agent_speaking(False, who=self)
         self.metrics.add_turn(ctx.metrics)
-        assert self._pacer is not None
-        self.metrics.update_pacer(self._pacer.stats())
+        self.metrics.update_pacer(self._playout)
         ctx.record("turn_cancelled" if turn.cut else "turn_end")
         self._send({"type": "metrics", **ctx.metrics.to_dict()})
         self._send(
