@@ -12,8 +12,9 @@ A ``Session`` runs every task of one conversation in one Trio nursery:
   go through the ``SentenceChunker`` to the TTS (``LLM_TO_TTS``) as soon as a chunk is
   complete, and the TTS audio, resampled to the client's rate, into a ``PacerStream``
   (``TTS_TO_PLAYOUT``);
-* **release**: frames the Rust pacer releases on their deadlines go to the client
-  (``PLAYOUT_TO_CLIENT``) through the **writer** task (``SESSION_TO_TRANSPORT``).
+* **playout**: the frames the Rust pacer releases on their deadlines (``PLAYOUT_TO_CLIENT``)
+  reach the session through a ``PlayoutRouter`` task (its own, or one shared by many
+  sessions) and go to the client through the **writer** task (``SESSION_TO_TRANSPORT``).
 
 Barge-in: when user speech is confirmed while the agent is active (thinking or speaking), the
 turn's scope is cancelled, its playout stream flushed and a ``Clear`` queued for the client,
@@ -66,7 +67,7 @@ from voicecore.contracts import (
 )
 from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
 from voicecore.exceptions import VoicecoreError
-from voicecore.history import ConversationHistory, SpokenReply
+from voicecore.history import ConversationHistory, Message, SpokenReply
 from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
 from voicecore.playout import PlayoutRouter
 from voicecore.stages import (
@@ -669,7 +670,7 @@ class Session:
             await trio.sleep(stream.stats().client_buffered_ms / 1000)
 
     async def _generate(
-        self, turn: _AgentTurn, messages: list[Any], chunks: EdgeChannel[str]
+        self, turn: _AgentTurn, messages: list[Message], chunks: EdgeChannel[str]
     ) -> None:
         ctx = turn.ctx
         chunker = SentenceChunker(first_chunk_min_words=self.config.first_chunk_min_words)
