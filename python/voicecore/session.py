@@ -791,8 +791,12 @@ class Session:
     def _barge_in(self, turn: _AgentTurn, t0: float) -> None:
         turn.barge_in_t0 = t0
         self._cut(turn)
-        # The synchronous step: cancel requested, playout flushed, clear queued.
-        turn.ctx.record("barge_in", step_ms=1000 * (time.perf_counter() - t0))
+        step_ms = 1000 * (time.perf_counter() - t0)  # cancel requested, flushed, clear queued
+        flushed = turn.flushed
+        # What the user would still have heard without the flush and the clear: the queued
+        # audio plus what the client holds.
+        stale_ms = flushed.dropped_ms + flushed.released_ms - flushed.heard_ms if flushed else 0.0
+        turn.ctx.record("barge_in", step_ms=step_ms, stale_audio_ms=stale_ms)
         self.metrics.count("turns.barge_ins")
 
     def _fail(self, turn: _AgentTurn, stage: str, exc: Exception) -> None:
