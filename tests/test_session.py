@@ -246,6 +246,11 @@ async def test_barge_in_during_playout_keeps_only_what_was_heard(
     assert 20 <= len(heard) <= 40
     messages = [(m.role, m.content) for m in session.history.messages()]
     assert messages[1] == ("assistant", heard + "…")
+    # Without the flush and the clear, the queued audio (1-2 s: a full 2 s playout queue
+    # holds the TTS back until it has drained to half) and the client's cushion would
+    # still have played.
+    (event,) = session.timeline.events("barge_in")
+    assert 1000 + 120 <= event["stale_audio_ms"] <= 2000 + 120
     assert messages[2:] == [("user", "Stop."), ("assistant", "Okay.")]
 
 
