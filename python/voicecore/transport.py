@@ -9,10 +9,11 @@ I/O, so a WebSocket transport only maps them to and from frames.
 
 Example (a test playing the client)::
 
-    transport, client = memory_transport()
-    nursery.start_soon(session_over(transport).run)
-    await client.send_audio(pcm16_frame)
-    message = await client.receive()
+    transport, client = memory_transport(16000)
+    nursery.start_soon(Session(transport, stt=stt, llm=llm, tts=tts).run)
+    await client.stream_audio(pcm16)        # as a live mic: one 20 ms frame per 20 ms
+    async for message in client:            # AgentAudio, Clear, Event
+        ...
 """
 
 from __future__ import annotations
