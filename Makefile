@@ -52,6 +52,8 @@ test: lint ## everything CI runs: lint, cargo test, pytest, benchmarks in quick 
 	# The ring's lock-free protocol, model-checked under every interleaving loom explores.
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p voicecore-core --release --lib loom_model
 	$(BIN)/pytest tests
+	# The web client's logic (ring buffer, PCM, protocol, conversation) under node's test runner.
+	node --test web/tests/
 	$(MAKE) bench-quick
 
 .PHONY: bench-quick

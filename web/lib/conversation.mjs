@@ -1,0 +1,140 @@
+// @ts-check
+/**
+ * The conversation as the page shows it, built from server messages: per turn, what the
+ * user said (partial then final transcript), what the agent said, whether it was cut off by
+ * a barge-in, and the turn's latency figures. Pure data, no DOM, so node can test it.
+ * @module
+ */
+
+/**
+ * @typedef {object} TurnLatency
+ * @property {number | null} voiceToVoiceMs end of user speech -> first agent audio out
+ * @property {number | null} sttFinalMs end of user speech -> final transcript
+ * @property {number | null} llmFirstTokenMs LLM request -> first token
+ * @property {number | null} ttsFirstAudioMs first sentence -> first TTS audio
+ * @property {number | null} bargeInMs user speech onset -> agent audio cleared
+ */
+
+/**
+ * @typedef {object} Turn
+ * @property {number} id
+ * @property {string} userText the latest transcript (partial until `userFinal`)
+ * @property {boolean} userFinal
+ * @property {string} agentText everything the agent said, chunks joined
+ * @property {boolean} agentDone all the reply's audio was sent
+ * @property {boolean} interrupted the user barged in (a clear named this turn)
+ * @property {TurnLatency | null} latency
+ */
+
+/** @param {unknown} v */
+const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+export class Conversation {
+  /** @param {{maxTurns?: number}} [options] turns kept (oldest dropped first) */
+  constructor({ maxTurns = 50 } = {}) {
+    this.maxTurns = maxTurns;
+    /** @type {Turn[]} oldest first */
+    this.turns = [];
+    /** Whether the user is speaking right now (speech_start .. speech_end). */
+    this.userSpeaking = false;
+  }
+
+  /**
+   * @param {number} id
+   * @returns {Turn}
+   */
+  turn(id) {
+    let turn = this.turns.find((t) => t.id === id);
+    if (!turn) {
+      turn = {
+        id,
+        userText: "",
+        userFinal: false,
+        agentText: "",
+        agentDone: false,
+        interrupted: false,
+        latency: null,
+      };
+      this.turns.push(turn);
+      this.turns.sort((a, b) => a.id - b.id);
+      if (this.turns.length > this.maxTurns) this.turns.splice(0, this.turns.length - this.maxTurns);
+    }
+    return turn;
+  }
+
+  /**
+   * Applies one server message.
+   * @param {import("./protocol.mjs").ServerMessage} msg
+   * @returns {Turn | null} the turn it changed, if any
+   */
+  apply(msg) {
+    switch (msg.type) {
+      case "speech_start":
+        this.userSpeaking = true;
+        return null;
+      case "speech_end":
+        this.userSpeaking = false;
+        return null;
+      case "transcript": {
+        const turn = this.turn(msg.turn_id);
+        // A late partial must not overwrite the final.
+        if (turn.userFinal && !msg.final) return turn;
+        turn.userText = msg.text;
+        turn.userFinal = msg.final;
+        return turn;
+      }
+      case "agent_text": {
+        const turn = this.turn(msg.turn_id);
+        const sep = turn.agentText && !/\s$/.test(turn.agentText) && !/^\s/.test(msg.text) ? " " : "";
+        turn.agentText += sep + msg.text;
+        return turn;
+      }
+      case "agent_done": {
+        const turn = this.turn(msg.turn_id);
+        turn.agentDone = true;
+        return turn;
+      }
+      case "clear": {
+        const turn = this.turn(msg.turn_id);
+        turn.interrupted = true;
+        return turn;
+      }
+      case "metrics": {
+        const turn = this.turn(msg.turn_id);
+        turn.latency = {
+          voiceToVoiceMs: num(msg.voice_to_voice_ms),
+          sttFinalMs: num(msg.stt_final_ms),
+          llmFirstTokenMs: num(msg.llm_first_token_ms),
+          ttsFirstAudioMs: num(msg.tts_first_audio_ms),
+          bargeInMs: num(msg.barge_in_ms),
+        };
+        if (msg.interrupted === true) turn.interrupted = true;
+        return turn;
+      }
+      default:
+        return null;
+    }
+  }
+
+  /** The latest turn with latency figures, or null. */
+  get lastMeasured() {
+    for (let i = this.turns.length - 1; i >= 0; i--) if (this.turns[i].latency) return this.turns[i];
+    return null;
+  }
+
+  /**
+   * The median of a latency figure over the turns that have it.
+   * @param {keyof TurnLatency} key
+   * @returns {number | null}
+   */
+  median(key) {
+    const values = this.turns
+      .map((t) => t.latency?.[key])
+      .filter((v) => typeof v === "number")
+      .sort((a, b) => /** @type {number} */ (a) - /** @type {number} */ (b));
+    if (values.length === 0) return null;
+    const mid = values.length >> 1;
+    const m = values.length % 2 ? values[mid] : (/** @type {number} */ (values[mid - 1]) + /** @type {number} */ (values[mid])) / 2;
+    return /** @type {number} */ (m);
+  }
+}

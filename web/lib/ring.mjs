@@ -1,0 +1,273 @@
+// @ts-check
+/**
+ * The playout ring: a single-producer single-consumer ring of float32 samples between the
+ * side that receives agent audio (the socket worker, or the player itself in MessagePort
+ * mode) and the player AudioWorklet that reads 128 samples per render quantum.
+ *
+ * The same class runs on a `SharedArrayBuffer` (cross-origin isolated pages: the writer is
+ * another thread) or a plain `ArrayBuffer` (fallback: writer and reader share one thread).
+ * All control words go through `Atomics`, which also work on non-shared memory.
+ *
+ * Positions are free-running 32-bit sample counters (they wrap after 2^32 samples, ~24.8 h
+ * at 48 kHz); `(a - b) >>> 0` is the distance from b to a, valid across the wrap. The writer
+ * owns WRITE, the reader owns READ, so neither side ever moves the other's index:
+ *
+ * * overflow (the writer is more than `capacity` ahead): the writer drops the samples that do
+ *   not fit (newest) and counts them in OVERFLOW; it cannot drop the oldest without racing the
+ *   reader. The server's pacer keeps the client near its cushion (120 ms by default), so a
+ *   full ring (seconds) means something upstream is broken, and a counted drop says so.
+ * * clear (barge-in): the writer publishes the position to skip to (CLEAR_AT), then bumps
+ *   CLEAR_GEN. The reader, at its next render quantum, sees a new generation and jumps READ to
+ *   CLEAR_AT. Audio written after the clear (the next reply) lies beyond CLEAR_AT and is kept.
+ * * end of reply: on `agent_done` the writer records its position in DONE_AT. When the reader
+ *   reaches DONE_AT with nothing more to play, the reply is over: the player goes idle, and
+ *   silence from then on is not an underrun.
+ * @module
+ */
+
+/** Indices of the Int32 control words at the start of the buffer. */
+export const H = Object.freeze({
+  /** writer: samples written (free-running) */
+  WRITE: 0,
+  /** reader: samples consumed (free-running; played or skipped by a clear) */
+  READ: 1,
+  /** writer: bumped on each clear */
+  CLEAR_GEN: 2,
+  /** writer: the WRITE position at the last clear */
+  CLEAR_AT: 3,
+  /** writer: the WRITE position at the last agent_done */
+  DONE_AT: 4,
+  /** writer: samples dropped because the ring was full */
+  OVERFLOW: 5,
+  /** reader: samples actually played (free-running) */
+  PLAYED: 6,
+  /** reader: gaps inside a reply (audio resumed after the ring ran dry) */
+  UNDERRUNS: 7,
+  /** reader: samples of silence those gaps lasted */
+  UNDERRUN_SAMPLES: 8,
+  /** reader: PlayerState */
+  STATE: 9,
+  /** writer: the sample rate in Hz (informational, for whoever reads the stats) */
+  RATE: 10,
+  /** reader: clears applied (the reader's copy of CLEAR_GEN) */
+  CLEAR_ACK: 11,
+});
+
+/** Control words reserved (a multiple of 4 keeps the float data 16-byte aligned). */
+export const HEADER_WORDS = 16;
+
+/** What the player is doing. */
+export const PlayerState = Object.freeze({
+  /** no reply playing: an empty ring is expected */
+  IDLE: 0,
+  /** playing a reply */
+  PLAYING: 1,
+  /** inside a reply, the ring ran dry: silence is going out (a gap, unless the reply ended) */
+  STARVED: 2,
+});
+
+/**
+ * @typedef {object} RingStats
+ * @property {number} buffered samples written and not yet read
+ * @property {number} played samples played (free-running uint32)
+ * @property {number} underruns gaps inside replies
+ * @property {number} underrunSamples samples of silence in those gaps
+ * @property {number} overflow samples dropped because the ring was full
+ * @property {number} state a PlayerState value
+ * @property {number} sampleRate Hz
+ * @property {number} capacity samples
+ */
+
+/** Distance from `from` to `to` on the free-running 32-bit counters. */
+const dist = (/** @type {number} */ to, /** @type {number} */ from) => (to - from) >>> 0;
+
+export class PlayoutRing {
+  /**
+   * Allocates the memory for a ring (shared when `shared` and SharedArrayBuffer exists).
+   * @param {number} capacity samples the ring must hold at least (e.g. 4 s of audio); it is
+   *   rounded up to a power of two
+   * @param {boolean} shared
+   * @returns {SharedArrayBuffer | ArrayBuffer}
+   */
+  static allocate(capacity, shared) {
+    if (!Number.isInteger(capacity) || capacity <= 0 || capacity > 2 ** 30) {
+      throw new RangeError(`capacity must be an integer in 1..2^30 samples, got ${capacity}`);
+    }
+    const bytes = HEADER_WORDS * 4 + PlayoutRing.slotsFor(capacity) * 4;
+    if (shared && typeof SharedArrayBuffer === "function") return new SharedArrayBuffer(bytes);
+    return new ArrayBuffer(bytes);
+  }
+
+  /**
+   * The slots a ring of at least `capacity` samples uses: the next power of two. A position
+   * maps to slot `position % slots`; with a power of two that mapping stays continuous when
+   * the 32-bit position counter wraps (2^32 is a multiple of the slot count).
+   * @param {number} capacity samples
+   * @returns {number}
+   */
+  static slotsFor(capacity) {
+    return 2 ** Math.ceil(Math.log2(capacity));
+  }
+
+  /**
+   * A view on a ring's memory; every thread builds its own view on the same buffer.
+   * @param {SharedArrayBuffer | ArrayBuffer} buffer from `PlayoutRing.allocate`
+   */
+  constructor(buffer) {
+    if (buffer.byteLength <= HEADER_WORDS * 4 || buffer.byteLength % 4 !== 0) {
+      throw new RangeError(`not a ring buffer: ${buffer.byteLength} bytes`);
+    }
+    this.buffer = buffer;
+    this.header = new Int32Array(buffer, 0, HEADER_WORDS);
+    this.data = new Float32Array(buffer, HEADER_WORDS * 4);
+    this.capacity = this.data.length;
+    if (this.capacity & (this.capacity - 1)) {
+      throw new RangeError(`not a ring buffer: ${this.capacity} slots is not a power of two`);
+    }
+    this.mask = this.capacity - 1;
+    /** True when another thread can see this memory. */
+    this.shared = typeof SharedArrayBuffer === "function" && buffer instanceof SharedArrayBuffer;
+    /** Reader-private: silence played since the ring ran dry inside a reply. */
+    this.starvedSamples = 0;
+  }
+
+  // ---- writer side (one thread) ---------------------------------------------------------
+
+  /**
+   * Appends samples. Samples that do not fit are dropped (the newest) and counted.
+   * @param {Float32Array} samples
+   * @returns {number} how many samples were written
+   */
+  write(samples) {
+    const h = this.header;
+    const write = Atomics.load(h, H.WRITE);
+    const read = Atomics.load(h, H.READ);
+    const free = this.capacity - dist(write, read);
+    const n = Math.min(free, samples.length);
+    if (n < samples.length) Atomics.add(h, H.OVERFLOW, samples.length - n);
+    const start = write & this.mask;
+    const first = Math.min(n, this.capacity - start);
+    this.data.set(samples.subarray(0, first), start);
+    if (n > first) this.data.set(samples.subarray(first, n), 0);
+    // Publish after the data: Atomics.store is sequentially consistent, so a reader that
+    // sees the new WRITE also sees the samples.
+    Atomics.store(h, H.WRITE, (write + n) | 0);
+    return n;
+  }
+
+  /**
+   * Drops everything written so far (barge-in); the reader applies it at its next read.
+   * Samples written after this call are kept.
+   */
+  clear() {
+    const h = this.header;
+    Atomics.store(h, H.CLEAR_AT, Atomics.load(h, H.WRITE));
+    Atomics.add(h, H.CLEAR_GEN, 1);
+  }
+
+  /** Marks the end of a reply at the current write position (on `agent_done`). */
+  markDone() {
+    Atomics.store(this.header, H.DONE_AT, Atomics.load(this.header, H.WRITE));
+  }
+
+  /** @param {number} rate Hz */
+  setSampleRate(rate) {
+    Atomics.store(this.header, H.RATE, rate);
+  }
+
+  // ---- reader side (the player, one thread) ------------------------------------------
+
+  /**
+   * Applies a pending clear, if any: skips READ to where the writer was at the clear.
+   * @returns {boolean} whether a clear was applied
+   */
+  applyClear() {
+    const h = this.header;
+    const gen = Atomics.load(h, H.CLEAR_GEN);
+    if (gen === Atomics.load(h, H.CLEAR_ACK)) return false;
+    // Load CLEAR_AT after CLEAR_GEN: the writer stores it before bumping the generation, so
+    // this is the position of this clear or of a later one (either is right to skip to).
+    const clearAt = Atomics.load(h, H.CLEAR_AT);
+    const read = Atomics.load(h, H.READ);
+    const write = Atomics.load(h, H.WRITE);
+    // Only move forward, and never past what was written.
+    if (dist(clearAt, read) <= dist(write, read)) Atomics.store(h, H.READ, clearAt);
+    Atomics.store(h, H.CLEAR_ACK, gen);
+    // A cleared reply is over: the silence that follows is idle, not a gap.
+    Atomics.store(h, H.STATE, PlayerState.IDLE);
+    this.starvedSamples = 0;
+    return true;
+  }
+
+  /**
+   * Fills `out` from the ring for one render quantum: applies a pending clear, copies what
+   * is there, fills the rest with silence, and keeps the underrun accounting.
+   *
+   * An underrun is a gap inside a reply: the ring ran dry before the reply's end
+   * (`markDone`) and audio then resumed. Silence between replies is idle, not an underrun;
+   * a dry ring that reaches the reply's end is the reply ending, not a gap.
+   * @param {Float32Array} out
+   * @returns {number} samples of audio copied (the rest of `out` is silence)
+   */
+  read(out) {
+    const h = this.header;
+    this.applyClear();
+    const read = Atomics.load(h, H.READ);
+    const write = Atomics.load(h, H.WRITE);
+    const available = dist(write, read);
+    const n = Math.min(available, out.length);
+    const start = read & this.mask;
+    const first = Math.min(n, this.capacity - start);
+    out.set(this.data.subarray(start, start + first), 0);
+    if (n > first) out.set(this.data.subarray(0, n - first), first);
+    if (n < out.length) out.fill(0, n);
+    const newRead = (read + n) | 0;
+    Atomics.store(h, H.READ, newRead);
+    Atomics.add(h, H.PLAYED, n);
+
+    let state = Atomics.load(h, H.STATE);
+    if (n > 0 && state === PlayerState.STARVED) {
+      // Audio came back inside the same reply: the silence played meanwhile was a gap.
+      Atomics.add(h, H.UNDERRUNS, 1);
+      Atomics.add(h, H.UNDERRUN_SAMPLES, this.starvedSamples);
+      this.starvedSamples = 0;
+    }
+    if (n > 0) state = PlayerState.PLAYING;
+    if (n < out.length && state !== PlayerState.IDLE) {
+      // Dry. At the reply's end (possibly marked only now, when agent_done arrived after the
+      // ring ran dry) this is the reply finishing; otherwise a gap may be starting. Whether
+      // it is one is known only if audio resumes, so the silence is held back until then.
+      if (newRead === Atomics.load(h, H.DONE_AT)) {
+        state = PlayerState.IDLE;
+        this.starvedSamples = 0;
+      } else {
+        state = PlayerState.STARVED;
+        this.starvedSamples += out.length - n;
+      }
+    }
+    Atomics.store(h, H.STATE, state);
+    return n;
+  }
+
+  // ---- either side -----------------------------------------------------------------------
+
+  /** Samples written and not yet read. */
+  get buffered() {
+    return dist(Atomics.load(this.header, H.WRITE), Atomics.load(this.header, H.READ));
+  }
+
+  /** @returns {RingStats} */
+  stats() {
+    const h = this.header;
+    return {
+      buffered: this.buffered,
+      played: Atomics.load(h, H.PLAYED) >>> 0,
+      underruns: Atomics.load(h, H.UNDERRUNS),
+      underrunSamples: Atomics.load(h, H.UNDERRUN_SAMPLES),
+      overflow: Atomics.load(h, H.OVERFLOW),
+      state: Atomics.load(h, H.STATE),
+      sampleRate: Atomics.load(h, H.RATE),
+      capacity: this.capacity,
+    };
+  }
+}

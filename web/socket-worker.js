@@ -1,0 +1,179 @@
+// @ts-check
+/**
+ * The socket worker: owns the WebSocket, so neither direction of audio waits for the main
+ * thread. Mic frames arrive from the capture worklet on a MessagePort and go straight to
+ * the socket; agent audio goes straight from the socket into the player's ring (shared
+ * mode) or to the player's port (port mode); `clear` and `agent_done` are applied to the
+ * ring here, before the main thread hears of them. The worker sends the playout reports.
+ *
+ * Main -> worker:
+ *   { type: "connect", url, inputRate, outputRate, frameMs, ring: SharedArrayBuffer | null,
+ *     capturePort: MessagePort, playerPort: MessagePort | null, reportMs?, statsMs? }
+ *   { type: "disconnect" }
+ * Worker -> main:
+ *   { type: "state", state }              ConnectionState
+ *   { type: "message", msg }              every server JSON message, after it is applied
+ *   { type: "stats", stats, sent, dropped }  PlayoutStats ~10x/s; mic frames sent / dropped
+ *   { type: "protocol_error", message }   the server broke the protocol (the worker closes)
+ *   { type: "closed", info }              CloseInfo; the worker is done
+ */
+import { ClientProtocol, ProtocolError, playoutMessage } from "./lib/protocol.mjs";
+import { PlayoutRing } from "./lib/ring.mjs";
+import { PlayoutCounter } from "./lib/playout-stats.mjs";
+import { int16ToFloat, pcm16FromBytes } from "./lib/pcm.mjs";
+
+/** Mic frames are dropped (counted) while this much is queued unsent: the network is stuck. */
+const MAX_SEND_BACKLOG_BYTES = 256 * 1024;
+
+const scope = /** @type {DedicatedWorkerGlobalScope} */ (/** @type {unknown} */ (self));
+
+/** @type {ClientProtocol | null} */
+let proto = null;
+/** @type {WebSocket | null} */
+let socket = null;
+/** @type {PlayoutRing | null} */
+let ring = null;
+/** @type {MessagePort | null} */
+let playerPort = null;
+/** @type {PlayoutCounter | null} */
+let counter = null;
+/** @type {import("./lib/ring.mjs").RingStats | null} port mode: the player's latest stats */
+let portStats = null;
+/** @type {ReturnType<typeof setInterval> | null} */
+let timer = null;
+let sent = 0;
+let dropped = 0;
+/** Reused in shared mode, where the ring copies out of it. */
+let scratch = new Float32Array(0);
+
+/** @param {unknown} msg */
+const post = (msg) => scope.postMessage(msg);
+
+/**
+ * @param {{url: string, inputRate: number, outputRate: number, frameMs: number,
+ *   ring: SharedArrayBuffer | null, capturePort: MessagePort, playerPort: MessagePort | null,
+ *   reportMs?: number, statsMs?: number}} options
+ */
+function connect(options) {
+  proto = new ClientProtocol(options);
+  counter = new PlayoutCounter(options.outputRate);
+  if (options.ring) {
+    ring = new PlayoutRing(options.ring);
+    ring.setSampleRate(options.outputRate);
+  }
+  playerPort = options.playerPort;
+  if (playerPort) playerPort.onmessage = (e) => (portStats = e.data?.stats ?? portStats);
+  options.capturePort.onmessage = (e) => sendMic(e.data);
+
+  proto.connect();
+  post({ type: "state", state: proto.state });
+  const ws = new WebSocket(options.url);
+  socket = ws;
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    if (!proto) return;
+    ws.send(JSON.stringify(proto.opened()));
+    post({ type: "state", state: proto.state });
+  };
+  ws.onmessage = (event) => {
+    try {
+      if (typeof event.data === "string") onText(event.data);
+      else onAudio(/** @type {ArrayBuffer} */ (event.data));
+    } catch (error) {
+      if (!(error instanceof ProtocolError) && !(error instanceof RangeError)) throw error;
+      post({ type: "protocol_error", message: error.message });
+      // 1000 is the only standard code a browser may send; the reason says what went wrong.
+      ws.close(1000, "protocol error");
+    }
+  };
+  ws.onclose = (event) => {
+    const info = proto ? proto.closed(event.code, event.reason) : null;
+    stopReporting();
+    post({ type: "stats", ...collectStats() });
+    post({ type: "closed", info });
+    socket = null;
+  };
+
+  const reportMs = options.reportMs ?? 250;
+  const statsMs = options.statsMs ?? 100;
+  let sinceReport = 0;
+  timer = setInterval(() => {
+    const stats = collectStats();
+    if (!stats.stats) return;
+    post({ type: "stats", ...stats });
+    sinceReport += statsMs;
+    if (sinceReport >= reportMs && proto?.canSendAudio && ws.readyState === WebSocket.OPEN) {
+      sinceReport = 0;
+      ws.send(JSON.stringify(playoutMessage(stats.stats)));
+    }
+  }, statsMs);
+}
+
+function collectStats() {
+  const raw = ring ? ring.stats() : portStats;
+  return { stats: raw && counter ? counter.update(raw) : null, sent, dropped };
+}
+
+function stopReporting() {
+  if (timer !== null) clearInterval(timer);
+  timer = null;
+}
+
+/** @param {string} text */
+function onText(text) {
+  if (!proto) return;
+  const before = proto.state;
+  const msg = proto.receiveText(text);
+  // Apply playback control before anything else can run: a clear must silence the player
+  // even if the main thread is busy.
+  if (msg.type === "clear") {
+    if (ring) ring.clear();
+    else playerPort?.postMessage({ type: "clear" });
+  } else if (msg.type === "agent_done") {
+    if (ring) ring.markDone();
+    else playerPort?.postMessage({ type: "done" });
+  }
+  post({ type: "message", msg });
+  if (proto.state !== before) post({ type: "state", state: proto.state });
+}
+
+/** @param {ArrayBuffer} data */
+function onAudio(data) {
+  if (!proto || !proto.receiveBinary(data)) return;
+  const pcm = pcm16FromBytes(data);
+  if (ring) {
+    if (scratch.length !== pcm.length) scratch = new Float32Array(pcm.length);
+    ring.write(int16ToFloat(pcm, scratch));
+  } else if (playerPort) {
+    const samples = int16ToFloat(pcm, new Float32Array(pcm.length));
+    playerPort.postMessage({ type: "audio", samples }, [samples.buffer]);
+  }
+}
+
+/** @param {ArrayBuffer} frame */
+function sendMic(frame) {
+  if (!socket || !proto?.canSendAudio) return;
+  if (socket.bufferedAmount > MAX_SEND_BACKLOG_BYTES) {
+    dropped++;
+    return;
+  }
+  socket.send(frame);
+  sent++;
+}
+
+function disconnect() {
+  if (!proto || !socket) {
+    post({ type: "closed", info: null });
+    return;
+  }
+  const bye = proto.disconnect();
+  post({ type: "state", state: proto.state });
+  if (bye && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(bye));
+  socket.close(1000, "bye");
+}
+
+scope.onmessage = (event) => {
+  const msg = event.data;
+  if (msg?.type === "connect") connect(msg);
+  else if (msg?.type === "disconnect") disconnect();
+};

@@ -1,0 +1,78 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Conversation } from "../lib/conversation.mjs";
+import { PlayoutCounter } from "../lib/playout-stats.mjs";
+
+test("a turn: partials then final, agent chunks, done, metrics", () => {
+  const c = new Conversation();
+  c.apply({ type: "speech_start", time_s: 1 });
+  assert.equal(c.userSpeaking, true);
+  c.apply({ type: "transcript", turn_id: 1, text: "what", final: false });
+  c.apply({ type: "transcript", turn_id: 1, text: "what time is it", final: true });
+  // A partial that arrives late does not overwrite the final.
+  c.apply({ type: "transcript", turn_id: 1, text: "what tim", final: false });
+  c.apply({ type: "speech_end", time_s: 2 });
+  c.apply({ type: "agent_text", turn_id: 1, text: "It is noon." });
+  c.apply({ type: "agent_text", turn_id: 1, text: "Anything else?" });
+  c.apply({ type: "agent_done", turn_id: 1 });
+  c.apply({ type: "metrics", turn_id: 1, voice_to_voice_ms: 640, stt_final_ms: 120, barge_in_ms: null });
+  const [turn] = c.turns;
+  assert.equal(c.userSpeaking, false);
+  assert.equal(turn.userText, "what time is it");
+  assert.equal(turn.userFinal, true);
+  assert.equal(turn.agentText, "It is noon. Anything else?");
+  assert.equal(turn.agentDone, true);
+  assert.equal(turn.interrupted, false);
+  assert.deepEqual(turn.latency, {
+    voiceToVoiceMs: 640,
+    sttFinalMs: 120,
+    llmFirstTokenMs: null,
+    ttsFirstAudioMs: null,
+    bargeInMs: null,
+  });
+  assert.equal(c.lastMeasured, turn);
+});
+
+test("barge-in marks the turn interrupted; turns stay ordered and bounded", () => {
+  const c = new Conversation({ maxTurns: 3 });
+  c.apply({ type: "agent_text", turn_id: 2, text: "Let me" });
+  c.apply({ type: "clear", turn_id: 2 });
+  c.apply({ type: "transcript", turn_id: 1, text: "first", final: true });
+  assert.deepEqual(c.turns.map((t) => t.id), [1, 2]);
+  assert.equal(c.turn(2).interrupted, true);
+  for (const id of [3, 4, 5]) c.apply({ type: "transcript", turn_id: id, text: "x", final: true });
+  assert.deepEqual(c.turns.map((t) => t.id), [3, 4, 5]);
+  assert.equal(c.apply({ type: "error", code: "busy", message: "" }), null);
+});
+
+test("median latency over the turns that have it", () => {
+  const c = new Conversation();
+  assert.equal(c.median("voiceToVoiceMs"), null);
+  [500, 700, 600, 900].forEach((v, i) => c.apply({ type: "metrics", turn_id: i, voice_to_voice_ms: v }));
+  c.apply({ type: "metrics", turn_id: 9, voice_to_voice_ms: null, barge_in_ms: 80 });
+  assert.equal(c.median("voiceToVoiceMs"), 650);
+  assert.equal(c.median("bargeInMs"), 80);
+});
+
+test("PlayoutCounter converts to ms and unwraps the played counter", () => {
+  const counter = new PlayoutCounter(48000);
+  const raw = {
+    buffered: 5760,
+    played: 2 ** 32 - 480,
+    underruns: 1,
+    underrunSamples: 960,
+    overflow: 0,
+    state: 1,
+    sampleRate: 48000,
+    capacity: 262144,
+  };
+  let s = counter.update(raw);
+  assert.equal(s.bufferedMs, 120);
+  assert.equal(s.underrunMs, 20);
+  assert.equal(s.state, "playing");
+  assert.ok(Math.abs(s.playedMs - ((2 ** 32 - 480) / 48)) < 1e-6);
+  // The uint32 counter wraps: played keeps growing by the 960 samples (20 ms) played since.
+  s = counter.update({ ...raw, played: 480 });
+  assert.ok(Math.abs(s.playedMs - ((2 ** 32 + 480) / 48)) < 1e-6);
+  assert.throws(() => new PlayoutCounter(0), RangeError);
+});

@@ -1,0 +1,45 @@
+// @ts-check
+/// <reference path="./worklet-globals.d.ts" />
+/**
+ * Capture AudioWorklet: cuts the mic's float samples into 20 ms PCM16 frames at the
+ * AudioContext's rate and hands each frame, transferred (no copy), to the socket worker
+ * through a MessagePort, so mic audio never waits for the main thread. The frame's level
+ * goes to the main thread (node.port) for the meter.
+ *
+ * processorOptions: { frameMs: number }
+ * node.port in: { type: "port", port: MessagePort }   the socket worker's end
+ * node.port out: { type: "level", rms: number, peak: number }   linear 0..1, once per frame
+ * worker port out: ArrayBuffer (one frame of PCM16 little-endian mono)
+ */
+import { FrameAssembler, samplesPerFrame } from "../lib/pcm.mjs";
+
+class CaptureProcessor extends AudioWorkletProcessor {
+  /** @param {{processorOptions?: {frameMs?: number}}} options */
+  constructor(options) {
+    super();
+    const frameMs = options.processorOptions?.frameMs ?? 20;
+    /** @type {MessagePort | null} */
+    this.sink = null;
+    this.assembler = new FrameAssembler(samplesPerFrame(sampleRate, frameMs), (frame, level) => {
+      // Frames before the worker is attached are dropped: the session has not started.
+      this.sink?.postMessage(frame.buffer, [frame.buffer]);
+      this.port.postMessage({ type: "level", rms: level.rms, peak: level.peak });
+    });
+    this.port.onmessage = (/** @type {MessageEvent} */ event) => {
+      if (event.data?.type === "port") this.sink = event.data.port;
+    };
+  }
+
+  /**
+   * @param {Float32Array[][]} inputs
+   * @returns {boolean}
+   */
+  process(inputs) {
+    // Channel 0 only: the session is mono, and the constraints ask the browser for one channel.
+    const channel = inputs[0]?.[0];
+    if (channel) this.assembler.push(channel);
+    return true;
+  }
+}
+
+registerProcessor("voicecore-capture", CaptureProcessor);
