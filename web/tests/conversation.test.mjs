@@ -76,3 +76,21 @@ test("PlayoutCounter converts to ms and unwraps the played counter", () => {
   assert.ok(Math.abs(s.playedMs - ((2 ** 32 + 480) / 48)) < 1e-6);
   assert.throws(() => new PlayoutCounter(0), RangeError);
 });
+
+test("TimeSeries keeps the newest points and the marks still in range", async () => {
+  const { TimeSeries } = await import("../lib/history.mjs");
+  const s = new TimeSeries(3);
+  s.mark(0.5);
+  for (const [t, v] of [[1, 10], [2, 30], [3, 20]]) s.push(t, v);
+  s.mark(2.5);
+  assert.deepEqual([s.at(0), s.at(2)], [[1, 10], [3, 20]]);
+  s.push(4, 5);
+  assert.equal(s.length, 3);
+  assert.deepEqual(s.at(0), [2, 30]);
+  assert.equal(s.max(), 30);
+  assert.deepEqual(s.marks, [2.5], "the mark before the oldest point is gone");
+  s.clear();
+  assert.equal(s.length, 0);
+  assert.equal(s.max(), 0);
+  assert.throws(() => new TimeSeries(1), RangeError);
+});
