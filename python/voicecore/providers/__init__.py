@@ -5,9 +5,30 @@ timings (deterministic under Trio's ``MockClock``), for tests, benchmarks and ex
 Network providers (real STT, LLM and TTS services) live beside it.
 """
 
+from voicecore.providers.openai import OpenAILLM as OpenAILLM
+from voicecore.providers.openai import OpenAISTT as OpenAISTT
+from voicecore.providers.openai import OpenAITTS as OpenAITTS
+from voicecore.providers.openai import ProviderAuthError as ProviderAuthError
+from voicecore.providers.openai import ProviderConnectionError as ProviderConnectionError
+from voicecore.providers.openai import ProviderError as ProviderError
+from voicecore.providers.openai import ProviderHTTPError as ProviderHTTPError
+from voicecore.providers.openai import ProviderResponseError as ProviderResponseError
 from voicecore.providers.scripted import ScriptedLLM as ScriptedLLM
 from voicecore.providers.scripted import ScriptedSTT as ScriptedSTT
 from voicecore.providers.scripted import ScriptedTTS as ScriptedTTS
 from voicecore.providers.scripted import Utterance as Utterance
 
-__all__ = ["ScriptedLLM", "ScriptedSTT", "ScriptedTTS", "Utterance"]
+__all__ = [
+    "OpenAILLM",
+    "OpenAISTT",
+    "OpenAITTS",
+    "ProviderAuthError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderResponseError",
+    "ScriptedLLM",
+    "ScriptedSTT",
+    "ScriptedTTS",
+    "Utterance",
+]
