@@ -1,0 +1,305 @@
+"""What the browser tests measure, as pure numpy functions (tested in test_audio_analysis.py).
+
+Three signals meet here, all sample-exact:
+
+* the **mic WAV** the test builds (real speech placed between stretches of silence) and
+  hands to Chromium's fake capture device; the builder knows where each utterance's speech
+  begins (:class:`MicScript`);
+* the **received stream**: every binary WebSocket message the server sent (PCM16 agent audio
+  at the negotiated output rate), captured by Playwright outside the page, cut into one
+  array per turn at each ``agent_done``;
+* the **recording** made by the page's tap worklet: what the page played (the player's
+  output) and what the mic delivered, side by side on the AudioContext's frame clock.
+
+The web player turns each int16 sample ``s`` into the float ``s / 32768`` and plays the
+samples in order, so when nothing goes wrong the recorded output *is* the received stream,
+sample for sample, with only idle silence between replies. :func:`align_reply` walks the two
+side by side and finds every stretch of silence the player inserted inside a reply (an
+underrun: the ring ran dry) and where the reply stopped playing (a barge-in's ``clear``).
+That is the definition of a gap these tests use: **silence in the output that the agent's
+audio did not contain**, found by exact comparison, so the pauses espeak puts between words
+and sentences (which are in the received stream too) never count, and a gap as short as one
+render quantum (128 samples) does. A gap of 10 ms or more is reported separately as an
+audible gap.
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from voicecore import Resampler
+
+Int16Array = npt.NDArray[np.int16]
+FloatArray = npt.NDArray[np.float32]
+
+#: Window of the onset detector, in ms.
+ONSET_WINDOW_MS = 5.0
+#: RMS level (dBFS) a window must reach to count as speech onset. The corpus' speech peaks
+#: around -10 dBFS with a noise floor below -60 dBFS, so -40 dBFS marks the first syllable.
+ONSET_LEVEL_DBFS = -40.0
+#: A gap this long (ms) or longer is an audible hole; shorter inserted silence is still an
+#: underrun (a click), counted separately.
+AUDIBLE_GAP_MS = 10.0
+
+
+def resample(samples: Int16Array, rate: int, new_rate: int) -> Int16Array:
+    """``samples`` at ``rate`` Hz resampled to ``new_rate`` Hz with voicecore's resampler
+    (its filter delay shifts the speech by a few samples; onsets are measured afterwards)."""
+    if rate == new_rate:
+        return samples
+    resampler = Resampler(rate, new_rate)
+    return np.concatenate([resampler.process(samples), resampler.flush()]).astype(np.int16)
+
+
+def onset(
+    samples: npt.NDArray[np.generic], rate: int, start: int = 0, end: int | None = None
+) -> int | None:
+    """Index of the first sample of speech in ``samples[start:end]``: the start of the first
+    ``ONSET_WINDOW_MS`` window whose RMS reaches ``ONSET_LEVEL_DBFS`` (full scale = 1.0 for
+    floats, 32768 for int16). None when nothing in the range is that loud."""
+    x = np.asarray(samples[start:end], dtype=np.float64)
+    if samples.dtype == np.int16:
+        x = x / 32768.0
+    window = max(1, round(rate * ONSET_WINDOW_MS / 1000))
+    usable = len(x) // window * window
+    if usable == 0:
+        return None
+    rms = np.sqrt(np.mean(x[:usable].reshape(-1, window) ** 2, axis=1))
+    loud = np.flatnonzero(rms >= 10 ** (ONSET_LEVEL_DBFS / 20))
+    return None if loud.size == 0 else start + int(loud[0]) * window
+
+
+class Spoken(Protocol):
+    """A recording of speech (the root conftest's ``Utterance``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def samples(self) -> Int16Array: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def transcript(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One utterance placed in the mic WAV: it starts at ``start`` and its speech at ``onset``
+    (both sample indexes of the WAV), and lasts ``length`` samples."""
+
+    name: str
+    transcript: str
+    start: int
+    onset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        """Index of the sample after the utterance."""
+        return self.start + self.length
+
+
+@dataclass
+class MicScript:
+    """A mic WAV built from silence and utterances, knowing where every utterance is."""
+
+    rate: int
+    samples: Int16Array = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    segments: list[Segment] = field(default_factory=list)
+
+    def silence(self, seconds: float) -> MicScript:
+        """Appends ``seconds`` of digital silence."""
+        self.samples = np.concatenate(
+            [self.samples, np.zeros(round(seconds * self.rate), dtype=np.int16)]
+        )
+        return self
+
+    def speech(self, utterance: Spoken) -> MicScript:
+        """Appends an utterance (resampled to the WAV's rate)."""
+        audio = resample(utterance.samples, utterance.sample_rate, self.rate)
+        speech_at = onset(audio, self.rate)
+        if speech_at is None:
+            raise ValueError(f"{utterance.name} has no sample above {ONSET_LEVEL_DBFS} dBFS")
+        start = len(self.samples)
+        self.segments.append(
+            Segment(utterance.name, utterance.transcript, start, start + speech_at, len(audio))
+        )
+        self.samples = np.concatenate([self.samples, audio])
+        return self
+
+    @property
+    def seconds(self) -> float:
+        """The WAV's duration in seconds."""
+        return len(self.samples) / self.rate
+
+    def write(self, path: Path) -> Path:
+        """Writes the mono PCM16 WAV to ``path`` and returns it."""
+        with wave.open(str(path), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(self.rate)
+            wav.writeframes(self.samples.astype("<i2").tobytes())
+        return path
+
+
+def to_int16(recorded: FloatArray) -> Int16Array:
+    """The page's float samples back as the int16 values they were made from (``s / 32768``)."""
+    return np.clip(np.rint(np.asarray(recorded, dtype=np.float64) * 32768), -32768, 32767).astype(
+        np.int16
+    )
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Silence the player inserted inside a reply: ``at`` is its first sample in the recorded
+    output, ``length`` its length in samples."""
+
+    at: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ReplyPlayback:
+    """How one reply's audio (the received stream of one turn) played in the recorded output.
+
+    Attributes:
+        rate: sample rate of both signals, Hz.
+        first: index in the recording of the reply's first played sample (-1: never found).
+        end: index in the recording just after the last played sample of the reply.
+        played: samples of the reply that played, in order and unchanged.
+        received: samples of the reply that were received.
+        gaps: every stretch of silence inserted inside the reply (underruns).
+        mismatch: index in the recording where the output stopped matching the reply in any
+            other way (a changed sample, audio from nowhere), or -1 when it never did.
+    """
+
+    rate: int
+    first: int
+    end: int
+    played: int
+    received: int
+    gaps: tuple[Gap, ...]
+    mismatch: int
+
+    @property
+    def found(self) -> bool:
+        """Whether the reply's audio was found in the recording at all."""
+        return self.first >= 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every received sample played."""
+        return self.played == self.received
+
+    @property
+    def inserted_ms(self) -> float:
+        """Total inserted silence, ms."""
+        return sum(g.length for g in self.gaps) * 1000 / self.rate
+
+    @property
+    def audible_gaps(self) -> tuple[Gap, ...]:
+        """The gaps of ``AUDIBLE_GAP_MS`` or longer."""
+        return tuple(g for g in self.gaps if g.length * 1000 / self.rate >= AUDIBLE_GAP_MS)
+
+    def summary(self) -> dict[str, object]:
+        """Figures for the report (ms, counts)."""
+        ms = 1000 / self.rate
+        return {
+            "found": self.found,
+            "received_ms": round(self.received * ms, 1),
+            "played_ms": round(self.played * ms, 1),
+            "underruns": len(self.gaps),
+            "inserted_silence_ms": round(self.inserted_ms, 2),
+            "gaps_ge_10ms": len(self.audible_gaps),
+            "longest_gap_ms": round(max((g.length for g in self.gaps), default=0) * ms, 2),
+            "sample_exact": self.mismatch < 0,
+        }
+
+
+def _first_difference(a: Int16Array, b: Int16Array) -> int:
+    """Index of the first position where ``a`` and ``b`` differ, or ``min(len)`` if none."""
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(diff[0]) if diff.size else n
+
+
+def _find(needle: Int16Array, haystack: Int16Array, start: int) -> int:
+    """Index of the first exact occurrence of ``needle`` in ``haystack[start:]``, or -1."""
+    candidates = np.flatnonzero(haystack[start : len(haystack) - len(needle) + 1] == needle[0])
+    for c in candidates:
+        at = start + int(c)
+        if np.array_equal(haystack[at : at + len(needle)], needle):
+            return at
+    return -1
+
+
+def align_reply(
+    output: Int16Array,
+    reply: Int16Array,
+    rate: int,
+    *,
+    search_from: int = 0,
+    max_gap_s: float = 5.0,
+    key: int = 64,
+) -> ReplyPlayback:
+    """Finds ``reply`` (one turn's received audio) in the recorded ``output`` and walks them
+    side by side: equal samples played; silence in the output where the reply goes on is a
+    :class:`Gap`; the walk ends when the reply is done or the output never resumes it (a
+    ``clear`` dropped the rest).
+
+    The reply is located by its first ``key`` samples after its leading silence, searched
+    from ``search_from``. After a gap the walk resumes where the next ``key`` samples of the
+    reply appear within ``max_gap_s``.
+    """
+    received = len(reply)
+    nonzero = np.flatnonzero(reply)
+    if nonzero.size == 0:
+        return ReplyPlayback(rate, -1, -1, 0, received, (), -1)
+    j = int(nonzero[0])
+    at = _find(reply[j : j + key], output, search_from)
+    if at < 0:
+        return ReplyPlayback(rate, -1, -1, 0, received, (), -1)
+    first, i, played = at, at, j  # the reply's leading silence counts as played
+    gaps: list[Gap] = []
+    mismatch = -1
+    max_gap = round(max_gap_s * rate)
+    while j < received:
+        step = _first_difference(output[i:], reply[j:])
+        i, j, played = i + step, j + step, played + step
+        if j >= received or i >= len(output):
+            break
+        if output[i] != 0:
+            mismatch = i
+            break
+        # Silence where the reply has sound (the first difference is never a zero of the
+        # reply: there both are zero): find where the reply's next samples resume.
+        window = reply[j : j + key]
+        resume = _find(window, output[: i + max_gap + len(window)], i + 1)
+        if resume < 0 or np.any(output[i:resume] != 0):
+            break  # the reply never resumed: dropped (clear) or the recording ended
+        gaps.append(Gap(i, resume - i))
+        i = resume
+    return ReplyPlayback(rate, first, i, played, received, tuple(gaps), mismatch)
+
+
+def silence_after(output: Int16Array, start: int, rate: int, hold_s: float) -> int | None:
+    """Index of the first sample at or after ``start`` from which the output stays exactly
+    silent for ``hold_s`` seconds, or None (the recording must hold those seconds)."""
+    hold = round(hold_s * rate)
+    silent = np.concatenate([[False], output[start:] == 0, [False]])
+    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
+    for run_start, run_end in zip(edges[::2], edges[1::2], strict=True):
+        if run_end - run_start >= hold:
+            return start + int(run_start)
+    return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100, linear interpolation) of ``values``."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))

@@ -1,0 +1,143 @@
+"""The browser tests' measuring tools, checked on signals with known answers (no browser)."""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_analysis import (
+    Gap,
+    MicScript,
+    align_reply,
+    onset,
+    silence_after,
+    to_int16,
+)
+
+RATE = 44_100
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """Stands in for the speech corpus' Utterance."""
+
+    name: str
+    samples: np.ndarray
+    sample_rate: int
+    transcript: str
+
+
+def _voice(seconds: float, seed: int = 0) -> np.ndarray:
+    """Noise-like 'speech' with no zero samples, so every sample is recognisable."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1000, 8000, round(seconds * RATE)) * rng.choice([-1, 1], round(seconds * RATE))
+    return x.astype(np.int16)
+
+
+def _reply_with_pauses() -> np.ndarray:
+    """A reply whose own audio contains exact-zero pauses (as TTS audio between words)."""
+    pause = np.zeros(round(0.08 * RATE), dtype=np.int16)
+    return np.concatenate(
+        [np.zeros(300, np.int16), _voice(0.3, 1), pause, _voice(0.2, 2), pause, _voice(0.25, 3)]
+    )
+
+
+def test_a_perfect_playback_has_no_gap_even_across_the_replys_own_pauses() -> None:
+    reply = _reply_with_pauses()
+    output = np.concatenate([np.zeros(5000, np.int16), reply, np.zeros(9000, np.int16)])
+    playback = align_reply(output, reply, RATE)
+    assert playback.found
+    assert playback.complete
+    assert playback.mismatch == -1
+    assert playback.gaps == ()
+    assert playback.first == 5000 + 300
+    assert playback.end == 5000 + len(reply)
+
+
+@pytest.mark.parametrize("length", [128, 441, 5000])
+def test_inserted_silence_is_found_with_its_position_and_length(length: int) -> None:
+    reply = _reply_with_pauses()
+    cut = 300 + round(0.1 * RATE)
+    output = np.concatenate(
+        [np.zeros(1000, np.int16), reply[:cut], np.zeros(length, np.int16), reply[cut:]]
+    )
+    playback = align_reply(output, reply, RATE)
+    assert playback.gaps == (Gap(1000 + cut, length),)
+    assert playback.complete
+    assert playback.inserted_ms == pytest.approx(length * 1000 / RATE)
+    assert len(playback.audible_gaps) == (1 if length >= 441 else 0)
+
+
+def test_silence_inserted_inside_the_replys_own_pause_counts_too() -> None:
+    reply = _reply_with_pauses()
+    pause_start = 300 + round(0.3 * RATE)  # first sample of the reply's first pause
+    inside = pause_start + 100
+    output = np.concatenate([reply[:inside], np.zeros(256, np.int16), reply[inside:]])
+    playback = align_reply(output, reply, RATE)
+    assert [g.length for g in playback.gaps] == [256]
+    assert playback.complete
+
+
+def test_a_reply_cut_by_clear_ends_where_the_output_stopped() -> None:
+    reply = _reply_with_pauses()
+    cut = 300 + round(0.2 * RATE)
+    after = _voice(0.2, 9)  # the next reply, different audio
+    output = np.concatenate([reply[:cut], np.zeros(RATE, np.int16), after])
+    playback = align_reply(output, reply, RATE)
+    assert playback.end == cut
+    assert playback.played == cut
+    assert not playback.complete
+    assert playback.gaps == ()
+
+
+def test_a_changed_sample_is_a_mismatch_not_a_gap() -> None:
+    reply = _reply_with_pauses()
+    output = reply.copy()
+    output[2000] = 17
+    playback = align_reply(output, reply, RATE)
+    assert playback.mismatch == 2000
+    assert playback.summary()["sample_exact"] is False
+
+
+def test_a_reply_absent_from_the_recording_is_not_found() -> None:
+    playback = align_reply(np.zeros(RATE, np.int16), _reply_with_pauses(), RATE)
+    assert not playback.found
+    assert playback.played == 0
+
+
+def test_to_int16_inverts_the_players_conversion() -> None:
+    values = np.array([-32768, -1, 0, 1, 12345, 32767], dtype=np.int16)
+    assert np.array_equal(to_int16((values / 32768).astype(np.float32)), values)
+
+
+def test_onset_finds_the_first_loud_window() -> None:
+    x = np.concatenate([np.zeros(1000, np.int16), np.full(1000, 3000, np.int16)])
+    at = onset(x, 16_000)
+    assert at is not None
+    assert 920 <= at <= 1000
+    assert onset(np.zeros(1000, np.int16), 16_000) is None
+    assert onset(x, 16_000, start=1500) == 1500
+
+
+def test_silence_after_requires_the_whole_hold() -> None:
+    out = np.concatenate([_voice(0.1), np.zeros(100, np.int16), _voice(0.1), np.zeros(RATE)])
+    out = out.astype(np.int16)
+    at = silence_after(out, 0, RATE, 0.5)
+    assert at == round(0.1 * RATE) * 2 + 100
+    assert silence_after(out, 0, RATE, 2.0) is None
+
+
+def test_mic_script_places_speech_and_writes_a_wav(tmp_path: Path) -> None:
+    speech = np.concatenate([np.zeros(800, np.int16), np.full(1600, 4000, np.int16)])
+    spoken = Utterance("u", speech, 16_000, "hello")
+    script = MicScript(48_000).silence(0.5).speech(spoken).silence(0.25)
+    (segment,) = script.segments
+    assert segment.start == 24_000
+    assert segment.onset - segment.start == pytest.approx(2400, abs=300)  # 800 samples at 16 kHz
+    assert script.seconds == pytest.approx(0.5 + 0.15 + 0.25, abs=0.01)
+    with wave.open(str(script.write(tmp_path / "mic.wav")), "rb") as wav:
+        assert wav.getframerate() == 48_000
+        assert wav.getnframes() == len(script.samples)
