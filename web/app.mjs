@@ -12,7 +12,9 @@
  *                                    mic frames sent/dropped, mic level, turns, errors
  *   window.voicecore.tap             OutputTap: start(maxSeconds), stop() -> Recording of what
  *                                    the page played and what the mic heard, sample-aligned
- *   window.voicecore.events          every client event seen, with performance.now() times
+ *   window.voicecore.events          every client event seen: `time` (this page's
+ *                                    performance.now()), `receivedAt` (epoch ms the socket
+ *                                    worker got the last server message, for server events)
  *
  * URL parameters: `?connect=1` connects on load (tests; needs autoplay allowed),
  * `?mode=port` forces the MessagePort player even when SharedArrayBuffer is available.
@@ -56,7 +58,7 @@ const client = new VoicecoreClient({ forcePortMode: params.get("mode") === "port
 let conversation = new Conversation();
 const GRAPH_SECONDS = 30;
 const buffer = new TimeSeries(GRAPH_SECONDS * 10 + 10);
-/** @type {{time: number, type: string, detail: unknown}[]} */
+/** @type {{time: number, receivedAt: number | null, type: string, detail: unknown}[]} */
 const events = [];
 /** @type {{time: number, message: string}[]} */
 const errors = [];
@@ -338,7 +340,9 @@ new ResizeObserver(queueGraph).observe(ui.graph);
 function on(type, handler) {
   client.addEventListener(type, (event) => {
     const detail = /** @type {CustomEvent} */ (event).detail;
-    if (type !== "level" && type !== "playout") events.push({ time: performance.now(), type, detail });
+    if (type !== "level" && type !== "playout") {
+      events.push({ time: performance.now(), receivedAt: client.lastMessageAt || null, type, detail });
+    }
     if (events.length > 5000) events.splice(0, 1000);
     handler(detail);
   });

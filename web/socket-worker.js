@@ -12,7 +12,8 @@
  *   { type: "disconnect" }
  * Worker -> main:
  *   { type: "state", state }              ConnectionState
- *   { type: "message", msg }              every server JSON message, after it is applied
+ *   { type: "message", msg, receivedAt }  every server JSON message, after it is applied;
+ *                                         receivedAt: epoch ms it arrived in this worker
  *   { type: "stats", stats, sent, dropped }  PlayoutStats ~10x/s; mic frames sent / dropped
  *   { type: "protocol_error", message }   the server broke the protocol (the worker closes)
  *   { type: "closed", info }              CloseInfo; the worker is done
@@ -133,7 +134,9 @@ function onText(text) {
     if (ring) ring.markDone();
     else playerPort?.postMessage({ type: "done" });
   }
-  post({ type: "message", msg });
+  // Epoch milliseconds (comparable across the page, workers and worklet clocks mapped with
+  // AudioContext.getOutputTimestamp), so a test can time a clear from arrival to silence.
+  post({ type: "message", msg, receivedAt: performance.timeOrigin + performance.now() });
   if (proto.state !== before) post({ type: "state", state: proto.state });
 }
 

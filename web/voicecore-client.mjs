@@ -77,6 +77,10 @@ export async function listMics() {
  * @property {Float32Array} output what the page played (the player's output)
  * @property {Float32Array} input what the mic delivered, sample-aligned with `output`
  * @property {boolean} truncated the recording hit its maximum length
+ * @property {{contextTime: number, epochMs: number}} clock one point of the output clock:
+ *   the sample at `contextTime` (s) reached the speaker at `epochMs` (ms since the epoch, as
+ *   `performance.timeOrigin + performance.now()`); frame f was heard at
+ *   `epochMs + (f / sampleRate - contextTime) * 1000`
  */
 
 /**
@@ -84,15 +88,26 @@ export async function listMics() {
  * for tests (find gaps in a reply, time a barge-in) and diagnostics.
  */
 export class OutputTap {
-  /** @param {AudioWorkletNode} node */
-  constructor(node) {
+  /**
+   * @param {AudioWorkletNode} node
+   * @param {AudioContext} context
+   */
+  constructor(node, context) {
     this.node = node;
     /** @type {((r: Recording) => void) | null} */
     this.pending = null;
     node.port.onmessage = (event) => {
       if (event.data?.type !== "recording" || !this.pending) return;
       const { sampleRate, startFrame } = event.data;
-      this.pending({ ...event.data, startTime: startFrame / sampleRate });
+      const stamp = context.getOutputTimestamp();
+      this.pending({
+        ...event.data,
+        startTime: startFrame / sampleRate,
+        clock: {
+          contextTime: stamp.contextTime ?? 0,
+          epochMs: performance.timeOrigin + (stamp.performanceTime ?? performance.now()),
+        },
+      });
       this.pending = null;
     };
   }
@@ -141,6 +156,8 @@ export class VoicecoreClient extends EventTarget {
     this.ownsStream = false;
     /** @type {Promise<void> | null} */
     this.closedPromise = null;
+    /** Epoch ms at which the socket worker received the server message being dispatched. */
+    this.lastMessageAt = 0;
   }
 
   /**
@@ -257,7 +274,7 @@ export class VoicecoreClient extends EventTarget {
     capture.connect(context.destination);
     tap.connect(context.destination);
     this.nodes = [source, capture, player, tap];
-    this.tap = new OutputTap(tap);
+    this.tap = new OutputTap(tap, context);
     capture.port.onmessage = (event) => {
       if (event.data?.type !== "level") return;
       this.level = { rms: event.data.rms, peak: event.data.peak };
@@ -304,8 +321,10 @@ export class VoicecoreClient extends EventTarget {
         return false;
       case "message": {
         const msg = data.msg;
+        this.lastMessageAt = data.receivedAt;
         if (msg.type === "ready") this.session = msg;
         this.emit(msg.type === "error" ? "server_error" : msg.type, msg);
+        this.lastMessageAt = 0;
         return false;
       }
       case "stats":
