@@ -36,6 +36,8 @@ from openai_server import (
     json_reply,
     sse,
 )
+from session_helpers import RATE, is_event, noise, receive_until, start, voice
+from voicecore import FramePacer
 from voicecore.diagnostics import Timeline
 from voicecore.exceptions import ConfigError
 from voicecore.history import Message
@@ -51,7 +53,9 @@ from voicecore.providers.openai import (
     ProviderHTTPError,
     ProviderResponseError,
 )
+from voicecore.session import Session, SessionConfig
 from voicecore.stages import LLM, STT, TTS, AudioFrame, StageTimeoutError, TurnContext
+from voicecore.transport import Clear, Event, memory_transport
 
 CHAT = "/v1/chat/completions"
 SPEECH = "/v1/audio/speech"
@@ -230,8 +234,8 @@ async def test_llm_joins_events_split_anywhere_across_network_writes(server: Ope
         [sse(chat_chunk("Bon")).replace(b"\n", b"\r\n"), sse(chat_chunk("jour")), sse("[DONE]")]
     )
     body: list[bytes | Pause] = []
-    for start in range(0, len(stream), 7):
-        body += [stream[start : start + 7], Pause(0.001)]
+    for offset in range(0, len(stream), 7):
+        body += [stream[offset : offset + 7], Pause(0.001)]
     server.script(CHAT, Reply(headers={"Content-Type": "text/event-stream"}, body=body))
     async with llm(server) as provider:
         assert await collect(provider.generate(MESSAGES, ctx())) == ["Bon", "jour"]
@@ -597,8 +601,8 @@ async def test_tts_blank_text_sends_nothing(server: OpenAIServer) -> None:
 
 async def frames(samples: np.ndarray, rate: int = 16000, ms: int = 20) -> AsyncIterator[AudioFrame]:
     step = rate * ms // 1000
-    for start in range(0, len(samples), step):
-        yield AudioFrame(samples[start : start + step].astype("<i2").tobytes(), rate, start)
+    for offset in range(0, len(samples), step):
+        yield AudioFrame(samples[offset : offset + step].astype("<i2").tobytes(), rate, offset)
 
 
 def multipart_fields(request_headers: dict[str, str], body: bytes) -> dict[str, bytes]:
@@ -684,3 +688,79 @@ async def test_stt_empty_audio_sends_nothing_and_rates_must_agree(server: OpenAI
             _ = [t async for t in provider.transcribe(audio, ctx())]
         await audio.aclose()  # the caller owns its audio iterator
     assert server.requests == []
+
+
+# --- through the engine ---------------------------------------------------------------------
+
+
+def tone_pcm(ms: int, rate: int = 24000) -> bytes:
+    t = np.arange(rate * ms // 1000) / rate
+    return (6000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+
+
+async def test_a_session_runs_a_turn_on_the_network_providers(server: OpenAIServer) -> None:
+    server.script(TRANSCRIPTIONS, json_reply({"text": "What time is it?"}))
+    server.script(CHAT, chat_reply(["It is", " nine", " o'clock", " now.", " Anything", " else?"]))
+    speech = Reply(headers={"Content-Type": "audio/pcm"}, body=[tone_pcm(60), tone_pcm(60)])
+    server.script(SPEECH, *[speech] * 4)
+    config = SessionConfig(end_of_turn_silence_ms=300)
+    async with stt(server) as s, llm(server) as lm, tts(server) as t:
+        transport, client = memory_transport(RATE)
+        with FramePacer(clock="real") as pacer, trio.fail_after(10):
+            session = Session(
+                transport, stt=s, llm=lm, tts=t, config=config, pacer=pacer, system_prompt="Hi."
+            )
+            async with trio.open_nursery() as nursery:
+                await start(nursery, session, client, noise(200) + voice(500) + noise(1500))
+                end = await receive_until(client, is_event("turn_end"))
+                nursery.cancel_scope.cancel()
+    assert isinstance(end, Event)
+    assert end.data["heard"] == "It is nine o'clock now. Anything else?"
+    assert [(e["text"], e["final"]) for e in client.events("transcript")] == [
+        ("What time is it?", True)
+    ]
+    upload, chat, *speech_requests = sorted(server.requests, key=lambda r: r.path != TRANSCRIPTIONS)
+    with wave.open(io.BytesIO(multipart_fields(upload.headers, upload.body)["file"])) as wav:
+        assert wav.getframerate() == RATE
+        assert wav.getnframes() >= RATE * 500 // 1000  # the utterance, pre-roll included
+    assert chat.json()["messages"] == [
+        {"role": "system", "content": "Hi."},
+        {"role": "user", "content": "What time is it?"},
+    ]
+    spoken = " ".join(r.json()["input"] for r in speech_requests if r.path == SPEECH)
+    assert spoken == "It is nine o'clock now. Anything else?"
+    assert client.audio(1)
+    (turn,) = session.metrics.turns
+    assert turn.llm_first_token_ms is not None
+    assert turn.tts_first_audio_ms is not None
+
+
+async def test_barge_in_closes_the_llm_stream_on_the_server(server: OpenAIServer) -> None:
+    server.script(TRANSCRIPTIONS, json_reply({"text": "Tell me a story."}))
+    server.script(TRANSCRIPTIONS, json_reply({"text": "Stop."}))
+    # Turn 1's answer starts, then the model "thinks" forever: the stream stays open.
+    thinking = Reply(
+        headers={"Content-Type": "text/event-stream"}, body=[sse(chat_chunk()), Stall()]
+    )
+    server.script(CHAT, thinking, chat_reply(["Okay."]))
+    server.script(SPEECH, Reply(headers={"Content-Type": "audio/pcm"}, body=[tone_pcm(60)]))
+    config = SessionConfig(end_of_turn_silence_ms=300)
+    async with stt(server) as s, llm(server, first_token_timeout_s=10.0) as lm, tts(server) as t:
+        transport, client = memory_transport(RATE)
+        with FramePacer(clock="real") as pacer, trio.fail_after(10):
+            session = Session(transport, stt=s, llm=lm, tts=t, config=config, pacer=pacer)
+            mic = noise(200) + voice(500) + noise(450) + voice(400) + noise(1000)
+            async with trio.open_nursery() as nursery:
+                await start(nursery, session, client, mic)
+                clear = await receive_until(client, lambda m: isinstance(m, Clear))
+                cleared_at = time.monotonic()
+                await receive_until(client, is_event("turn_end", turn_id=2))
+                nursery.cancel_scope.cancel()
+    assert isinstance(clear, Clear)
+    assert clear.turn_id == 1
+    story = next(r for r in server.requests if r.path == CHAT)
+    assert story.disconnected.is_set()
+    assert story.disconnected_at is not None
+    assert story.disconnected_at - cleared_at < 0.25  # closed in the barge-in step itself
+    assert [turn.interrupted for turn in session.metrics.turns] == [True, False]
+    assert client.events("turn_end")[1]["heard"] == "Okay."
