@@ -1,0 +1,969 @@
+"""``voicecore serve``: the voice agent server, on one port.
+
+* ``/`` and every other path: the browser client's static files from ``web/`` (MIME types
+  a browser accepts for ES modules and WebAssembly, and the cross-origin isolation headers
+  ``SharedArrayBuffer`` needs: ``Cross-Origin-Opener-Policy: same-origin`` and
+  ``Cross-Origin-Embedder-Policy: require-corp``), never a file outside that folder;
+* ``/ws``: the WebSocket endpoint speaking protocol v1 (``voicecore.protocol``,
+  ``docs/protocol.md``), one ``voicecore.Session`` per connection;
+* ``/healthz``: liveness as JSON (sessions open, the limit, the pacer's scheduling);
+* ``/metrics``: Prometheus text (live and recently finished sessions, process diagnostics).
+
+One Rust ``FramePacer`` thread paces the agent audio of every session, through one
+``PlayoutRouter`` task. The sessions run in the server's nursery (the WebSocket handlers'),
+so when the server stops, every session has ended and every task, channel and pacer stream
+is gone.
+
+Limits and safety: a message size limit (close 1009), a session limit (close 1013 with a
+``busy`` error the client can show), an Origin allow-list (HTTP 403: no cross-site
+WebSocket hijacking), an optional bearer token (``Authorization: Bearer`` or ``?token=``,
+since a browser cannot set WebSocket headers; close 1008), a bounded send queue per client
+(a client that stops reading is told ``too_slow`` and closed with 4000), a ``hello``
+deadline. SIGINT/SIGTERM shut down gracefully: stop accepting, cancel the agents' turns,
+close every session with 1001, exit 0.
+
+Example (in a Trio program; ``voicecore serve`` does this)::
+
+    pipeline = voicecore.config.build_pipeline()          # the offline default pipeline
+    server = VoiceServer(pipeline, ServerSettings(port=8000))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        ...                                                # server.url, server.sessions
+        server.shutdown()                                  # graceful; run() then returns
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import http
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.parse
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.trio.server import Server, ServerConnection, serve
+
+from voicecore import config, protocol
+from voicecore._core import FramePacer, Resampler
+from voicecore.config import Pipeline, VoicecoreConfig
+from voicecore.diagnostics import Diagnostics, Timeline
+from voicecore.exceptions import ConfigError
+from voicecore.metrics import SessionMetrics, prometheus_text
+from voicecore.playout import PlayoutRouter
+from voicecore.protocol import (
+    CloseCode,
+    ErrorCode,
+    Hello,
+    ProtocolSession,
+    ServerMessage,
+    Step,
+)
+from voicecore.session import Session
+from voicecore.stages import STT_SAMPLE_RATE
+from voicecore.transport import AgentAudio, Clear, ClientMessage, Event, MicAudio, PlayoutReport
+from voicecore.transport import ServerMessage as EngineMessage
+
+__all__ = [
+    "ServerSettings",
+    "VoiceServer",
+    "WebSocketTransport",
+    "add_serve_arguments",
+    "default_origins",
+    "run_server",
+    "scripted_pipeline",
+    "serve_command",
+    "static_response",
+]
+
+_log = logging.getLogger("voicecore.server")
+
+WEB_ROOT: Final = Path(__file__).resolve().parents[2] / "web"
+"""The browser client's folder in a checkout (``--web-root`` serves another)."""
+
+WS_PATH: Final = "/ws"
+"""The WebSocket endpoint's path."""
+
+MIME_TYPES: Final[dict[str, str]] = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".ico": "image/x-icon",
+    ".webmanifest": "application/manifest+json",
+    ".woff2": "font/woff2",
+    ".wav": "audio/wav",
+    ".txt": "text/plain; charset=utf-8",
+}
+"""Content types by file suffix (a browser refuses a module script served with another
+type than JavaScript's, and ``WebAssembly.instantiateStreaming`` needs ``application/wasm``)."""
+
+ISOLATION_HEADERS: Final[tuple[tuple[str, str], ...]] = (
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Embedder-Policy", "require-corp"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+"""On every HTTP response: the first two make the page cross-origin isolated (so the audio
+worklet may share a ``SharedArrayBuffer`` ring with the socket worker), the third lets only
+this origin embed the files, the fourth stops MIME sniffing."""
+
+PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+SERVER_TIMELINE_EVENTS: Final = 20_000
+"""Events each session's timeline keeps (6-7 minutes of released frames and stage events):
+bounds a long call's diagnostic memory at a few MB."""
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server listens and what it allows (durations in seconds, sizes in bytes).
+
+    Attributes:
+        host: address to listen on (``127.0.0.1``: this machine only).
+        port: TCP port; 0 picks a free one (``VoiceServer.port`` tells which).
+        web_root: the folder of static files served.
+        allowed_origins: ``Origin`` values a browser page may open ``/ws`` from; None: the
+            server's own origins (``default_origins``). Requests without ``Origin`` (not
+            from a browser, so no cross-site risk) are allowed.
+        max_sessions: concurrent connections on ``/ws``; more are refused (close 1013).
+        max_message_bytes: largest client message (close 1009 above it).
+        token: a bearer token the client must present; None: no token needed.
+        hello_timeout_s: time allowed for the client's ``hello`` after the socket opens.
+        send_queue_ms: how far behind (in agent audio, ``frame_ms`` per message) a client
+            may fall before it is disconnected with 4000; the send queue holds
+            ``send_queue_ms / frame_ms`` messages at most.
+        send_buffer_bytes: the kernel send buffer of each connection (None: the OS
+            default, often megabytes, which would hide a stalled client for a minute).
+        close_timeout_s: time allowed to a client to complete the closing handshake.
+        shutdown_timeout_s: time allowed for a graceful shutdown before the rest is cancelled.
+        recent_sessions: finished sessions kept for ``/metrics``.
+        diagnostics: run the process diagnostics (loop lag, GC, CPU throttling) for
+            ``/metrics``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_root: Path = WEB_ROOT
+    allowed_origins: tuple[str, ...] | None = None
+    max_sessions: int = 20
+    max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
+    token: str | None = None
+    hello_timeout_s: float = 10.0
+    send_queue_ms: int = 2000
+    send_buffer_bytes: int | None = 64 * 1024
+    close_timeout_s: float = 2.0
+    shutdown_timeout_s: float = 5.0
+    recent_sessions: int = 100
+    diagnostics: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
+        for name in ("hello_timeout_s", "close_timeout_s", "shutdown_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 s, got {getattr(self, name)}")
+        if self.send_queue_ms < 100:
+            raise ValueError(f"send_queue_ms must be >= 100 ms, got {self.send_queue_ms}")
+        if self.send_buffer_bytes is not None and self.send_buffer_bytes < 4096:
+            raise ValueError(f"send_buffer_bytes must be >= 4096, got {self.send_buffer_bytes}")
+        if self.token is not None and not self.token:
+            raise ValueError("token must not be empty (None: no token)")
+        if self.recent_sessions < 0:
+            raise ValueError(f"recent_sessions must be >= 0, got {self.recent_sessions}")
+
+
+def default_origins(host: str, port: int) -> tuple[str, ...]:
+    """The origins of pages this server itself serves at ``host:port``.
+
+    A loopback or wildcard host allows the loopback names (``localhost``, ``127.0.0.1``,
+    ``[::1]``); a specific host allows its own origin. Behind a domain name or a proxy,
+    list the public origin with ``--allowed-origin``.
+    """
+    names: list[str] = []
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    if host in ("", "localhost") or (
+        address is not None and (address.is_loopback or address.is_unspecified)
+    ):
+        names += ["localhost", "127.0.0.1", "[::1]"]
+    if host not in ("", "localhost") and (address is None or not address.is_unspecified):
+        bracketed = f"[{host}]" if address is not None and address.version == 6 else host
+        if bracketed not in names:
+            names.append(bracketed)
+    return tuple(f"{scheme}://{name}:{port}" for name in names for scheme in ("http", "https"))
+
+
+# --- static files ----------------------------------------------------------------------------
+
+
+def _response(
+    status: http.HTTPStatus,
+    body: bytes,
+    content_type: str,
+    extra: Sequence[tuple[str, str]] = (),
+) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("Connection", "close"),
+            *ISOLATION_HEADERS,
+            *extra,
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _text(status: http.HTTPStatus, text: str) -> Response:
+    return _response(status, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def _resolve_static(web_root: Path, url_path: str) -> Path | None:
+    """The file ``url_path`` names under ``web_root``, or None if it names none there.
+
+    The path is percent-decoded first (``%2e%2e`` is ``..``), then any ``..`` segment, NUL or
+    backslash refuses it outright, and the resolved path (symlinks followed) must still lie
+    under the resolved root: the three checks each stop a traversal on their own.
+    """
+    decoded = urllib.parse.unquote(url_path, errors="strict")
+    segments = [s for s in decoded.split("/") if s not in ("", ".")]
+    if any(s == ".." or "\x00" in s or "\\" in s for s in segments):
+        return None
+    root = web_root.resolve()
+    candidate = root.joinpath(*segments).resolve()
+    if not candidate.is_relative_to(root):
+        return None
+    if candidate.is_dir():
+        candidate = candidate / "index.html"
+    return candidate if candidate.is_file() else None
+
+
+async def static_response(web_root: Path, url_path: str) -> Response:
+    """The HTTP response for ``GET url_path`` from the static folder ``web_root``: the file
+    with its MIME type and the isolation headers, or 404 (also for any path that would
+    leave the folder)."""
+    try:
+        path = _resolve_static(web_root, url_path)
+    except UnicodeDecodeError:
+        path = None
+    if path is None:
+        return _text(http.HTTPStatus.NOT_FOUND, "not found")
+    body = await trio.Path(path).read_bytes()  # in a thread: the loop never waits on a disk
+    content_type = MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return _response(http.HTTPStatus.OK, body, content_type)
+
+
+# --- the transport ---------------------------------------------------------------------------
+
+
+class _SpeechTimeline(Timeline):
+    """A session's timeline that also tells the client when the VAD confirms user speech
+    and when it pauses (the engine records those as stage events, on its timeline only)."""
+
+    def __init__(self, forward: Callable[[ServerMessage], None]) -> None:
+        super().__init__(clock=trio.current_time, max_events=SERVER_TIMELINE_EVENTS)
+        self._forward = forward
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Records the event; ``speech_start``/``speech_end`` also go to the client."""
+        super().record(kind, **fields)
+        if kind in ("speech_start", "speech_end") and "sample" in fields:
+            event = {"type": kind, "time_s": fields["sample"] / STT_SAMPLE_RATE, **fields}
+            message = protocol.engine_event_message(event)
+            if message is not None:
+                self._forward(message)
+
+
+class WebSocketTransport:
+    """A ``voicecore.transport.Transport`` over one WebSocket connection, protocol v1.
+
+    Receive side: every message goes through the connection's ``ProtocolSession``; errors
+    are answered (and, when fatal, end the connection with their close code); mic audio is
+    handed to the engine at ``sample_rate`` (resampled from the client's ``input_rate`` by
+    the Rust resampler when the two differ; the engine resamples it to 16 kHz itself) and
+    playout reports as ``PlayoutReport``.
+
+    Send side: bounded. ``send`` never waits: it serializes the message into a queue of
+    ``send_queue`` messages that ``run_writer`` (a task) writes to the socket. A client that
+    reads too slowly fills it; the transport then drops the backlog, ends the session and
+    closes with 4000 after an ``error`` ``too_slow``, so a stalled client costs at most
+    the queue plus the kernel's send buffer.
+
+    Args:
+        websocket: the connection.
+        session: the connection's protocol state machine.
+        send_queue: the send queue's capacity, in messages.
+        close_timeout_s: time allowed to flush and close before the socket is cut.
+
+    Attributes:
+        playout: the client's last playout report (None before the first).
+        sent: messages written to the socket.
+        peak_queued: the most messages the send queue ever held.
+    """
+
+    def __init__(
+        self,
+        websocket: ServerConnection,
+        session: ProtocolSession,
+        *,
+        send_queue: int,
+        close_timeout_s: float = 2.0,
+    ) -> None:
+        if send_queue < 1:
+            raise ValueError(f"send_queue must be >= 1 message, got {send_queue}")
+        self.protocol = session
+        self.playout: protocol.Playout | None = None
+        self.sent = 0
+        self.peak_queued = 0
+        self._ws = websocket
+        self._close_timeout_s = close_timeout_s
+        self._queue_in, self._queue_out = trio.open_memory_channel[str | bytes](send_queue)
+        self._final: tuple[ServerMessage, ...] = ()  # sent after the queue, before the close
+        self._close: protocol.Close | None = None
+        self._stop_writing = False
+        self._receiving: trio.CancelScope | None = None
+        self._resampler: Resampler | None = None
+        self._writer_done = trio.Event()
+        self._closing = False
+        self._closed = trio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"WebSocketTransport({self.protocol.session_id!r}, state={self.protocol.state.value},"
+            f" queued={self.queued}, sent={self.sent})"
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        """The engine's audio rate in Hz: the client's ``output_rate`` (mic audio is
+        converted to it). Raises RuntimeError before ``hello``."""
+        if self.protocol.hello is None:
+            raise RuntimeError("no hello yet: the audio format is not known")
+        return self.protocol.hello.output_rate
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the send queue."""
+        return self._queue_out.statistics().current_buffer_used
+
+    @property
+    def close_code(self) -> CloseCode | None:
+        """The code the connection closes (or closed) with, once decided."""
+        return self._close.code if self._close is not None else None
+
+    # receive side
+
+    async def _next_step(self) -> Step:
+        """The protocol's verdict on the client's next message (replies already queued);
+        raises ``trio.EndOfChannel`` once the connection is closing or closed."""
+        if self._close is not None:
+            raise trio.EndOfChannel
+        with trio.CancelScope() as scope:
+            self._receiving = scope
+            try:
+                data = await self._ws.recv()
+            except ConnectionClosed:
+                self.protocol.closed()
+                raise trio.EndOfChannel from None
+            finally:
+                self._receiving = None
+        if scope.cancelled_caught or self._close is not None:
+            raise trio.EndOfChannel  # a close was decided while waiting
+        step = self.protocol.receive(data)
+        self._apply(step)
+        return step
+
+    def _apply(self, step: Step) -> None:
+        for reply in step.replies:
+            self.send_message(reply)
+        if step.close is not None:
+            self._close = step.close
+            if self._receiving is not None:
+                self._receiving.cancel()
+
+    async def handshake(self) -> Hello:
+        """Waits for the client's ``hello`` (``ready`` is queued when it comes); raises
+        ``trio.EndOfChannel`` if the connection closes first."""
+        while True:
+            step = await self._next_step()
+            if isinstance(step.message, Hello):
+                hello = step.message
+                if hello.input_rate != hello.output_rate:
+                    self._resampler = Resampler(hello.input_rate, hello.output_rate)
+                return hello
+
+    async def receive(self) -> ClientMessage:
+        """The client's next mic audio or playout report (``Transport.receive``)."""
+        while True:
+            message = (await self._next_step()).message
+            if isinstance(message, protocol.Audio):
+                pcm = message.pcm
+                if self._resampler is not None:
+                    pcm = self._resampler.process(pcm)
+                return MicAudio(pcm)
+            if isinstance(message, protocol.Playout):
+                self.playout = message
+                return PlayoutReport(message.buffered_ms)
+
+    def close_soon(self, code: CloseCode, reason: str) -> None:
+        """Decides to close with ``code`` (unless a close was already decided): the engine's
+        ``receive`` ends, and ``aclose`` then closes the socket."""
+        self._apply(Step(close=self.protocol.close(code, reason)))
+
+    def fail(self, code: ErrorCode, message: str, close: CloseCode) -> None:
+        """Tells the client ``code``/``message`` in an ``error``, then closes with ``close``."""
+        self._apply(self.protocol.fail(code, message, close))
+
+    # send side
+
+    async def send(self, message: EngineMessage) -> None:
+        """Queues one engine message for the client (``Transport.send``; never waits)."""
+        if isinstance(message, AgentAudio):
+            self._enqueue(message.pcm)
+        elif isinstance(message, Clear):
+            self.send_message(protocol.Clear(message.turn_id))
+        elif isinstance(message, Event):
+            converted = protocol.engine_event_message(message.data)
+            if converted is not None:
+                self.send_message(converted)
+
+    def send_message(self, message: ServerMessage) -> None:
+        """Queues one protocol message for the client (never waits)."""
+        self._enqueue(protocol.serialize(message))
+
+    def _enqueue(self, data: str | bytes) -> None:
+        if self._stop_writing:
+            return
+        try:
+            self._queue_in.send_nowait(data)
+        except trio.WouldBlock:
+            self._too_slow()
+        except trio.ClosedResourceError:
+            return  # closing: what the engine still sends is not delivered
+        self.peak_queued = max(self.peak_queued, self.queued)
+
+    def _too_slow(self) -> None:
+        capacity = self._queue_out.statistics().max_buffer_size
+        step = self.protocol.fail(
+            ErrorCode.TOO_SLOW,
+            f"the client fell {capacity} messages behind; disconnecting",
+            CloseCode.TOO_SLOW,
+        )
+        self._stop_writing = True  # the backlog is dropped; the error goes out next
+        self._final = step.replies
+        self._apply(Step(close=step.close))
+
+    async def run_writer(self) -> None:
+        """Writes the send queue to the socket until ``aclose`` (run it as a task)."""
+        try:
+            async for data in self._queue_out:
+                if self._stop_writing:
+                    break
+                await self._ws.send(data)
+                self.sent += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            self._writer_done.set()
+
+    async def aclose(self) -> None:
+        """Flushes the send queue, closes with the decided code (1000 if none was), and cuts
+        the socket if the client does not cooperate within ``close_timeout_s``
+        (idempotent; ``Transport.aclose``)."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        self.close_soon(CloseCode.NORMAL, "session ended")
+        # None when the client closed first: the code then no longer matters to it.
+        close = self._close or protocol.Close(CloseCode.NORMAL, "session ended")
+        self._queue_in.close()  # the writer drains what is queued, then ends
+        try:
+            with trio.move_on_after(self._close_timeout_s) as scope:
+                await self._writer_done.wait()
+                for message in self._final:
+                    await self._ws.send(protocol.serialize(message))
+                await self._ws.aclose(close.code, close.reason)
+            if scope.cancelled_caught:
+                _log.info("%s: the client did not read; connection cut", self.protocol.session_id)
+                await trio.aclose_forcefully(self._ws.stream)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.protocol.closed()
+            self._closed.set()
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One client on ``/ws``: its transport and, after ``hello``, its session."""
+
+    transport: WebSocketTransport
+    opened: float = field(default_factory=time.monotonic)
+    session: Session | None = None
+
+
+class VoiceServer:
+    """The HTTP + WebSocket server: static files, ``/ws``, ``/healthz``, ``/metrics``.
+
+    Args:
+        pipeline: makes each session's stages and the session itself
+            (``voicecore.config.build_pipeline()`` for the configured providers); its
+            ``config.session`` gives the frame duration and the cushion.
+        settings: listening address and limits.
+        pacer: the pacer shared by every session; by default a real-clock one with
+            the pipeline's ``frame_ms``, stopped when the server stops.
+
+    Attributes:
+        settings: the settings.
+        port: the port listened on (known once ``run`` has started).
+        recent: metrics of the most recently finished sessions (``/metrics``).
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: ServerSettings | None = None,
+        *,
+        pacer: FramePacer | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else ServerSettings()
+        self.port: int | None = None
+        self.recent: deque[SessionMetrics] = deque(maxlen=self.settings.recent_sessions)
+        self._pipeline = pipeline
+        self._owns_pacer = pacer is None
+        engine = pipeline.config.session
+        self._pacer = pacer if pacer is not None else FramePacer(engine.frame_ms)
+        if self._pacer.frame_ms != engine.frame_ms:
+            raise ValueError(
+                f"the pacer's {self._pacer.frame_ms} ms frames differ from the sessions' "
+                f"frame_ms {engine.frame_ms}"
+            )
+        self._frame_ms = engine.frame_ms
+        self._cushion_ms = engine.cushion_ms
+        self.router = PlayoutRouter(self._pacer)
+        self._origins: frozenset[str] = frozenset()
+        self._connections: dict[str, _Connection] = {}
+        self._diagnostics = Diagnostics() if self.settings.diagnostics else None
+        self._shutdown = trio.Event()
+        self._stopping = False
+        self._ws_server: Server | None = None
+
+    def __repr__(self) -> str:
+        return f"VoiceServer(url={self.url!r}, sessions={self.sessions})"
+
+    @property
+    def url(self) -> str | None:
+        """The server's base URL (``http://host:port/``), once listening."""
+        if self.port is None:
+            return None
+        host = self.settings.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def pacer(self) -> FramePacer:
+        """The frame pacer every session shares."""
+        return self._pacer
+
+    @property
+    def sessions(self) -> int:
+        """Connections open on ``/ws`` (with a session, or awaiting ``hello``)."""
+        return len(self._connections)
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """The ``Origin`` values accepted on ``/ws`` (known once listening)."""
+        return self._origins
+
+    def transports(self) -> list[WebSocketTransport]:
+        """The open connections' transports (for tests and introspection)."""
+        return [c.transport for c in self._connections.values()]
+
+    def shutdown(self) -> None:
+        """Requests a graceful shutdown; ``run`` returns once it is done."""
+        self._shutdown.set()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[VoiceServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listens, serves until ``shutdown``, then shuts down gracefully: no new connection,
+        every session closed with 1001 (its agent turn cancelled), the pacer stopped.
+
+        Use ``await nursery.start(server.run)``: it returns once the server is listening.
+        """
+        settings = self.settings
+        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        self._origins = frozenset(
+            settings.allowed_origins
+            if settings.allowed_origins is not None
+            else default_origins(settings.host, self.port)
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                if self._diagnostics is not None:
+                    await nursery.start(self._diagnostics.run)
+                nursery.start_soon(self.router.run)
+                self._ws_server = await nursery.start(
+                    lambda task_status: serve(
+                        self._handle,
+                        listeners=listeners,
+                        process_request=self._process_request,
+                        compression=None,  # PCM does not deflate; it would only cost CPU
+                        max_size=2 * settings.max_message_bytes,
+                        max_queue=16,
+                        close_timeout=settings.close_timeout_s,
+                        server_header=None,
+                        task_status=task_status,
+                    )
+                )
+                _log.info("voicecore serving on %s", self.url)
+                task_status.started(self)
+                await self._shutdown.wait()
+                await self._stop(nursery)
+        finally:
+            if self._owns_pacer:
+                self._pacer.stop()
+
+    async def _stop(self, nursery: trio.Nursery) -> None:
+        self._stopping = True
+        _log.info("shutting down: closing %d sessions", len(self._connections))
+        assert self._ws_server is not None
+        with trio.move_on_after(self.settings.shutdown_timeout_s) as scope:
+            for connection in list(self._connections.values()):
+                connection.transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+            await self._ws_server.aclose(code=CloseCode.GOING_AWAY, reason="server shutting down")
+        if scope.cancelled_caught:
+            _log.warning("shutdown: sessions still open after the timeout; cancelling them")
+        nursery.cancel_scope.cancel()  # the router and diagnostics
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path = urllib.parse.urlsplit(request.path).path
+        if path == WS_PATH:
+            origin = request.headers.get("Origin")
+            if origin is not None and origin not in self._origins:
+                _log.warning("refused a WebSocket from origin %r", origin)
+                return _text(http.HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed")
+            return None  # the WebSocket handshake goes on (426 if it is not an upgrade)
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return _text(http.HTTPStatus.NOT_FOUND, f"the WebSocket endpoint is {WS_PATH}")
+        if path == "/healthz":
+            return self._health()
+        if path == "/metrics":
+            return _response(
+                http.HTTPStatus.OK, self.metrics_text().encode(), PROMETHEUS_CONTENT_TYPE
+            )
+        return await static_response(self.settings.web_root, path)
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports (a JSON object)."""
+        stats = self._pacer.stats()
+        return {
+            "status": "stopping" if self._stopping else "ok",
+            "sessions": self.sessions,
+            "max_sessions": self.settings.max_sessions,
+            "pacer": {
+                "scheduling": stats.scheduling,
+                "open_streams": stats.open_streams,
+                "underruns": stats.underruns,
+            },
+        }
+
+    def _health(self) -> Response:
+        status = http.HTTPStatus.SERVICE_UNAVAILABLE if self._stopping else http.HTTPStatus.OK
+        body = json.dumps(self.health()).encode()
+        return _response(status, body, "application/json")
+
+    def metrics_text(self) -> str:
+        """``/metrics``: Prometheus text over the live and recently finished sessions."""
+        live = [c.session.metrics for c in self._connections.values() if c.session is not None]
+        return prometheus_text([*live, *self.recent], diagnostics=self._diagnostics)
+
+    # --- WebSocket ----------------------------------------------------------------------------
+
+    def _token_ok(self, request: Request | None) -> bool:
+        expected = self.settings.token
+        if expected is None:
+            return True
+        if request is None:
+            return False
+        given = ""
+        authorization = request.headers.get("Authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            given = authorization[7:].strip()
+        else:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+            given = query.get("token", [""])[0]
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session_id = uuid.uuid4().hex[:12]
+        if self.settings.send_buffer_bytes is not None and isinstance(ws.stream, trio.SocketStream):
+            ws.stream.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes
+            )
+        transport = WebSocketTransport(
+            ws,
+            ProtocolSession(
+                session_id,
+                frame_ms=self._frame_ms,
+                cushion_ms=self._cushion_ms,
+                max_message_bytes=self.settings.max_message_bytes,
+            ),
+            send_queue=max(1, self.settings.send_queue_ms // self._frame_ms),
+            close_timeout_s=self.settings.close_timeout_s,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run_writer)
+            try:
+                await self._converse(session_id, ws, transport)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await transport.aclose()
+
+    async def _converse(
+        self, session_id: str, ws: ServerConnection, transport: WebSocketTransport
+    ) -> None:
+        if self._stopping:
+            transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+            return
+        if not self._token_ok(ws.request):
+            transport.fail(
+                ErrorCode.UNAUTHORIZED,
+                "a valid token is required (Authorization: Bearer or ?token=)",
+                CloseCode.POLICY,
+            )
+            return
+        if len(self._connections) >= self.settings.max_sessions:
+            transport.fail(
+                ErrorCode.BUSY,
+                f"the server is at its limit of {self.settings.max_sessions} conversations; "
+                "try again in a minute",
+                CloseCode.TRY_AGAIN_LATER,
+            )
+            return
+        connection = _Connection(transport)
+        self._connections[session_id] = connection
+        try:
+            providers = self._pipeline.providers()
+            await self._pipeline.load(providers)
+            with trio.move_on_after(self.settings.hello_timeout_s) as waited:
+                try:
+                    hello = await transport.handshake()
+                except trio.EndOfChannel:
+                    return
+            if waited.cancelled_caught:
+                transport.fail(
+                    ErrorCode.HELLO_TIMEOUT,
+                    f"no hello within {self.settings.hello_timeout_s:g} s",
+                    CloseCode.POLICY,
+                )
+                return
+            _log.info(
+                "%s: %s, mic %d Hz, playback %d Hz",
+                session_id,
+                hello.client or "client",
+                hello.input_rate,
+                hello.output_rate,
+            )
+            session = self._pipeline.session(
+                transport,
+                providers=providers,
+                pacer=self.router,
+                session_id=session_id,
+                timeline=_SpeechTimeline(transport.send_message),
+            )
+            connection.session = session
+            await session.run()
+        finally:
+            del self._connections[session_id]
+            if connection.session is not None:
+                self.recent.append(connection.session.metrics)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def scripted_pipeline(settings: VoicecoreConfig | None = None) -> Pipeline:
+    """A pipeline of scripted providers (``voicecore.providers.scripted``): the energy VAD,
+    an STT that "hears" one fixed question, a canned reply and a tone for a voice. It needs
+    no model: for trying the server and the page, and for tests.
+
+    Args:
+        settings: the configuration whose ``session`` settings the sessions use.
+    """
+    from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
+    from voicecore.stages import EnergyVadStage
+
+    return Pipeline(
+        settings if settings is not None else VoicecoreConfig(),
+        vad_kind="energy",
+        new_vad=EnergyVadStage,
+        new_stt=lambda: ScriptedSTT([Utterance(["what", "what can"], "What can you do?")]),
+        llm=ScriptedLLM(
+            ["This is the scripted pipeline. It plays a tone for every sentence it says."],
+            first_token_delay_s=0.05,
+            token_delay_s=0.01,
+        ),
+        tts=ScriptedTTS(sample_rate=24000, ms_per_char=40.0),
+    )
+
+
+_ENV = "VOICECORE_SERVER_"
+"""Prefix of the server's environment variables (``VOICECORE_SERVER_PORT``...)."""
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the server's flags (each with a ``VOICECORE_SERVER_*`` environment variable) and
+    the configuration's (``voicecore.config.add_config_arguments``) to ``parser``."""
+    defaults = ServerSettings()
+    group = parser.add_argument_group("server settings")
+
+    def env(name: str) -> str | None:
+        return os.environ.get(_ENV + name)
+
+    group.add_argument(
+        "--host",
+        default=env("HOST") or defaults.host,
+        help=f"address to listen on [default {defaults.host}; env {_ENV}HOST]",
+    )
+    group.add_argument(
+        "--port",
+        default=env("PORT") or str(defaults.port),
+        help=f"TCP port, 0 for any free one [default {defaults.port}; env {_ENV}PORT]",
+    )
+    group.add_argument(
+        "--web-root",
+        default=env("WEB_ROOT") or str(defaults.web_root),
+        help=f"folder of the static files served [default the checkout's web/; env {_ENV}WEB_ROOT]",
+    )
+    group.add_argument(
+        "--allowed-origin",
+        action="append",
+        dest="allowed_origins",
+        metavar="ORIGIN",
+        help="an Origin allowed to open /ws, e.g. https://voice.example.com (repeatable) "
+        f"[default the server's own origins; env {_ENV}ALLOWED_ORIGINS, comma-separated]",
+    )
+    group.add_argument(
+        "--max-sessions",
+        default=env("MAX_SESSIONS") or str(defaults.max_sessions),
+        help=f"concurrent conversations [default {defaults.max_sessions}; env {_ENV}MAX_SESSIONS]",
+    )
+    group.add_argument(
+        "--max-message-bytes",
+        default=env("MAX_MESSAGE_BYTES") or str(defaults.max_message_bytes),
+        help=f"largest client message [default {defaults.max_message_bytes}; "
+        f"env {_ENV}MAX_MESSAGE_BYTES]",
+    )
+    group.add_argument(
+        "--token",
+        default=env("TOKEN"),
+        help=f"require this bearer token on /ws [default none; env {_ENV}TOKEN]",
+    )
+    group.add_argument(
+        "--providers",
+        choices=("config", "scripted"),
+        default=env("PROVIDERS") or "config",
+        help="'config': the providers the configuration chooses (default: the offline "
+        "pipeline); 'scripted': test doubles that need no model "
+        f"[default config; env {_ENV}PROVIDERS]",
+    )
+    config.add_config_arguments(parser)
+
+
+def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    origins: tuple[str, ...] | None = None
+    if args.allowed_origins:
+        origins = tuple(args.allowed_origins)
+    elif os.environ.get(_ENV + "ALLOWED_ORIGINS"):
+        origins = tuple(
+            o.strip() for o in os.environ[_ENV + "ALLOWED_ORIGINS"].split(",") if o.strip()
+        )
+    try:
+        return ServerSettings(
+            host=args.host,
+            port=int(args.port),
+            web_root=Path(args.web_root),
+            allowed_origins=origins,
+            max_sessions=int(args.max_sessions),
+            max_message_bytes=int(args.max_message_bytes),
+            token=args.token or None,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"server: {exc}") from exc
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``voicecore serve``: builds the pipeline and runs the server until SIGINT/SIGTERM;
+    returns the exit status (0 after a graceful shutdown, 2 for a bad setting)."""
+    try:
+        settings = _settings_from_args(args)
+        voicecore_config = config.config_from_args(args)
+        if args.providers == "scripted":
+            pipeline = scripted_pipeline(voicecore_config)
+        else:
+            pipeline = config.build_pipeline(voicecore_config)
+    except ConfigError as exc:
+        print(f"voicecore serve: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if not settings.web_root.is_dir():
+        print(f"voicecore serve: no web folder at {settings.web_root}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return trio.run(run_server, pipeline, settings)
+
+
+async def run_server(pipeline: Pipeline, settings: ServerSettings) -> int:
+    """Runs a ``VoiceServer`` until SIGINT or SIGTERM, then shuts it down gracefully and
+    closes the pipeline's network clients; returns 0."""
+    server = VoiceServer(pipeline, settings)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            print(f"voicecore: serving on {server.url} (Ctrl-C to stop)", flush=True)
+            async for signum in signals:
+                print(f"voicecore: {signal.Signals(signum).name}: shutting down", flush=True)
+                server.shutdown()
+                break
+    await pipeline.aclose()
+    print("voicecore: stopped", flush=True)
+    return 0
