@@ -9,6 +9,7 @@
  *   window.voicecore.setMic(m)       a deviceId, a MediaStream, or undefined (default mic)
  *   window.voicecore.listMics()      audio input devices
  *   window.voicecore.stats()         state, mode, session, playout (buffer, played, underruns),
+ *                                    underrunLog (when each underrun was seen),
  *                                    mic frames sent/dropped, mic level, turns, errors
  *   window.voicecore.tap             OutputTap: start(maxSeconds), stop() -> Recording of what
  *                                    the page played and what the mic heard, sample-aligned
@@ -94,6 +95,7 @@ function renderState(state) {
 /** @param {string} message */
 function showError(message) {
   errors.push({ time: performance.now(), message });
+  ui.banner.title = "";
   ui.bannerText.textContent = message;
   ui.banner.hidden = false;
 }
@@ -236,6 +238,7 @@ function renderLevel(rms, peak) {
   const peakDb = toDbfs(peak, -60);
   ui.micFill.style.transform = `scaleX(${(db + 60) / 60})`;
   ui.micPeak.style.left = `${((peakDb + 60) / 60) * 100}%`;
+  ui.micPeak.style.opacity = peakDb <= -60 ? "0" : "";
   ui.micDb.textContent = db <= -60 ? "–∞ dB" : `${Math.round(db)} dB`;
   ui.micMeter.setAttribute("aria-valuenow", String(Math.round(db)));
   ui.micMeter.setAttribute("aria-valuetext", db <= -60 ? "silent" : `${Math.round(db)} decibels`);
@@ -379,7 +382,12 @@ on("metrics", (msg) => {
 on("server_error", (err) => showError(err.message || `Server error: ${err.code}`));
 on("error", ({ message }) => showError(message));
 on("closed", (info) => {
-  if (info && !info.clean) showError(info.reason ? `${info.message} (${info.reason})` : info.message);
+  // The close's own sentence is the clearest for the user; the server's reason (often the
+  // same story as its `error` message just before) goes into the tooltip.
+  if (info && !info.clean) {
+    showError(info.message);
+    ui.banner.title = info.reason;
+  }
 });
 on("level", ({ rms, peak }) => {
   pendingLevel = { rms, peak };
@@ -433,6 +441,7 @@ void refreshMics();
       sampleRate: client.context?.sampleRate ?? null,
       playout: client.playout,
       underruns: client.playout?.underruns ?? 0,
+      underrunLog: client.underrunLog.slice(),
       micFrames: client.micFrames,
       level: client.level,
       turns: conversation.turns.map((t) => ({ ...t })),

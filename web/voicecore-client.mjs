@@ -77,6 +77,8 @@ export async function listMics() {
  * @property {Float32Array} output what the page played (the player's output)
  * @property {Float32Array} input what the mic delivered, sample-aligned with `output`
  * @property {boolean} truncated the recording hit its maximum length
+ * @property {number} discontinuities times the render clock jumped while recording (0: the
+ *   recording is one contiguous stretch of the context's time)
  * @property {{contextTime: number, epochMs: number}} clock one point of the output clock:
  *   the sample at `contextTime` (s) reached the speaker at `epochMs` (ms since the epoch, as
  *   `performance.timeOrigin + performance.now()`); frame f was heard at
@@ -156,6 +158,14 @@ export class VoicecoreClient extends EventTarget {
     this.ownsStream = false;
     /** @type {Promise<void> | null} */
     this.closedPromise = null;
+    /**
+     * When the player's underrun counter went up, as seen by the stats (~10x per second):
+     * epoch ms it was seen, the played position then (ms), and the counters after it.
+     * @type {{epochMs: number, playedMs: number, underruns: number, underrunMs: number}[]}
+     */
+    this.underrunLog = [];
+    /** disconnect() was called while connect() was still starting the audio */
+    this.abandoned = false;
     /** Epoch ms at which the socket worker received the server message being dispatched. */
     this.lastMessageAt = 0;
   }
@@ -180,9 +190,12 @@ export class VoicecoreClient extends EventTarget {
     this.session = null;
     this.playout = null;
     this.micFrames = { sent: 0, dropped: 0 };
+    this.underrunLog = [];
     this.setState("connecting");
+    this.abandoned = false;
     try {
       await this.startAudio();
+      if (this.abandoned) throw new Error("disconnected while starting");
     } catch (error) {
       await this.teardown();
       this.setState("closed");
@@ -329,6 +342,14 @@ export class VoicecoreClient extends EventTarget {
       }
       case "stats":
         this.micFrames = { sent: data.sent, dropped: data.dropped };
+        if (data.stats && data.stats.underruns > (this.playout?.underruns ?? 0)) {
+          this.underrunLog.push({
+            epochMs: performance.timeOrigin + performance.now(),
+            playedMs: data.stats.playedMs,
+            underruns: data.stats.underruns,
+            underrunMs: data.stats.underrunMs,
+          });
+        }
         if (data.stats) {
           this.playout = data.stats;
           this.emit("playout", data.stats);
@@ -357,7 +378,11 @@ export class VoicecoreClient extends EventTarget {
 
   /** Ends the session (sends bye, closes the socket) and releases the mic and audio. */
   async disconnect() {
-    if (!this.worker) return;
+    if (!this.worker) {
+      // Still asking for the mic or loading the worklets: connect() gives up once they are done.
+      if (this.state === "connecting") this.abandoned = true;
+      return;
+    }
     const closed = this.closedPromise;
     this.worker.postMessage({ type: "disconnect" });
     await closed;

@@ -8,7 +8,8 @@
  * node.port in:  { type: "start", maxSeconds: number }  (re)starts a recording
  *                { type: "stop" }                      ends it and posts the result
  * node.port out: { type: "recording", sampleRate, startFrame, frames, output: Float32Array,
- *                  input: Float32Array, truncated: boolean }   (buffers transferred)
+ *                  input: Float32Array, truncated: boolean, discontinuities: number }
+ *                (buffers transferred; discontinuities: times the render clock jumped)
  * Output: silence (it is connected to the destination only so the graph renders it).
  */
 
@@ -22,6 +23,7 @@ class TapProcessor extends AudioWorkletProcessor {
     this.frames = 0;
     this.startFrame = -1;
     this.truncated = false;
+    this.discontinuities = 0;
     this.port.onmessage = (/** @type {MessageEvent} */ event) => {
       const msg = event.data;
       if (msg?.type === "start") {
@@ -31,6 +33,7 @@ class TapProcessor extends AudioWorkletProcessor {
         this.frames = 0;
         this.startFrame = -1;
         this.truncated = false;
+        this.discontinuities = 0;
       } else if (msg?.type === "stop" && this.output && this.input) {
         const output = this.output.slice(0, this.frames);
         const input = this.input.slice(0, this.frames);
@@ -43,6 +46,7 @@ class TapProcessor extends AudioWorkletProcessor {
             output,
             input,
             truncated: this.truncated,
+            discontinuities: this.discontinuities,
           },
           [output.buffer, input.buffer],
         );
@@ -58,7 +62,10 @@ class TapProcessor extends AudioWorkletProcessor {
   process(inputs) {
     if (!this.output || !this.input) return true;
     if (this.startFrame < 0) this.startFrame = currentFrame;
-    const n = 128;
+    const n = inputs[0]?.[0]?.length ?? 128;
+    // The render clock jumped (the context was suspended, or the device skipped): the
+    // recording is no longer one contiguous stretch of time. Say so rather than hide it.
+    if (this.frames > 0 && currentFrame !== this.startFrame + this.frames) this.discontinuities++;
     const room = this.output.length - this.frames;
     if (room < n) {
       this.truncated = true;
