@@ -1,5 +1,10 @@
 """The ``voicecore`` command line.
 
+``voicecore serve [--host H] [--port P] [--providers config|scripted] ...``
+    Runs the voice agent server: the web page, the WebSocket endpoint ``/ws``, ``/healthz``
+    and ``/metrics`` on one port (``voicecore.server``), with the configured providers (the
+    offline pipeline by default), until SIGINT or SIGTERM.
+
 ``voicecore demo``
     Runs real speech through the Rust core as the server will: a simulated 48 kHz browser
     mic into an overwrite ring, resampled to 16 kHz for the energy VAD, and the same speech
@@ -8,6 +13,12 @@
 
 ``voicecore models fetch`` / ``voicecore models path``
     Downloads (or locates) the Silero VAD model in voicecore's cache.
+
+``voicecore config show [--config FILE] [--<section>-<setting> VALUE...] [--check]``
+    Prints the effective configuration (defaults < TOML file < ``VOICECORE_*`` environment
+    < flags; see ``voicecore.config``) as TOML, each value with where it came from and API
+    keys masked; exits with status 2 and the list of problems if it is invalid. ``--check``
+    also builds the providers it chooses (loads the models, checks the voice).
 """
 
 from __future__ import annotations
@@ -23,9 +34,11 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-from voicecore import models
+from voicecore import config, models
 from voicecore._core import EnergyVad, FramePacer, Resampler, SampleRing
+from voicecore.exceptions import ConfigError
 from voicecore.pacing import push, released_frames
+from voicecore.server import add_serve_arguments, serve_command
 
 __all__ = ["main"]
 
@@ -45,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voicecore", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
+    add_serve_arguments(
+        commands.add_parser(
+            "serve",
+            help="run the voice agent server (web page, WebSocket, /healthz, /metrics)",
+            description="Serves the web client and voice sessions on one port until "
+            "SIGINT/SIGTERM. Server settings come from flags or VOICECORE_SERVER_* variables; "
+            "providers and session settings from the configuration (voicecore config show).",
+        )
+    )
     demo = commands.add_parser("demo", help="run real speech through the Rust audio core")
     demo.add_argument(
         "--wav", type=Path, help="a mono 16-bit WAV file (default: a sample of ../shared)"
@@ -59,9 +81,27 @@ def main(argv: list[str] | None = None) -> int:
     model_commands.add_parser("fetch", help="download the Silero VAD model into the cache")
     model_commands.add_parser("path", help="print the cached Silero VAD model's path")
 
+    config_commands = commands.add_parser(
+        "config", help="inspect the configuration"
+    ).add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser(
+        "show",
+        help="print the effective configuration (secrets masked)",
+        description="Prints the effective configuration as TOML: defaults < --config file "
+        "< VOICECORE_<SECTION>_<SETTING> environment variables < flags.",
+    )
+    show.add_argument(
+        "--check", action="store_true", help="also build the providers the configuration chooses"
+    )
+    config.add_config_arguments(show)
+
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args)
     if args.command == "demo":
         return _demo(args.wav, args.seconds)
+    if args.command == "config":
+        return _config_show(args)
     if args.models_command == "fetch":
         print(f"fetching Silero VAD {models.SILERO_VAD_VERSION} (pip download, no install)...")
         print(models.fetch_silero_vad())
@@ -71,6 +111,19 @@ def main(argv: list[str] | None = None) -> int:
         print("Silero VAD is not cached; run `voicecore models fetch`", file=sys.stderr)
         return 1
     print(path)
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    try:
+        effective = config.config_from_args(args)
+        pipeline = config.build_pipeline(effective) if args.check else None
+    except ConfigError as exc:
+        print(f"voicecore: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    print(config.format_config(effective), end="")
+    if pipeline is not None:
+        print(f"\n# built: {pipeline!r}")
     return 0
 
 

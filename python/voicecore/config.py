@@ -1,0 +1,1178 @@
+"""voicecore's configuration: one object, from a TOML file, the environment and CLI flags.
+
+:class:`VoicecoreConfig` chooses the providers and their settings. It has five sections,
+each a frozen dataclass: ``vad`` (:class:`VadConfig`), ``stt`` (:class:`SttConfig`), ``llm``
+(:class:`LlmConfig`), ``tts`` (:class:`TtsConfig`) and ``session`` (the engine's own
+``voicecore.SessionConfig``, whose fields it takes as they are). The defaults are the offline
+pipeline: Silero VAD behind the energy gate (the energy VAD alone, with a warning, when the
+model has not been fetched), PocketSphinx, the rule-based responder and espeak-ng. It runs
+with no network and no API key.
+
+Where settings come from, later ones winning (:func:`load_config`)::
+
+    defaults  <  TOML file  <  environment variables  <  command-line flags
+
+* **TOML file**: ``--config FILE``, or the file named by ``$VOICECORE_CONFIG``. One table per
+  section; a key or a section voicecore does not know is an error (a typo must not be
+  ignored silently).
+* **Environment**: ``VOICECORE_<SECTION>_<SETTING>`` in upper case, e.g.
+  ``VOICECORE_LLM_MODEL=llama3.2`` or ``VOICECORE_SESSION_END_OF_TURN_SILENCE_MS=600``
+  (section names have no underscore, so the first one after the section ends it). These
+  are the names the network providers (``voicecore.providers.openai``) read too. A
+  variable that starts with a section (``VOICECORE_LLM_``...) but names no setting of it
+  is an error; other ``VOICECORE_`` variables (``VOICECORE_CACHE_DIR``,
+  ``VOICECORE_CONFIG``) are not settings.
+* **Flags**: ``--<section>-<setting>`` with dashes, e.g. ``--llm-model llama3.2``,
+  ``--vad-gate`` / ``--no-vad-gate`` (:func:`add_config_arguments`,
+  :func:`config_from_args`).
+
+Values written as text (environment, flags) are parsed by the setting's type: integers,
+numbers (``0.5``, ``1e3``), booleans (``true``/``false``, ``1``/``0``, ``yes``/``no``,
+``on``/``off``), strings; an empty value unsets an optional setting (``None``).
+
+Everything is validated when it is loaded, and every message names the bad setting and
+where its value came from, e.g.
+``llm.connect_timeout_s (from VOICECORE_LLM_CONNECT_TIMEOUT_S): must be > 0, got -1``;
+all the problems are reported at once in one :class:`voicecore.ConfigError`.
+
+API keys are secrets: they never appear in a ``repr`` and :func:`format_config` masks them
+(``voicecore config show`` prints the effective configuration that way).
+
+:func:`build_pipeline` turns a configuration into providers, importing each provider module
+only when it is chosen, so a missing optional package or model gives a clear message.
+
+Example ``voicecore.toml`` (every setting is optional)::
+
+    [vad]
+    kind = "silero"             # or "energy"
+    threshold = 0.5
+
+    [stt]
+    kind = "sphinx"             # or "openai" (/v1/audio/transcriptions)
+
+    [llm]
+    kind = "openai"             # or "responder" (offline, rule-based)
+    base_url = "http://localhost:11434/v1"   # Ollama; also vLLM, llama.cpp, LM Studio
+    model = "llama3.2"
+    system_prompt = "You are a helpful voice agent. Answer in one or two sentences."
+    # api_key: better from the environment: VOICECORE_LLM_API_KEY=...
+
+    [tts]
+    kind = "espeak"             # or "openai" (/v1/audio/speech)
+    voice = "en-us"
+    rate_wpm = 175
+
+    [session]
+    end_of_turn_silence_ms = 600
+    llm_first_token_timeout_s = 10.0
+
+Then ``voicecore config show --config voicecore.toml --llm-model qwen2.5`` prints what is
+in effect and where each value came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from voicecore.exceptions import ConfigError
+from voicecore.session import SessionConfig
+from voicecore.stages import LLM, STT, TTS, VAD, EnergyVadStage
+
+if TYPE_CHECKING:
+    from voicecore._core import FramePacer
+    from voicecore.playout import PlayoutRouter
+    from voicecore.session import Session
+    from voicecore.transport import Transport
+
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "SETTINGS",
+    "LlmConfig",
+    "Pipeline",
+    "Providers",
+    "Setting",
+    "SttConfig",
+    "TtsConfig",
+    "VadConfig",
+    "VoicecoreConfig",
+    "add_config_arguments",
+    "build_pipeline",
+    "config_from_args",
+    "format_config",
+    "load_config",
+]
+
+_log = logging.getLogger("voicecore.config")
+T = TypeVar("T")
+
+ENV_PREFIX = "VOICECORE_"
+"""Prefix of the environment variables of settings: ``VOICECORE_<SECTION>_<SETTING>``."""
+
+CONFIG_ENV = "VOICECORE_CONFIG"
+"""Environment variable naming the TOML file to read when no ``--config`` is given."""
+
+_MASK = "********"
+
+
+# --- value checks ------------------------------------------------------------------------
+
+Check = Callable[[Any], "str | None"]
+"""A value check: returns what is wrong with a (well-typed, not None) value, or None."""
+
+
+def _greater_than(low: float) -> Check:
+    def check(value: float) -> str | None:
+        # Written so that NaN fails too; infinity is no duration.
+        return None if value > low and value != math.inf else f"must be > {low:g}, got {value}"
+
+    return check
+
+
+def _between(low: float, high: float, *, open_ends: bool = False) -> Check:
+    def check(value: float) -> str | None:
+        inside = low < value < high if open_ends else low <= value <= high
+        interval = f"({low:g}, {high:g})" if open_ends else f"[{low:g}, {high:g}]"
+        return None if inside else f"must be in {interval}, got {value}"
+
+    return check
+
+
+def _http_url(value: str) -> str | None:
+    if re.match(r"^https?://[^/\s]+", value):
+        return None
+    return f"must be an http:// or https:// URL, got {value!r}"
+
+
+def _not_blank(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _setting(default: Any, *, check: Check | None = None, secret: bool = False) -> Any:
+    """A dataclass field of a configuration section: its default, check, and secrecy.
+
+    A secret is left out of the section's ``repr``.
+    """
+    metadata = {"check": check, "secret": secret}
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
+# --- the sections ------------------------------------------------------------------------
+
+
+class _Section:
+    """Validation shared by the sections voicecore defines (types, ranges, cross-checks)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for setting in _section_settings(type(self)):
+            value = getattr(self, setting.name)
+            try:
+                checked = setting.check_value(value)
+            except _InvalidValueError as exc:
+                problems.append(f"{setting.path}: {exc}")
+            else:
+                if checked is not value:  # an int given for a float: stored as the float
+                    object.__setattr__(self, setting.name, checked)
+        if not problems:
+            problems = list(self._cross_checks())
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    def _cross_checks(self) -> Iterable[str]:
+        """Problems that involve several fields (each message names the field to fix)."""
+        return ()
+
+
+@dataclass(frozen=True)
+class VadConfig(_Section):
+    """Voice activity detection: which VAD tells the engine when the user speaks.
+
+    Attributes:
+        kind: ``"silero"``: the Silero neural VAD (onnxruntime) behind the Rust energy VAD's
+            gate; ``"energy"``: the Rust energy VAD alone (no model, ~1 µs per frame).
+        model_path: the ``silero_vad.onnx`` file; unset: the cached one that
+            ``voicecore models fetch`` downloads.
+        fallback: with ``kind = "silero"``, use the energy VAD (with a warning) when the
+            model or onnxruntime is missing; false: refuse to start instead.
+        threshold: Silero speech probability at which speech starts, in (0, 1).
+        neg_threshold: Silero probability below which a window inside speech is silence,
+            in (0, threshold]; unset: ``threshold - 0.15``.
+        min_speech_ms: Silero speech must last this long to be reported, in ms.
+        min_silence_ms: Silero silence must last this long to end speech, in ms.
+        speech_pad_ms: speech starts are moved this much earlier (Silero rises a little
+            after the onset), in ms.
+        gate: run Silero only on the audio the energy VAD does not call silence (saves
+            most of its CPU; decisions agree with the ungated model on 99.9 % of windows).
+    """
+
+    kind: Literal["silero", "energy"] = _setting("silero")
+    model_path: str | None = _setting(None, check=_not_blank)
+    fallback: bool = _setting(True)
+    threshold: float = _setting(0.5, check=_between(0.0, 1.0, open_ends=True))
+    neg_threshold: float | None = _setting(None, check=_between(0.0, 1.0, open_ends=True))
+    min_speech_ms: float = _setting(64.0, check=_between(0.0, 10_000.0))
+    min_silence_ms: float = _setting(100.0, check=_between(0.0, 10_000.0))
+    speech_pad_ms: float = _setting(32.0, check=_between(0.0, 1000.0))
+    gate: bool = _setting(True)
+
+    def _cross_checks(self) -> Iterable[str]:
+        if self.neg_threshold is not None and self.neg_threshold > self.threshold:
+            yield (
+                f"vad.neg_threshold: must be <= vad.threshold ({self.threshold}), "
+                f"got {self.neg_threshold}"
+            )
+
+
+@dataclass(frozen=True)
+class SttConfig(_Section):
+    """Speech to text: who transcribes the user's speech.
+
+    Attributes:
+        kind: ``"sphinx"``: PocketSphinx in process, streaming partials (offline, en-US
+            model in the ``pocketsphinx`` wheel); ``"openai"``: an OpenAI-compatible
+            ``/v1/audio/transcriptions`` endpoint, once per utterance.
+        sphinx_hmm: PocketSphinx acoustic model directory; unset: the wheel's en-US model.
+        sphinx_lm: PocketSphinx language model file; unset: the wheel's.
+        sphinx_dict: PocketSphinx pronunciation dictionary file; unset: the wheel's.
+        base_url: ``"openai"``: the API root with its version, e.g.
+            ``http://localhost:8000/v1``; unset: ``$OPENAI_BASE_URL``, else
+            ``https://api.openai.com/v1``.
+        model: ``"openai"``: the transcription model; unset: ``"whisper-1"``.
+        api_key: ``"openai"``: the API key (a secret); unset: ``$OPENAI_API_KEY``, else
+            none.
+        language: ``"openai"``: the spoken language as an ISO-639-1 code (``"en"``);
+            unset: the server detects it.
+        prompt: ``"openai"``: text that guides the model (names, spelling); unset: none.
+        connect_timeout_s: ``"openai"``: time allowed to connect, in seconds (the
+            transcript's deadline is ``session.stt_final_timeout_s``).
+        max_retries: ``"openai"``: further attempts after a retryable failure.
+    """
+
+    kind: Literal["sphinx", "openai"] = _setting("sphinx")
+    sphinx_hmm: str | None = _setting(None, check=_not_blank)
+    sphinx_lm: str | None = _setting(None, check=_not_blank)
+    sphinx_dict: str | None = _setting(None, check=_not_blank)
+    base_url: str | None = _setting(None, check=_http_url)
+    model: str | None = _setting(None, check=_not_blank)
+    api_key: str | None = _setting(None, secret=True)
+    language: str | None = _setting(None, check=_not_blank)
+    prompt: str | None = _setting(None)
+    connect_timeout_s: float = _setting(5.0, check=_greater_than(0))
+    max_retries: int = _setting(2, check=_between(0, 10))
+
+
+@dataclass(frozen=True)
+class LlmConfig(_Section):
+    """The language model: who writes the agent's replies.
+
+    Attributes:
+        kind: ``"responder"``: the offline rule-based responder (no model; answers the
+            time, the date, greetings, and repeats what it heard); ``"openai"``: an
+            OpenAI-compatible Chat Completions server, streamed (OpenAI, Ollama, vLLM,
+            llama.cpp's server, LM Studio).
+        system_prompt: the agent's instructions, the first message of every request.
+        base_url: ``"openai"``: the API root with its version, e.g.
+            ``http://localhost:11434/v1``; unset: ``$OPENAI_BASE_URL``, else
+            ``https://api.openai.com/v1``.
+        model: ``"openai"``: the model name the server knows (e.g. ``llama3.2``); unset:
+            ``"gpt-4o-mini"``.
+        api_key: ``"openai"``: the API key (a secret); unset: ``$OPENAI_API_KEY``, else
+            none (local servers need none).
+        temperature: ``"openai"``: sampling temperature, in [0, 2]; unset: the server's.
+        max_tokens: ``"openai"``: longest reply, in tokens; unset: the server's limit.
+        connect_timeout_s: ``"openai"``: time allowed to connect, in seconds (the first
+            token's deadline is ``session.llm_first_token_timeout_s``).
+        max_retries: ``"openai"``: further attempts after a retryable failure, made only
+            before the first token.
+        token_delay_s: ``"responder"``: delay between its words, in seconds (it streams
+            its reply word by word like a model).
+    """
+
+    kind: Literal["responder", "openai"] = _setting("responder")
+    system_prompt: str = _setting(
+        "You are a helpful voice agent. Answer briefly, in plain spoken sentences."
+    )
+    base_url: str | None = _setting(None, check=_http_url)
+    model: str | None = _setting(None, check=_not_blank)
+    api_key: str | None = _setting(None, secret=True)
+    temperature: float | None = _setting(None, check=_between(0.0, 2.0))
+    max_tokens: int | None = _setting(None, check=_greater_than(0))
+    connect_timeout_s: float = _setting(5.0, check=_greater_than(0))
+    max_retries: int = _setting(2, check=_between(0, 10))
+    token_delay_s: float = _setting(0.02, check=_between(0.0, 10.0))
+
+
+@dataclass(frozen=True)
+class TtsConfig(_Section):
+    """Text to speech: who speaks the agent's replies.
+
+    Attributes:
+        kind: ``"espeak"``: espeak-ng in process (offline, streamed as it synthesizes);
+            ``"openai"``: an OpenAI-compatible ``/v1/audio/speech`` endpoint, streamed PCM.
+        voice: the voice: for espeak-ng a language code or voice name with an optional
+            variant (``"en-us"``, ``"de"``, ``"en-us+f3"``;
+            ``voicecore.providers.espeak.espeak_voices()`` lists them), for ``"openai"`` the
+            server's voice name; unset: ``"en-us"`` (espeak), ``"alloy"`` (openai).
+        rate_wpm: ``"espeak"``: speaking rate in words per minute, 80-450.
+        base_url: ``"openai"``: the API root with its version; unset:
+            ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+        model: ``"openai"``: the speech model; unset: ``"gpt-4o-mini-tts"``.
+        api_key: ``"openai"``: the API key (a secret); unset: ``$OPENAI_API_KEY``, else
+            none.
+        sample_rate: ``"openai"``: the rate of the server's PCM, in Hz (OpenAI: 24000).
+        speed: ``"openai"``: speaking speed factor, in [0.25, 4]; unset: the server's.
+        instructions: ``"openai"``: the voice's style (``gpt-4o-mini-tts``); unset: none.
+        connect_timeout_s: ``"openai"``: time allowed to connect, in seconds (the first
+            audio's deadline is ``session.tts_first_audio_timeout_s``).
+        max_retries: ``"openai"``: further attempts after a retryable failure, made only
+            before the first audio.
+    """
+
+    kind: Literal["espeak", "openai"] = _setting("espeak")
+    voice: str | None = _setting(None, check=_not_blank)
+    rate_wpm: int = _setting(175, check=_between(80, 450))
+    base_url: str | None = _setting(None, check=_http_url)
+    model: str | None = _setting(None, check=_not_blank)
+    api_key: str | None = _setting(None, secret=True)
+    sample_rate: int = _setting(24000, check=_between(8000, 48000))
+    speed: float | None = _setting(None, check=_between(0.25, 4.0))
+    instructions: str | None = _setting(None)
+    connect_timeout_s: float = _setting(5.0, check=_greater_than(0))
+    max_retries: int = _setting(2, check=_between(0, 10))
+
+
+@dataclass(frozen=True)
+class VoicecoreConfig:
+    """The whole configuration: the providers, their settings and the engine's timings.
+
+    Build it with :func:`load_config` (file, environment, flags) or directly (every
+    section defaults to the offline pipeline); every section validates itself when
+    constructed, raising ``voicecore.ConfigError`` with the name of the bad setting.
+
+    Attributes:
+        vad: the voice activity detector.
+        stt: speech to text.
+        llm: the language model.
+        tts: text to speech.
+        session: the engine's turn-taking thresholds, timeouts and playout sizes
+            (``voicecore.SessionConfig``: durations in ms unless the name ends in ``_s``).
+        sources: where each setting's value came from, by dotted path
+            (``"llm.model" -> "env VOICECORE_LLM_MODEL"``); settings left at their
+            defaults are absent. Not part of equality.
+    """
+
+    vad: VadConfig = field(default_factory=VadConfig)
+    stt: SttConfig = field(default_factory=SttConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, path: str) -> Any:
+        """The value of the setting at ``path`` (``"llm.model"``).
+
+        Raises:
+            KeyError: no such setting.
+        """
+        section, _, name = path.partition(".")
+        if path not in _BY_PATH:
+            raise KeyError(f"no setting {path!r}{_suggest(path, _BY_PATH)}")
+        return getattr(getattr(self, section), name)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "vad": VadConfig,
+    "stt": SttConfig,
+    "llm": LlmConfig,
+    "tts": TtsConfig,
+    "session": SessionConfig,
+}
+
+
+# --- settings: the fields of the sections, with their names in every source --------------
+
+
+class _InvalidValueError(Exception):
+    """A value that does not fit its setting (the message says why, without the path)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its section, name, type, default and how each source spells it.
+
+    Attributes:
+        section: the section's name (``"llm"``).
+        name: the setting's name in its section (``"model"``).
+        base: its value type: ``bool``, ``int``, ``float`` or ``str``.
+        choices: the allowed values of a string that has a fixed set of them, else None.
+        optional: whether it may be unset (None).
+        default: its default value.
+        doc: its description (from the section's docstring).
+        secret: whether it is a secret (masked when shown).
+        check: the range check of a (well-typed, set) value, if any.
+    """
+
+    section: str
+    name: str
+    base: type
+    choices: tuple[str, ...] | None
+    optional: bool
+    default: Any
+    doc: str
+    secret: bool
+    check: Check | None
+
+    @property
+    def path(self) -> str:
+        """``section.name``: how messages and :attr:`VoicecoreConfig.sources` name it."""
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env_name(self) -> str:
+        """Its environment variable: ``VOICECORE_<SECTION>_<NAME>``."""
+        return f"{ENV_PREFIX}{self.section.upper()}_{self.name.upper()}"
+
+    @property
+    def flag(self) -> str:
+        """Its command-line flag: ``--<section>-<name-with-dashes>``."""
+        return f"--{self.section}-{self.name.replace('_', '-')}"
+
+    @property
+    def dest(self) -> str:
+        """The attribute of parsed ``argparse`` arguments holding its flag's value."""
+        return f"voicecore_config__{self.section}__{self.name}"
+
+    def describe_type(self) -> str:
+        """What a valid value looks like, for messages (``"a number"``)."""
+        if self.choices is not None:
+            kind = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            kind = {bool: "true or false", int: "an integer", float: "a number"}.get(
+                self.base, "a string"
+            )
+        return kind + (" (or unset)" if self.optional else "")
+
+    def check_value(self, value: Any) -> Any:
+        """``value`` as the setting's type (an integer is a valid number), range-checked.
+
+        Raises:
+            _InvalidValueError: a value of the wrong type or out of range.
+        """
+        if value is None:
+            if self.optional:
+                return None
+            raise _InvalidValueError(f"expected {self.describe_type()}, got nothing")
+        if self.base is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        # bool is an int subclass: true is no integer here.
+        if type(value) is not self.base:
+            raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
+        if self.choices is not None and value not in self.choices:
+            raise _InvalidValueError(f"expected {self.describe_type()}, got {value!r}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem is not None:
+                raise _InvalidValueError(problem)
+        return value
+
+    def parse_text(self, text: str) -> Any:
+        """The value of ``text`` as written in the environment or a flag.
+
+        An empty text unsets an optional setting; booleans are ``true``/``false``,
+        ``1``/``0``, ``yes``/``no`` or ``on``/``off`` in any case.
+
+        Raises:
+            _InvalidValueError: text that is not a value of the setting's type.
+        """
+        stripped = text.strip()
+        if not stripped and self.optional:
+            return None
+        if self.base is str:
+            return text
+        if self.base is bool:
+            lowered = stripped.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+        else:
+            try:
+                return self.base(stripped)
+            except ValueError:
+                pass
+        raise _InvalidValueError(f"expected {self.describe_type()}, got {text!r}")
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` entries of a Google-style class docstring, by name."""
+    doc = inspect.getdoc(cls) or ""
+    docs: dict[str, str] = {}
+    inside = False
+    current: str | None = None
+    for line in doc.splitlines():
+        if line.strip() == "Attributes:":
+            inside = True
+            continue
+        if not inside:
+            continue
+        entry = re.match(r"^    (\w+): (.*)$", line)
+        if entry:
+            current = entry.group(1)
+            docs[current] = entry.group(2).strip()
+        elif line.startswith("        ") and current is not None:
+            docs[current] += " " + line.strip()
+        elif line.strip():
+            break  # the next docstring section
+    return docs
+
+
+def _type_of(hint: Any) -> tuple[type, tuple[str, ...] | None, bool]:
+    """(base type, choices, optional) of a field's type hint."""
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(members) < len(typing.get_args(hint))
+        if len(members) != 1:
+            raise TypeError(f"unsupported setting type {hint!r}")
+        hint = members[0]
+        origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = tuple(typing.get_args(hint))
+        if not all(isinstance(c, str) for c in choices):
+            raise TypeError(f"unsupported setting type {hint!r}")
+        return str, choices, optional
+    if hint not in (bool, int, float, str):
+        raise TypeError(f"unsupported setting type {hint!r}")
+    return hint, None, optional
+
+
+def _section_settings(cls: type[Any]) -> tuple[Setting, ...]:
+    """The settings of one section class, in field order."""
+    cached: tuple[Setting, ...] | None = _SETTINGS_CACHE.get(cls)
+    if cached is not None:
+        return cached
+    section = next(name for name, c in _SECTIONS.items() if c is cls)
+    hints = typing.get_type_hints(cls)
+    docs = _attribute_docs(cls)
+    settings = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        base, choices, optional = _type_of(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        settings.append(
+            Setting(
+                section=section,
+                name=f.name,
+                base=base,
+                choices=choices,
+                optional=optional,
+                default=default,
+                doc=docs.get(f.name, ""),
+                secret=bool(f.metadata.get("secret", False)),
+                check=f.metadata.get("check"),
+            )
+        )
+    result = tuple(settings)
+    _SETTINGS_CACHE[cls] = result
+    return result
+
+
+_SETTINGS_CACHE: dict[type[Any], tuple[Setting, ...]] = {}
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    setting for cls in _SECTIONS.values() for setting in _section_settings(cls)
+)
+"""Every setting of :class:`VoicecoreConfig`, section by section, in field order."""
+
+_BY_PATH: dict[str, Setting] = {s.path: s for s in SETTINGS}
+_BY_ENV: dict[str, Setting] = {s.env_name: s for s in SETTINGS}
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _toml_layer(path: Path, problems: list[str]) -> dict[str, tuple[Any, str]]:
+    """The settings a TOML file sets: ``{path: (value, source)}``; problems appended."""
+    source = f"file {path}"
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        problems.append(f"config file {path} not found")
+        return {}
+    except OSError as exc:
+        problems.append(f"config file {path} cannot be read: {exc.strerror or exc}")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"config file {path} is not valid TOML: {exc}")
+        return {}
+    layer: dict[str, tuple[Any, str]] = {}
+    for section, table in document.items():
+        if section not in _SECTIONS:
+            problems.append(
+                f"{section} (in {path}): unknown section{_suggest(section, _SECTIONS)}; "
+                f"the sections are {', '.join(_SECTIONS)}"
+            )
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{section} (in {path}): expected a table, got {_shown(table)}")
+            continue
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if key not in _BY_PATH:
+                names = [s.name for s in SETTINGS if s.section == section]
+                problems.append(f"{key} (in {path}): unknown setting{_suggest(name, names)}")
+                continue
+            layer[key] = (value, source)
+    return layer
+
+
+def _text_layer(
+    items: Iterable[tuple[Setting, str, str]], problems: list[str]
+) -> dict[str, tuple[Any, str]]:
+    """Settings written as text: ``(setting, text, source)`` parsed by type."""
+    layer: dict[str, tuple[Any, str]] = {}
+    for setting, text, source in items:
+        try:
+            layer[setting.path] = (setting.parse_text(text), source)
+        except _InvalidValueError as exc:
+            problems.append(f"{setting.path} (from {source}): {exc}")
+    return layer
+
+
+def _env_items(env: Mapping[str, str], problems: list[str]) -> list[tuple[Setting, str, str]]:
+    """The ``VOICECORE_<SECTION>_...`` variables of ``env`` as ``(setting, text, name)``."""
+    section_prefixes = tuple(f"{ENV_PREFIX}{section.upper()}_" for section in _SECTIONS)
+    items = []
+    for name, text in sorted(env.items()):
+        if not name.startswith(section_prefixes):
+            continue
+        setting = _BY_ENV.get(name)
+        if setting is None:
+            problems.append(f"{name}: names no setting{_suggest(name, _BY_ENV)}")
+            continue
+        items.append((setting, text, f"env {name}"))
+    return items
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> VoicecoreConfig:
+    """The configuration from defaults, a TOML file, the environment and flags, in that
+    order of precedence (later wins), validated.
+
+    Args:
+        path: the TOML file; None: the file ``$VOICECORE_CONFIG`` names, if set, else none.
+        env: the environment (default ``os.environ``): ``VOICECORE_<SECTION>_<SETTING>``
+            variables set settings.
+        flags: settings given on the command line, as text by dotted path
+            (``{"llm.model": "llama3.2"}``); :func:`config_from_args` builds it from parsed
+            arguments. Parsed like environment values.
+
+    Returns:
+        The validated configuration; its ``sources`` say where each value came from.
+
+    Raises:
+        ConfigError: every problem found, one per line, each naming the setting (or the
+            file, section or variable) and where the bad value came from.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    if path is None and env.get(CONFIG_ENV, "").strip():
+        path = env[CONFIG_ENV].strip()
+    merged: dict[str, tuple[Any, str]] = {}
+    if path is not None:
+        merged.update(_toml_layer(Path(path), problems))
+    merged.update(_text_layer(_env_items(env, problems), problems))
+    flag_items = []
+    for key, text in (flags or {}).items():
+        setting = _BY_PATH.get(key)
+        if setting is None:
+            problems.append(f"{key}: no such setting{_suggest(key, _BY_PATH)}")
+            continue
+        flag_items.append((setting, text, f"flag {setting.flag}"))
+    merged.update(_text_layer(flag_items, problems))
+
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        kwargs: dict[str, Any] = {}
+        section_ok = True
+        for setting in _section_settings(cls):
+            if setting.path not in merged:
+                continue
+            value, source = merged[setting.path]
+            try:
+                kwargs[setting.name] = setting.check_value(value)
+            except _InvalidValueError as exc:
+                problems.append(f"{setting.path} (from {source}): {exc}")
+                section_ok = False
+        if not section_ok:
+            continue
+        try:
+            sections[section] = cls(**kwargs)
+        except ValueError as exc:  # ConfigError too
+            problems.extend(_section_problems(section, str(exc), merged))
+    if problems:
+        count = f"{len(problems)} configuration problems" if len(problems) > 1 else ""
+        raise ConfigError("\n".join([count, *problems]) if count else problems[0])
+    return VoicecoreConfig(**sections, sources={k: source for k, (_, source) in merged.items()})
+
+
+def _section_problems(
+    section: str, message: str, merged: Mapping[str, tuple[Any, str]]
+) -> list[str]:
+    """A section constructor's error message as problems naming the setting.
+
+    voicecore's sections already write ``section.name: ...``; ``SessionConfig`` writes
+    ``name must be ...``: both become ``section.name (from <source>): ...`` when the name
+    is that of a setting.
+    """
+    problems = []
+    names = sorted((s.name for s in SETTINGS if s.section == section), key=len, reverse=True)
+    for line in message.splitlines():
+        text = line.removeprefix(f"{section}.")
+        name = next((n for n in names if re.match(rf"^{re.escape(n)}\b:? ?", text)), None)
+        if name is None:
+            problems.append(f"{section}: {line}")
+            continue
+        rest = re.sub(rf"^{re.escape(name)}:? ?", "", text)
+        key = f"{section}.{name}"
+        where = f" (from {merged[key][1]})" if key in merged else ""
+        problems.append(f"{key}{where}: {rest}")
+    return problems
+
+
+# --- command-line flags ------------------------------------------------------------------
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--config FILE`` and one flag per setting (grouped by section) to ``parser``.
+
+    Flags are ``--<section>-<setting>`` (``--llm-model``); booleans also have a
+    ``--no-`` form (``--no-vad-gate``). An unset flag leaves the setting to the file, the
+    environment or the default. Read the result with :func:`config_from_args`.
+    """
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"TOML configuration file (default: the file ${CONFIG_ENV} names, if set)",
+    )
+    for section in _SECTIONS:
+        group = parser.add_argument_group(f"{section} settings")
+        for setting in (s for s in SETTINGS if s.section == section):
+            default = "unset" if setting.default is None else json.dumps(setting.default)
+            help_text = f"{setting.doc} [default {default}; env {setting.env_name}]"
+            help_text = help_text.replace("%", "%%")  # argparse formats help with %
+            if setting.base is bool:
+                group.add_argument(
+                    setting.flag,
+                    dest=setting.dest,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=help_text,
+                )
+            else:
+                metavar = "{" + ",".join(setting.choices) + "}" if setting.choices else None
+                group.add_argument(
+                    setting.flag,
+                    dest=setting.dest,
+                    default=None,
+                    metavar=metavar or setting.name.upper(),
+                    help=help_text,
+                )
+
+
+def config_from_args(
+    args: argparse.Namespace, *, env: Mapping[str, str] | None = None
+) -> VoicecoreConfig:
+    """The configuration for arguments parsed by a parser given :func:`add_config_arguments`.
+
+    Args:
+        args: the parsed arguments.
+        env: the environment (default ``os.environ``).
+
+    Raises:
+        ConfigError: see :func:`load_config`.
+    """
+    flags: dict[str, str] = {}
+    for setting in SETTINGS:
+        value = getattr(args, setting.dest, None)
+        if value is None:
+            continue
+        flags[setting.path] = ("true" if value else "false") if isinstance(value, bool) else value
+    return load_config(getattr(args, "config", None), env=env, flags=flags)
+
+
+# --- showing -------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else "inf")
+    if isinstance(value, int):
+        return str(value)
+    # A JSON string is a TOML basic string (same escapes).
+    return json.dumps(value, ensure_ascii=False)
+
+
+def format_config(
+    config: VoicecoreConfig, *, reveal_secrets: bool = False, sources: bool = True
+) -> str:
+    """The configuration as TOML that :func:`load_config` reads back to the same values.
+
+    Unset settings are shown as comments (TOML has no null). Secrets that are set are
+    shown as ``"********"`` unless ``reveal_secrets``.
+
+    Args:
+        config: the configuration.
+        reveal_secrets: show API keys as they are (never do that in logs).
+        sources: end each line with a comment saying where its value came from, for the
+            settings not left at their defaults.
+    """
+    lines: list[str] = []
+    for section in _SECTIONS:
+        if lines:
+            lines.append("")
+        lines.append(f"[{section}]")
+        for setting in (s for s in SETTINGS if s.section == section):
+            value = config.get(setting.path)
+            notes = []
+            masked = setting.secret and value is not None and not reveal_secrets
+            if masked:
+                notes.append("masked")
+            origin = config.sources.get(setting.path)
+            if sources and origin:
+                notes.append(origin)
+            comment = f"  # {'; '.join(notes)}" if notes else ""
+            if value is None:
+                lines.append(f"# {setting.name} = (unset){comment}")
+            else:
+                shown = _toml_value(_MASK if masked else value)
+                lines.append(f"{setting.name} = {shown}{comment}")
+    return "\n".join(lines) + "\n"
+
+
+# --- building the providers --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Providers:
+    """The stages of one session.
+
+    Attributes:
+        vad: this session's VAD (it holds the session's speech state).
+        stt: this session's STT (PocketSphinx holds one decoder per session).
+        llm: the LLM (shared by the pipeline's sessions).
+        tts: the TTS (shared by the pipeline's sessions).
+    """
+
+    vad: VAD
+    stt: STT
+    llm: LLM
+    tts: TTS
+
+
+def _import(module: str, what: str, install: str) -> Any:
+    """Imports a provider module, or raises ConfigError saying what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"{what} needs {install}: {exc}") from exc
+
+
+def _named(path: str, build: Callable[[], T]) -> T:
+    """Calls ``build``; a ConfigError it raises is re-raised naming the setting ``path``."""
+    try:
+        return build()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+class Pipeline:
+    """The providers a configuration chooses, ready to run sessions.
+
+    Built by :func:`build_pipeline`, which instantiates and checks every provider at
+    start-up, so a bad setting fails before the first conversation. The LLM and the TTS
+    are shared by all sessions; the VAD and the STT hold per-conversation state, so
+    :meth:`providers` makes new ones for each session.
+
+    Attributes:
+        config: the configuration it was built from.
+        vad_kind: the VAD actually used: ``"silero"``, or ``"energy"`` (chosen, or the
+            fallback when the Silero model or onnxruntime is missing).
+        llm: the shared LLM.
+        tts: the shared TTS.
+    """
+
+    def __init__(
+        self,
+        config: VoicecoreConfig,
+        *,
+        vad_kind: Literal["silero", "energy"],
+        new_vad: Callable[[], VAD],
+        new_stt: Callable[[], STT],
+        llm: LLM,
+        tts: TTS,
+    ) -> None:
+        self.config = config
+        self.vad_kind = vad_kind
+        self.llm = llm
+        self.tts = tts
+        self._new_vad = new_vad
+        self._new_stt = new_stt
+
+    def __repr__(self) -> str:
+        return (
+            f"Pipeline(vad={self.vad_kind!r}, stt={self.config.stt.kind!r}, "
+            f"llm={self.llm!r}, tts={self.tts!r})"
+        )
+
+    def providers(self) -> Providers:
+        """The stages of one new session: a new VAD and STT, the shared LLM and TTS."""
+        return Providers(vad=self._new_vad(), stt=self._new_stt(), llm=self.llm, tts=self.tts)
+
+    async def load(self, providers: Providers) -> None:
+        """Loads ``providers``' models now rather than on first use (the PocketSphinx
+        decoder takes ~0.25 s), so the first turn is no slower than the next ones."""
+        for stage in (providers.vad, providers.stt, providers.llm, providers.tts):
+            load = getattr(stage, "load", None)
+            if load is not None and inspect.iscoroutinefunction(load):
+                await load()
+
+    def session(
+        self,
+        transport: Transport,
+        *,
+        providers: Providers | None = None,
+        pacer: FramePacer | PlayoutRouter | None = None,
+        **kwargs: Any,
+    ) -> Session:
+        """A ``Session`` over ``transport`` with this pipeline's stages and settings
+        (``config.session``, ``config.llm.system_prompt``).
+
+        Args:
+            transport: the client connection.
+            providers: the session's stages; by default :meth:`providers` makes them (call
+                :meth:`load` on them first to preload their models).
+            pacer: a ``PlayoutRouter`` shared by sessions, a ``FramePacer``, or None (the
+                session runs its own real-clock pacer); see ``voicecore.Session``.
+            **kwargs: other ``Session`` arguments (``timeline``, ``canary``...).
+        """
+        from voicecore.session import Session
+
+        stages = providers if providers is not None else self.providers()
+        return Session(
+            transport,
+            vad=stages.vad,
+            stt=stages.stt,
+            llm=stages.llm,
+            tts=stages.tts,
+            system_prompt=self.config.llm.system_prompt,
+            config=self.config.session,
+            pacer=pacer,
+            **kwargs,
+        )
+
+    async def aclose(self) -> None:
+        """Closes the shared providers' network clients (the providers that have one)."""
+        for stage in (self.llm, self.tts):
+            aclose = getattr(stage, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _vad_factory(config: VadConfig) -> tuple[Literal["silero", "energy"], Callable[[], VAD]]:
+    """The VAD kind in use and a factory of per-session VADs (Silero checked once here)."""
+    if config.kind == "energy":
+        return "energy", EnergyVadStage
+    from voicecore.providers import silero
+
+    def new_silero() -> VAD:
+        return silero.SileroVad(
+            config.model_path,
+            threshold=config.threshold,
+            neg_threshold=config.neg_threshold,
+            min_speech_ms=config.min_speech_ms,
+            min_silence_ms=config.min_silence_ms,
+            speech_pad_ms=config.speech_pad_ms,
+            gate=config.gate,
+        )
+
+    try:
+        new_silero()  # at start-up: a missing or broken model fails now, not in a turn
+    except (silero.ModelNotFoundError, ImportError) as exc:
+        if not config.fallback:
+            raise ConfigError(f"vad.model_path: {exc} (vad.fallback is off)") from exc
+        message = f"{exc} Falling back to the energy VAD (vad.kind = 'energy' chooses it)."
+        _log.warning("%s", message)
+        warnings.warn(message, silero.VadFallbackWarning, stacklevel=3)
+        return "energy", EnergyVadStage
+    except ConfigError as exc:
+        raise ConfigError(f"vad.model_path: {exc}") from exc
+    return "silero", new_silero
+
+
+def _stt_factory(config: VoicecoreConfig) -> Callable[[], STT]:
+    """A factory of per-session STTs (one built here to check the settings)."""
+    stt = config.stt
+    if stt.kind == "sphinx":
+        if importlib.util.find_spec("pocketsphinx") is None:
+            raise ConfigError(
+                "stt.kind: 'sphinx' needs the pocketsphinx package: pip install pocketsphinx"
+            )
+        from voicecore.providers import sphinx
+
+        options: dict[str, str] = {}
+        for key in ("hmm", "lm", "dict"):
+            value = getattr(stt, f"sphinx_{key}")
+            if value is not None:
+                if not Path(value).exists():
+                    raise ConfigError(f"stt.sphinx_{key}: {value} does not exist")
+                options[key] = value
+
+        def new_sphinx() -> STT:
+            return sphinx.SphinxSTT(decoder_options=options)
+
+        _named("stt", new_sphinx)
+        return new_sphinx
+    openai = _import("voicecore.providers.openai", "stt.kind: 'openai'", "httpx")
+    shared: STT = _named(
+        "stt",
+        lambda: openai.OpenAISTT(
+            stt.model,
+            base_url=stt.base_url,
+            api_key=stt.api_key,
+            language=stt.language,
+            prompt=stt.prompt,
+            connect_timeout_s=stt.connect_timeout_s,
+            timeout_s=config.session.stt_final_timeout_s,
+            max_retries=stt.max_retries,
+        ),
+    )
+    return lambda: shared  # per utterance, no state between calls: one for all sessions
+
+
+def _llm(config: VoicecoreConfig) -> LLM:
+    llm = config.llm
+    if llm.kind == "responder":
+        from voicecore.providers.responder import RuleBasedResponder
+
+        return _named(
+            "llm.token_delay_s", lambda: RuleBasedResponder(token_delay_s=llm.token_delay_s)
+        )
+    openai = _import("voicecore.providers.openai", "llm.kind: 'openai'", "httpx")
+    extra: dict[str, Any] = {}
+    if llm.temperature is not None:
+        extra["temperature"] = llm.temperature
+    if llm.max_tokens is not None:
+        extra["max_tokens"] = llm.max_tokens
+    built: LLM = _named(
+        "llm",
+        lambda: openai.OpenAILLM(
+            llm.model,
+            base_url=llm.base_url,
+            api_key=llm.api_key,
+            connect_timeout_s=llm.connect_timeout_s,
+            first_token_timeout_s=config.session.llm_first_token_timeout_s,
+            token_timeout_s=config.session.llm_token_timeout_s,
+            max_retries=llm.max_retries,
+            extra_body=extra,
+        ),
+    )
+    return built
+
+
+def _tts(config: VoicecoreConfig) -> TTS:
+    tts = config.tts
+    if tts.kind == "espeak":
+        espeak = _import(
+            "voicecore.providers.espeak",
+            "tts.kind: 'espeak'",
+            "cffi and espeakng-loader (pip install cffi espeakng-loader)",
+        )
+        try:
+            built: TTS = espeak.EspeakTTS(tts.voice or "en-us", rate_wpm=tts.rate_wpm)
+        except ConfigError as exc:
+            raise ConfigError(f"tts.voice: {exc}") from exc
+        except espeak.SynthesisError as exc:
+            raise ConfigError(f"tts.kind: espeak-ng cannot be loaded: {exc}") from exc
+        return built
+    openai = _import("voicecore.providers.openai", "tts.kind: 'openai'", "httpx")
+    built = _named(
+        "tts",
+        lambda: openai.OpenAITTS(
+            tts.model,
+            tts.voice,
+            base_url=tts.base_url,
+            api_key=tts.api_key,
+            sample_rate=tts.sample_rate,
+            speed=tts.speed,
+            instructions=tts.instructions,
+            connect_timeout_s=tts.connect_timeout_s,
+            first_audio_timeout_s=config.session.tts_first_audio_timeout_s,
+            chunk_timeout_s=config.session.tts_chunk_timeout_s,
+            max_retries=tts.max_retries,
+        ),
+    )
+    return built
+
+
+def build_pipeline(config: VoicecoreConfig | None = None) -> Pipeline:
+    """Instantiates the providers ``config`` chooses (default: the offline pipeline).
+
+    Provider modules are imported only when chosen. Every provider is built once here, so
+    a missing package, model or voice fails at start-up. With ``vad.kind = "silero"`` and
+    no model (or no onnxruntime), a ``VadFallbackWarning`` says how to fetch the model and
+    the energy VAD is used, unless ``vad.fallback`` is off. The network providers take
+    their first-output and gap deadlines from ``config.session``
+    (``llm_first_token_timeout_s``...), the ones the engine enforces.
+
+    Raises:
+        ConfigError: a provider that cannot be built; the message names the setting and
+            says what is missing.
+    """
+    config = config if config is not None else VoicecoreConfig()
+    vad_kind, new_vad = _vad_factory(config.vad)
+    return Pipeline(
+        config,
+        vad_kind=vad_kind,
+        new_vad=new_vad,
+        new_stt=_stt_factory(config),
+        llm=_llm(config),
+        tts=_tts(config),
+    )

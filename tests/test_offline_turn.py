@@ -1,0 +1,160 @@
+"""A full spoken turn offline, end to end, without a browser: issue 4's "done means".
+
+Real speech (``../shared/data/speech``) goes in through the in-memory transport as a live
+48 kHz mic; the default pipeline that ``voicecore.config`` builds answers it: Silero VAD
+behind the energy gate (or the energy VAD, with the fallback warning, when the model has
+not been fetched), PocketSphinx, the rule-based responder and espeak-ng, in a real
+``Session`` on the real clock with its own real-clock pacer. No network, no API key, no
+mocks. The responder's wording is not asserted, only what any reply must satisfy.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import trio
+
+from voicecore import Resampler
+from voicecore.config import build_pipeline, load_config
+from voicecore.models import silero_vad_path
+from voicecore.providers.silero import SileroVad, VadFallbackWarning
+from voicecore.stages import EnergyVadStage
+from voicecore.transport import AgentAudio, Event, memory_transport
+
+CLIENT_RATE = 48_000  # a browser's AudioContext rate: the mic and the agent audio
+LEAD_IN_S = 0.3  # room noise before the user speaks
+TAIL_S = 1.5  # room noise after: the end of the turn, and windows the energy gate skips
+TURN_LIMIT_S = 20.0
+
+
+class Utterance(Protocol):
+    """What the root conftest's ``speech`` fixture gives (not imported: ``conftest`` is an
+    ambiguous module name once a test folder has its own)."""
+
+    name: str
+    samples: npt.NDArray[np.int16]
+    sample_rate: int
+    transcript: str
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def _mic(utterance: Utterance) -> bytes:
+    """The utterance between stretches of faint room noise, at the client's rate."""
+    rng = np.random.default_rng(4)
+    rate = utterance.sample_rate
+    lead, tail = (np.zeros(int(s * rate)) for s in (LEAD_IN_S, TAIL_S))
+    signal = np.concatenate([lead, utterance.samples.astype(np.float64), tail])
+    signal += rng.normal(0, 20, signal.size)  # about -64 dBFS
+    pcm16 = np.clip(signal, -32768, 32767).astype(np.int16)
+    resampler = Resampler(rate, CLIENT_RATE)
+    out = np.concatenate([resampler.process(pcm16), resampler.flush()])
+    return out.astype("<i2").tobytes()
+
+
+def _rms(pcm: npt.NDArray[np.int16]) -> float:
+    return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if pcm.size else 0.0
+
+
+async def test_a_spoken_turn_runs_offline_from_speech_in_to_speech_out(
+    speech: list[Utterance], record_property: Callable[[str, object], None]
+) -> None:
+    utterance = next(u for u in speech if u.name == "goforward.wav")
+    config = load_config(env={})  # the defaults: the offline pipeline
+    if silero_vad_path() is None:
+        # The fallback the issue asks for: said out loud, then the energy VAD.
+        with pytest.warns(VadFallbackWarning, match="voicecore models fetch"):
+            pipeline = build_pipeline(config)
+        assert pipeline.vad_kind == "energy"
+        record_property("vad", "energy VAD: Silero model not fetched (voicecore models fetch)")
+        print("Silero VAD model missing: this run used the energy VAD fallback")
+    else:
+        pipeline = build_pipeline(config)
+        assert pipeline.vad_kind == "silero"
+        record_property("vad", "silero")
+    providers = pipeline.providers()
+    assert isinstance(providers.vad, SileroVad if pipeline.vad_kind == "silero" else EnergyVadStage)
+    await pipeline.load(providers)  # the PocketSphinx decoder, before the user speaks
+
+    transport, client = memory_transport(CLIENT_RATE)
+    session = pipeline.session(transport, providers=providers)
+    started = time.perf_counter()
+    with trio.fail_after(TURN_LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            nursery.start_soon(client.stream_audio, _mic(utterance))
+            async for message in client:
+                if isinstance(message, Event) and message.type in ("turn_end", "error"):
+                    break
+            nursery.cancel_scope.cancel()
+    elapsed_s = time.perf_counter() - started
+    await pipeline.aclose()
+
+    assert client.events("error") == []
+    (turn_end,) = client.events("turn_end")
+    assert turn_end["turn_id"] == 1
+    assert not turn_end["interrupted"]
+
+    # The user's words: partials while they spoke, then a final close to the reference.
+    transcripts = client.events("transcript")
+    finals = [t["text"] for t in transcripts if t["final"]]
+    assert len(finals) == 1, transcripts
+    assert transcripts.index(next(t for t in transcripts if t["final"])) > 0, "no partials"
+    reference = _words(utterance.transcript)
+    recognized = set(_words(finals[0]))
+    shared = [w for w in reference if w in recognized]
+    assert len(shared) >= len(reference) / 2, (finals[0], utterance.transcript)
+    assert session.history.messages()[-2].content == finals[0]
+
+    # The agent's reply: text, streamed in chunks, all of which was heard.
+    agent_text = " ".join(e["text"] for e in client.events("agent_text"))
+    reply_words = _words(agent_text)
+    assert reply_words, "no agent text"
+    assert _words(turn_end["heard"]) == reply_words
+
+    # Its audio: contiguous frames of the turn, speech-loud, lasting as its words take.
+    frames = client.audio(turn_id=1)
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert {f.sample_rate for f in frames} == {CLIENT_RATE}
+    pcm = np.concatenate([np.frombuffer(f.pcm, dtype="<i2") for f in frames])
+    duration_s = pcm.size / CLIENT_RATE
+    spoken_s = len(reply_words) * 60 / pipeline.config.tts.rate_wpm
+    assert 0.5 * spoken_s <= duration_s <= 2.5 * spoken_s + 1.0, (duration_s, spoken_s)
+    assert _rms(pcm) > 500, "agent audio is (nearly) silent"
+    frame_len = CLIENT_RATE * pipeline.config.session.frame_ms // 1000
+    voiced = [_rms(pcm[i : i + frame_len]) > 100 for i in range(0, pcm.size, frame_len)]
+    assert np.mean(voiced) > 0.5, "agent audio is mostly silence"
+    assert not any(isinstance(m, AgentAudio) and m.turn_id != 1 for _, m in client.received)
+
+    # Per-turn metrics, in the event and in the session's record, within sane bounds (ms).
+    (metrics,) = client.events("metrics")
+    (turn,) = session.metrics.turns
+    assert metrics == {"type": "metrics", **turn.to_dict()}
+    assert turn.stt_final_ms is not None
+    assert turn.llm_first_token_ms is not None
+    assert turn.tts_first_audio_ms is not None
+    assert turn.voice_to_voice_ms is not None
+    assert 0 < turn.stt_final_ms <= pipeline.config.session.stt_final_timeout_s * 1000
+    assert 0 <= turn.llm_first_token_ms < 1000
+    assert 0 <= turn.tts_first_audio_ms < 1000
+    assert turn.stt_final_ms < turn.voice_to_voice_ms < 4000
+    assert turn.prompt_tokens is not None
+    assert turn.prompt_tokens > 0
+    assert not turn.interrupted
+
+    # The VAD: Silero ran on the speech, and its gate skipped the silence around it.
+    if isinstance(providers.vad, SileroVad):
+        stats = providers.vad.stats()
+        assert stats.inferred > 0
+        assert stats.skipped >= TAIL_S / 0.032 / 2, stats
+    # The wall time: the mic streams in real time, the reply plays out in real time.
+    mic_s = len(utterance.samples) / utterance.sample_rate + LEAD_IN_S + TAIL_S
+    assert elapsed_s < mic_s + duration_s + 5.0
