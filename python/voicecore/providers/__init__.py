@@ -17,8 +17,16 @@ from voicecore.providers.scripted import ScriptedLLM as ScriptedLLM
 from voicecore.providers.scripted import ScriptedSTT as ScriptedSTT
 from voicecore.providers.scripted import ScriptedTTS as ScriptedTTS
 from voicecore.providers.scripted import Utterance as Utterance
+from voicecore.providers.silero import ModelNotFoundError as ModelNotFoundError
+from voicecore.providers.silero import SileroStats as SileroStats
+from voicecore.providers.silero import SileroVad as SileroVad
+from voicecore.providers.silero import VadFallbackWarning as VadFallbackWarning
+from voicecore.providers.silero import make_vad as make_vad
+from voicecore.providers.sphinx import SphinxStats as SphinxStats
+from voicecore.providers.sphinx import SphinxSTT as SphinxSTT
 
 __all__ = [
+    "ModelNotFoundError",
     "OpenAILLM",
     "OpenAISTT",
     "OpenAITTS",
@@ -30,5 +38,11 @@ __all__ = [
     "ScriptedLLM",
     "ScriptedSTT",
     "ScriptedTTS",
+    "SileroStats",
+    "SileroVad",
+    "SphinxSTT",
+    "SphinxStats",
     "Utterance",
+    "VadFallbackWarning",
+    "make_vad",
 ]
