@@ -203,7 +203,7 @@ def connection() -> ProtocolSession:
 
 def test_hello_then_ready_then_audio_and_playout() -> None:
     conn = connection()
-    assert conn.state is State.AWAITING_HELLO
+    assert conn.state.value == "awaiting_hello"
     step = conn.receive(hello(input_rate=16000, output_rate=24000))
     assert step.replies == (Ready("s1", 16000, 24000, 20, 120),)
     assert step.message == Hello(1, 16000, 24000, 20, "")

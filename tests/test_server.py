@@ -1,0 +1,594 @@
+"""The server over real loopback connections: ``websockets`` clients and raw HTTP against a
+``VoiceServer`` running in the test's Trio run (port 0, scripted providers), plus
+``voicecore serve`` in a subprocess for the signal-driven shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.trio.client import ClientConnection, connect
+from websockets.typing import Origin
+
+from session_helpers import noise, voice
+from voicecore.config import Pipeline, VoicecoreConfig
+from voicecore.protocol import CloseCode
+from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
+from voicecore.server import ServerSettings, VoiceServer, default_origins
+from voicecore.session import SessionConfig
+from voicecore.stages import EnergyVadStage
+
+REPO = Path(__file__).resolve().parent.parent
+LONG_REPLY = " ".join(["This sentence is part of a long answer that keeps the agent talking."] * 6)
+
+
+def hello(input_rate: int = 16000, output_rate: int = 24000, **fields: Any) -> str:
+    return json.dumps(
+        {
+            "type": "hello",
+            "protocol": 1,
+            "input_rate": input_rate,
+            "output_rate": output_rate,
+            "frame_ms": 20,
+            "client": "test/1",
+            **fields,
+        }
+    )
+
+
+def pipeline(reply: str = "It is nine o'clock. Anything else?") -> Pipeline:
+    return Pipeline(
+        VoicecoreConfig(session=SessionConfig(end_of_turn_silence_ms=300)),
+        vad_kind="energy",
+        new_vad=EnergyVadStage,
+        new_stt=lambda: ScriptedSTT([Utterance(["what"], "What time is it?")]),
+        llm=ScriptedLLM([reply]),
+        tts=ScriptedTTS(sample_rate=24000, ms_per_char=40.0),
+    )
+
+
+@pytest.fixture
+def web_root(tmp_path: Path) -> Path:
+    """A web folder, with a file beside it that must never be served."""
+    root = tmp_path / "web"
+    (root / "lib").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>voicecore</title>")
+    (root / "app.mjs").write_text("export const x = 1;\n")
+    (root / "lib" / "worklet.js").write_text("registerProcessor;\n")
+    (root / "lib" / "dsp.wasm").write_bytes(b"\x00asm\x01\x00\x00\x00")
+    (root / "style.css").write_text("body{}\n")
+    (tmp_path / "pyproject.toml").write_text("secret = true\n")
+    (root / "escape").symlink_to(tmp_path)
+    return root
+
+
+@asynccontextmanager
+async def running(
+    web_root: Path, *, pipe: Pipeline | None = None, **settings: Any
+) -> AsyncIterator[VoiceServer]:
+    server = VoiceServer(
+        pipe or pipeline(),
+        ServerSettings(port=0, web_root=web_root, diagnostics=False, **settings),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        try:
+            yield server
+        finally:
+            server.shutdown()
+
+
+def ws_url(server: VoiceServer, query: str = "") -> str:
+    return f"ws://127.0.0.1:{server.port}/ws{query}"
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    """The next text message (agent audio frames skipped)."""
+    while True:
+        message = await ws.recv()
+        if isinstance(message, str):
+            data: dict[str, Any] = json.loads(message)
+            return data
+
+
+async def closed_with(ws: ClientConnection) -> tuple[list[dict[str, Any]], int | None, str]:
+    """Every text message until the server closes, then the close code and reason."""
+    messages = []
+    with trio.fail_after(10):
+        try:
+            while True:
+                message = await ws.recv()
+                if isinstance(message, str):
+                    messages.append(json.loads(message))
+        except ConnectionClosed as closed:
+            rcvd = closed.rcvd
+            return messages, rcvd.code if rcvd else None, rcvd.reason if rcvd else ""
+
+
+async def start_turn(ws: ClientConnection, rate: int = 16000) -> None:
+    """Speaks one utterance (1 s of voice between noise) in 20 ms frames, at once."""
+    pcm = noise(300, rate) + voice(1000, rate) + noise(700, rate)
+    frame = 2 * rate // 50
+    for offset in range(0, len(pcm), frame):
+        await ws.send(pcm[offset : offset + frame])
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def http_get(server: VoiceServer, path: str) -> HttpReply:
+    """A raw HTTP/1.1 GET (the path is sent exactly as given, unnormalized)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port or 0)
+    async with stream:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return HttpReply(int(status_line.split()[1]), headers, body)
+
+
+def task_count() -> int:
+    """Tasks alive in this Trio run."""
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return count(root)
+
+
+async def settle(predicate: Any, timeout: float = 5.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+async def test_hello_gets_ready(web_root: Path) -> None:
+    async with running(web_root) as server, connect(ws_url(server)) as ws:
+        await ws.send(hello(48000, 48000))
+        ready = await recv_json(ws)
+        assert ready["type"] == "ready"
+        assert ready["protocol"] == 1
+        assert (ready["input_rate"], ready["output_rate"]) == (48000, 48000)
+        assert ready["frame_ms"] == 20
+        assert ready["cushion_ms"] == 120
+        assert len(ready["session_id"]) >= 8
+        assert server.sessions == 1
+
+
+async def test_a_full_turn_with_resampled_mic_and_paced_frames(web_root: Path) -> None:
+    async with running(web_root) as server, connect(ws_url(server)) as ws:
+        # Mic at 48 kHz, playback at 24 kHz: the transport converts the mic to 24 kHz, the
+        # engine to 16 kHz.
+        await ws.send(hello(48000, 24000))
+        assert (await recv_json(ws))["type"] == "ready"
+        await start_turn(ws, 48000)
+        events: list[dict[str, Any]] = []
+        frames: list[bytes] = []
+        with trio.fail_after(20):
+            while not events or events[-1]["type"] != "agent_done":
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    frames.append(message)
+                else:
+                    events.append(json.loads(message))
+        kinds = [e["type"] for e in events]
+        assert kinds[0] == "speech_start"
+        assert 0.2 < events[0]["time_s"] < 0.45  # the voice starts 0.3 s into the mic audio
+        assert "speech_end" in kinds
+        finals = [e for e in events if e["type"] == "transcript" and e["final"]]
+        assert [f["text"] for f in finals] == ["What time is it?"]
+        assert [e["text"] for e in events if e["type"] == "agent_text"] == [
+            "It is nine o'clock.",
+            "Anything else?",
+        ]
+        metrics = next(e for e in events if e["type"] == "metrics")
+        assert metrics["turn_id"] == 1
+        assert metrics["voice_to_voice_ms"] > 0
+        assert events[-1] == {
+            "type": "agent_done",
+            "turn_id": 1,
+            "interrupted": False,
+            "heard": "It is nine o'clock. Anything else?",
+        }
+        # 20 ms frames at 24 kHz: 480 samples, 960 bytes; as much audio as the TTS made.
+        assert {len(f) for f in frames} == {960}
+        tts_ms = 40.0 * len("It is nine o'clock. Anything else?")
+        assert abs(len(frames) * 20 - tts_ms) <= 40
+        await ws.send(json.dumps({"type": "playout", "buffered_ms": 0, "played_ms": 1360}))
+        await ws.send(json.dumps({"type": "bye"}))
+        _, code, _ = await closed_with(ws)
+        assert code == CloseCode.NORMAL
+    assert server.recent[-1].turns[0].voice_to_voice_ms is not None
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "close"),
+    [
+        ("{nope", "bad_json", CloseCode.POLICY),
+        ('{"type":"dance"}', "unknown_type", CloseCode.POLICY),
+        (b"\x00\x00" * 320, "audio_before_hello", CloseCode.POLICY),
+        (hello(96000, 48000), "unsupported_rate", CloseCode.UNSUPPORTED_DATA),
+        (hello(protocol=2), "protocol_version", CloseCode.POLICY),
+        (b"\x00" * 100_000, "audio_before_hello", CloseCode.POLICY),
+        (json.dumps({"type": "hello", "pad": "x" * 100_000}), "too_large", CloseCode.TOO_BIG),
+    ],
+)
+async def test_bad_input_before_hello_is_answered_and_closed(
+    web_root: Path, first: str | bytes, code: str, close: CloseCode
+) -> None:
+    async with running(web_root) as server, connect(ws_url(server)) as ws:
+        await ws.send(first)
+        messages, close_code, _ = await closed_with(ws)
+        assert messages == [{"type": "error", "code": code, "message": messages[0]["message"]}]
+        assert close_code == close
+        await settle(lambda: server.sessions == 0)
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (b"\x00\x00\x00", "odd_length"),
+        ("{nope", "bad_json"),
+        ('{"type":"dance"}', "unknown_type"),
+        ('{"type":"playout","buffered_ms":-3}', "invalid_message"),
+        (hello(), "unexpected_message"),
+    ],
+)
+async def test_bad_input_in_a_session_is_answered_and_the_session_goes_on(
+    web_root: Path, bad: str | bytes, code: str
+) -> None:
+    async with running(web_root) as server, connect(ws_url(server)) as ws:
+        await ws.send(hello())
+        await recv_json(ws)
+        await ws.send(bad)
+        error = await recv_json(ws)
+        assert error["type"] == "error"
+        assert error["code"] == code
+        assert error["message"]
+        await ws.send(b"\x00\x00" * 320)  # still a session: audio is accepted
+        await ws.send(json.dumps({"type": "bye"}))
+        messages, close_code, _ = await closed_with(ws)
+        assert messages == []
+        assert close_code == CloseCode.NORMAL
+
+
+async def test_an_oversized_message_closes_with_1009(web_root: Path) -> None:
+    async with running(web_root, max_message_bytes=4096) as server:
+        async with connect(ws_url(server)) as ws:
+            await ws.send(hello())
+            await recv_json(ws)
+            await ws.send(b"\x00" * 6000)  # above the limit: told, then closed
+            messages, close_code, _ = await closed_with(ws)
+            assert [m["code"] for m in messages] == ["too_large"]
+            assert close_code == CloseCode.TOO_BIG
+        async with connect(ws_url(server)) as ws:
+            await ws.send(hello())
+            await recv_json(ws)
+            await ws.send(b"\x00" * 100_000)  # far above: refused by the frame parser itself
+            messages, close_code, _ = await closed_with(ws)
+            assert messages == []
+            assert close_code == CloseCode.TOO_BIG
+
+
+async def test_no_hello_in_time_closes_with_1008(web_root: Path) -> None:
+    async with running(web_root, hello_timeout_s=0.2) as server, connect(ws_url(server)) as ws:
+        messages, close_code, _ = await closed_with(ws)
+        assert [m["code"] for m in messages] == ["hello_timeout"]
+        assert close_code == CloseCode.POLICY
+
+
+# --- safety ----------------------------------------------------------------------------------
+
+
+async def refused_status(url: str, origin: str) -> int:
+    """The HTTP status of a refused WebSocket handshake from a page at ``origin``."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, origin=Origin(origin)):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_origin_allow_list(web_root: Path) -> None:
+    async with running(web_root) as server:
+        assert await refused_status(ws_url(server), "http://evil.example") == 403
+        # Another port of the same host is another origin.
+        other_port = f"http://127.0.0.1:{(server.port or 0) + 1}"
+        assert await refused_status(ws_url(server), other_port) == 403
+        for origin in (f"http://127.0.0.1:{server.port}", f"http://localhost:{server.port}"):
+            async with connect(ws_url(server), origin=Origin(origin)) as ws:
+                await ws.send(hello())
+                assert (await recv_json(ws))["type"] == "ready"
+    async with running(web_root, allowed_origins=("https://voice.example.com",)) as server:
+        origin = "https://voice.example.com"
+        async with connect(ws_url(server), origin=Origin(origin)) as ws:
+            await ws.send(hello())
+            assert (await recv_json(ws))["type"] == "ready"
+        assert await refused_status(ws_url(server), f"http://127.0.0.1:{server.port}") == 403
+
+
+def test_default_origins() -> None:
+    assert "http://localhost:8000" in default_origins("127.0.0.1", 8000)
+    assert "http://[::1]:8000" in default_origins("::1", 8000)
+    assert "http://10.0.0.5:8000" in default_origins("10.0.0.5", 8000)
+    assert "http://localhost:8000" not in default_origins("10.0.0.5", 8000)
+    assert "http://127.0.0.1:9000" not in default_origins("127.0.0.1", 8000)
+
+
+async def test_token_required(web_root: Path) -> None:
+    async with running(web_root, token="s3cret") as server:
+        for query, headers in (
+            ("", {}),
+            ("?token=wrong", {}),
+            ("", {"Authorization": "Bearer no"}),
+        ):
+            async with connect(ws_url(server, query), additional_headers=headers) as ws:
+                messages, close_code, _ = await closed_with(ws)
+                assert [m["code"] for m in messages] == ["unauthorized"]
+                assert close_code == CloseCode.POLICY
+        for query, headers in (("?token=s3cret", {}), ("", {"Authorization": "Bearer s3cret"})):
+            async with connect(ws_url(server, query), additional_headers=headers) as ws:
+                await ws.send(hello())
+                assert (await recv_json(ws))["type"] == "ready"
+
+
+async def test_session_limit_refuses_with_1013_then_admits_again(web_root: Path) -> None:
+    async with (
+        running(web_root, max_sessions=2) as server,
+        connect(ws_url(server)) as first,
+        connect(ws_url(server)) as second,
+    ):
+        for ws in (first, second):
+            await ws.send(hello())
+            await recv_json(ws)
+        async with connect(ws_url(server)) as third:
+            messages, close_code, _ = await closed_with(third)
+            assert [m["code"] for m in messages] == ["busy"]
+            assert "try again" in messages[0]["message"]
+            assert close_code == CloseCode.TRY_AGAIN_LATER
+        assert server.sessions == 2
+        await first.send(json.dumps({"type": "bye"}))
+        await closed_with(first)
+        await settle(lambda: server.sessions == 1)
+        async with connect(ws_url(server)) as fourth:
+            await fourth.send(hello())
+            assert (await recv_json(fourth))["type"] == "ready"
+
+
+async def test_a_client_that_stops_reading_is_disconnected_with_4000(web_root: Path) -> None:
+    async with running(
+        web_root, pipe=pipeline(LONG_REPLY), send_queue_ms=400, send_buffer_bytes=4096
+    ) as server:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", server.port))
+        stream = trio.SocketStream(sock)
+        async with connect(ws_url(server), stream=stream, max_queue=4) as ws:
+            await ws.send(hello(16000, 48000))
+            await recv_json(ws)
+            await start_turn(ws)
+            # The client reads nothing now; the server's send queue (20 messages) fills.
+            transport = server.transports()[0]
+            await settle(lambda: transport.close_code == CloseCode.TOO_SLOW, timeout=30)
+            assert transport.peak_queued <= 400 // 20
+            # Reading again, the client gets what was in flight, then the verdict and 4000.
+            messages, close_code, _ = await closed_with(ws)
+            assert messages[-1]["code"] == "too_slow"
+            assert close_code == CloseCode.TOO_SLOW
+        await settle(lambda: server.sessions == 0)
+        assert server.pacer.stats().open_streams == 0
+
+
+async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) -> None:
+    async with running(web_root, pipe=pipeline(LONG_REPLY)) as server:
+        await trio.sleep(0.1)
+        baseline = task_count()
+        async with connect(ws_url(server)) as ws:
+            await ws.send(hello())
+            await recv_json(ws)
+            await start_turn(ws)
+            with trio.fail_after(10):
+                while not isinstance(await ws.recv(), bytes):
+                    pass  # until the agent speaks
+            assert server.pacer.stats().open_streams == 1
+            assert task_count() > baseline
+            # Gone without a closing handshake: a reset connection.
+            raw = ws.stream
+            assert isinstance(raw, trio.SocketStream)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            await trio.aclose_forcefully(raw)
+        await settle(lambda: server.sessions == 0)
+        await settle(lambda: task_count() == baseline)
+        assert server.pacer.stats().open_streams == 0
+        assert server.router.unrouted >= 0
+        turn = server.recent[-1].turns[0]
+        assert turn.interrupted  # cut when the session ended: only what was heard is kept
+
+
+async def test_shutdown_closes_every_session_with_1001(web_root: Path) -> None:
+    server = VoiceServer(
+        pipeline(LONG_REPLY), ServerSettings(port=0, web_root=web_root, diagnostics=False)
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with connect(ws_url(server)) as talking, connect(ws_url(server)) as idle:
+            for ws in (talking, idle):
+                await ws.send(hello())
+                await recv_json(ws)
+            await start_turn(talking)
+            with trio.fail_after(10):
+                while not isinstance(await talking.recv(), bytes):
+                    pass
+            server.shutdown()
+            for ws in (talking, idle):
+                _, code, reason = await closed_with(ws)
+                assert code == CloseCode.GOING_AWAY
+                assert reason == "server shutting down"
+    # run() returned: the nursery is empty, the pacer stopped.
+    assert server.sessions == 0
+    assert server.pacer.stopped
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+async def test_static_files_have_their_mime_type_and_isolation_headers(web_root: Path) -> None:
+    async with running(web_root) as server:
+        for path, mime, body in (
+            ("/", "text/html; charset=utf-8", b"<!doctype html><title>voicecore</title>"),
+            ("/index.html", "text/html; charset=utf-8", None),
+            ("/app.mjs", "text/javascript; charset=utf-8", b"export const x = 1;\n"),
+            ("/lib/worklet.js", "text/javascript; charset=utf-8", None),
+            ("/lib/dsp.wasm", "application/wasm", b"\x00asm\x01\x00\x00\x00"),
+            ("/style.css?v=2", "text/css; charset=utf-8", None),
+        ):
+            reply = await http_get(server, path)
+            assert reply.status == 200, path
+            assert reply.headers["content-type"] == mime
+            assert reply.headers["cross-origin-opener-policy"] == "same-origin"
+            assert reply.headers["cross-origin-embedder-policy"] == "require-corp"
+            assert int(reply.headers["content-length"]) == len(reply.body)
+            if body is not None:
+                assert reply.body == body
+        missing = await http_get(server, "/nope.js")
+        assert missing.status == 404
+        assert missing.headers["cross-origin-embedder-policy"] == "require-corp"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../pyproject.toml",
+        "/%2e%2e/pyproject.toml",
+        "/%2E%2E%2Fpyproject.toml",
+        "/lib/../../pyproject.toml",
+        "/lib/%2e%2e/%2e%2e/pyproject.toml",
+        "/..%5cpyproject.toml",
+        "/escape/pyproject.toml",  # a symlink leading out of the folder
+        "/%00index.html",
+        "/%ff",
+    ],
+)
+async def test_no_path_leaves_the_web_folder(web_root: Path, path: str) -> None:
+    async with running(web_root) as server:
+        reply = await http_get(server, path)
+        assert reply.status in (400, 404)
+        assert b"secret" not in reply.body
+
+
+async def test_plain_get_on_the_websocket_path_asks_for_an_upgrade(web_root: Path) -> None:
+    async with running(web_root) as server:
+        assert (await http_get(server, "/ws")).status == 426
+
+
+async def test_healthz_counts_sessions(web_root: Path) -> None:
+    async with running(web_root) as server:
+        reply = await http_get(server, "/healthz")
+        assert reply.status == 200
+        assert reply.headers["content-type"] == "application/json"
+        health = json.loads(reply.body)
+        assert health["status"] == "ok"
+        assert health["sessions"] == 0
+        async with connect(ws_url(server)) as ws:
+            await ws.send(hello())
+            await recv_json(ws)
+            health = json.loads((await http_get(server, "/healthz")).body)
+            assert health["sessions"] == 1
+            assert health["max_sessions"] == 20
+            assert health["pacer"]["open_streams"] == 0
+
+
+_SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?([0-9.e+-]+|\+Inf|NaN)$")
+
+
+async def test_metrics_are_prometheus_text(web_root: Path) -> None:
+    async with running(web_root) as server:
+        async with connect(ws_url(server)) as ws:
+            await ws.send(hello())
+            await recv_json(ws)
+            await start_turn(ws)
+            with trio.fail_after(20):
+                while (await recv_json(ws))["type"] != "agent_done":
+                    pass
+            reply = await http_get(server, "/metrics")
+        assert reply.status == 200
+        assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        samples = {}
+        for line in reply.body.decode().splitlines():
+            if line.startswith("#") or not line:
+                continue
+            assert _SAMPLE.match(line), line
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+        assert samples["voicecore_sessions"] == 1
+        assert samples["voicecore_turns_total"] == 1
+
+
+# --- voicecore serve -------------------------------------------------------------------------
+
+
+async def test_voicecore_serve_exits_0_on_sigint_and_clients_get_1001(tmp_path: Path) -> None:
+    env = {**os.environ, "VOICECORE_SERVER_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "voicecore", "serve", "--providers", "scripted"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        output = b""
+        with trio.fail_after(30):
+            while b"serving on" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, output.decode()
+                output += chunk
+        serving = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", output)
+        assert serving is not None, output.decode()
+        port = int(serving.group(1))
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with connect(url) as first, connect(url) as second:
+            for ws in (first, second):
+                await ws.send(hello())
+                assert (await recv_json(ws))["type"] == "ready"
+            await start_turn(first)
+            process.send_signal(signal.SIGINT)
+            for ws in (first, second):
+                _, code, _ = await closed_with(ws)
+                assert code == CloseCode.GOING_AWAY
+        with trio.fail_after(15):
+            status = await process.wait()
+            output += await process.stdout.receive_some() or b""
+        assert status == 0, output.decode()
+        assert b"stopped" in output
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
