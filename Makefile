@@ -23,6 +23,10 @@ install: $(BIN)/maturin ## build the Rust extension (release) and install voicec
 install-dev: $(BIN)/maturin ## install voicecore with the test, lint and benchmark tools
 	$(BIN)/maturin develop --release --quiet --extras dev
 
+.PHONY: serve
+serve: install models ## run the voice agent server at http://127.0.0.1:8000/ (offline pipeline; Ctrl-C stops it)
+	$(BIN)/voicecore serve $(SERVE_ARGS)
+
 .PHONY: demo
 demo: install ## run the core demo: real speech through ring, resampler, VAD and pacer
 	$(BIN)/voicecore demo
