@@ -8,11 +8,13 @@ import dataclasses
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import voicecore.config
 from voicecore import ConfigError, SessionConfig
 from voicecore.config import (
     CONFIG_ENV,
@@ -221,8 +223,11 @@ def test_every_non_text_setting_names_itself_when_its_text_does_not_parse() -> N
     [
         ("[llm]\nconnect_timeout_s = -1", "llm.connect_timeout_s ({src}): must be > 0, got -1.0"),
         ("[llm]\nconnect_timeout_s = 0", "llm.connect_timeout_s ({src}): must be > 0, got 0.0"),
-        ("[llm]\nconnect_timeout_s = inf", "llm.connect_timeout_s ({src}): must be > 0, got inf"),
-        ("[llm]\ntemperature = nan", "llm.temperature ({src}): must be in [0, 2], got nan"),
+        (
+            "[llm]\nconnect_timeout_s = inf",
+            "llm.connect_timeout_s ({src}): must be a finite number, got inf",
+        ),
+        ("[llm]\ntemperature = nan", "llm.temperature ({src}): must be a finite number, got nan"),
         ("[llm]\nmax_tokens = 0", "llm.max_tokens ({src}): must be > 0, got 0"),
         ("[llm]\nmax_retries = -1", "llm.max_retries ({src}): must be in [0, 10], got -1"),
         (
@@ -279,6 +284,19 @@ def test_each_invalid_value_is_reported_naming_its_setting_and_file(
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={})
     assert str(exc.value) == message.format(src=f"from file {path}")
+
+
+def test_no_number_setting_takes_infinity_or_nan() -> None:
+    for setting in SETTINGS:
+        if setting.base is not float:
+            continue
+        for text in ("inf", "-inf", "nan"):
+            with pytest.raises(ConfigError) as exc:
+                load_config(env={setting.env_name: text})
+            assert str(exc.value) == (
+                f"{setting.path} (from env {setting.env_name}): must be a finite number, "
+                f"got {float(text)}"
+            )
 
 
 def test_a_cross_field_problem_names_the_field_to_fix() -> None:
@@ -369,6 +387,17 @@ def test_a_missing_or_malformed_file_is_reported(tmp_path: Path) -> None:
         load_config(broken, env={})
 
 
+def test_the_example_file_of_the_module_documentation_is_valid(tmp_path: Path) -> None:
+    doc = voicecore.config.__doc__
+    assert doc is not None
+    example = doc.split("Example ``voicecore.toml`` (every setting is optional)::\n", 1)[1]
+    example = textwrap.dedent(example.split("\n\nThen ", 1)[0])
+    config = load_config(write(tmp_path, example), env={})
+    assert config.llm.kind == "openai"
+    assert config.llm.model == "llama3.2"
+    assert config.session.end_of_turn_silence_ms == 600
+
+
 def test_format_config_reads_back_to_the_same_configuration(tmp_path: Path) -> None:
     config = VoicecoreConfig(
         vad=VadConfig(kind="energy", neg_threshold=0.3, gate=False),
@@ -424,7 +453,8 @@ def test_flags_set_every_kind_of_setting_and_win_over_the_environment(tmp_path: 
     assert config.tts.rate_wpm == 220
     assert config.llm.max_tokens is None
     assert config.llm.max_retries == 4
-    assert config.sources["vad.gate"] == "flag --vad-gate"
+    assert config.sources["vad.gate"] == "flag --no-vad-gate"
+    assert config.sources["vad.kind"] == "flag --vad-kind"
 
 
 def test_flags_left_out_leave_the_settings_alone() -> None:

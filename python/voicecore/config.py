@@ -131,6 +131,8 @@ CONFIG_ENV = "VOICECORE_CONFIG"
 """Environment variable naming the TOML file to read when no ``--config`` is given."""
 
 _MASK = "********"
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 
 
 # --- value checks ------------------------------------------------------------------------
@@ -141,8 +143,7 @@ Check = Callable[[Any], "str | None"]
 
 def _greater_than(low: float) -> Check:
     def check(value: float) -> str | None:
-        # Written so that NaN fails too; infinity is no duration.
-        return None if value > low and value != math.inf else f"must be > {low:g}, got {value}"
+        return None if value > low else f"must be > {low:g}, got {value}"
 
     return check
 
@@ -411,7 +412,7 @@ _SECTIONS: dict[str, type[Any]] = {
 # --- settings: the fields of the sections, with their names in every source --------------
 
 
-class _InvalidValueError(Exception):
+class _InvalidValueError(ConfigError):
     """A value that does not fit its setting (the message says why, without the path)."""
 
 
@@ -475,7 +476,8 @@ class Setting:
         """``value`` as the setting's type (an integer is a valid number), range-checked.
 
         Raises:
-            _InvalidValueError: a value of the wrong type or out of range.
+            ConfigError: a value of the wrong type, not finite, or out of range (the
+                message says what is wrong, not which setting: callers add that).
         """
         if value is None:
             if self.optional:
@@ -488,6 +490,8 @@ class Setting:
             raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
         if self.choices is not None and value not in self.choices:
             raise _InvalidValueError(f"expected {self.describe_type()}, got {value!r}")
+        if self.base is float and not math.isfinite(value):
+            raise _InvalidValueError(f"must be a finite number, got {value}")
         if self.check is not None:
             problem = self.check(value)
             if problem is not None:
@@ -501,7 +505,8 @@ class Setting:
         ``1``/``0``, ``yes``/``no`` or ``on``/``off`` in any case.
 
         Raises:
-            _InvalidValueError: text that is not a value of the setting's type.
+            ConfigError: text that is not a value of the setting's type (the message does
+                not name the setting: callers add that).
         """
         stripped = text.strip()
         if not stripped and self.optional:
@@ -510,9 +515,9 @@ class Setting:
             return text
         if self.base is bool:
             lowered = stripped.lower()
-            if lowered in ("true", "1", "yes", "on"):
+            if lowered in _TRUE_WORDS:
                 return True
-            if lowered in ("false", "0", "no", "off"):
+            if lowered in _FALSE_WORDS:
                 return False
         else:
             try:
@@ -723,7 +728,10 @@ def load_config(
         if setting is None:
             problems.append(f"{key}: no such setting{_suggest(key, _BY_PATH)}")
             continue
-        flag_items.append((setting, text, f"flag {setting.flag}"))
+        flag = setting.flag
+        if setting.base is bool and text.strip().lower() in _FALSE_WORDS:
+            flag = f"--no-{flag.removeprefix('--')}"  # what BooleanOptionalAction spells
+        flag_items.append((setting, text, f"flag {flag}"))
     merged.update(_text_layer(flag_items, problems))
 
     sections: dict[str, Any] = {}
@@ -748,7 +756,8 @@ def load_config(
     if problems:
         count = f"{len(problems)} configuration problems" if len(problems) > 1 else ""
         raise ConfigError("\n".join([count, *problems]) if count else problems[0])
-    return VoicecoreConfig(**sections, sources={k: source for k, (_, source) in merged.items()})
+    sources = types.MappingProxyType({k: source for k, (_, source) in merged.items()})
+    return VoicecoreConfig(**sections, sources=sources)
 
 
 def _section_problems(
