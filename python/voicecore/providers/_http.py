@@ -180,59 +180,67 @@ class SSEDecoder:
             ValueError: a line that is not SSE, is not UTF-8, or is too long.
         """
         self._buffer += chunk
-        return self._drain(final=False)
+        events: list[SSEEvent] = []
+        self._drain(events, final=False)
+        return events
 
     def close(self) -> list[SSEEvent]:
         """Ends the stream; returns the events still pending (see the class notes)."""
-        events = self._drain(final=True)
+        events: list[SSEEvent] = []
+        self._drain(events, final=True)
         if self._buffer:
-            events += self._line(bytes(self._buffer))
+            self._line(bytes(self._buffer), events)
             self._buffer.clear()
         if self._data:
             events.append(self._dispatch())
         return events
 
-    def _drain(self, *, final: bool) -> list[SSEEvent]:
-        events: list[SSEEvent] = []
+    def _drain(self, events: list[SSEEvent], *, final: bool) -> None:
+        """Parses the complete lines in the buffer, appending the events they complete."""
         buffer = self._buffer
-        start = 0
-        while True:
-            lf = buffer.find(b"\n", start)
-            cr = buffer.find(b"\r", start, lf if lf >= 0 else len(buffer))
-            if cr >= 0:
-                if cr + 1 == len(buffer) and not final:
-                    break  # a CR at the end may be the first half of a CRLF
-                end, skip = cr, 2 if buffer[cr + 1 : cr + 2] == b"\n" else 1
-            elif lf >= 0:
-                end, skip = lf, 1
-            else:
-                break
-            events += self._line(bytes(buffer[start:end]))
-            start = end + skip
-        del buffer[:start]
+        if b"\r" not in buffer:  # the common case, LF only: one split instead of a scan
+            end = buffer.rfind(b"\n")
+            if end >= 0:
+                for raw in bytes(buffer[:end]).split(b"\n"):
+                    self._line(raw, events)
+                del buffer[: end + 1]
+        else:
+            start = 0
+            while True:
+                lf = buffer.find(b"\n", start)
+                cr = buffer.find(b"\r", start, lf if lf >= 0 else len(buffer))
+                if cr >= 0:
+                    if cr + 1 == len(buffer) and not final:
+                        break  # a CR at the end may be the first half of a CRLF
+                    end, skip = cr, 2 if buffer[cr + 1 : cr + 2] == b"\n" else 1
+                elif lf >= 0:
+                    end, skip = lf, 1
+                else:
+                    break
+                self._line(bytes(buffer[start:end]), events)
+                start = end + skip
+            del buffer[:start]
         if len(buffer) > self._max_line_bytes:
             raise ValueError(f"an SSE line longer than {self._max_line_bytes} bytes")
-        return events
 
-    def _line(self, raw: bytes) -> list[SSEEvent]:
+    def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"an SSE line that is not UTF-8: {raw[:200]!r}") from exc
         if not line:
-            return [self._dispatch()] if self._data else []
-        if line.startswith(":"):
-            return []
-        name, colon, value = line.partition(":")
-        if name not in self._FIELDS:
-            raise ValueError(f"not a server-sent-events line: {line[:200]!r}")
-        if colon and value.startswith(" "):
-            value = value[1:]
+            if self._data:
+                events.append(self._dispatch())
+            return
+        if line[0] == ":":
+            return
+        name, _, value = line.partition(":")
         if name == "data":
-            self._data.append(value)
+            self._data.append(value[1:] if value[:1] == " " else value)
         elif name == "event":
-            self._event = value
-        return []
+            self._event = value[1:] if value[:1] == " " else value
+        elif name not in self._FIELDS:
+            raise ValueError(f"not a server-sent-events line: {line[:200]!r}")
 
     def _dispatch(self) -> SSEEvent:
         event = SSEEvent(self._event or "message", "\n".join(self._data))
