@@ -442,6 +442,7 @@ void refreshMics();
       playout: client.playout,
       underruns: client.playout?.underruns ?? 0,
       underrunLog: client.underrunLog.slice(),
+      maxArrivalGapMs: client.maxArrivalGapMs,
       micFrames: client.micFrames,
       level: client.level,
       turns: conversation.turns.map((t) => ({ ...t })),

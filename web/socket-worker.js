@@ -14,7 +14,9 @@
  *   { type: "state", state }              ConnectionState
  *   { type: "message", msg, receivedAt }  every server JSON message, after it is applied;
  *                                         receivedAt: epoch ms it arrived in this worker
- *   { type: "stats", stats, sent, dropped }  PlayoutStats ~10x/s; mic frames sent / dropped
+ *   { type: "stats", stats, sent, dropped, arrivalGapMs }  PlayoutStats ~10x/s; mic frames
+ *                                         sent / dropped; longest wait between two agent audio
+ *                                         frames of a reply since the previous stats (ms)
  *   { type: "protocol_error", message }   the server broke the protocol (the worker closes)
  *   { type: "closed", info }              CloseInfo; the worker is done
  */
@@ -44,6 +46,13 @@ let portStats = null;
 let timer = null;
 let sent = 0;
 let dropped = 0;
+/**
+ * The longest wait between two agent audio frames of one reply since the last stats post
+ * (ms), and when the last frame arrived (0: no reply under way). An underrun that comes with
+ * a long wait here was a late server or network, not this client.
+ */
+let arrivalGapMs = 0;
+let lastAudioAt = 0;
 /** Reused in shared mode, where the ring copies out of it. */
 let scratch = new Float32Array(0);
 
@@ -112,7 +121,9 @@ function connect(options) {
 
 function collectStats() {
   const raw = ring ? ring.stats() : portStats;
-  return { stats: raw && counter ? counter.update(raw) : null, sent, dropped };
+  const gap = arrivalGapMs;
+  arrivalGapMs = 0;
+  return { stats: raw && counter ? counter.update(raw) : null, sent, dropped, arrivalGapMs: gap };
 }
 
 function stopReporting() {
@@ -127,6 +138,7 @@ function onText(text) {
   const msg = proto.receiveText(text);
   // Apply playback control before anything else can run: a clear must silence the player
   // even if the main thread is busy.
+  if (msg.type === "clear" || msg.type === "agent_done") lastAudioAt = 0; // the reply is over
   if (msg.type === "clear") {
     if (ring) ring.clear();
     else playerPort?.postMessage({ type: "clear" });
@@ -143,6 +155,9 @@ function onText(text) {
 /** @param {ArrayBuffer} data */
 function onAudio(data) {
   if (!proto || !proto.receiveBinary(data)) return;
+  const now = performance.now();
+  if (lastAudioAt > 0) arrivalGapMs = Math.max(arrivalGapMs, now - lastAudioAt);
+  lastAudioAt = now;
   const pcm = pcm16FromBytes(data);
   if (ring) {
     if (scratch.length !== pcm.length) scratch = new Float32Array(pcm.length);

@@ -37,6 +37,10 @@ import { PlayoutRing } from "./lib/ring.mjs";
  * @property {number} [ringSeconds] playout ring capacity (default 4 s)
  * @property {number} [sampleRate] AudioContext rate in Hz (default: the device's, or 48000
  *   when the device's rate is outside what the protocol allows)
+ * @property {number} [startMs] agent audio a reply must have buffered before it starts
+ *   playing (default 40 ms; the whole reply if it is shorter). The server bursts its cushion
+ *   at the start of a reply, so this costs nothing then; when the first audio trickles in it
+ *   trades those ms of latency for not stalling right after the first frame.
  * @property {boolean} [forcePortMode] use the MessagePort player even when
  *   SharedArrayBuffer is available (tests both paths)
  */
@@ -160,10 +164,18 @@ export class VoicecoreClient extends EventTarget {
     this.closedPromise = null;
     /**
      * When the player's underrun counter went up, as seen by the stats (~10x per second):
-     * epoch ms it was seen, the played position then (ms), and the counters after it.
-     * @type {{epochMs: number, playedMs: number, underruns: number, underrunMs: number}[]}
+     * epoch ms it was seen, the played position then (ms), the counters after it, and the
+     * longest wait between two agent audio frames in the second before (ms): a wait longer
+     * than the cushion means the audio arrived late (server or network), not that this
+     * client failed to play what it had.
+     * @type {{epochMs: number, playedMs: number, underruns: number, underrunMs: number,
+     *   arrivalGapMs: number}[]}
      */
     this.underrunLog = [];
+    /** The longest wait between two agent audio frames of one reply this session (ms). */
+    this.maxArrivalGapMs = 0;
+    /** @type {number[]} the last second's per-stats arrival gaps */
+    this.recentArrivalGapMs = [];
     /** disconnect() was called while connect() was still starting the audio */
     this.abandoned = false;
     /** Epoch ms at which the socket worker received the server message being dispatched. */
@@ -191,6 +203,8 @@ export class VoicecoreClient extends EventTarget {
     this.playout = null;
     this.micFrames = { sent: 0, dropped: 0 };
     this.underrunLog = [];
+    this.maxArrivalGapMs = 0;
+    this.recentArrivalGapMs = [];
     this.setState("connecting");
     this.abandoned = false;
     try {
@@ -255,6 +269,8 @@ export class VoicecoreClient extends EventTarget {
       !this.options.forcePortMode && globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer === "function";
     this.mode = shared ? "shared" : "port";
     const ring = shared ? PlayoutRing.allocate(capacity, true) : null;
+    const startThreshold = Math.round(((this.options.startMs ?? 40) / 1000) * rate);
+    if (ring) new PlayoutRing(ring).setStartThreshold(startThreshold);
 
     const source = context.createMediaStreamSource(stream);
     const capture = new AudioWorkletNode(context, "voicecore-capture", {
@@ -269,7 +285,7 @@ export class VoicecoreClient extends EventTarget {
       numberOfInputs: 0,
       numberOfOutputs: 1,
       outputChannelCount: [1],
-      processorOptions: { ring, capacity },
+      processorOptions: { ring, capacity, startThreshold },
     });
     const tap = new AudioWorkletNode(context, "voicecore-tap", {
       numberOfInputs: 2,
@@ -342,12 +358,16 @@ export class VoicecoreClient extends EventTarget {
       }
       case "stats":
         this.micFrames = { sent: data.sent, dropped: data.dropped };
+        this.maxArrivalGapMs = Math.max(this.maxArrivalGapMs, data.arrivalGapMs ?? 0);
+        this.recentArrivalGapMs.push(data.arrivalGapMs ?? 0);
+        if (this.recentArrivalGapMs.length > 10) this.recentArrivalGapMs.shift();
         if (data.stats && data.stats.underruns > (this.playout?.underruns ?? 0)) {
           this.underrunLog.push({
             epochMs: performance.timeOrigin + performance.now(),
             playedMs: data.stats.playedMs,
             underruns: data.stats.underruns,
             underrunMs: data.stats.underrunMs,
+            arrivalGapMs: Math.max(...this.recentArrivalGapMs),
           });
         }
         if (data.stats) {

@@ -22,6 +22,11 @@
  * * end of reply: on `agent_done` the writer records its position in DONE_AT. When the reader
  *   reaches DONE_AT with nothing more to play, the reply is over: the player goes idle, and
  *   silence from then on is not an underrun.
+ * * start of reply: an idle player starts a reply only once START_THRESHOLD samples are
+ *   buffered (or the whole reply is, per DONE_AT). The server bursts its cushion at the start
+ *   of a reply, so this normally costs nothing; when the reply's first audio trickles in
+ *   (a TTS slow to start, a loaded server), starting on the first 20 ms frame would play it
+ *   and then stall: a gap a few tens of ms of patience avoids.
  * @module
  */
 
@@ -51,6 +56,8 @@ export const H = Object.freeze({
   RATE: 10,
   /** reader: clears applied (the reader's copy of CLEAR_GEN) */
   CLEAR_ACK: 11,
+  /** configuration: samples a reply must have buffered before it starts (see `read`) */
+  START_THRESHOLD: 12,
 });
 
 /** Control words reserved (a multiple of 4 keeps the float data 16-byte aligned). */
@@ -175,6 +182,17 @@ export class PlayoutRing {
     Atomics.store(this.header, H.RATE, rate);
   }
 
+  /**
+   * How much of a reply must be buffered before the player starts it.
+   * @param {number} samples 0 starts on the first sample; at most the capacity
+   */
+  setStartThreshold(samples) {
+    if (!Number.isInteger(samples) || samples < 0 || samples > this.capacity) {
+      throw new RangeError(`start threshold must be an integer in 0..${this.capacity} samples, got ${samples}`);
+    }
+    Atomics.store(this.header, H.START_THRESHOLD, samples);
+  }
+
   // ---- reader side (the player, one thread) ------------------------------------------
 
   /**
@@ -214,7 +232,15 @@ export class PlayoutRing {
     this.applyClear();
     const read = Atomics.load(h, H.READ);
     const write = Atomics.load(h, H.WRITE);
-    const available = dist(write, read);
+    let available = dist(write, read);
+    if (
+      available > 0 &&
+      available < Atomics.load(h, H.START_THRESHOLD) &&
+      Atomics.load(h, H.STATE) === PlayerState.IDLE &&
+      Atomics.load(h, H.DONE_AT) !== write
+    ) {
+      available = 0; // a reply is arriving: wait for its start threshold (idle silence)
+    }
     const n = Math.min(available, out.length);
     const start = read & this.mask;
     const first = Math.min(n, this.capacity - start);

@@ -37,7 +37,7 @@ test("worker messages update state, session, stats and the underrun log", () => 
   client.onWorkerMessage({ type: "message", msg: { type: "error", code: "busy", message: "full" } });
   const stats = { bufferedMs: 100, playedMs: 500, underruns: 0, underrunMs: 0, overflowMs: 0, state: "playing", capacityMs: 5000 };
   client.onWorkerMessage({ type: "stats", stats, sent: 10, dropped: 1 });
-  client.onWorkerMessage({ type: "stats", stats: { ...stats, underruns: 1, underrunMs: 20 }, sent: 11, dropped: 1 });
+  client.onWorkerMessage({ type: "stats", stats: { ...stats, underruns: 1, underrunMs: 20 }, sent: 11, dropped: 1, arrivalGapMs: 180 });
   client.onWorkerMessage({ type: "protocol_error", message: "bad" });
   assert.equal(client.state, "handshaking");
   assert.deepEqual(client.session, ready);
@@ -45,6 +45,8 @@ test("worker messages update state, session, stats and the underrun log", () => 
   assert.equal(client.playout?.underruns, 1);
   assert.equal(client.underrunLog.length, 1);
   assert.equal(client.underrunLog[0].playedMs, 500);
+  assert.equal(client.underrunLog[0].arrivalGapMs, 180, "the late frame that explains it");
+  assert.equal(client.maxArrivalGapMs, 180);
   assert.deepEqual(seen, ["state", "ready", "transcript", "server_error", "playout", "playout", "error"]);
 });
 

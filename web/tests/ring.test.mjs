@@ -217,3 +217,28 @@ test("interleaved writer and reader views on one SharedArrayBuffer lose and repe
   assert.ok(expected > 100000, `exercised ${expected} samples`);
   assert.equal(writer.stats().overflow, 0);
 });
+
+test("a reply starts once its start threshold is buffered, or once it is all there", () => {
+  const r = ring(64);
+  r.setStartThreshold(6);
+  const out = new Float32Array(4);
+  r.write(ramp(1, 4));
+  assert.equal(r.read(out), 0, "4 of 6: wait");
+  assert.equal(r.stats().state, PlayerState.IDLE, "waiting is idle, not starved");
+  r.write(ramp(5, 4));
+  assert.equal(r.read(out), 4);
+  assert.deepEqual(Array.from(out), [1, 2, 3, 4]);
+  // Once playing, the threshold no longer applies: a short buffer plays on.
+  assert.equal(r.read(out), 4);
+  r.markDone();
+  r.read(out);
+  assert.equal(r.stats().state, PlayerState.IDLE);
+  // A reply shorter than the threshold plays as soon as agent_done says it is complete.
+  r.write(ramp(20, 3));
+  assert.equal(r.read(out), 0);
+  r.markDone();
+  assert.equal(r.read(out), 3);
+  assert.equal(r.stats().underruns, 0);
+  assert.throws(() => r.setStartThreshold(65), RangeError);
+  assert.throws(() => r.setStartThreshold(-1), RangeError);
+});

@@ -13,18 +13,26 @@
  *   { type: "clear" }, { type: "done" }; the player answers with
  *   { type: "stats", stats: RingStats } every `statsMs`.
  *
- * processorOptions: { ring?: SharedArrayBuffer, capacity: number, statsMs?: number }
+ * processorOptions: { ring?: SharedArrayBuffer, capacity: number, startThreshold?: number
+ *   (samples; port mode), statsMs?: number }
  * node.port in: { type: "port", port: MessagePort }   port mode: the socket worker's end
  */
 import { PlayoutRing } from "../lib/ring.mjs";
 
 class PlayerProcessor extends AudioWorkletProcessor {
-  /** @param {{processorOptions: {ring?: SharedArrayBuffer, capacity: number, statsMs?: number}}} options */
+  /**
+   * @param {{processorOptions: {ring?: SharedArrayBuffer, capacity: number,
+   *   startThreshold?: number, statsMs?: number}}} options
+   */
   constructor(options) {
     super();
-    const { ring, capacity, statsMs = 50 } = options.processorOptions;
+    const { ring, capacity, startThreshold = 0, statsMs = 50 } = options.processorOptions;
     this.ring = new PlayoutRing(ring ?? PlayoutRing.allocate(capacity, false));
-    if (!ring) this.ring.setSampleRate(sampleRate);
+    if (!ring) {
+      // Port mode: this ring is the player's own (in shared mode the client configured it).
+      this.ring.setSampleRate(sampleRate);
+      this.ring.setStartThreshold(startThreshold);
+    }
     /** @type {MessagePort | null} port mode: the socket worker */
     this.feed = null;
     this.statsEvery = Math.max(1, Math.round((statsMs / 1000) * sampleRate));
