@@ -276,6 +276,16 @@ def test_a_bad_message_in_a_session_is_reported_and_dropped(
     assert conn.receive(b"\x00\x00").message == Audio(b"\x00\x00")  # and the session goes on
 
 
+def test_the_output_rate_must_fit_the_server_frame() -> None:
+    conn = ProtocolSession("s", frame_ms=10)
+    step = conn.receive(hello(output_rate=22050))  # 220.5 samples per 10 ms frame
+    assert isinstance(step.replies[0], Error)
+    assert step.replies[0].code == ErrorCode.UNSUPPORTED_RATE
+    assert step.close is not None
+    assert step.close.code == CloseCode.UNSUPPORTED_DATA
+    assert isinstance(ProtocolSession("s").receive(hello(output_rate=22050)).message, Hello)
+
+
 def test_an_oversized_message_ends_a_session_with_1009() -> None:
     conn = ProtocolSession("s", max_message_bytes=4096)
     conn.receive(hello())

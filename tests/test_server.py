@@ -221,11 +221,19 @@ async def test_a_full_turn_with_resampled_mic_and_paced_frames(web_root: Path) -
         assert {len(f) for f in frames} == {960}
         tts_ms = 40.0 * len("It is nine o'clock. Anything else?")
         assert abs(len(frames) * 20 - tts_ms) <= 40
-        await ws.send(json.dumps({"type": "playout", "buffered_ms": 0, "played_ms": 1360}))
+        for underruns in (1, 3, 3):
+            report = {
+                "type": "playout",
+                "buffered_ms": 0,
+                "played_ms": 1360,
+                "underruns": underruns,
+            }
+            await ws.send(json.dumps(report))
         await ws.send(json.dumps({"type": "bye"}))
         _, code, _ = await closed_with(ws)
         assert code == CloseCode.NORMAL
     assert server.recent[-1].turns[0].voice_to_voice_ms is not None
+    assert server.recent[-1].edge_counters["client.underruns"] == 3  # cumulative reports
 
 
 @pytest.mark.parametrize(

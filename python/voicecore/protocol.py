@@ -697,6 +697,13 @@ class ProtocolSession:
                     f"'{_client_type(message)}' before 'hello': send hello first",
                     CloseCode.POLICY,
                 )
+            if message.output_rate * self.frame_ms % 1000:
+                return self.fail(
+                    ErrorCode.UNSUPPORTED_RATE,
+                    f"output_rate {message.output_rate} Hz does not divide into this server's "
+                    f"{self.frame_ms} ms frames; use another rate",
+                    CloseCode.UNSUPPORTED_DATA,
+                )
             self.hello = message
             self._ready = Ready(
                 session_id=self.session_id,

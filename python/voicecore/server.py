@@ -329,6 +329,8 @@ class WebSocketTransport:
 
     Attributes:
         playout: the client's last playout report (None before the first).
+        metrics: the session's metrics, once it exists: the underruns the client reports
+            are counted there (``client.underruns``, exported by ``/metrics``).
         sent: messages written to the socket.
         peak_queued: the most messages the send queue ever held.
     """
@@ -345,6 +347,7 @@ class WebSocketTransport:
             raise ValueError(f"send_queue must be >= 1 message, got {send_queue}")
         self.protocol = session
         self.playout: protocol.Playout | None = None
+        self.metrics: SessionMetrics | None = None
         self.sent = 0
         self.peak_queued = 0
         self._ws = websocket
@@ -434,8 +437,18 @@ class WebSocketTransport:
                     pcm = self._resampler.process(pcm)
                 return MicAudio(pcm)
             if isinstance(message, protocol.Playout):
+                self._count_underruns(message)
                 self.playout = message
                 return PlayoutReport(message.buffered_ms)
+
+    def _count_underruns(self, report: protocol.Playout) -> None:
+        previous = self.playout.underruns if self.playout is not None else None
+        if report.underruns is None or self.metrics is None:
+            return
+        # The client's count is cumulative; a restarted player may report a smaller one.
+        new = report.underruns - (previous or 0)
+        if new > 0:
+            self.metrics.count("client.underruns", new)
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
         """Decides to close with ``code`` (unless a close was already decided): the engine's
@@ -812,11 +825,18 @@ class VoiceServer:
                 timeline=_SpeechTimeline(transport.send_message),
             )
             connection.session = session
+            transport.metrics = session.metrics
             await session.run()
         finally:
             del self._connections[session_id]
             if connection.session is not None:
                 self.recent.append(connection.session.metrics)
+            _log.info(
+                "%s: closed (%s), %.1f s",
+                session_id,
+                transport.close_code or "by the client",
+                time.monotonic() - connection.opened,
+            )
 
 
 # --- the command -----------------------------------------------------------------------------
