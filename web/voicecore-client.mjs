@@ -25,7 +25,7 @@
  *   playout      PlayoutStats  ~10x per second (see lib/playout-stats.mjs)
  * @module
  */
-import { MAX_RATE, MIN_RATE } from "./lib/protocol.mjs";
+import { MAX_RATE, MIN_RATE, describeClose } from "./lib/protocol.mjs";
 import { PlayoutRing } from "./lib/ring.mjs";
 
 /**
@@ -160,8 +160,10 @@ export class VoicecoreClient extends EventTarget {
     /** @type {AudioNode[]} */
     this.nodes = [];
     this.ownsStream = false;
-    /** @type {Promise<void> | null} */
+    /** @type {Promise<void> | null} resolves once the session is over and torn down */
     this.closedPromise = null;
+    /** @type {Promise<void> | null} the teardown after the session ended */
+    this.finished = null;
     /**
      * When the player's underrun counter went up, as seen by the stats (~10x per second):
      * epoch ms it was seen, the played position then (ms), the counters after it, and the
@@ -207,6 +209,7 @@ export class VoicecoreClient extends EventTarget {
     this.recentArrivalGapMs = [];
     this.setState("connecting");
     this.abandoned = false;
+    this.finished = null;
     try {
       await this.startAudio();
       if (this.abandoned) throw new Error("disconnected while starting");
@@ -326,12 +329,15 @@ export class VoicecoreClient extends EventTarget {
     }
     this.closedPromise = new Promise((resolve) => {
       worker.onmessage = (event) => {
-        if (this.onWorkerMessage(event.data)) resolve();
+        if (this.onWorkerMessage(event.data)) void this.finished?.then(resolve);
+      };
+      worker.onerror = (event) => {
+        // The worker could not load or crashed: the session cannot go on.
+        event.preventDefault();
+        this.emit("error", { message: `The socket worker failed: ${event.message || "could not load"}` });
+        if (this.onWorkerMessage({ type: "closed", info: describeClose(1006) })) void this.finished?.then(resolve);
       };
     });
-    worker.onerror = (event) => {
-      this.emit("error", { message: `Socket worker failed: ${event.message}` });
-    };
     const url = this.options.url ?? defaultUrl();
     worker.postMessage(
       { type: "connect", url, inputRate: rate, outputRate: rate, frameMs, ring, capturePort: captureChannel.port2, playerPort },
@@ -379,7 +385,8 @@ export class VoicecoreClient extends EventTarget {
         this.emit("error", { message: `Protocol error: ${data.message}` });
         return false;
       case "closed":
-        void this.teardown().then(() => {
+        if (this.finished) return true; // already closing (a worker error, then its close)
+        this.finished = this.teardown().then(() => {
           this.setState("closed");
           this.emit("closed", data.info);
         });

@@ -315,10 +315,15 @@ export class ClientProtocol {
    */
   closed(code, reason = "") {
     const info = describeClose(code, reason);
-    // A close we asked for is a clean end whatever code the browser reports for it.
     if (this.state === "closing") {
+      // A close we asked for is a clean end whatever code the browser reports for it.
       info.clean = true;
       info.message = "Disconnected.";
+    } else if (this.state === "connecting") {
+      // The socket never opened: no server there, or it refused the upgrade (a browser does
+      // not show a refused handshake's status, e.g. 403 for an origin not allowed).
+      info.message = "Could not reach the voice server.";
+      info.retryable = true;
     }
     this.state = "closed";
     this.closeInfo = info;

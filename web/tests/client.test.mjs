@@ -68,3 +68,15 @@ test("OutputTap.stop resolves with the recording and an output-clock anchor", as
   assert.equal(r.clock.contextTime, 2);
   assert.equal(r.clock.epochMs, performance.timeOrigin + 1000);
 });
+
+test("the session ends once, after its teardown, even when a worker error precedes the close", async () => {
+  const client = new VoicecoreClient();
+  /** @type {any[]} */
+  const closed = [];
+  client.addEventListener("closed", (e) => closed.push(/** @type {CustomEvent} */ (e).detail));
+  assert.equal(client.onWorkerMessage({ type: "closed", info: { code: 1006 } }), true);
+  assert.equal(client.onWorkerMessage({ type: "closed", info: { code: 1000 } }), true);
+  await client.finished;
+  assert.equal(client.state, "closed");
+  assert.deepEqual(closed, [{ code: 1006 }]);
+});

@@ -138,6 +138,15 @@ test("state machine: disconnect before the socket opened sends nothing", () => {
   assert.equal(p.state, "closing");
 });
 
+test("state machine: a socket that never opened says the server was not reached", () => {
+  const p = new ClientProtocol({ inputRate: 16000, outputRate: 16000 });
+  p.connect();
+  const info = p.closed(1006);
+  assert.match(info.message, /Could not reach/);
+  assert.equal(info.clean, false);
+  assert.equal(info.retryable, true);
+});
+
 test("describeClose explains each protocol close code", () => {
   assert.equal(describeClose(1000).clean, true);
   assert.match(describeClose(1001).message, /shutting down/);
