@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 from voicecore.server import ServerSettings, VoiceServer, default_origins
 from voicecore.session import SessionConfig
 from voicecore.stages import EnergyVadStage
+from voicecore.transport import Transport
 
 REPO = Path(__file__).resolve().parent.parent
 LONG_REPLY = " ".join(["This sentence is part of a long answer that keeps the agent talking."] * 6)
@@ -49,9 +52,9 @@ def hello(input_rate: int = 16000, output_rate: int = 24000, **fields: Any) -> s
     )
 
 
-def pipeline(reply: str = "It is nine o'clock. Anything else?") -> Pipeline:
+def pipeline(reply: str = "It is nine o'clock. Anything else?", cushion_ms: int = 120) -> Pipeline:
     return Pipeline(
-        VoicecoreConfig(session=SessionConfig(end_of_turn_silence_ms=300)),
+        VoicecoreConfig(session=SessionConfig(end_of_turn_silence_ms=300, cushion_ms=cushion_ms)),
         vad_kind="energy",
         new_vad=EnergyVadStage,
         new_stt=lambda: ScriptedSTT([Utterance(["what"], "What time is it?")]),
@@ -170,16 +173,22 @@ async def settle(predicate: Any, timeout: float = 5.0) -> None:
 
 
 async def test_hello_gets_ready(web_root: Path) -> None:
-    async with running(web_root) as server, connect(ws_url(server)) as ws:
+    async with (
+        running(web_root, pipe=pipeline(cushion_ms=200)) as server,
+        connect(ws_url(server)) as ws,
+    ):
         await ws.send(hello(48000, 48000))
         ready = await recv_json(ws)
         assert ready["type"] == "ready"
         assert ready["protocol"] == 1
         assert (ready["input_rate"], ready["output_rate"]) == (48000, 48000)
         assert ready["frame_ms"] == 20
-        assert ready["cushion_ms"] == 120
+        assert ready["cushion_ms"] == 200  # the configured one
         assert len(ready["session_id"]) >= 8
         assert server.sessions == 1
+        (transport,) = server.transports()
+        assert isinstance(transport, Transport)
+        assert transport.sample_rate == 48000
 
 
 async def test_a_full_turn_with_resampled_mic_and_paced_frames(web_root: Path) -> None:
@@ -426,6 +435,10 @@ async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) 
                     pass  # until the agent speaks
             assert server.pacer.stats().open_streams == 1
             assert task_count() > baseline
+            (transport,) = server.transports()
+            session = weakref.ref(server.live_sessions()[0])
+            transport_ref = weakref.ref(transport)
+            del transport
             # Gone without a closing handshake: a reset connection.
             raw = ws.stream
             assert isinstance(raw, trio.SocketStream)
@@ -434,7 +447,11 @@ async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) 
         await settle(lambda: server.sessions == 0)
         await settle(lambda: task_count() == baseline)
         assert server.pacer.stats().open_streams == 0
-        assert server.router.unrouted >= 0
+        # Nothing holds the session or its transport any more (their channels, rings and
+        # resamplers go with them): only its metrics are kept, for /metrics.
+        gc.collect()
+        assert session() is None
+        assert transport_ref() is None
         turn = server.recent[-1].turns[0]
         assert turn.interrupted  # cut when the session ended: only what was heard is kept
 

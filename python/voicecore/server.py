@@ -628,6 +628,10 @@ class VoiceServer:
         """The open connections' transports (for tests and introspection)."""
         return [c.transport for c in self._connections.values()]
 
+    def live_sessions(self) -> list[Session]:
+        """The sessions running now (connections past ``hello``)."""
+        return [c.session for c in self._connections.values() if c.session is not None]
+
     def shutdown(self) -> None:
         """Requests a graceful shutdown; ``run`` returns once it is done."""
         self._shutdown.set()
@@ -727,7 +731,7 @@ class VoiceServer:
 
     def metrics_text(self) -> str:
         """``/metrics``: Prometheus text over the live and recently finished sessions."""
-        live = [c.session.metrics for c in self._connections.values() if c.session is not None]
+        live = [session.metrics for session in self.live_sessions()]
         return prometheus_text([*live, *self.recent], diagnostics=self._diagnostics)
 
     # --- WebSocket ----------------------------------------------------------------------------
