@@ -18,7 +18,8 @@
  *                                    worker got the last server message, for server events)
  *
  * URL parameters: `?connect=1` connects on load (tests; needs autoplay allowed),
- * `?mode=port` forces the MessagePort player even when SharedArrayBuffer is available.
+ * `?mode=port` forces the MessagePort player even when SharedArrayBuffer is available,
+ * `?token=...` is passed on to the socket (a server started with --token).
  */
 import { Conversation } from "./lib/conversation.mjs";
 import { TimeSeries } from "./lib/history.mjs";
@@ -55,7 +56,17 @@ const ui = {
   sessionInfo: $("session-info"),
 };
 
-const client = new VoicecoreClient({ forcePortMode: params.get("mode") === "port" });
+/** The socket URL: /ws on this host, with the page's `?token=` passed on (browsers cannot set
+ * an Authorization header on a WebSocket, so the server also accepts the token there). */
+function socketUrl() {
+  const url = new URL("/ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const token = params.get("token");
+  if (token) url.searchParams.set("token", token);
+  return url.href;
+}
+
+const client = new VoicecoreClient({ url: socketUrl(), forcePortMode: params.get("mode") === "port" });
 let conversation = new Conversation();
 const GRAPH_SECONDS = 30;
 const buffer = new TimeSeries(GRAPH_SECONDS * 10 + 10);
@@ -188,7 +199,17 @@ function renderTurn(turn) {
   user.classList.toggle("partial", !turn.userFinal);
   const agentText = /** @type {HTMLElement} */ (agent.querySelector(".text"));
   agent.hidden = !turn.agentText;
-  agentText.textContent = turn.agentText;
+  const { heard, unheard } = Conversation.splitHeard(turn);
+  if (unheard) {
+    // What the barge-in cut off stays visible, struck through: the agent never said it.
+    const cut = document.createElement("s");
+    cut.className = "unheard";
+    cut.title = "Not heard: you interrupted";
+    cut.textContent = unheard;
+    agentText.replaceChildren(heard, cut);
+  } else {
+    agentText.textContent = heard;
+  }
   agent.classList.toggle("interrupted", turn.interrupted);
   agent.classList.toggle("streaming", !turn.agentDone && !turn.interrupted);
   const meta = /** @type {HTMLElement} */ (li.querySelector(".turn-meta"));

@@ -136,6 +136,7 @@ function onText(text) {
   if (!proto) return;
   const before = proto.state;
   const msg = proto.receiveText(text);
+  if (msg === null) return; // a message type added after this client was written
   // Apply playback control before anything else can run: a clear must silence the player
   // even if the main thread is busy.
   if (msg.type === "clear" || msg.type === "agent_done") lastAudioAt = 0; // the reply is over

@@ -23,6 +23,8 @@
  * @property {string} agentText everything the agent said, chunks joined
  * @property {boolean} agentDone all the reply's audio was sent
  * @property {boolean} interrupted the user barged in (a clear named this turn)
+ * @property {string | null} heard the part of the reply the user heard, once the server
+ *   says (agent_done); null until then
  * @property {TurnLatency | null} latency
  */
 
@@ -53,6 +55,7 @@ export class Conversation {
         agentText: "",
         agentDone: false,
         interrupted: false,
+        heard: null,
         latency: null,
       };
       this.turns.push(turn);
@@ -92,6 +95,8 @@ export class Conversation {
       case "agent_done": {
         const turn = this.turn(msg.turn_id);
         turn.agentDone = true;
+        if (msg.interrupted === true) turn.interrupted = true;
+        if (typeof msg.heard === "string") turn.heard = msg.heard;
         return turn;
       }
       case "clear": {
@@ -114,6 +119,20 @@ export class Conversation {
       default:
         return null;
     }
+  }
+
+  /**
+   * A reply split into what the user heard and what the barge-in cut off. Uncut replies, and
+   * replies whose heard text is not a prefix of what was said (it should be), are all heard.
+   * @param {Turn} turn
+   * @returns {{heard: string, unheard: string}}
+   */
+  static splitHeard(turn) {
+    const heard = turn.heard;
+    if (!turn.interrupted || heard === null || !turn.agentText.startsWith(heard)) {
+      return { heard: turn.agentText, unheard: "" };
+    }
+    return { heard, unheard: turn.agentText.slice(heard.length) };
   }
 
   /** The latest turn with latency figures, or null. */

@@ -32,7 +32,7 @@ export const MAX_RATE = 48000;
  * @typedef {{type: "speech_start" | "speech_end", time_s: number}} SpeechEvent
  * @typedef {{type: "transcript", turn_id: number, text: string, final: boolean}} Transcript
  * @typedef {{type: "agent_text", turn_id: number, text: string}} AgentText
- * @typedef {{type: "agent_done", turn_id: number}} AgentDone
+ * @typedef {{type: "agent_done", turn_id: number, interrupted?: boolean, heard?: string}} AgentDone
  * @typedef {{type: "clear", turn_id: number}} Clear
  * @typedef {{type: "metrics", turn_id: number, voice_to_voice_ms?: number | null,
  *   stt_final_ms?: number | null, llm_first_token_ms?: number | null,
@@ -127,10 +127,11 @@ const SCHEMA = {
 };
 
 /**
- * Parses and validates one server text frame. Unknown extra fields are kept (the server
- * may add fields within v1); a missing or mistyped known field is an error.
+ * Parses and validates one server text frame. Unknown extra fields are kept and unknown
+ * message types are ignored (returns null): within v1 the server may add both. A missing or
+ * mistyped known field is an error.
  * @param {string} text
- * @returns {ServerMessage}
+ * @returns {ServerMessage | null}
  * @throws {ProtocolError}
  */
 export function parseServerMessage(text) {
@@ -146,9 +147,8 @@ export function parseServerMessage(text) {
   }
   const msg = /** @type {Record<string, unknown>} */ (value);
   const type = msg.type;
-  if (typeof type !== "string" || !Object.hasOwn(SCHEMA, type)) {
-    throw new ProtocolError(`unknown server message type ${JSON.stringify(type)}`);
-  }
+  if (typeof type !== "string") throw new ProtocolError("server message has no string type");
+  if (!Object.hasOwn(SCHEMA, type)) return null;
   for (const [field, kind] of Object.entries(SCHEMA[type])) {
     const v = msg[field];
     const ok =
@@ -250,11 +250,12 @@ export class ClientProtocol {
   /**
    * A text frame arrived.
    * @param {string} text
-   * @returns {ServerMessage}
+   * @returns {ServerMessage | null} null for a message type this client does not know (ignored)
    * @throws {ProtocolError} malformed, or not acceptable now
    */
   receiveText(text) {
     const msg = parseServerMessage(text);
+    if (msg === null) return null;
     if (msg.type === "error") {
       this.lastError = msg;
       return msg;

@@ -22,8 +22,8 @@
  * * end of reply: on `agent_done` the writer records its position in DONE_AT. When the reader
  *   reaches DONE_AT with nothing more to play, the reply is over: the player goes idle, and
  *   silence from then on is not an underrun.
- * * start of reply: an idle player starts a reply only once START_THRESHOLD samples are
- *   buffered (or the whole reply is, per DONE_AT). The server bursts its cushion at the start
+ * * start of reply: an idle player starts a reply once START_THRESHOLD samples are buffered,
+ *   the whole reply is (per DONE_AT), or it has waited the threshold's duration. The server bursts its cushion at the start
  *   of a reply, so this normally costs nothing; when the reply's first audio trickles in
  *   (a TTS slow to start, a loaded server), starting on the first 20 ms frame would play it
  *   and then stall: a gap a few tens of ms of patience avoids.
@@ -136,6 +136,8 @@ export class PlayoutRing {
     this.shared = typeof SharedArrayBuffer === "function" && buffer instanceof SharedArrayBuffer;
     /** Reader-private: silence played since the ring ran dry inside a reply. */
     this.starvedSamples = 0;
+    /** Reader-private: silence played while holding a reply's start for its threshold. */
+    this.startWaited = 0;
   }
 
   // ---- writer side (one thread) ---------------------------------------------------------
@@ -233,15 +235,21 @@ export class PlayoutRing {
     const read = Atomics.load(h, H.READ);
     const write = Atomics.load(h, H.WRITE);
     let available = dist(write, read);
+    const threshold = Atomics.load(h, H.START_THRESHOLD);
     if (
       available > 0 &&
-      available < Atomics.load(h, H.START_THRESHOLD) &&
+      available < threshold &&
+      this.startWaited < threshold &&
       Atomics.load(h, H.STATE) === PlayerState.IDLE &&
       Atomics.load(h, H.DONE_AT) !== write
     ) {
-      available = 0; // a reply is arriving: wait for its start threshold (idle silence)
+      // A reply is arriving: hold it (idle silence) until its start threshold is buffered,
+      // but never longer than the threshold's own duration.
+      this.startWaited += out.length;
+      available = 0;
     }
     const n = Math.min(available, out.length);
+    if (n > 0) this.startWaited = 0;
     const start = read & this.mask;
     const first = Math.min(n, this.capacity - start);
     out.set(this.data.subarray(start, start + first), 0);

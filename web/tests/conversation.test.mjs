@@ -23,6 +23,7 @@ test("a turn: partials then final, agent chunks, done, metrics", () => {
   assert.equal(turn.agentText, "It is noon. Anything else?");
   assert.equal(turn.agentDone, true);
   assert.equal(turn.interrupted, false);
+  assert.deepEqual(Conversation.splitHeard(turn), { heard: "It is noon. Anything else?", unheard: "" });
   assert.deepEqual(turn.latency, {
     voiceToVoiceMs: 640,
     sttFinalMs: 120,
@@ -40,6 +41,10 @@ test("barge-in marks the turn interrupted; turns stay ordered and bounded", () =
   c.apply({ type: "transcript", turn_id: 1, text: "first", final: true });
   assert.deepEqual(c.turns.map((t) => t.id), [1, 2]);
   assert.equal(c.turn(2).interrupted, true);
+  c.apply({ type: "agent_text", turn_id: 2, text: "think about it." });
+  c.apply({ type: "agent_done", turn_id: 2, interrupted: true, heard: "Let me" });
+  assert.deepEqual(Conversation.splitHeard(c.turn(2)), { heard: "Let me", unheard: " think about it." });
+  assert.deepEqual(Conversation.splitHeard(c.turn(1)), { heard: "", unheard: "" });
   for (const id of [3, 4, 5]) c.apply({ type: "transcript", turn_id: id, text: "x", final: true });
   assert.deepEqual(c.turns.map((t) => t.id), [3, 4, 5]);
   assert.equal(c.apply({ type: "error", code: "busy", message: "" }), null);

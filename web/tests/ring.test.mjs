@@ -239,6 +239,13 @@ test("a reply starts once its start threshold is buffered, or once it is all the
   r.markDone();
   assert.equal(r.read(out), 3);
   assert.equal(r.stats().underruns, 0);
+  // A reply that trickles in waits at most the threshold's duration (6 samples: 2 quanta).
+  r.read(out); // idle
+  r.write(ramp(30, 1));
+  assert.equal(r.read(out), 0);
+  assert.equal(r.read(out), 0);
+  assert.equal(r.read(out), 1, "waited 8 >= 6 samples: starts with what it has");
+  assert.equal(r.stats().underruns, 0);
   assert.throws(() => r.setStartThreshold(65), RangeError);
   assert.throws(() => r.setStartThreshold(-1), RangeError);
 });
