@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -20,17 +21,21 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from voicecore import Resampler
-from voicecore.config import build_pipeline, load_config
+from voicecore import FramePacer, PlayoutRouter, Resampler, Session
+from voicecore.config import Pipeline, Providers, build_pipeline, load_config
 from voicecore.models import silero_vad_path
 from voicecore.providers.silero import SileroVad, VadFallbackWarning
 from voicecore.stages import EnergyVadStage
-from voicecore.transport import AgentAudio, Event, memory_transport
+from voicecore.transport import AgentAudio, Event, MemoryClient, memory_transport
 
 CLIENT_RATE = 48_000  # a browser's AudioContext rate: the mic and the agent audio
 LEAD_IN_S = 0.3  # room noise before the user speaks
 TAIL_S = 1.5  # room noise after: the end of the turn, and windows the energy gate skips
 TURN_LIMIT_S = 20.0
+# PocketSphinx must keep up with real time; on a loaded test machine (several test suites
+# and benchmarks sharing two cores) it can lag seconds behind, so the STT's final gets more
+# time than the engine's default of 3 s. Every other setting is the default.
+SETTINGS = {"session.stt_final_timeout_s": "10"}
 
 
 class Utterance(Protocol):
@@ -64,28 +69,25 @@ def _rms(pcm: npt.NDArray[np.int16]) -> float:
     return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if pcm.size else 0.0
 
 
-async def test_a_spoken_turn_runs_offline_from_speech_in_to_speech_out(
-    speech: list[Utterance], record_property: Callable[[str, object], None]
-) -> None:
-    utterance = next(u for u in speech if u.name == "goforward.wav")
-    config = load_config(env={})  # the defaults: the offline pipeline
-    if silero_vad_path() is None:
-        # The fallback the issue asks for: said out loud, then the energy VAD.
-        with pytest.warns(VadFallbackWarning, match="voicecore models fetch"):
-            pipeline = build_pipeline(config)
-        assert pipeline.vad_kind == "energy"
-        record_property("vad", "energy VAD: Silero model not fetched (voicecore models fetch)")
-        print("Silero VAD model missing: this run used the energy VAD fallback")
-    else:
-        pipeline = build_pipeline(config)
-        assert pipeline.vad_kind == "silero"
-        record_property("vad", "silero")
-    providers = pipeline.providers()
-    assert isinstance(providers.vad, SileroVad if pipeline.vad_kind == "silero" else EnergyVadStage)
-    await pipeline.load(providers)  # the PocketSphinx decoder, before the user speaks
+@dataclass
+class Conversation:
+    """What one offline conversation of one turn produced."""
 
+    utterance: Utterance
+    client: MemoryClient
+    session: Session
+    providers: Providers
+    elapsed_s: float
+
+
+async def converse(
+    pipeline: Pipeline, utterance: Utterance, *, pacer: PlayoutRouter | None = None
+) -> Conversation:
+    """Says ``utterance`` to a new session of ``pipeline``; returns at the end of its turn."""
+    providers = pipeline.providers()
+    await pipeline.load(providers)  # the PocketSphinx decoder, before the user speaks
     transport, client = memory_transport(CLIENT_RATE)
-    session = pipeline.session(transport, providers=providers)
+    session = pipeline.session(transport, providers=providers, pacer=pacer)
     started = time.perf_counter()
     with trio.fail_after(TURN_LIMIT_S):
         async with trio.open_nursery() as nursery:
@@ -95,9 +97,12 @@ async def test_a_spoken_turn_runs_offline_from_speech_in_to_speech_out(
                 if isinstance(message, Event) and message.type in ("turn_end", "error"):
                     break
             nursery.cancel_scope.cancel()
-    elapsed_s = time.perf_counter() - started
-    await pipeline.aclose()
+    return Conversation(utterance, client, session, providers, time.perf_counter() - started)
 
+
+def check_turn(pipeline: Pipeline, conversation: Conversation) -> None:
+    """Asserts what any good offline turn shows, whatever the responder's wording."""
+    utterance, client, session = conversation.utterance, conversation.client, conversation.session
     assert client.events("error") == []
     (turn_end,) = client.events("turn_end")
     assert turn_end["turn_id"] == 1
@@ -145,16 +150,84 @@ async def test_a_spoken_turn_runs_offline_from_speech_in_to_speech_out(
     assert 0 < turn.stt_final_ms <= pipeline.config.session.stt_final_timeout_s * 1000
     assert 0 <= turn.llm_first_token_ms < 1000
     assert 0 <= turn.tts_first_audio_ms < 1000
-    assert turn.stt_final_ms < turn.voice_to_voice_ms < 4000
+    assert turn.stt_final_ms < turn.voice_to_voice_ms < turn.stt_final_ms + 1500
     assert turn.prompt_tokens is not None
     assert turn.prompt_tokens > 0
     assert not turn.interrupted
 
     # The VAD: Silero ran on the speech, and its gate skipped the silence around it.
-    if isinstance(providers.vad, SileroVad):
-        stats = providers.vad.stats()
+    vad = conversation.providers.vad
+    if isinstance(vad, SileroVad):
+        stats = vad.stats()
         assert stats.inferred > 0
         assert stats.skipped >= TAIL_S / 0.032 / 2, stats
     # The wall time: the mic streams in real time, the reply plays out in real time.
     mic_s = len(utterance.samples) / utterance.sample_rate + LEAD_IN_S + TAIL_S
-    assert elapsed_s < mic_s + duration_s + 5.0
+    assert conversation.elapsed_s < mic_s + duration_s + turn.stt_final_ms / 1000 + 3.0
+
+
+def by_name(speech: list[Utterance], name: str) -> Utterance:
+    return next(u for u in speech if u.name == name)
+
+
+def default_pipeline(record_property: Callable[[str, object], None]) -> Pipeline:
+    """The offline pipeline of the default configuration: Silero VAD, or the energy VAD after
+    the fallback warning when the model has not been fetched (the test report says which)."""
+    config = load_config(env={}, flags=SETTINGS)
+    if silero_vad_path() is None:
+        with pytest.warns(VadFallbackWarning, match="voicecore models fetch"):
+            pipeline = build_pipeline(config)
+        assert pipeline.vad_kind == "energy"
+        record_property("vad", "energy VAD: Silero model not fetched (voicecore models fetch)")
+        print("Silero VAD model missing: this run used the energy VAD fallback")
+    else:
+        pipeline = build_pipeline(config)
+        assert pipeline.vad_kind == "silero"
+        record_property("vad", "silero")
+    return pipeline
+
+
+async def test_a_spoken_turn_runs_offline_from_speech_in_to_speech_out(
+    speech: list[Utterance], record_property: Callable[[str, object], None]
+) -> None:
+    pipeline = default_pipeline(record_property)
+    conversation = await converse(pipeline, by_name(speech, "goforward.wav"))
+    assert isinstance(
+        conversation.providers.vad, SileroVad if pipeline.vad_kind == "silero" else EnergyVadStage
+    )
+    check_turn(pipeline, conversation)
+
+
+async def test_a_spoken_turn_runs_offline_on_the_energy_vad(speech: list[Utterance]) -> None:
+    pipeline = build_pipeline(load_config(env={}, flags={**SETTINGS, "vad.kind": "energy"}))
+    conversation = await converse(pipeline, by_name(speech, "goforward.wav"))
+    assert isinstance(conversation.providers.vad, EnergyVadStage)
+    check_turn(pipeline, conversation)
+
+
+async def test_two_simultaneous_conversations_share_one_pipeline(
+    speech: list[Utterance], record_property: Callable[[str, object], None]
+) -> None:
+    """As the server runs them: one pipeline, one pacer thread, a VAD and an STT per session
+    (each hears only its own user), the responder and espeak-ng shared."""
+    pipeline = default_pipeline(record_property)
+    names = ("goforward.wav", "librivox-0880.wav")
+    conversations: dict[str, Conversation] = {}
+
+    async def one(name: str) -> None:
+        conversations[name] = await converse(pipeline, by_name(speech, name), pacer=router)
+
+    with FramePacer() as pacer:
+        router = PlayoutRouter(pacer)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(router.run)
+            async with trio.open_nursery() as talks:
+                for name in names:
+                    talks.start_soon(one, name)
+            nursery.cancel_scope.cancel()
+    first, second = (conversations[name] for name in names)
+    assert first.providers.vad is not second.providers.vad
+    assert first.providers.stt is not second.providers.stt
+    assert first.providers.tts is second.providers.tts
+    for conversation in (first, second):
+        check_turn(pipeline, conversation)
