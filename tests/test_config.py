@@ -16,6 +16,7 @@ import pytest
 
 import voicecore.config
 from voicecore import ConfigError, SessionConfig
+from voicecore.cli import main as cli_main
 from voicecore.config import (
     CONFIG_ENV,
     SETTINGS,
@@ -475,6 +476,19 @@ def test_every_setting_has_a_flag() -> None:
     flags = {a.dest for a in parser()._actions}
     assert {s.dest for s in SETTINGS} <= flags
     assert "--llm-api-key" in {opt for a in parser()._actions for opt in a.option_strings}
+
+
+def test_config_show_help_lists_every_flag_with_its_environment_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["config", "show", "--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    for setting in SETTINGS:
+        assert setting.flag in help_text
+        assert f"env {setting.env_name}]" in help_text
+    assert "--no-vad-gate" in help_text
 
 
 def test_an_unknown_flag_setting_is_rejected() -> None:
