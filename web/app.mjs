@@ -9,7 +9,8 @@
  *   window.voicecore.setMic(m)       a deviceId, a MediaStream, or undefined (default mic)
  *   window.voicecore.listMics()      audio input devices
  *   window.voicecore.stats()         state, mode, session, playout (buffer, played, underruns),
- *                                    underrunLog (when each underrun was seen),
+ *                                    underrunLog (when each underrun was seen), bargeIns
+ *                                    (speech onset at the mic -> silence at the speaker, ms),
  *                                    mic frames sent/dropped, mic level, turns, errors
  *   window.voicecore.tap             OutputTap: start(maxSeconds), stop() -> Recording of what
  *                                    the page played and what the mic heard, sample-aligned
@@ -216,7 +217,7 @@ function renderTurn(turn) {
   const parts = [];
   if (turn.interrupted) parts.push("Interrupted");
   if (turn.latency?.voiceToVoiceMs != null) parts.push(`${fmtMs(turn.latency.voiceToVoiceMs)} voice to voice`);
-  if (turn.latency?.bargeInMs != null) parts.push(`barge-in ${fmtMs(turn.latency.bargeInMs)}`);
+  if (turn.latency?.bargeInHeardMs != null) parts.push(`stopped ${fmtMs(turn.latency.bargeInHeardMs)} after you spoke`);
   meta.textContent = parts.join(" · ");
   meta.hidden = parts.length === 0;
   ui.empty.hidden = true;
@@ -400,6 +401,10 @@ on("metrics", (msg) => {
   if (turn) renderTurn(turn);
   renderFigures();
 });
+on("barge_in", ({ turnId, ms }) => {
+  renderTurn(conversation.setBargeInHeard(turnId, ms));
+  renderFigures();
+});
 on("server_error", (err) => showError(err.message || `Server error: ${err.code}`));
 on("error", ({ message }) => showError(message));
 on("closed", (info) => {
@@ -467,6 +472,7 @@ void refreshMics();
       micFrames: client.micFrames,
       level: client.level,
       turns: conversation.turns.map((t) => ({ ...t })),
+      bargeIns: client.bargeIns.slice(),
       errors: errors.slice(),
     };
   },

@@ -23,8 +23,11 @@
  *   closed       CloseInfo | null  the session is over (see lib/protocol.mjs describeClose)
  *   level        { rms, peak }  mic level per frame, linear 0..1
  *   playout      PlayoutStats  ~10x per second (see lib/playout-stats.mjs)
+ *   barge_in     { turnId, ms, clearFrame, outputLatencyMs }  the user's speech onset at the
+ *                mic to the agent's silence at the speaker (see lib/barge-in.mjs)
  * @module
  */
+import { bargeInMs } from "./lib/barge-in.mjs";
 import { MAX_RATE, MIN_RATE, describeClose } from "./lib/protocol.mjs";
 import { PlayoutRing } from "./lib/ring.mjs";
 
@@ -178,6 +181,15 @@ export class VoicecoreClient extends EventTarget {
     this.maxArrivalGapMs = 0;
     /** @type {number[]} the last second's per-stats arrival gaps */
     this.recentArrivalGapMs = [];
+    /** @type {number[]} AudioContext frames of recent speech onsets at the mic */
+    this.onsetFrames = [];
+    /** the turn named by the last `clear` */
+    this.lastClearTurn = 0;
+    /**
+     * Barge-ins as the user experienced them (see `measureBargeIn`).
+     * @type {{turnId: number, ms: number, clearFrame: number, outputLatencyMs: number}[]}
+     */
+    this.bargeIns = [];
     /** disconnect() was called while connect() was still starting the audio */
     this.abandoned = false;
     /** Epoch ms at which the socket worker received the server message being dispatched. */
@@ -207,6 +219,8 @@ export class VoicecoreClient extends EventTarget {
     this.underrunLog = [];
     this.maxArrivalGapMs = 0;
     this.recentArrivalGapMs = [];
+    this.onsetFrames = [];
+    this.bargeIns = [];
     this.setState("connecting");
     this.abandoned = false;
     this.finished = null;
@@ -308,8 +322,13 @@ export class VoicecoreClient extends EventTarget {
     this.nodes = [source, capture, player, tap];
     this.tap = new OutputTap(tap, context);
     capture.port.onmessage = (event) => {
-      if (event.data?.type !== "level") return;
-      this.level = { rms: event.data.rms, peak: event.data.peak };
+      const data = event.data;
+      if (data?.type !== "level") return;
+      if (data.onset) {
+        this.onsetFrames.push(data.frame);
+        if (this.onsetFrames.length > 32) this.onsetFrames.shift();
+      }
+      this.level = { rms: data.rms, peak: data.peak };
       this.emit("level", this.level);
     };
 
@@ -358,6 +377,7 @@ export class VoicecoreClient extends EventTarget {
         const msg = data.msg;
         this.lastMessageAt = data.receivedAt;
         if (msg.type === "ready") this.session = msg;
+        if (msg.type === "clear") this.lastClearTurn = msg.turn_id;
         this.emit(msg.type === "error" ? "server_error" : msg.type, msg);
         this.lastMessageAt = 0;
         return false;
@@ -377,6 +397,8 @@ export class VoicecoreClient extends EventTarget {
           });
         }
         if (data.stats) {
+          const clearFrame = data.stats.clearFrame;
+          if (clearFrame !== 0 && clearFrame !== (this.playout?.clearFrame ?? 0)) this.measureBargeIn(clearFrame);
           this.playout = data.stats;
           this.emit("playout", data.stats);
         }
@@ -394,6 +416,23 @@ export class VoicecoreClient extends EventTarget {
       default:
         return false;
     }
+  }
+
+  /**
+   * The player went silent on a clear at `clearFrame`: emits `barge_in` with the latency the
+   * user experienced (their speech onset at the mic to silence at the speaker), if a speech
+   * onset explains the clear.
+   * @param {number} clearFrame AudioContext frame
+   */
+  measureBargeIn(clearFrame) {
+    const context = this.context;
+    if (!context) return;
+    const outputLatency = context.outputLatency || context.baseLatency || 0;
+    const ms = bargeInMs(this.onsetFrames, clearFrame, context.sampleRate, outputLatency);
+    if (ms === null) return;
+    const detail = { turnId: this.lastClearTurn, ms, clearFrame, outputLatencyMs: outputLatency * 1000 };
+    this.bargeIns.push(detail);
+    this.emit("barge_in", detail);
   }
 
   /** @param {import("./lib/protocol.mjs").ConnectionState} state */

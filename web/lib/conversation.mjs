@@ -12,8 +12,21 @@
  * @property {number | null} sttFinalMs end of user speech -> final transcript
  * @property {number | null} llmFirstTokenMs LLM request -> first token
  * @property {number | null} ttsFirstAudioMs first sentence -> first TTS audio
- * @property {number | null} bargeInMs user speech onset -> agent audio cleared
+ * @property {number | null} bargeInMs the server's barge-in step: confirmed -> cancelled,
+ *   flushed and cleared
+ * @property {number | null} bargeInHeardMs measured here: the user's speech onset at the mic
+ *   -> the agent silent at the speaker (lib/barge-in.mjs)
  */
+
+/** @returns {TurnLatency} */
+const noLatency = () => ({
+  voiceToVoiceMs: null,
+  sttFinalMs: null,
+  llmFirstTokenMs: null,
+  ttsFirstAudioMs: null,
+  bargeInMs: null,
+  bargeInHeardMs: null,
+});
 
 /**
  * @typedef {object} Turn
@@ -112,6 +125,7 @@ export class Conversation {
           llmFirstTokenMs: num(msg.llm_first_token_ms),
           ttsFirstAudioMs: num(msg.tts_first_audio_ms),
           bargeInMs: num(msg.barge_in_ms),
+          bargeInHeardMs: turn.latency?.bargeInHeardMs ?? null,
         };
         if (msg.interrupted === true) turn.interrupted = true;
         return turn;
@@ -133,6 +147,18 @@ export class Conversation {
       return { heard: turn.agentText, unheard: "" };
     }
     return { heard, unheard: turn.agentText.slice(heard.length) };
+  }
+
+  /**
+   * Records the barge-in latency the client measured for a turn it interrupted.
+   * @param {number} turnId
+   * @param {number} ms
+   * @returns {Turn}
+   */
+  setBargeInHeard(turnId, ms) {
+    const turn = this.turn(turnId);
+    turn.latency = { ...(turn.latency ?? noLatency()), bargeInHeardMs: ms };
+    return turn;
   }
 
   /** The latest turn with latency figures, or null. */

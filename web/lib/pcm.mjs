@@ -93,9 +93,10 @@ export function samplesPerFrame(sampleRate, frameMs) {
 export class FrameAssembler {
   /**
    * @param {number} frameSamples samples per output frame
-   * @param {(frame: Int16Array, level: {rms: number, peak: number}) => void} onFrame called with
-   *   a fresh Int16Array per frame (it is handed off, e.g. transferred to a worker, so it cannot
-   *   be reused) and the frame's level (linear, 0..1)
+   * @param {(frame: Int16Array, level: {rms: number, peak: number}, end: number) => void} onFrame
+   *   called with a fresh Int16Array per frame (it is handed off, e.g. transferred to a worker,
+   *   so it cannot be reused), the frame's level (linear, 0..1), and where in the block being
+   *   pushed the frame ended (index just past its last sample: the caller's clock for it)
    */
   constructor(frameSamples, onFrame) {
     if (!Number.isInteger(frameSamples) || frameSamples <= 0) {
@@ -136,7 +137,7 @@ export class FrameAssembler {
         this.filled = 0;
         this.sumSquares = 0;
         this.peak = 0;
-        this.onFrame(full, level);
+        this.onFrame(full, level, offset);
       }
     }
   }

@@ -15,6 +15,8 @@
  * @property {number} overflowMs audio dropped because the ring was full
  * @property {"idle" | "playing" | "starved"} state
  * @property {number} capacityMs the ring's size
+ * @property {number} clearFrame AudioContext frame at which the last clear silenced the
+ *   player (0: none yet)
  */
 
 const STATES = /** @type {const} */ (["idle", "playing", "starved"]);
@@ -46,6 +48,7 @@ export class PlayoutCounter {
       overflowMs: raw.overflow * ms,
       state: STATES[raw.state] ?? "idle",
       capacityMs: raw.capacity * ms,
+      clearFrame: raw.clearFrame,
     };
   }
 }

@@ -58,6 +58,8 @@ export const H = Object.freeze({
   CLEAR_ACK: 11,
   /** configuration: samples a reply must have buffered before it starts (see `read`) */
   START_THRESHOLD: 12,
+  /** reader: the caller's clock (AudioContext frame) at the last clear applied; 0 if none */
+  CLEAR_FRAME: 13,
 });
 
 /** Control words reserved (a multiple of 4 keeps the float data 16-byte aligned). */
@@ -83,6 +85,7 @@ export const PlayerState = Object.freeze({
  * @property {number} state a PlayerState value
  * @property {number} sampleRate Hz
  * @property {number} capacity samples
+ * @property {number} clearFrame the player's frame clock at the last clear applied (0: none)
  */
 
 /** Distance from `from` to `to` on the free-running 32-bit counters. */
@@ -227,11 +230,13 @@ export class PlayoutRing {
    * (`markDone`) and audio then resumed. Silence between replies is idle, not an underrun;
    * a dry ring that reaches the reply's end is the reply ending, not a gap.
    * @param {Float32Array} out
+   * @param {number} [nowFrame] the player's clock (the AudioContext's currentFrame), recorded
+   *   in CLEAR_FRAME when this call applies a clear: when the agent went silent
    * @returns {number} samples of audio copied (the rest of `out` is silence)
    */
-  read(out) {
+  read(out, nowFrame = 0) {
     const h = this.header;
-    this.applyClear();
+    if (this.applyClear()) Atomics.store(h, H.CLEAR_FRAME, nowFrame | 0);
     const read = Atomics.load(h, H.READ);
     const write = Atomics.load(h, H.WRITE);
     let available = dist(write, read);
@@ -302,6 +307,7 @@ export class PlayoutRing {
       state: Atomics.load(h, H.STATE),
       sampleRate: Atomics.load(h, H.RATE),
       capacity: this.capacity,
+      clearFrame: Atomics.load(h, H.CLEAR_FRAME) >>> 0,
     };
   }
 }

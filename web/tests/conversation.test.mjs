@@ -30,6 +30,7 @@ test("a turn: partials then final, agent chunks, done, metrics", () => {
     llmFirstTokenMs: null,
     ttsFirstAudioMs: null,
     bargeInMs: null,
+    bargeInHeardMs: null,
   });
   assert.equal(c.lastMeasured, turn);
 });
@@ -48,6 +49,20 @@ test("barge-in marks the turn interrupted; turns stay ordered and bounded", () =
   for (const id of [3, 4, 5]) c.apply({ type: "transcript", turn_id: id, text: "x", final: true });
   assert.deepEqual(c.turns.map((t) => t.id), [3, 4, 5]);
   assert.equal(c.apply({ type: "error", code: "busy", message: "" }), null);
+});
+
+test("the client's barge-in figure survives the turn's metrics, whichever comes first", () => {
+  const c = new Conversation();
+  c.setBargeInHeard(1, 140);
+  assert.equal(c.turn(1).latency?.bargeInHeardMs, 140);
+  assert.equal(c.turn(1).latency?.voiceToVoiceMs, null);
+  c.apply({ type: "metrics", turn_id: 1, voice_to_voice_ms: 700, barge_in_ms: 0.5 });
+  assert.equal(c.turn(1).latency?.bargeInHeardMs, 140);
+  assert.equal(c.turn(1).latency?.bargeInMs, 0.5);
+  c.apply({ type: "metrics", turn_id: 2, voice_to_voice_ms: 650 });
+  c.setBargeInHeard(2, 160);
+  assert.equal(c.turn(2).latency?.voiceToVoiceMs, 650);
+  assert.equal(c.median("bargeInHeardMs"), 150);
 });
 
 test("median latency over the turns that have it", () => {

@@ -84,8 +84,13 @@ test("FrameAssembler cuts 128-sample blocks into 20 ms frames, carrying the rema
 
 test("FrameAssembler measures silence and full scale", () => {
   const levels = [];
-  const asm = new FrameAssembler(4, (_f, level) => levels.push(level));
+  const ends = [];
+  const asm = new FrameAssembler(4, (_f, level, end) => {
+    levels.push(level);
+    ends.push(end);
+  });
   asm.push(new Float32Array([0, 0, 0, 0, 1, -1, 1, -1, 3, 3]));
+  assert.deepEqual(ends, [4, 8], "where in the block each frame ended");
   assert.deepEqual(levels, [
     { rms: 0, peak: 0 },
     { rms: 1, peak: 1 },

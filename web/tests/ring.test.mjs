@@ -95,6 +95,12 @@ test("clear drops everything held at once, keeps what is written after it", () =
   assert.deepEqual(Array.from(out), [100, 101, 102, 0]);
   assert.equal(Atomics.load(r.header, H.CLEAR_ACK), Atomics.load(r.header, H.CLEAR_GEN));
   assert.equal(r.stats().played, gen.played + 3, "skipped samples are not counted as played");
+  assert.equal(r.stats().clearFrame, 0, "no clock given");
+  r.clear();
+  r.read(out, 123456);
+  assert.equal(r.stats().clearFrame, 123456, "the player's clock when the clear took effect");
+  r.read(out, 999999);
+  assert.equal(r.stats().clearFrame, 123456, "only a read that applies a clear records it");
   assert.equal(r.stats().underruns, 0);
 });
 

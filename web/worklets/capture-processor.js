@@ -8,9 +8,12 @@
  *
  * processorOptions: { frameMs: number }
  * node.port in: { type: "port", port: MessagePort }   the socket worker's end
- * node.port out: { type: "level", rms: number, peak: number }   linear 0..1, once per frame
+ * node.port out: { type: "level", rms, peak, onset, frame }   once per frame: its level
+ *                (linear 0..1), whether it starts speech after quiet (lib/barge-in.mjs), and
+ *                the AudioContext frame of its first sample
  * worker port out: ArrayBuffer (one frame of PCM16 little-endian mono)
  */
+import { OnsetDetector } from "../lib/barge-in.mjs";
 import { FrameAssembler, samplesPerFrame } from "../lib/pcm.mjs";
 
 class CaptureProcessor extends AudioWorkletProcessor {
@@ -20,10 +23,20 @@ class CaptureProcessor extends AudioWorkletProcessor {
     const frameMs = options.processorOptions?.frameMs ?? 20;
     /** @type {MessagePort | null} */
     this.sink = null;
-    this.assembler = new FrameAssembler(samplesPerFrame(sampleRate, frameMs), (frame, level) => {
+    this.onsets = new OnsetDetector();
+    /** The context frame of the block being pushed (the frames' clock). */
+    this.blockFrame = 0;
+    const frameSamples = samplesPerFrame(sampleRate, frameMs);
+    this.assembler = new FrameAssembler(frameSamples, (frame, level, end) => {
       // Frames before the worker is attached are dropped: the session has not started.
       this.sink?.postMessage(frame.buffer, [frame.buffer]);
-      this.port.postMessage({ type: "level", rms: level.rms, peak: level.peak });
+      this.port.postMessage({
+        type: "level",
+        rms: level.rms,
+        peak: level.peak,
+        onset: this.onsets.push(level.rms),
+        frame: this.blockFrame + end - frameSamples,
+      });
     });
     this.port.onmessage = (/** @type {MessageEvent} */ event) => {
       if (event.data?.type === "port") this.sink = event.data.port;
@@ -37,6 +50,7 @@ class CaptureProcessor extends AudioWorkletProcessor {
   process(inputs) {
     // Channel 0 only: the session is mono, and the constraints ask the browser for one channel.
     const channel = inputs[0]?.[0];
+    this.blockFrame = currentFrame;
     if (channel) this.assembler.push(channel);
     return true;
   }

@@ -58,7 +58,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
    */
   process(_inputs, outputs) {
     const out = outputs[0][0];
-    this.ring.read(out);
+    this.ring.read(out, currentFrame);
     // Any further output channels carry the same mono signal.
     for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
     if (this.feed) {
