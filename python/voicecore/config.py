@@ -490,7 +490,7 @@ class Setting:
             raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
         if self.choices is not None and value not in self.choices:
             raise _InvalidValueError(f"expected {self.describe_type()}, got {value!r}")
-        if self.base is float and not math.isfinite(float(value)):
+        if isinstance(value, float) and not math.isfinite(value):
             raise _InvalidValueError(f"must be a finite number, got {value}")
         if self.check is not None:
             problem = self.check(value)
