@@ -70,7 +70,7 @@ function socketUrl() {
 const client = new VoicecoreClient({ url: socketUrl(), forcePortMode: params.get("mode") === "port" });
 let conversation = new Conversation();
 const GRAPH_SECONDS = 30;
-const buffer = new TimeSeries(GRAPH_SECONDS * 10 + 10);
+const buffer = new TimeSeries(GRAPH_SECONDS * 8 + 8);
 /** @type {{time: number, receivedAt: number | null, type: string, detail: unknown}[]} */
 const events = [];
 /** @type {{time: number, message: string}[]} */

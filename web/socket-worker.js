@@ -14,7 +14,7 @@
  *   { type: "state", state }              ConnectionState
  *   { type: "message", msg, receivedAt }  every server JSON message, after it is applied;
  *                                         receivedAt: epoch ms it arrived in this worker
- *   { type: "stats", stats, sent, dropped, arrivalGapMs }  PlayoutStats ~10x/s; mic frames
+ *   { type: "stats", stats, sent, dropped, arrivalGapMs }  PlayoutStats 8x/s; mic frames
  *                                         sent / dropped; longest wait between two agent audio
  *                                         frames of a reply since the previous stats (ms)
  *   { type: "protocol_error", message }   the server broke the protocol (the worker closes)
@@ -104,16 +104,15 @@ function connect(options) {
     socket = null;
   };
 
-  const reportMs = options.reportMs ?? 250;
-  const statsMs = options.statsMs ?? 100;
-  let sinceReport = 0;
+  // Stats for the page every statsMs; a playout report to the server every reportMs.
+  const statsMs = options.statsMs ?? 125;
+  const reportEvery = Math.max(1, Math.round((options.reportMs ?? 250) / statsMs));
+  let ticks = 0;
   timer = setInterval(() => {
     const stats = collectStats();
     if (!stats.stats) return;
     post({ type: "stats", ...stats });
-    sinceReport += statsMs;
-    if (sinceReport >= reportMs && proto?.canSendAudio && ws.readyState === WebSocket.OPEN) {
-      sinceReport = 0;
+    if (++ticks % reportEvery === 0 && proto?.canSendAudio && ws.readyState === WebSocket.OPEN) {
       ws.send(JSON.stringify(playoutMessage(stats.stats)));
     }
   }, statsMs);

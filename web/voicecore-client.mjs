@@ -22,7 +22,7 @@
  *   error        { message } something failed on this side (mic, audio, protocol)
  *   closed       CloseInfo | null  the session is over (see lib/protocol.mjs describeClose)
  *   level        { rms, peak }  mic level per frame, linear 0..1
- *   playout      PlayoutStats  ~10x per second (see lib/playout-stats.mjs)
+ *   playout      PlayoutStats  8x per second (see lib/playout-stats.mjs)
  *   barge_in     { turnId, ms, clearFrame, outputLatencyMs }  the user's speech onset at the
  *                mic to the agent's silence at the speaker (see lib/barge-in.mjs)
  * @module
@@ -168,7 +168,7 @@ export class VoicecoreClient extends EventTarget {
     /** @type {Promise<void> | null} the teardown after the session ended */
     this.finished = null;
     /**
-     * When the player's underrun counter went up, as seen by the stats (~10x per second):
+     * When the player's underrun counter went up, as seen by the stats (8x per second):
      * epoch ms it was seen, the played position then (ms), the counters after it, and the
      * longest wait between two agent audio frames in the second before (ms): a wait longer
      * than the cushion means the audio arrived late (server or network), not that this
@@ -386,7 +386,7 @@ export class VoicecoreClient extends EventTarget {
         this.micFrames = { sent: data.sent, dropped: data.dropped };
         this.maxArrivalGapMs = Math.max(this.maxArrivalGapMs, data.arrivalGapMs ?? 0);
         this.recentArrivalGapMs.push(data.arrivalGapMs ?? 0);
-        if (this.recentArrivalGapMs.length > 10) this.recentArrivalGapMs.shift();
+        if (this.recentArrivalGapMs.length > 8) this.recentArrivalGapMs.shift();
         if (data.stats && data.stats.underruns > (this.playout?.underruns ?? 0)) {
           this.underrunLog.push({
             epochMs: performance.timeOrigin + performance.now(),
