@@ -217,7 +217,8 @@ function renderTurn(turn) {
   const parts = [];
   if (turn.interrupted) parts.push("Interrupted");
   if (turn.latency?.voiceToVoiceMs != null) parts.push(`${fmtMs(turn.latency.voiceToVoiceMs)} voice to voice`);
-  if (turn.latency?.bargeInHeardMs != null) parts.push(`stopped ${fmtMs(turn.latency.bargeInHeardMs)} after you spoke`);
+  const heardMs = turn.latency?.bargeInHeardMs;
+  if (heardMs != null) parts.push(`stopped ${fmtMs(heardMs)} after you spoke`);
   meta.textContent = parts.join(" · ");
   meta.hidden = parts.length === 0;
   ui.empty.hidden = true;
@@ -244,8 +245,9 @@ function renderFigures() {
     );
     const lastValue = last?.[key];
     const median = conversation.median(key);
-    /** @type {HTMLElement} */ (node.querySelector(".last")).textContent = lastValue != null ? fmtMs(lastValue) : "–";
-    /** @type {HTMLElement} */ (node.querySelector(".median")).textContent = median != null ? fmtMs(median) : "–";
+    const [lastNode, medianNode] = /** @type {HTMLElement[]} */ ([...node.querySelectorAll("dd span")]);
+    lastNode.textContent = lastValue != null ? fmtMs(lastValue) : "–";
+    medianNode.textContent = median != null ? fmtMs(median) : "–";
   }
 }
 
@@ -380,7 +382,12 @@ on("ready", (ready) => {
     client.mode === "shared"
       ? "Agent audio goes from the socket worker into a shared ring the audio thread reads"
       : "Agent audio goes from the socket worker to the audio thread over a MessagePort";
-  ui.sessionInfo.textContent = `Session ${ready.session_id} · ${ready.output_rate / 1000} kHz · ${ready.frame_ms} ms frames · protocol v${ready.protocol}`;
+  ui.sessionInfo.textContent = [
+    `Session ${ready.session_id}`,
+    `${ready.output_rate / 1000} kHz`,
+    `${ready.frame_ms} ms frames`,
+    `protocol v${ready.protocol}`,
+  ].join(" · ");
 });
 on("speech_start", () => {
   conversation.userSpeaking = true;

@@ -121,8 +121,8 @@ export class OutputTap {
     };
   }
 
-  /** Starts (or restarts) recording. @param {number} [maxSeconds] default 120 */
-  start(maxSeconds = 120) {
+  /** Starts (or restarts) recording. @param {number} [maxSeconds] default 60 */
+  start(maxSeconds = 60) {
     this.node.port.postMessage({ type: "start", maxSeconds });
   }
 
@@ -283,7 +283,9 @@ export class VoicecoreClient extends EventTarget {
     const frameMs = this.options.frameMs ?? 20;
     const capacity = Math.round((this.options.ringSeconds ?? 4) * rate);
     const shared =
-      !this.options.forcePortMode && globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer === "function";
+      !this.options.forcePortMode &&
+      globalThis.crossOriginIsolated === true &&
+      typeof SharedArrayBuffer === "function";
     this.mode = shared ? "shared" : "port";
     const ring = shared ? PlayoutRing.allocate(capacity, true) : null;
     const startThreshold = Math.round(((this.options.startMs ?? 40) / 1000) * rate);
@@ -354,12 +356,22 @@ export class VoicecoreClient extends EventTarget {
         // The worker could not load or crashed: the session cannot go on.
         event.preventDefault();
         this.emit("error", { message: `The socket worker failed: ${event.message || "could not load"}` });
-        if (this.onWorkerMessage({ type: "closed", info: describeClose(1006) })) void this.finished?.then(resolve);
+        const info = describeClose(1006);
+        if (this.onWorkerMessage({ type: "closed", info })) void this.finished?.then(resolve);
       };
     });
     const url = this.options.url ?? defaultUrl();
     worker.postMessage(
-      { type: "connect", url, inputRate: rate, outputRate: rate, frameMs, ring, capturePort: captureChannel.port2, playerPort },
+      {
+        type: "connect",
+        url,
+        inputRate: rate,
+        outputRate: rate,
+        frameMs,
+        ring,
+        capturePort: captureChannel.port2,
+        playerPort,
+      },
       transfer,
     );
   }

@@ -173,13 +173,15 @@ export class Conversation {
    * @returns {number | null}
    */
   median(key) {
-    const values = this.turns
-      .map((t) => t.latency?.[key])
-      .filter((v) => typeof v === "number")
-      .sort((a, b) => /** @type {number} */ (a) - /** @type {number} */ (b));
+    /** @type {number[]} */
+    const values = [];
+    for (const turn of this.turns) {
+      const v = turn.latency?.[key];
+      if (typeof v === "number") values.push(v);
+    }
     if (values.length === 0) return null;
+    values.sort((a, b) => a - b);
     const mid = values.length >> 1;
-    const m = values.length % 2 ? values[mid] : (/** @type {number} */ (values[mid - 1]) + /** @type {number} */ (values[mid])) / 2;
-    return /** @type {number} */ (m);
+    return values.length % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
   }
 }

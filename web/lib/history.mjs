@@ -8,7 +8,9 @@
 export class TimeSeries {
   /** @param {number} capacity points kept */
   constructor(capacity) {
-    if (!Number.isInteger(capacity) || capacity < 2) throw new RangeError(`capacity must be >= 2, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 2) {
+      throw new RangeError(`capacity must be an integer >= 2, got ${capacity}`);
+    }
     this.times = new Float64Array(capacity);
     this.values = new Float64Array(capacity);
     this.capacity = capacity;

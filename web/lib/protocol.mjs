@@ -287,7 +287,9 @@ export class ClientProtocol {
    * @throws {ProtocolError} audio before ready, or half a sample
    */
   receiveBinary(data) {
-    if (data.byteLength % 2 !== 0) throw new ProtocolError(`odd-length PCM16 frame (${data.byteLength} bytes)`);
+    if (data.byteLength % 2 !== 0) {
+      throw new ProtocolError(`odd-length PCM16 frame (${data.byteLength} bytes)`);
+    }
     this.#expect(["ready", "closing"], "receive audio");
     return this.state === "ready";
   }

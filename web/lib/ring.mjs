@@ -23,10 +23,10 @@
  *   reaches DONE_AT with nothing more to play, the reply is over: the player goes idle, and
  *   silence from then on is not an underrun.
  * * start of reply: an idle player starts a reply once START_THRESHOLD samples are buffered,
- *   the whole reply is (per DONE_AT), or it has waited the threshold's duration. The server bursts its cushion at the start
- *   of a reply, so this normally costs nothing; when the reply's first audio trickles in
- *   (a TTS slow to start, a loaded server), starting on the first 20 ms frame would play it
- *   and then stall: a gap a few tens of ms of patience avoids.
+ *   the whole reply is (per DONE_AT), or it has waited the threshold's duration. The server
+ *   bursts its cushion at the start of a reply, so this normally costs nothing; when the
+ *   reply's first audio trickles in (a TTS slow to start, a loaded server), starting on the
+ *   first 20 ms frame would play it and then stall: a gap a few tens of ms of patience avoids.
  * @module
  */
 
