@@ -16,6 +16,8 @@
  *
  * Events (CustomEvent, payload in `detail`):
  *   state        { state }  "idle" | "connecting" | "handshaking" | "ready" | "closing" | "closed"
+ *   audio_started { tap, sampleRate, mode }  the audio graph runs (before the server is
+ *                ready): the moment to start a tap recording that must include the mic's start
  *   ready, speech_start, speech_end, transcript, agent_text, agent_done, clear, metrics
  *                the server message itself (see lib/protocol.mjs)
  *   server_error a server `error` message { code, message }
@@ -103,6 +105,7 @@ export class OutputTap {
    */
   constructor(node, context) {
     this.node = node;
+    this.context = context;
     /** @type {((r: Recording) => void) | null} */
     this.pending = null;
     node.port.onmessage = (event) => {
@@ -126,8 +129,14 @@ export class OutputTap {
     this.node.port.postMessage({ type: "start", maxSeconds });
   }
 
-  /** Stops and returns the recording. @returns {Promise<Recording>} */
+  /**
+   * Stops and returns the recording.
+   * @returns {Promise<Recording>} rejects if the session's audio has already been torn down
+   */
   stop() {
+    if (this.context.state === "closed") {
+      return Promise.reject(new Error("the AudioContext is closed: stop the tap before disconnecting"));
+    }
     return new Promise((resolve) => {
       this.pending = resolve;
       this.node.port.postMessage({ type: "stop" });
@@ -323,6 +332,7 @@ export class VoicecoreClient extends EventTarget {
     tap.connect(context.destination);
     this.nodes = [source, capture, player, tap];
     this.tap = new OutputTap(tap, context);
+    this.emit("audio_started", { tap: this.tap, sampleRate: rate, mode: this.mode });
     capture.port.onmessage = (event) => {
       const data = event.data;
       if (data?.type !== "level") return;
@@ -469,6 +479,7 @@ export class VoicecoreClient extends EventTarget {
   async teardown() {
     this.worker?.terminate();
     this.worker = null;
+    this.tap = null;
     for (const node of this.nodes) node.disconnect();
     this.nodes = [];
     if (this.ownsStream) this.stream?.getTracks().forEach((t) => t.stop());

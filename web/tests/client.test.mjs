@@ -54,7 +54,7 @@ test("OutputTap.stop resolves with the recording and an output-clock anchor", as
   /** @type {any[]} */
   const posted = [];
   const port = { onmessage: /** @type {any} */ (null), postMessage: (/** @type {any} */ m) => posted.push(m) };
-  const context = { getOutputTimestamp: () => ({ contextTime: 2, performanceTime: 1000 }) };
+  const context = { state: "running", getOutputTimestamp: () => ({ contextTime: 2, performanceTime: 1000 }) };
   const tap = new OutputTap(/** @type {any} */ ({ port }), /** @type {any} */ (context));
   tap.start(5);
   assert.deepEqual(posted[0], { type: "start", maxSeconds: 5 });
@@ -79,4 +79,10 @@ test("the session ends once, after its teardown, even when a worker error preced
   await client.finished;
   assert.equal(client.state, "closed");
   assert.deepEqual(closed, [{ code: 1006 }]);
+});
+
+test("OutputTap.stop rejects once the session's AudioContext is closed", async () => {
+  const port = { onmessage: null, postMessage: () => {} };
+  const tap = new OutputTap(/** @type {any} */ ({ port }), /** @type {any} */ ({ state: "closed" }));
+  await assert.rejects(tap.stop(), /stop the tap before disconnecting/);
 });
