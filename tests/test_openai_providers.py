@@ -263,7 +263,9 @@ async def test_llm_gives_up_on_500_after_its_retries(server: OpenAIServer) -> No
 async def test_llm_401_is_a_clear_error_and_not_retried(server: OpenAIServer) -> None:
     server.script(CHAT, error_reply(401, "Incorrect API key provided"))
     async with llm(server) as provider:
-        with pytest.raises(ProviderAuthError, match=r"Incorrect API key provided.*API key"):
+        with pytest.raises(
+            ProviderAuthError, match=r"Incorrect API key provided.*VOICECORE_LLM_API_KEY"
+        ):
             await collect(provider.generate(MESSAGES, ctx()))
     assert len(server.requests) == 1
 

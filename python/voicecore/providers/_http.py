@@ -353,9 +353,10 @@ class Body:
                     pass
             await self.response.aclose()
 
-    async def http_error(self, deadline: float) -> ProviderHTTPError:
+    async def http_error(self, deadline: float, key_hint: str) -> ProviderHTTPError:
         """The error to raise for this response's error status, with the server's message
-        (read within ``deadline``; a body that does not come in time is left out)."""
+        (read within ``deadline``; a body that does not come in time is left out).
+        ``key_hint`` says where the API key comes from (for a 401)."""
         try:
             raw = await self.read_all(deadline, MAX_ERROR_BODY, "the error body")
         except (ProviderError, StageTimeoutError):
@@ -364,11 +365,7 @@ class Body:
         message = server_message(raw) or self.response.reason_phrase
         url = str(self.response.request.url)
         error_type = ProviderAuthError if status in (401, 403) else ProviderHTTPError
-        hint = (
-            " (check the API key: the api_key argument or the environment variable)"
-            if status == 401
-            else ""
-        )
+        hint = f" (check the API key: {key_hint})" if status == 401 else ""
         return error_type(
             f"{self.what}: HTTP {status}: {message}{hint}",
             url=url,
@@ -390,8 +387,9 @@ class HttpEndpoint:
     closes it. Use it within one Trio run.
 
     Args:
-        stage: ``"llm"``, ``"tts"`` or ``"stt"``: names the environment variables and the
-            retry counter (``"<stage>.retries"`` in the session metrics).
+        stage: ``"llm"``, ``"tts"`` or ``"stt"``: names the calls in messages, the retry
+            counter (``"<stage>.retries"`` in the session metrics) and the timeline event
+            (``"<stage>_retry"``).
         base_url: the API root including its version, e.g. ``http://localhost:11434/v1``.
         api_key: sent as ``Authorization: Bearer <key>``; None sends no such header.
         connect_timeout_s: time allowed to open a TCP (and TLS) connection, in seconds.
@@ -400,6 +398,7 @@ class HttpEndpoint:
         max_retry_backoff_s: cap of that delay, in seconds (a longer ``Retry-After`` from the
             server is honoured if the deadline allows it).
         headers: extra request headers (e.g. ``{"OpenAI-Organization": ...}``).
+        key_hint: where the API key comes from, for the message of an HTTP 401.
 
     Raises:
         ConfigError: a base URL that is not http(s), a timeout <= 0, a negative retry count.
@@ -416,6 +415,7 @@ class HttpEndpoint:
         retry_backoff_s: float,
         max_retry_backoff_s: float,
         headers: Mapping[str, str] | None,
+        key_hint: str,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -433,6 +433,7 @@ class HttpEndpoint:
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.max_retry_backoff_s = max_retry_backoff_s
+        self.key_hint = key_hint
         all_headers = dict(headers or {})
         if api_key:
             all_headers["Authorization"] = f"Bearer {api_key}"
@@ -525,7 +526,7 @@ class HttpEndpoint:
         body = Body(response, what)
         try:
             if not response.is_success:
-                raise await body.http_error(deadline)
+                raise await body.http_error(deadline, self.key_hint)
             return body, await first(body)
         except BaseException:
             await body.aclose()
@@ -544,12 +545,9 @@ def json_object(data: bytes | str, what: str, url: str) -> dict[str, Any]:
     return payload
 
 
-def resolve(
-    value: str | None, env: Mapping[str, str] | None, names: tuple[str, ...], default: str | None
-) -> str | None:
-    """A setting: the explicit ``value``, else the first set variable of ``names``, else
-    ``default``. ``env`` None reads ``os.environ``."""
+def resolve(value: str | None, env: Mapping[str, str] | None, names: tuple[str, ...]) -> str | None:
+    """A setting: the explicit ``value``, else the first non-empty variable of ``names`` in
+    ``env`` (None: ``os.environ``), else None."""
     if value is not None:
         return value
-    found = env_setting(os.environ if env is None else env, names)
-    return found if found is not None else default
+    return env_setting(os.environ if env is None else env, names)

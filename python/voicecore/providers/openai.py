@@ -77,7 +77,7 @@ from voicecore.providers._http import (
     positive,
     resolve,
 )
-from voicecore.stages import AudioChunk, AudioFrame, Transcript, TurnContext
+from voicecore.stages import AudioChunk, AudioFrame, StageTimeoutError, Transcript, TurnContext
 
 __all__ = [
     "OpenAILLM",
@@ -118,24 +118,26 @@ def _endpoint(
     headers: Mapping[str, str] | None,
 ) -> HttpEndpoint:
     prefix = f"VOICECORE_{stage.upper()}_"
-    url = resolve(base_url, env, (prefix + "BASE_URL", "OPENAI_BASE_URL"), DEFAULT_BASE_URL)
-    key = resolve(api_key, env, (prefix + "API_KEY", "OPENAI_API_KEY"), None)
-    assert url is not None
+    url = resolve(base_url, env, (prefix + "BASE_URL", "OPENAI_BASE_URL"))
+    key_variables = (prefix + "API_KEY", "OPENAI_API_KEY")
     return HttpEndpoint(
         stage,
-        base_url=url,
-        api_key=key,
+        base_url=url if url is not None else DEFAULT_BASE_URL,
+        api_key=resolve(api_key, env, key_variables),
         connect_timeout_s=connect_timeout_s,
         max_retries=max_retries,
         retry_backoff_s=retry_backoff_s,
         max_retry_backoff_s=max_retry_backoff_s,
         headers=headers,
+        key_hint=f"the api_key argument, else {key_variables[0]}, else {key_variables[1]}",
     )
 
 
 def _setting(value: str | None, env: Mapping[str, str] | None, name: str, default: str) -> str:
-    resolved = resolve(value, env, (name,), default)
-    assert resolved is not None
+    """A required text setting: the argument, else the variable ``name``, else ``default``."""
+    resolved = resolve(value, env, (name,))
+    if resolved is None:
+        return default
     if not resolved.strip():
         setting = name.rsplit("_", 1)[-1].lower()
         raise ConfigError(f"{setting} must not be empty (the argument, or {name})")
@@ -206,12 +208,12 @@ class _ChatStream:
     async def finish(self, grace_s: float) -> None:
         """Reads the body to its end (normally just its last bytes after ``[DONE]``) so its
         connection can be reused; gives up silently after ``grace_s``."""
-        with trio.move_on_after(grace_s):
-            try:
-                while await self._body.read(trio.current_time() + grace_s, "the end") is not None:
-                    pass
-            except (ProviderError, TimeoutError):
+        deadline = trio.current_time() + grace_s
+        try:
+            while await self._body.read(deadline, "the end of the body") is not None:
                 pass
+        except (ProviderError, StageTimeoutError):
+            pass  # the answer is complete; the connection is closed instead of reused
 
     def _handle(self, event: SSEEvent) -> None:
         if self._done:
@@ -371,11 +373,13 @@ class _PcmStream:
     def __init__(self, body: Body) -> None:
         self._body = body
         self._odd = b""  # the first byte of a sample whose second byte has not come yet
+        self._started = False  # samples were returned
 
     async def next_samples(self, deadline: float) -> np.ndarray[Any, np.dtype[np.int16]] | None:
         """The next samples that arrived (at least one), or None at the end of the body."""
         while True:
-            chunk = await self._body.read(deadline, "the next TTS audio")
+            waiting_for = "the next TTS audio" if self._started else "the first TTS audio"
+            chunk = await self._body.read(deadline, waiting_for)
             if chunk is None:
                 if self._odd:
                     raise ProviderResponseError(
@@ -384,10 +388,11 @@ class _PcmStream:
                         url=str(self._body.response.request.url),
                     )
                 return None
-            data = self._odd + chunk
+            data = self._odd + chunk if self._odd else chunk
             whole = len(data) & ~1
             self._odd = data[whole:]
             if whole:
+                self._started = True
                 return np.frombuffer(data, dtype="<i2", count=whole // 2).astype(np.int16)
 
 
