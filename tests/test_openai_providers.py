@@ -39,7 +39,7 @@ from openai_server import (
 from session_helpers import RATE, is_event, noise, receive_until, start, voice
 from voicecore import FramePacer
 from voicecore.diagnostics import Timeline
-from voicecore.exceptions import ConfigError
+from voicecore.exceptions import ConfigError, VoicecoreError
 from voicecore.history import Message
 from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.providers._http import SSEDecoder, SSEEvent
@@ -422,6 +422,28 @@ async def test_llm_cancelled_while_waiting_closes_the_connection(server: OpenAIS
         assert await wait_disconnect(server.requests[0].disconnected)
         # The provider is still usable after a cancelled call.
         assert await collect(provider.generate(MESSAGES, ctx())) == ["next"]
+
+
+async def test_aclose_closes_the_pooled_connections(server: OpenAIServer) -> None:
+    server.script(CHAT, chat_reply(["a"]))
+    provider = llm(server)
+    assert await collect(provider.generate(MESSAGES, ctx())) == ["a"]
+    assert len(server.connections) == 1  # kept alive in the pool
+    await provider.aclose()
+    deadline = time.monotonic() + 1.0
+    while server.connections and time.monotonic() < deadline:
+        await trio.sleep(0.005)
+    assert not server.connections
+
+
+def test_errors_fit_the_exception_tree() -> None:
+    assert issubclass(ProviderError, VoicecoreError)
+    assert issubclass(ProviderConnectionError, ConnectionError)
+    assert issubclass(ProviderAuthError, ProviderHTTPError)
+    assert issubclass(ProviderResponseError, ValueError)
+    assert issubclass(StageTimeoutError, TimeoutError)
+    for error in (ProviderConnectionError, ProviderHTTPError, ProviderResponseError):
+        assert issubclass(error, ProviderError)
 
 
 # --- configuration --------------------------------------------------------------------------
