@@ -5,6 +5,8 @@ timings (deterministic under Trio's ``MockClock``), for tests, benchmarks and ex
 Network providers (real STT, LLM and TTS services) live beside it.
 """
 
+from voicecore.providers.espeak import EspeakTTS as EspeakTTS
+from voicecore.providers.espeak import espeak_voices as espeak_voices
 from voicecore.providers.openai import OpenAILLM as OpenAILLM
 from voicecore.providers.openai import OpenAISTT as OpenAISTT
 from voicecore.providers.openai import OpenAITTS as OpenAITTS
@@ -13,6 +15,7 @@ from voicecore.providers.openai import ProviderConnectionError as ProviderConnec
 from voicecore.providers.openai import ProviderError as ProviderError
 from voicecore.providers.openai import ProviderHTTPError as ProviderHTTPError
 from voicecore.providers.openai import ProviderResponseError as ProviderResponseError
+from voicecore.providers.responder import RuleBasedResponder as RuleBasedResponder
 from voicecore.providers.scripted import ScriptedLLM as ScriptedLLM
 from voicecore.providers.scripted import ScriptedSTT as ScriptedSTT
 from voicecore.providers.scripted import ScriptedTTS as ScriptedTTS
@@ -26,6 +29,7 @@ from voicecore.providers.sphinx import SphinxStats as SphinxStats
 from voicecore.providers.sphinx import SphinxSTT as SphinxSTT
 
 __all__ = [
+    "EspeakTTS",
     "ModelNotFoundError",
     "OpenAILLM",
     "OpenAISTT",
@@ -35,6 +39,7 @@ __all__ = [
     "ProviderError",
     "ProviderHTTPError",
     "ProviderResponseError",
+    "RuleBasedResponder",
     "ScriptedLLM",
     "ScriptedSTT",
     "ScriptedTTS",
@@ -44,5 +49,6 @@ __all__ = [
     "SphinxStats",
     "Utterance",
     "VadFallbackWarning",
+    "espeak_voices",
     "make_vad",
 ]

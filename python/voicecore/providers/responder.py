@@ -1,0 +1,208 @@
+"""The offline default LLM: a small rule-based responder, so the demo runs without a model.
+
+:class:`RuleBasedResponder` implements the ``LLM`` stage protocol without any model: it reads
+the user's last transcript, picks the first :class:`Rule` whose pattern matches it
+(greetings, the time, the date, "repeat after me", a few keyword topics, thanks, goodbye)
+and answers with that rule's reply, or repeats back what it heard when nothing matches.
+The reply streams word by word with a configurable delay per word, like a streaming LLM,
+so the engine's sentence chunking, time to first token, barge-in and heard-text history all
+behave as they do with a real model.
+
+It is the demo's default, not a test double: its wording may change, so tests assert what
+it does (which rule answered, that the reply streams in several deltas and echoes the
+user's words where the rule says so), never its exact text. It is deterministic: the same
+transcript (and the same clock, for the time and date rules) gives the same reply.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from voicecore.exceptions import ConfigError
+from voicecore.history import Message
+from voicecore.stages import TurnContext
+
+__all__ = ["DEFAULT_RULES", "Rule", "RuleBasedResponder"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One way to answer: when ``pattern`` is found in the user's words, reply with ``reply``.
+
+    Attributes:
+        name: a short identifier (recorded on the turn's timeline as ``responder_rule``).
+        pattern: searched (``re.search``) in the user's last transcript; compile it with
+            ``re.IGNORECASE`` (transcripts come in any case, usually without punctuation).
+        reply: builds the answer from the match and the time of the request (local time of
+            the responder's clock).
+    """
+
+    name: str
+    pattern: re.Pattern[str]
+    reply: Callable[[re.Match[str], dt.datetime], str]
+
+
+def _spoken_time(now: dt.datetime) -> str:
+    """``now``'s time of day as it is said: "9:05 AM", "12:30 PM"."""
+    hour = now.hour % 12 or 12
+    return f"{hour}:{now.minute:02d} {'AM' if now.hour < 12 else 'PM'}"
+
+
+def _echo(words: str) -> str:
+    """The user's words, tidied for repeating back (no trailing punctuation)."""
+    return " ".join(words.split()).rstrip(".!?,;: ")
+
+
+_I = re.IGNORECASE
+DEFAULT_RULES: Final[tuple[Rule, ...]] = (
+    Rule(
+        "repeat",
+        re.compile(
+            r"^\W*(?:please\s+)?(?:(?:can|could) you\s+)?(?:repeat after me|say)\b[,:]?\s+"
+            r"(?P<words>\w.*)",
+            _I,
+        ),
+        lambda m, _: f"{_echo(m['words']).capitalize()}.",
+    ),
+    Rule(
+        "time",
+        re.compile(r"\b(?:what(?:'s| is)? (?:the )?time|the time|time is it)\b", _I),
+        lambda _, now: f"It is {_spoken_time(now)}.",
+    ),
+    Rule(
+        "date",
+        re.compile(r"\b(?:what(?:'s| is)? (?:the )?date|what day|today'?s date)\b", _I),
+        lambda _, now: f"Today is {now:%A}, {now:%B} {now.day}, {now.year}.",
+    ),
+    Rule(
+        "greeting",
+        re.compile(r"^\W*(?:hello|hi|hey|good (?:morning|afternoon|evening))\b", _I),
+        lambda _, __: (
+            "Hello! I am the offline voicecore demo. Ask me the time, or say something "
+            "and I will repeat it back to you."
+        ),
+    ),
+    Rule(
+        "identity",
+        re.compile(r"\b(?:who are you|your name|what are you)\b", _I),
+        lambda _, __: (
+            "I am a small rule-based responder that runs offline. Connect a language model "
+            "server for real answers."
+        ),
+    ),
+    Rule(
+        "weather",
+        re.compile(r"\b(?:weather|rain(?:ing)?|sunny|temperature|forecast)\b", _I),
+        lambda _, __: (
+            "I cannot check the weather: I run without a network. Look out of the window, "
+            "or connect a language model that can."
+        ),
+    ),
+    Rule(
+        "help",
+        re.compile(r"\b(?:help|what can you do)\b", _I),
+        lambda _, __: (
+            "I can tell you the time and the date, and repeat what you say. Try: what time is it?"
+        ),
+    ),
+    Rule(
+        "thanks",
+        re.compile(r"\bthanks?(?: you)?\b", _I),
+        lambda _, __: "You are welcome.",
+    ),
+    Rule(
+        "goodbye",
+        re.compile(r"\b(?:goodbye|good bye|bye|see you)\b", _I),
+        lambda _, __: "Goodbye! It was nice talking to you.",
+    ),
+    Rule(
+        "echo",
+        re.compile(r"(?P<words>\w.*)", _I | re.DOTALL),
+        lambda m, _: f"I heard you say: {_echo(m['words'])}. Ask me the time, or for help.",
+    ),
+)
+"""The rules :class:`RuleBasedResponder` uses by default, in priority order; the last one
+(``echo``) matches any words."""
+
+_NOTHING_HEARD: Final = "Sorry, I did not catch that. Could you say it again?"
+
+
+class RuleBasedResponder:
+    """A streaming LLM (``LLM`` stage protocol) that answers with rules instead of a model.
+
+    Each ``generate`` call answers the last ``user`` message: the first rule of ``rules``
+    whose pattern matches produces the reply (with nothing to match, e.g. an empty
+    transcript, it asks the user to say it again). The reply is yielded word by word (each
+    delta a word with its leading space), the first after ``first_token_delay_s`` and the
+    next ``token_delay_s`` apart, as a model server would stream tokens.
+
+    Args:
+        rules: the rules, in priority order (default: ``DEFAULT_RULES``).
+        first_token_delay_s: delay before the first word, in seconds (>= 0).
+        token_delay_s: delay between words, in seconds (>= 0; the default 0.02 s is 50 words
+            per second, a fast hosted model).
+        clock: returns the local time for the time and date rules (default:
+            ``datetime.now``; pass a fixed time for reproducible replies).
+
+    Raises:
+        ConfigError: a negative delay or no rules.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Rule] = DEFAULT_RULES,
+        *,
+        first_token_delay_s: float = 0.0,
+        token_delay_s: float = 0.02,
+        clock: Callable[[], dt.datetime] = dt.datetime.now,
+    ) -> None:
+        if not rules:
+            raise ConfigError("RuleBasedResponder needs at least one rule")
+        if not first_token_delay_s >= 0 or not token_delay_s >= 0:  # rejects NaN too
+            raise ConfigError(
+                "delays must be >= 0 s, got "
+                f"first_token_delay_s={first_token_delay_s}, token_delay_s={token_delay_s}"
+            )
+        self.rules: Final = tuple(rules)
+        """The rules, in priority order."""
+        self.first_token_delay_s: Final = first_token_delay_s
+        """Delay before the first word, in seconds."""
+        self.token_delay_s: Final = token_delay_s
+        """Delay between words, in seconds."""
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return (
+            f"RuleBasedResponder({len(self.rules)} rules, "
+            f"first_token_delay_s={self.first_token_delay_s}, "
+            f"token_delay_s={self.token_delay_s})"
+        )
+
+    def respond(self, transcript: str) -> tuple[str | None, str]:
+        """The reply to ``transcript``: ``(rule name, text)``; the name is None when no rule
+        matched (the "say it again" answer)."""
+        for rule in self.rules:
+            match = rule.pattern.search(transcript)
+            if match is not None:
+                return rule.name, rule.reply(match, self._clock())
+        return None, _NOTHING_HEARD
+
+    async def generate(self, messages: Sequence[Message], ctx: TurnContext) -> AsyncIterator[str]:
+        """Yields the reply to the last user message, word by word (see the class doc).
+
+        Records ``responder_rule`` (the rule's name, or None) on the turn's timeline.
+        """
+        transcript = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        rule, reply = self.respond(transcript)
+        ctx.record("responder_rule", rule=rule)
+        await trio.sleep(self.first_token_delay_s)
+        for index, word in enumerate(reply.split()):
+            if index:
+                await trio.sleep(self.token_delay_s)
+            yield word if index == 0 else f" {word}"
