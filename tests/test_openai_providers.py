@@ -424,6 +424,27 @@ async def test_llm_cancelled_while_waiting_closes_the_connection(server: OpenAIS
         assert await collect(provider.generate(MESSAGES, ctx())) == ["next"]
 
 
+async def test_concurrent_calls_share_one_provider(server: OpenAIServer) -> None:
+    gate = threading.Event()
+    held = chat_reply(["one"])
+    held.body.insert(1, Gate(gate))  # the first answer waits until the second is done
+    server.script(CHAT, held, chat_reply(["two"]))
+    results: dict[str, list[str]] = {}
+    async with llm(server) as provider:
+
+        async def call(name: str) -> None:
+            results[name] = await collect(provider.generate(MESSAGES, ctx()))
+            gate.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "first")
+            await trio.sleep(0.05)
+            nursery.start_soon(call, "second")
+    assert results == {"first": ["one"], "second": ["two"]}
+    first, second = server.requests
+    assert first.client_port != second.client_port  # two connections from one pool
+
+
 async def test_aclose_closes_the_pooled_connections(server: OpenAIServer) -> None:
     server.script(CHAT, chat_reply(["a"]))
     provider = llm(server)
