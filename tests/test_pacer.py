@@ -457,9 +457,10 @@ def test_the_pacer_thread_runs_while_python_holds_the_gil() -> None:
         end = time.monotonic_ns()
         frames = pacer.take_released()
         during = [f for f in frames if start < f.released_ns < end]
+        # Release lateness is measured by benches/bench_pacer.py, not asserted here: a timed
+        # bound in a unit test fails on a loaded machine. What this proves is that frames
+        # came out at all while Python never let go of the GIL.
         assert len(during) >= 25, "about 30 frames fall due in 300 ms"
-        if pacer.scheduling.startswith("SCHED_FIFO"):
-            assert max(f.lateness_ns for f in during) < 2 * MS
 
 
 FALLBACK_SCRIPT = """
