@@ -309,3 +309,8 @@ async def test_a_spoken_turn_with_the_responder_and_espeak() -> None:
     turn = session.metrics.turns[0]
     assert turn.tts_first_audio_ms is not None
     assert turn.tts_first_audio_ms < 100
+
+
+def test_the_engine_is_only_shared() -> None:
+    with pytest.raises(TypeError, match="shared"):
+        EspeakEngine()

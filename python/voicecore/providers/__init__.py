@@ -3,6 +3,8 @@
 ``voicecore.providers.scripted`` has test doubles with scripted output and controllable
 timings (deterministic under Trio's ``MockClock``), for tests, benchmarks and examples.
 Network providers (real STT, LLM and TTS services) live beside it.
+Offline defaults include ``espeak`` (``EspeakTTS``, espeak-ng in process) and ``responder``
+(``RuleBasedResponder``, a rule-based stand-in for an LLM).
 """
 
 from voicecore.providers.espeak import EspeakTTS as EspeakTTS

@@ -13,11 +13,13 @@ One worker thread per process:
     and is not reentrant: one synthesis at a time per process. :class:`EspeakEngine` owns
     the library and one long-lived worker thread that runs every call into it; sessions hand
     it requests through a FIFO queue. Consequence: concurrent sessions' syntheses are
-    serialized. At the speeds measured here (several hundred times real time, about 1.5 ms
-    of work per second of speech) a sentence waits at most a few milliseconds behind
-    another session's sentence; a server with many simultaneous talkers would use one
-    process per core. Switching voices between requests costs about 5 ms (espeak-ng loads
-    the voice's data), so sessions sharing a voice avoid it.
+    serialized: a request waits for those queued before it. At the speeds measured on a
+    shared 2-core VM (300-1000x real time: 1-3 ms of work per second of speech) that is a
+    few milliseconds per sentence ahead of it (``benches/bench_tts.py``: four 12-second
+    sentences requested at once, the last one's first audio after 37 ms quiet, 80 ms under
+    load); a server with many simultaneous talkers would run one process per core.
+    Switching voices between requests costs about 5 ms (espeak-ng loads the voice's data),
+    so sessions sharing a voice avoid it.
 
 Streaming to Trio:
     the espeak callback runs on the worker thread. It copies the buffer into a numpy array,
@@ -248,8 +250,11 @@ class EspeakEngine:
 
     _shared: ClassVar[EspeakEngine | None] = None
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+    _constructing: ClassVar[bool] = False
 
     def __init__(self) -> None:
+        if not EspeakEngine._constructing:
+            raise TypeError("espeak-ng's state is process-wide: use EspeakEngine.shared()")
         self._tasks: SimpleQueue[_Synthesis | _Control] = SimpleQueue()
         self._ready: Future[int] = Future()
         self._ffi = cffi.FFI()
@@ -276,7 +281,11 @@ class EspeakEngine:
         """The process's engine, started on first use (its worker loads espeak-ng)."""
         with cls._shared_lock:
             if cls._shared is None:
-                cls._shared = cls()
+                cls._constructing = True
+                try:
+                    cls._shared = cls()
+                finally:
+                    cls._constructing = False
             return cls._shared
 
     def __repr__(self) -> str:
@@ -327,7 +336,7 @@ class EspeakEngine:
                 raise ConfigError(
                     f"espeak-ng has no voice variant {variant!r} (in {voice!r}); the variants "
                     f"are the files in {variants_dir}: "
-                    f"{', '.join(sorted(p.name for p in variants_dir.iterdir()))}"
+                    f"{', '.join(sorted(p.name for p in variants_dir.glob('*')))}"
                 )
         self._call(lambda: self._select(voice, None))
         self._checked_voices.add(voice)
@@ -375,18 +384,20 @@ class EspeakEngine:
         while True:
             task = self._tasks.get()
             failure = self._ready.exception()
-            if isinstance(task, _Control):
-                if failure is not None:
-                    task.result.set_exception(failure)
-                    continue
-                try:
+            try:
+                if isinstance(task, _Control):
+                    if failure is not None:
+                        raise failure  # the library did not load: the caller gets why
                     task.result.set_result(task.fn())
-                except BaseException as exc:
+                elif failure is not None:
+                    self._finish(task, failure, time.perf_counter())
+                else:
+                    self._synthesize(task)
+            except BaseException as exc:  # the worker must outlive any one request
+                if isinstance(task, _Control) and not task.result.done():
                     task.result.set_exception(exc)
-            elif failure is not None:
-                self._finish(task, failure, 0.0)
-            else:
-                self._synthesize(task)
+                else:
+                    _log.exception("espeak worker: unexpected error")
 
     def _list_voices(self) -> list[EspeakVoice]:
         ffi = self._ffi

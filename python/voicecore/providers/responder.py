@@ -59,6 +59,11 @@ def _echo(words: str) -> str:
     return " ".join(words.split()).rstrip(".!?,;: ")
 
 
+def _capitalized(text: str) -> str:
+    """``text`` with its first letter upper-case (the rest as it was, names included)."""
+    return text[:1].upper() + text[1:]
+
+
 _I = re.IGNORECASE
 DEFAULT_RULES: Final[tuple[Rule, ...]] = (
     Rule(
@@ -68,7 +73,7 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
             r"(?P<words>\w.*)",
             _I,
         ),
-        lambda m, _: f"{_echo(m['words']).capitalize()}.",
+        lambda m, _: f"{_capitalized(_echo(m['words']))}.",
     ),
     Rule(
         "time",
