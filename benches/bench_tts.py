@@ -172,3 +172,57 @@ def test_espeak_concurrent_requests(benchmark: Any, report: Any, quick: bool) ->
     report.figure("served_last_first_audio_p50_ms", p(served_last, 50))
     report.figure("served_last_first_audio_max_ms", max(served_last))
     report.figure("served_last_vs_alone", p(served_last, 50) / p(alone, 50))
+
+
+def test_espeak_barge_in(benchmark: Any, report: Any, quick: bool) -> None:
+    """A barge-in mid-sentence: the stream of a long text is closed after its first chunk
+    and the next request is issued at once. Measured: its time to first audio, and how much
+    audio the aborted synthesis produced. Baseline, same run: the same text synthesized to
+    the end (what a synthesis that cannot be aborted would make the next request wait)."""
+    rounds = 10 if quick else 100
+    tts = EspeakTTS("en-us")
+    text = " ".join([TEXTS["long"]] * 4)  # ~50 s of speech, tens of ms of synthesis
+    next_first: list[float] = []
+    aborted_audio: list[float] = []
+    whole: list[dict[str, float]] = []
+
+    async def measure() -> None:
+        await timed_synthesis(tts, text)  # warm-up
+        for _ in range(rounds):
+            whole.append(await timed_synthesis(tts, text))
+            turn = ctx()
+            stream = tts.synthesize(text, turn)
+            await stream.__anext__()
+            await stream.aclose()
+            next_first.append((await timed_synthesis(tts, TEXTS["short"]))["first_ms"])
+            with trio.fail_after(10):
+                while not turn.timeline.events("espeak_synth"):
+                    await trio.sleep(0.001)
+            record = turn.timeline.events("espeak_synth")[0]
+            assert record["aborted"]
+            aborted_audio.append(record["audio_ms"])
+
+    benchmark.pedantic(lambda: trio.run(measure), rounds=1, iterations=1)
+
+    whole_ms = [r["whole_ms"] for r in whole]
+    report.row(
+        measure="next request's first audio after a barge-in",
+        p50_ms=p(next_first, 50),
+        p99_ms=p(next_first, 99),
+    )
+    report.row(
+        measure="baseline: the text synthesized to the end",
+        p50_ms=p(whole_ms, 50),
+        p99_ms=p(whole_ms, 99),
+    )
+    report.row(
+        measure="speech produced before the abort (of the text's)",
+        p50_ms=p(aborted_audio, 50),
+        p99_ms=p(aborted_audio, 99),
+        text_audio_ms=whole[0]["audio_ms"],
+    )
+    report.figure("next_first_audio_after_barge_in_p50_ms", p(next_first, 50))
+    report.figure("unabortable_wait_p50_ms", p(whole_ms, 50))
+    report.figure("barge_in_ratio", p(whole_ms, 50) / p(next_first, 50))
+    report.figure("aborted_audio_p50_ms", p(aborted_audio, 50))
+    report.figure("text_audio_ms", whole[0]["audio_ms"])
