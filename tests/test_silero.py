@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-import trio
-import trio.testing
 
 from voicecore import EnergyVad
 from voicecore.exceptions import AudioFormatError, ConfigError, ModelFetchError
@@ -140,6 +140,7 @@ def test_recurrent_state_is_carried_across_windows(model: Path, speech: list[Any
     seen = []
     for start in range(0, len(pcm) - SILERO_WINDOW + 1, SILERO_WINDOW):
         vad.process(AudioFrame(pcm[start : start + SILERO_WINDOW].tobytes(), RATE, start))
+        vad.drain()
         seen.append(vad.last_probability)
     expected = reference_probabilities(model, pcm)
     np.testing.assert_allclose(seen, expected, atol=1e-5)
@@ -159,8 +160,8 @@ def test_events_do_not_depend_on_the_chunking(model: Path, speech: list[Any]) ->
         [int(n) for n in rng.integers(0, 2000, 64)],
     ]
     results = []
-    for sizes in chunkings:
-        vad = SileroVad(model)
+    for sizes, background in [(sizes, True) for sizes in chunkings] + [(FRAME, False)]:
+        vad = SileroVad(model, background=background)
         events = feed(vad, pcm, sizes)
         stats = vad.stats()
         results.append((events, vad.speech_until, stats.windows, stats.inferred))
@@ -201,70 +202,82 @@ def test_digital_silence_never_runs_the_model(model: Path) -> None:
     assert stats.inference_cpu_s == 0.0
 
 
-async def test_process_async_matches_process_and_runs_in_a_worker(
+def test_background_thread_runs_the_model_and_gives_the_inline_events(
     model: Path, speech: list[Any]
 ) -> None:
     pcm = padded(speech[3].samples)
-    sync_vad, async_vad = SileroVad(model), SileroVad(model)
-    expected = feed(sync_vad, pcm)
+    inline, background = SileroVad(model, background=False), SileroVad(model)
+    assert background.background
+    expected = feed(inline, pcm)
     workers: set[int] = set()
-    infer = async_vad._infer
+    run = background._model.run
 
     def spy(inputs: list[npt.NDArray[np.float32]]) -> list[float]:
         workers.add(threading.get_ident())
-        return infer(inputs)
+        return run(inputs)
 
-    async_vad._infer = spy  # type: ignore[method-assign]
-    events = []
+    background._model.run = spy  # type: ignore[method-assign]
+    from_the_future = 0
+    events: list[SpeechStarted | SpeechEnded] = []
     for start in range(0, len(pcm), FRAME):
         frame = AudioFrame(pcm[start : start + FRAME].tobytes(), RATE, start)
-        events += await async_vad.process_async(frame)
-    events += async_vad.flush()
+        new = background.process(frame)
+        from_the_future += sum(e.sample > start + FRAME for e in new)
+        events += new
+    events += background.flush()
+    assert from_the_future == 0
     assert events == expected
-    assert async_vad.speech_until == sync_vad.speech_until
+    assert background.speech_until == inline.speech_until
+    assert background.stats().inferred == inline.stats().inferred
     assert workers
     assert threading.get_ident() not in workers
+    background.close()
 
 
-async def test_process_async_survives_cancellation(model: Path, speech: list[Any]) -> None:
-    pcm = padded(speech[2].samples)
-    expected = feed(SileroVad(model), pcm)
-    vad = SileroVad(model)
-    events = []
-    for index, start in enumerate(range(0, len(pcm), FRAME)):
-        frame = AudioFrame(pcm[start : start + FRAME].tobytes(), RATE, start)
-        with trio.CancelScope() as scope:
-            if index % 3 == 0:
-                scope.cancel()  # cancelled before the call: the frame is still processed
-            events += await vad.process_async(frame)
-    events += vad.flush()
-    assert events == expected
+def test_background_events_come_a_frame_or_so_later(model: Path, speech: list[Any]) -> None:
+    """Paced like a live mic (20 ms frames in real time), each window's verdict is back by
+    the next frame or so: events are reported at most a few frames after the inline ones."""
+    pcm = padded(speech[0].samples)
+    inline, background = SileroVad(model, background=False), SileroVad(model)
+    frames = [AudioFrame(pcm[i : i + FRAME].tobytes(), RATE, i) for i in range(0, len(pcm), FRAME)]
+    when_inline = {}
+    for index, frame in enumerate(frames):
+        for event in inline.process(frame):
+            when_inline[event] = index
+    delays = []
+    started = time.perf_counter()
+    for index, frame in enumerate(frames):
+        time.sleep(max(0.0, started + index * FRAME / RATE - time.perf_counter()))
+        delays += [index - when_inline[event] for event in background.process(frame)]
+    assert len(delays) == len(when_inline)
+    assert all(d >= 0 for d in delays)
+    assert sorted(delays)[len(delays) // 2] <= 1, delays  # typically the very next frame
+    assert max(delays) <= 10, delays  # a loaded machine may hold a window back a little
+    background.close()
 
 
-async def test_concurrent_calls_are_refused(model: Path) -> None:
+def test_close_stops_the_thread(model: Path) -> None:
     vad = SileroVad(model, gate=False)
-    frame = AudioFrame(np.ones(SILERO_WINDOW, dtype=np.int16).tobytes(), RATE, 0)
-    next_frame = AudioFrame(frame.pcm, RATE, SILERO_WINDOW)
-    in_worker, release = threading.Event(), threading.Event()
-    infer = vad._infer
+    vad.process(AudioFrame(np.ones(SILERO_WINDOW, dtype=np.int16).tobytes(), RATE, 0))
+    thread = vad._thread
+    assert thread is not None
+    assert thread.is_alive()
+    vad.close()
+    assert not thread.is_alive()
+    vad.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        vad.process(AudioFrame(b"\0\0" * 160, RATE, SILERO_WINDOW))
 
-    def held(inputs: list[npt.NDArray[np.float32]]) -> list[float]:
-        in_worker.set()
-        release.wait()
-        return infer(inputs)
 
-    vad._infer = held  # type: ignore[method-assign]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(vad.process_async, frame)
-        await trio.to_thread.run_sync(in_worker.wait)
-        with pytest.raises(RuntimeError, match="process_async is running"):
-            vad.process(next_frame)
-        with pytest.raises(RuntimeError, match="concurrently"):
-            await vad.process_async(next_frame)
-        release.set()
-    assert vad.stats().inferred == 1
-    vad.process(next_frame)  # usable again once the call is over
-    assert vad.stats().inferred == 2
+def test_a_dropped_vad_stops_its_thread(model: Path) -> None:
+    vad = SileroVad(model, gate=False)
+    vad.process(AudioFrame(np.ones(SILERO_WINDOW, dtype=np.int16).tobytes(), RATE, 0))
+    thread = vad._thread
+    assert thread is not None
+    del vad
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def test_minimum_durations_and_hysteresis(model: Path, speech: list[Any]) -> None:

@@ -13,12 +13,17 @@ decisions agree with the ungated model on 99.9 % of windows, while resetting the
 after a skipped run agrees on only 98.7 %). :meth:`SileroVad.stats` counts the windows
 skipped and the CPU time spent, i.e. the CPU the gate saved.
 
-Where the inference runs: :meth:`SileroVad.process` (the synchronous ``VAD`` protocol
-method, what ``Session`` calls today) runs it on the calling thread: up to ~0.2 ms of the
-event loop per 32 ms of non-silent audio. :meth:`SileroVad.process_async` runs the same
-inference in a worker thread (``trio.to_thread.run_sync`` with the VAD's own
-``CapacityLimiter(1)``; onnxruntime releases the GIL), so the Trio thread only does the
-cheap bookkeeping. Both produce the same events.
+Where the inference runs: off the caller's thread by default. Each ``SileroVad`` owns one
+background thread (the session's VAD thread; onnxruntime releases the GIL while it
+computes). ``process`` frames the audio, runs the energy gate, hands the windows that need
+the model to the thread and returns at once with the events of the windows whose
+probabilities have come back: a window's verdict is reported at the first ``process`` call
+after its inference finished, i.e. normally one frame later (+20 ms), with the same sample
+indices (the events do not depend on when they are reported). The Trio thread pays only
+the framing, the gate, a queue hand-off and the decisions (~10 µs per 20 ms frame) instead
+of ~120-200 µs per window, and never waits for the model: no wake-up is needed, the next
+frame collects the result. ``background=False`` runs the model inline instead
+(deterministic timing, for tests on a mock clock). ``drain()`` waits for every window sent.
 
 The model is not shipped: ``voicecore models fetch`` puts it in the cache. :func:`make_vad`
 builds a :class:`SileroVad` when the model is there, and otherwise warns
@@ -27,14 +32,18 @@ builds a :class:`SileroVad` when the model is there, and otherwise warns
 Example::
 
     vad = make_vad()                       # SileroVad, or EnergyVadStage with a warning
-    events = vad.process(frame)            # or: await vad.process_async(frame)
+    events = vad.process(frame)            # the events completed so far, oldest first
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import warnings
+import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +51,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import trio
 
 from voicecore._core import EnergyVad
 from voicecore.exceptions import AudioFormatError, ConfigError, VoicecoreError
@@ -151,6 +159,51 @@ def _load_session(path: Path) -> Any:
     return session
 
 
+class _Model:
+    """The onnxruntime session, the recurrent state and the counters: used by one thread at
+    a time (the VAD's background thread, or the caller's with ``background=False``)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.state: Float32Array = np.zeros((2, 1, 128), dtype=np.float32)
+        self.sr = np.array(STT_SAMPLE_RATE, dtype=np.int64)
+        self.inferred = 0
+        self.cpu_ns = 0  # thread CPU time of the runs
+
+    def run(self, inputs: Sequence[Float32Array]) -> list[float]:
+        """Speech probabilities of ``inputs`` (each ``[1, 576]``), in order, state carried."""
+        probabilities: list[float] = []
+        for model_input in inputs:
+            started = time.thread_time_ns()
+            output, self.state = self.session.run(
+                None, {"input": model_input, "state": self.state, "sr": self.sr}
+            )
+            self.cpu_ns += time.thread_time_ns() - started
+            self.inferred += 1
+            probabilities.append(float(output[0, 0]))
+        return probabilities
+
+
+_Result = list[float] | BaseException
+
+
+def _serve(
+    model: _Model,
+    jobs: queue.SimpleQueue[list[Float32Array] | None],
+    results: queue.SimpleQueue[_Result],
+) -> None:
+    """The background thread: runs each batch of windows, in order, until told to stop.
+
+    It holds no reference to the ``SileroVad`` (only to its model and queues), so a VAD that
+    is garbage collected can stop it (``weakref.finalize`` sends the stop).
+    """
+    while (batch := jobs.get()) is not None:
+        try:
+            results.put(model.run(batch))
+        except Exception as exc:  # handed to the caller, raised by its next process()
+            results.put(exc)
+
+
 class SileroVad:
     """Silero VAD as a ``voicecore.stages.VAD`` stage, behind the Rust energy VAD's gate.
 
@@ -160,11 +213,13 @@ class SileroVad:
     of windows below ``neg_threshold``. Events carry sample indices of the 16 kHz stream:
     ``SpeechStarted`` at the first sample of the first speech window minus
     ``speech_pad_ms``, ``SpeechEnded`` one past the last speech window (the true end of
-    speech, like ``EnergyVadStage``: the ``min_silence_ms`` wait is not included). Events do
-    not depend on how the audio is cut into frames.
+    speech, like ``EnergyVadStage``: the ``min_silence_ms`` wait is not included). The events
+    do not depend on how the audio is cut into frames, nor on when the background thread
+    delivers (only the call that reports them does).
 
-    One instance per session: it holds the model's recurrent state and its own onnxruntime
-    session (one thread). Not for concurrent use: feed one frame at a time, in order.
+    One instance per session: it holds the model's recurrent state, its own onnxruntime
+    session (one intra-op thread) and its background thread. Not for concurrent use: feed
+    one frame at a time, in order. ``close()`` stops the thread (so does garbage collection).
 
     Args:
         model_path: the ``silero_vad.onnx`` file; default the cached one
@@ -180,6 +235,8 @@ class SileroVad:
             after the onset; the STT gets the onset); in ms, [0, 1000].
         gate: run the model only on windows the energy VAD does not call silence.
         energy_vad: the gate's detector (16 kHz); default ``EnergyVad(16000, 10)``.
+        background: run the model in the VAD's own thread (events normally one frame
+            later); False: inline in ``process`` (deterministic timing).
 
     Raises:
         ModelNotFoundError: no model file (the message says how to fetch it).
@@ -198,6 +255,7 @@ class SileroVad:
         speech_pad_ms: float = 32.0,
         gate: bool = True,
         energy_vad: EnergyVad | None = None,
+        background: bool = True,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
@@ -230,11 +288,9 @@ class SileroVad:
         if path is None or not path.is_file():
             raise ModelNotFoundError(_missing_message(path))
         self.model_path = path
-        self._session = _load_session(path)
+        self._model = _Model(_load_session(path))
+        self.background = background
 
-        # Model inputs, reused for every window.
-        self._state: Float32Array = np.zeros((2, 1, 128), dtype=np.float32)
-        self._sr = np.array(STT_SAMPLE_RATE, dtype=np.int64)
         # Audio of the window being filled, and the previous window's last 64 samples.
         self._buffer: Float32Array = np.zeros(SILERO_WINDOW, dtype=np.float32)
         self._filled = 0
@@ -242,6 +298,17 @@ class SileroVad:
         self._received = 0  # samples fed
         self._next_window = 0  # index of the window being filled
         self._open_windows: set[int] = set()  # windows the gate lets through
+        # Windows completed but not decided yet (index, model ran on it), and the
+        # probabilities that came back for them, both oldest first.
+        self._undecided: deque[tuple[int, bool]] = deque()
+        self._probabilities: deque[float] = deque()
+        # The background thread, started with the first window it gets.
+        self._jobs: queue.SimpleQueue[list[Float32Array] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
+        self._in_flight = 0  # batches sent, results not collected
+        self._sent = 0  # windows given to the model
+        self._thread: threading.Thread | None = None
+        self._closed = False
         # Decision state (window indices; samples = index * SILERO_WINDOW).
         self._triggered = False
         self._candidate: int | None = None  # first window of unconfirmed speech
@@ -250,12 +317,6 @@ class SileroVad:
         self._last_speech_end = 0
         self._speech_until = 0
         self._last_probability = 0.0
-        # Counters.
-        self._inferred = 0
-        self._cpu_ns = 0
-        # process_async: inference serialized in one worker at a time (the state is shared).
-        self._limiter = trio.CapacityLimiter(1)
-        self._busy = False
 
     def __repr__(self) -> str:
         stats = self.stats()
@@ -272,7 +333,7 @@ class SileroVad:
 
     @property
     def last_probability(self) -> float:
-        """The speech probability of the most recent window (0.0 if the gate skipped it)."""
+        """The speech probability of the latest decided window (0.0 if the gate skipped it)."""
         return self._last_probability
 
     @property
@@ -281,73 +342,98 @@ class SileroVad:
         return self._gate is not None
 
     def stats(self) -> SileroStats:
-        """A snapshot of the window and CPU counters."""
+        """A snapshot of the window and CPU counters (a window still in the background
+        thread counts as neither inferred nor skipped yet)."""
         return SileroStats(
             windows=self._next_window,
-            inferred=self._inferred,
-            skipped=self._next_window - self._inferred,
-            inference_cpu_s=self._cpu_ns / 1e9,
+            inferred=self._model.inferred,
+            skipped=self._next_window - self._sent,
+            inference_cpu_s=self._model.cpu_ns / 1e9,
             audio_s=self._received / STT_SAMPLE_RATE,
         )
 
     def process(self, frame: AudioFrame) -> list[VadEvent]:
-        """Feeds one 16 kHz frame (any length); returns the speech events it completes.
+        """Feeds one 16 kHz frame (any length); returns the speech events decided so far.
 
-        The model runs here, on the calling thread: ~0.12-0.2 ms per window that passes the
-        gate (a 20 ms frame completes at most one 32 ms window). Use ``process_async`` to
-        keep it off the event loop.
+        With ``background=True`` (the default) the model runs in the VAD's thread and this
+        never waits for it: the events of a window come with the first call after its
+        inference finished (normally the next frame). Inline, ~0.12-0.2 ms per window that
+        passes the gate (a 20 ms frame completes at most one 32 ms window).
 
         Raises:
             ValueError: another sample rate, or a frame that does not follow the previous one.
             AudioFormatError: PCM16 of odd byte length.
-            RuntimeError: a ``process_async`` call is in progress.
+            RuntimeError: the VAD is closed.
+            Exception: whatever onnxruntime raised in the background thread.
         """
-        if self._busy:
-            raise RuntimeError("SileroVad.process called while process_async is running")
+        if self._closed:
+            raise RuntimeError("this SileroVad is closed")
         windows, inputs = self._prepare(frame)
-        return self._decide(windows, self._infer(inputs))
+        self._undecided.extend(windows)
+        self._sent += len(inputs)
+        if inputs and self.background:
+            self._send(inputs)
+        elif inputs:
+            self._probabilities.extend(self._model.run(inputs))
+        self._collect(wait=False)
+        return self._decide()
 
-    async def process_async(self, frame: AudioFrame) -> list[VadEvent]:
-        """Like ``process``, with the model run in a worker thread (one at a time).
+    def drain(self) -> list[VadEvent]:
+        """Waits for the windows still in the background thread; returns their events.
 
-        The Trio thread does only the framing, the energy gate and the decisions (a few
-        µs); the windows that need the model go to ``trio.to_thread.run_sync`` in one
-        batch. The frame is always processed whole: the batch is shielded from
-        cancellation (it takes at most a few ms) so the recurrent state and the events
-        stay consistent, and a cancellation reaches the caller at its next checkpoint.
-
-        Raises:
-            The errors of ``process``; RuntimeError on concurrent calls.
+        Blocks the caller for at most the inference of the windows sent (a few ms).
         """
-        if self._busy:
-            raise RuntimeError("SileroVad.process_async called concurrently")
-        self._busy = True
-        try:
-            windows, inputs = self._prepare(frame)
-            if inputs:
-                with trio.CancelScope(shield=True):
-                    probabilities = await trio.to_thread.run_sync(
-                        self._infer, inputs, limiter=self._limiter
-                    )
-            else:
-                probabilities = []
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return self._decide(windows, probabilities)
-        finally:
-            self._busy = False
+        self._collect(wait=True)
+        return self._decide()
 
     def flush(self) -> list[VadEvent]:
-        """End of the stream: ends open speech at its last speech window.
+        """End of the stream: drains, then ends open speech at its last speech window.
 
-        Returns ``[SpeechEnded]`` if speech was open, else ``[]``. The samples of an
-        incomplete last window are not judged.
+        Returns the drained events, then ``SpeechEnded`` if speech was open. The samples of
+        an incomplete last window are not judged.
         """
-        if not self._triggered:
-            self._candidate = None
-            return []
-        self._triggered = False
+        events = self.drain()
         self._candidate = None
-        return [SpeechEnded(self._last_speech_end)]
+        if self._triggered:
+            self._triggered = False
+            events.append(SpeechEnded(self._last_speech_end))
+        return events
+
+    def close(self) -> None:
+        """Stops the background thread (idempotent); the VAD takes no more audio."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+
+    # --- background thread -----------------------------------------------------------------
+
+    def _send(self, inputs: list[Float32Array]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=_serve,
+                args=(self._model, self._jobs, self._results),
+                name="voicecore-silero",
+                daemon=True,
+            )
+            self._thread.start()
+            weakref.finalize(self, self._jobs.put, None)
+        self._jobs.put(inputs)
+        self._in_flight += 1
+
+    def _collect(self, *, wait: bool) -> None:
+        """Moves the probabilities that came back into ``_probabilities``, in order."""
+        while self._in_flight:
+            try:
+                result = self._results.get(block=wait)
+            except queue.Empty:
+                return
+            self._in_flight -= 1
+            if isinstance(result, BaseException):
+                raise result
+            self._probabilities.extend(result)
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -410,31 +496,21 @@ class SileroVad:
             last_samples = (active + out.first_frame + 1) * length - 1
             self._open_windows.update((last_samples // SILERO_WINDOW).tolist())
 
-    def _infer(self, inputs: Sequence[Float32Array]) -> list[float]:
-        """Runs the model on ``inputs`` in order, carrying the state (any one thread)."""
-        probabilities: list[float] = []
-        for model_input in inputs:
-            started = time.thread_time_ns()
-            output, state = self._session.run(
-                None, {"input": model_input, "state": self._state, "sr": self._sr}
-            )
-            self._cpu_ns += time.thread_time_ns() - started
-            self._state = state
-            probabilities.append(float(output[0, 0]))
-        self._inferred += len(inputs)
-        return probabilities
-
-    def _decide(
-        self, windows: Sequence[tuple[int, bool]], probabilities: Sequence[float]
-    ) -> list[VadEvent]:
-        """The hysteresis state machine over the completed windows (cheap)."""
+    def _decide(self) -> list[VadEvent]:
+        """Runs the hysteresis state machine over the windows whose verdict is known, in
+        order: a skipped window at once (probability 0), an inferred one once its
+        probability is back."""
         events: list[VadEvent] = []
-        inferred = iter(probabilities)
-        for index, ran in windows:
-            self._step(index, next(inferred) if ran else 0.0, events)
+        while self._undecided:
+            index, ran = self._undecided[0]
+            if ran and not self._probabilities:
+                break  # still in the background thread
+            self._undecided.popleft()
+            self._step(index, self._probabilities.popleft() if ran else 0.0, events)
         return events
 
     def _step(self, index: int, probability: float, events: list[VadEvent]) -> None:
+        """One window's verdict: updates the speech state, appends the events it completes."""
         self._last_probability = probability
         end = (index + 1) * SILERO_WINDOW
         if self._triggered:
