@@ -280,6 +280,20 @@ async def test_bad_audio_is_rejected() -> None:
             pass
 
 
+async def test_second_pass_is_off_by_default_and_can_be_turned_on() -> None:
+    fast, thorough = SphinxSTT(), SphinxSTT(second_pass=True)
+    await fast.load()
+    await thorough.load()
+    assert not fast._decoder.config["fwdflat"]
+    assert not fast._decoder.config["bestpath"]
+    assert thorough._decoder.config["fwdflat"]
+    assert thorough._decoder.config["bestpath"]
+    custom = SphinxSTT(decoder_options={"bestpath": True})
+    await custom.load()
+    assert custom._decoder.config["bestpath"]
+    assert not custom._decoder.config["fwdflat"]
+
+
 def test_another_sample_rate_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="samprate=8000"):
         SphinxSTT(decoder_options={"samprate": 8000})

@@ -5,7 +5,7 @@
 partial ``Transcript`` whenever it changes, and the final one when the audio ends.
 
 Threads: every decoder call (``process_raw``, ``hyp``, ``end_utt``; about 0.25 s of CPU per
-second of audio, and ``end_utt``'s second pass up to ~0.25 s on a long utterance) runs in a
+second of audio, and ``end_utt`` up to ~0.25 s on a long utterance) runs in a
 worker thread through ``trio.to_thread.run_sync`` with the provider's own
 ``CapacityLimiter(1)``: the decoder is not thread-safe, and the limiter guarantees that no
 two threads ever use it at once. PocketSphinx releases the GIL while it decodes.
@@ -83,16 +83,22 @@ class SphinxSTT:
     """Streaming STT on PocketSphinx, decoding off the Trio thread.
 
     Args:
+        second_pass: run PocketSphinx's second and third searches (``fwdflat`` and
+            ``bestpath``) when the utterance ends. Off by default: the final is on the
+            voice-to-voice critical path, and on ``../shared/data/speech`` the passes
+            delayed it by 130-340 ms per utterance without lowering the word error rate
+            (0.35 with them, 0.27 without, on 48 words: ``benches/bench_offline_stt_vad``).
         decoder_options: extra ``pocketsphinx.Decoder`` options (for example ``hmm``,
-            ``lm``, ``dict`` for another model, or ``fwdflat=False, bestpath=False`` for a
-            faster final at some accuracy cost). The sample rate is always 16000 Hz, the
-            engine's STT rate.
+            ``lm``, ``dict`` for another model); they override ``second_pass``. The sample
+            rate is always 16000 Hz, the engine's STT rate.
 
     Raises:
         ConfigError: a ``samprate`` option other than 16000.
     """
 
-    def __init__(self, *, decoder_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, second_pass: bool = False, decoder_options: Mapping[str, Any] | None = None
+    ) -> None:
         options = dict(decoder_options or {})
         rate = options.pop("samprate", STT_SAMPLE_RATE)
         if rate != STT_SAMPLE_RATE:
@@ -100,7 +106,12 @@ class SphinxSTT:
                 f"the engine feeds the STT {STT_SAMPLE_RATE} Hz audio; samprate={rate} "
                 "is not supported"
             )
-        self._options: dict[str, Any] = {"samprate": STT_SAMPLE_RATE, **options}
+        self._options: dict[str, Any] = {
+            "samprate": STT_SAMPLE_RATE,
+            "fwdflat": second_pass,
+            "bestpath": second_pass,
+            **options,
+        }
         self._decoder: Any = None  # pocketsphinx.Decoder, created in a worker
         self._limiter = trio.CapacityLimiter(1)
         # Owned by the worker calls (serialized by the limiter):
