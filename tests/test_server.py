@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -152,15 +153,23 @@ async def http_get(server: VoiceServer, path: str) -> HttpReply:
     return HttpReply(int(status_line.split()[1]), headers, body)
 
 
-def task_count() -> int:
-    """Tasks alive in this Trio run."""
+def server_tasks() -> int:
+    """Tasks alive under ``VoiceServer.run`` in this Trio run (the client's not counted)."""
+
+    def find(task: trio.lowlevel.Task) -> trio.lowlevel.Task | None:
+        if task.name.endswith("VoiceServer.run"):
+            return task
+        children = (t for n in task.child_nurseries for t in n.child_tasks)
+        return next((found for t in children if (found := find(t)) is not None), None)
 
     def count(task: trio.lowlevel.Task) -> int:
         return 1 + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
 
     root = trio.lowlevel.current_root_task()
     assert root is not None
-    return count(root)
+    server = find(root)
+    assert server is not None
+    return count(server)
 
 
 async def settle(predicate: Any, timeout: float = 5.0) -> None:
@@ -398,15 +407,19 @@ async def test_session_limit_refuses_with_1013_then_admits_again(web_root: Path)
             assert (await recv_json(fourth))["type"] == "ready"
 
 
+async def stalled_client(server: VoiceServer) -> connect:
+    """A client with tiny socket buffers: when it stops reading, the server soon sees it."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", server.port))
+    return connect(ws_url(server), stream=trio.SocketStream(sock), max_queue=4)
+
+
 async def test_a_client_that_stops_reading_is_disconnected_with_4000(web_root: Path) -> None:
     async with running(
         web_root, pipe=pipeline(LONG_REPLY), send_queue_ms=400, send_buffer_bytes=4096
     ) as server:
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sock.connect(("127.0.0.1", server.port))
-        stream = trio.SocketStream(sock)
-        async with connect(ws_url(server), stream=stream, max_queue=4) as ws:
+        async with await stalled_client(server) as ws:
             await ws.send(hello(16000, 48000))
             await recv_json(ws)
             await start_turn(ws)
@@ -422,10 +435,40 @@ async def test_a_client_that_stops_reading_is_disconnected_with_4000(web_root: P
         assert server.pacer.stats().open_streams == 0
 
 
+async def test_a_stalled_reader_still_streaming_its_mic_leaves_nothing_behind(
+    web_root: Path,
+) -> None:
+    async with running(
+        web_root, pipe=pipeline(LONG_REPLY), send_queue_ms=400, send_buffer_bytes=4096
+    ) as server:
+        await trio.sleep(0.1)
+        baseline = server_tasks()
+        async with trio.open_nursery() as nursery, await stalled_client(server) as ws:
+            await ws.send(hello(16000, 48000))
+            await recv_json(ws)
+            await start_turn(ws)
+
+            async def mic() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        await ws.send(noise(20))
+                        await trio.sleep(0.02)
+
+            nursery.start_soon(mic)
+            transport = server.transports()[0]
+            await settle(lambda: transport.close_code == CloseCode.TOO_SLOW, timeout=30)
+            # The server gives up on the close handshake and cuts the connection; every
+            # task of the connection ends although the client never reads again.
+            await settle(lambda: server.sessions == 0)
+            await settle(lambda: server_tasks() == baseline, timeout=10)
+            nursery.cancel_scope.cancel()
+            await trio.aclose_forcefully(ws.stream)
+
+
 async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) -> None:
     async with running(web_root, pipe=pipeline(LONG_REPLY)) as server:
         await trio.sleep(0.1)
-        baseline = task_count()
+        baseline = server_tasks()
         async with connect(ws_url(server)) as ws:
             await ws.send(hello())
             await recv_json(ws)
@@ -434,7 +477,7 @@ async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) 
                 while not isinstance(await ws.recv(), bytes):
                     pass  # until the agent speaks
             assert server.pacer.stats().open_streams == 1
-            assert task_count() > baseline
+            assert server_tasks() > baseline
             (transport,) = server.transports()
             session = weakref.ref(server.live_sessions()[0])
             transport_ref = weakref.ref(transport)
@@ -445,7 +488,7 @@ async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) 
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             await trio.aclose_forcefully(raw)
         await settle(lambda: server.sessions == 0)
-        await settle(lambda: task_count() == baseline)
+        await settle(lambda: server_tasks() == baseline)
         assert server.pacer.stats().open_streams == 0
         # Nothing holds the session or its transport any more (their channels, rings and
         # resamplers go with them): only its metrics are kept, for /metrics.
@@ -478,6 +521,56 @@ async def test_shutdown_closes_every_session_with_1001(web_root: Path) -> None:
     # run() returned: the nursery is empty, the pacer stopped.
     assert server.sessions == 0
     assert server.pacer.stopped
+
+
+async def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(web_root: Path) -> None:
+    server = VoiceServer(
+        pipeline(LONG_REPLY),
+        ServerSettings(port=0, web_root=web_root, diagnostics=False, send_buffer_bytes=4096),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with await stalled_client(server) as ws:
+            await ws.send(hello(16000, 48000))
+            await recv_json(ws)
+            await start_turn(ws)
+            await trio.sleep(1.0)  # agent audio piles up in the kernel buffers
+            assert server.transports()[0].queued > 0
+            started = trio.current_time()
+            server.shutdown()
+            with trio.fail_after(server.settings.close_timeout_s + 2):
+                await settle(lambda: server.pacer.stopped, timeout=10)
+            assert trio.current_time() - started < server.settings.shutdown_timeout_s
+            # Reading again, the client finds the frames in flight, then a cut connection.
+            await closed_with(ws)
+    assert server.sessions == 0
+
+
+async def test_a_client_still_streaming_its_mic_is_closed_promptly(web_root: Path) -> None:
+    """A browser keeps sending 20 ms frames until it sees the close: the server must keep
+    reading (and discarding) them to complete the closing handshake."""
+    server = VoiceServer(pipeline(), ServerSettings(port=0, web_root=web_root, diagnostics=False))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with connect(ws_url(server)) as ws:
+            await ws.send(hello())
+            await recv_json(ws)
+
+            async def mic() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        await ws.send(noise(20))
+                        await trio.sleep(0.02)
+
+            nursery.start_soon(mic)
+            await trio.sleep(0.5)
+            started = trio.current_time()
+            server.shutdown()
+            _, code, _ = await closed_with(ws)
+            assert code == CloseCode.GOING_AWAY
+            await settle(lambda: server.pacer.stopped)
+            # Well within the closing handshake's timeout: the client's close was read.
+            assert trio.current_time() - started < server.settings.close_timeout_s
 
 
 # --- HTTP ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ Example (in a Trio program; ``voicecore serve`` does this)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import http
 import ipaddress
@@ -524,19 +525,32 @@ class WebSocketTransport:
         close = self._close or protocol.Close(CloseCode.NORMAL, "session ended")
         self._queue_in.close()  # the writer drains what is queued, then ends
         try:
-            with trio.move_on_after(self._close_timeout_s) as scope:
-                await self._writer_done.wait()
-                for message in self._final:
-                    await self._ws.send(protocol.serialize(message))
-                await self._ws.aclose(close.code, close.reason)
-            if scope.cancelled_caught:
-                _log.info("%s: the client did not read; connection cut", self.protocol.session_id)
-                await trio.aclose_forcefully(self._ws.stream)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._discard_incoming)
+                with trio.move_on_after(self._close_timeout_s) as scope:
+                    await self._writer_done.wait()
+                    for message in self._final:
+                        await self._ws.send(protocol.serialize(message))
+                    await self._ws.aclose(close.code, close.reason)
+                if scope.cancelled_caught:
+                    _log.info(
+                        "%s: the client did not read; connection cut", self.protocol.session_id
+                    )
+                    await trio.aclose_forcefully(self._ws.stream)
+                nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass
         finally:
             self.protocol.closed()
             self._closed.set()
+
+    async def _discard_incoming(self) -> None:
+        """Reads and drops what the client still sends while the connection closes: unread
+        messages would make the WebSocket stop reading the socket (its flow control), and
+        the client's close frame would never be seen."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self._ws.recv()
 
 
 # --- the server ------------------------------------------------------------------------------
