@@ -598,6 +598,7 @@ def test_settings_reach_the_providers() -> None:
             "VOICECORE_VAD_THRESHOLD": "0.7",
             "VOICECORE_VAD_NEG_THRESHOLD": "0.4",
             "VOICECORE_VAD_GATE": "off",
+            "VOICECORE_VAD_BACKGROUND": "false",
             "VOICECORE_TTS_VOICE": "en-us+f3",
             "VOICECORE_TTS_RATE_WPM": "230",
             "VOICECORE_LLM_TOKEN_DELAY_S": "0",
@@ -609,6 +610,7 @@ def test_settings_reach_the_providers() -> None:
     assert isinstance(providers.vad, SileroVad)
     assert (providers.vad.threshold, providers.vad.neg_threshold) == (0.7, 0.4)
     assert not providers.vad.gated
+    assert providers.vad.background is False
     assert isinstance(providers.tts, EspeakTTS)
     assert (providers.tts.voice, providers.tts.rate_wpm) == ("en-us+f3", 230)
     assert isinstance(providers.llm, RuleBasedResponder)
