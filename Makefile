@@ -50,8 +50,19 @@ format: install-dev ## apply cargo fmt and ruff format
 	$(BIN)/ruff format python tests benches
 	$(BIN)/ruff check --fix python tests benches
 
+.PHONY: chromium
+chromium: ## install Debian's Chromium for the browser tests (apt-get as root; skipped when present)
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	else echo "Chromium is missing and this is not root: the browser tests will skip" \
+		"(sudo apt-get install -y chromium)"; fi
+
+.PHONY: test-browser
+test-browser: install-dev models chromium ## the browser end-to-end tests alone (headless Chromium)
+	$(BIN)/pytest tests/browser
+
 .PHONY: test
-test: lint ## everything CI runs: lint, cargo test, pytest, benchmarks in quick mode
+test: lint models chromium ## everything CI runs: lint, cargo test, pytest (with the browser tests), benchmarks in quick mode
 	cargo test --workspace --release
 	# The ring's lock-free protocol, model-checked under every interleaving loom explores.
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p voicecore-core --release --lib loom_model

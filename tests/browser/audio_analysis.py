@@ -28,7 +28,7 @@ from __future__ import annotations
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,8 @@ ONSET_WINDOW_MS = 5.0
 #: RMS level (dBFS) a window must reach to count as speech onset. The corpus' speech peaks
 #: around -10 dBFS with a noise floor below -60 dBFS, so -40 dBFS marks the first syllable.
 ONSET_LEVEL_DBFS = -40.0
+#: How long speech must mostly last from its onset (ms).
+ONSET_SUSTAIN_MS = 50.0
 #: A gap this long (ms) or longer is an audible hole; shorter inserted silence is still an
 #: underrun (a click), counted separately.
 AUDIBLE_GAP_MS = 10.0
@@ -58,11 +60,15 @@ def resample(samples: Int16Array, rate: int, new_rate: int) -> Int16Array:
 
 
 def onset(
-    samples: npt.NDArray[np.generic], rate: int, start: int = 0, end: int | None = None
+    samples: npt.NDArray[Any], rate: int, start: int = 0, end: int | None = None
 ) -> int | None:
-    """Index of the first sample of speech in ``samples[start:end]``: the start of the first
-    ``ONSET_WINDOW_MS`` window whose RMS reaches ``ONSET_LEVEL_DBFS`` (full scale = 1.0 for
-    floats, 32768 for int16). None when nothing in the range is that loud."""
+    """Index of the first sample of speech in ``samples[start:end]`` (full scale 1.0 for
+    floats, 32768 for int16), or None: the start of the first ``ONSET_WINDOW_MS`` window at
+    ``ONSET_LEVEL_DBFS`` or louder that begins ``ONSET_SUSTAIN_MS`` of mostly (80 %) loud
+    windows, so a click or a breath before the first word is not taken for it (the browser's
+    noise suppression removes those, and the onsets in the WAV and in the page's recording
+    must mean the same thing)."""
+    start = max(0, start)
     x = np.asarray(samples[start:end], dtype=np.float64)
     if samples.dtype == np.int16:
         x = x / 32768.0
@@ -71,8 +77,11 @@ def onset(
     if usable == 0:
         return None
     rms = np.sqrt(np.mean(x[:usable].reshape(-1, window) ** 2, axis=1))
-    loud = np.flatnonzero(rms >= 10 ** (ONSET_LEVEL_DBFS / 20))
-    return None if loud.size == 0 else start + int(loud[0]) * window
+    loud = (rms >= 10 ** (ONSET_LEVEL_DBFS / 20)).astype(np.float64)
+    span = max(1, round(ONSET_SUSTAIN_MS / ONSET_WINDOW_MS))
+    sustained = np.convolve(loud, np.ones(span) / span, mode="full")[span - 1 :]
+    found = np.flatnonzero((loud > 0) & (sustained >= 0.8))
+    return None if found.size == 0 else start + int(found[0]) * window
 
 
 class Spoken(Protocol):
@@ -303,3 +312,16 @@ def silence_after(output: Int16Array, start: int, rate: int, hold_s: float) -> i
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100, linear interpolation) of ``values``."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def locate(
+    reference: Int16Array, recorded: npt.NDArray[np.floating], ref_rate: int, rate: int
+) -> int:
+    """Where ``reference`` (int16 at ``ref_rate``) starts in ``recorded`` (floats at ``rate``),
+    in samples of ``recorded``: the peak of their cross-correlation (FFT), which survives
+    the gain changes and noise suppression the browser's mic processing applies."""
+    ref = resample(reference, ref_rate, rate).astype(np.float64) / 32768.0
+    rec = np.asarray(recorded, dtype=np.float64)
+    size = 1 << int(np.ceil(np.log2(len(ref) + len(rec))))
+    corr = np.fft.irfft(np.fft.rfft(rec, size) * np.conj(np.fft.rfft(ref, size)), size)
+    return int(np.argmax(corr[: len(rec)]))

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_analysis import (
+
+from .audio_analysis import (
     Gap,
     MicScript,
     align_reply,
+    locate,
     onset,
+    resample,
     silence_after,
     to_int16,
 )
@@ -113,13 +116,16 @@ def test_to_int16_inverts_the_players_conversion() -> None:
     assert np.array_equal(to_int16((values / 32768).astype(np.float32)), values)
 
 
-def test_onset_finds_the_first_loud_window() -> None:
-    x = np.concatenate([np.zeros(1000, np.int16), np.full(1000, 3000, np.int16)])
+def test_onset_finds_the_first_sustained_loud_window() -> None:
+    click = np.full(80, 8000, np.int16)  # 5 ms: a click before the speech
+    x = np.concatenate(
+        [np.zeros(400, np.int16), click, np.zeros(520, np.int16), np.full(1000, 3000, np.int16)]
+    )
     at = onset(x, 16_000)
     assert at is not None
     assert 920 <= at <= 1000
     assert onset(np.zeros(1000, np.int16), 16_000) is None
-    assert onset(x, 16_000, start=1500) == 1500
+    assert onset(x, 16_000, start=1200) == 1200
 
 
 def test_silence_after_requires_the_whole_hold() -> None:
@@ -141,3 +147,15 @@ def test_mic_script_places_speech_and_writes_a_wav(tmp_path: Path) -> None:
     with wave.open(str(script.write(tmp_path / "mic.wav")), "rb") as wav:
         assert wav.getframerate() == 48_000
         assert wav.getnframes() == len(script.samples)
+
+
+def test_locate_finds_speech_through_gain_noise_and_a_rate_change() -> None:
+    rng = np.random.default_rng(5)
+    reference = _voice(0.5, 7)  # taken as 48 kHz audio
+    at = 12_345
+    recorded = rng.normal(0, 0.01, RATE * 2)
+    shifted = reference[::-1][: round(0.5 * RATE)]  # unrelated audio elsewhere
+    recorded[30_000 : 30_000 + len(shifted)] += shifted / 32768
+    moved = resample(reference, 48_000, RATE).astype(np.float64) / 32768 * 0.3
+    recorded[at : at + len(moved)] += moved
+    assert locate(reference, recorded, 48_000, RATE) == at

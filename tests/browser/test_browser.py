@@ -1,0 +1,326 @@
+"""Browser end-to-end: the demo page in headless Chromium against ``voicecore serve``.
+
+The mic is Chromium's fake capture device playing a WAV of real speech the test built; the
+server runs its default offline pipeline (VAD, PocketSphinx, the rule-based responder,
+espeak-ng). What the page played is recorded by the client's tap worklet and compared,
+sample by sample, with the agent audio the server sent (captured from the WebSocket by
+Playwright), so a gap is silence the agent's audio did not contain (``audio_analysis``).
+
+Figures (underruns per scenario, barge-in latency) are printed and written to
+``reports/browser/results.json``; the page after a turn is saved as
+``reports/browser/demo-page.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voicecore import SessionConfig
+
+from .audio_analysis import (
+    MicScript,
+    ReplyPlayback,
+    Spoken,
+    align_reply,
+    locate,
+    onset,
+    percentile,
+)
+from .browser_session import DemoSession, Recording
+from .servers import Servers
+
+pytestmark = pytest.mark.browser
+
+WAV_RATE = 48_000
+#: The mic opens (and the WAV starts) before the server is ready, which takes it about 1.5 s
+#: (it builds the session's VAD and STT); speech before that would be lost.
+LEAD_IN_S = 3.0
+TURN_TIMEOUT_S = 30.0
+#: Issue 5's barge-in target at p95, with the default 120 ms cushion (ms).
+BARGE_IN_TARGET_MS = 150.0
+
+OpenDemo = Callable[..., DemoSession]
+
+
+def _question(utterances: dict[str, Spoken], name: str, tail_s: float) -> MicScript:
+    """Lead-in silence, one question, then ``tail_s`` of silence."""
+    return MicScript(WAV_RATE).silence(LEAD_IN_S).speech(utterances[name]).silence(tail_s)
+
+
+def _one_turn(demo: DemoSession) -> tuple[dict[str, Any], Recording, ReplyPlayback]:
+    """Waits for the turn to finish playing; returns its final transcript, the page's
+    recording and how the reply played (its summary with the player's figures)."""
+    final = demo.wait_for(
+        lambda m: m["type"] == "transcript" and m["final"], TURN_TIMEOUT_S, "final transcript"
+    )
+    demo.wait_for_type("agent_done", TURN_TIMEOUT_S)
+    demo.wait_until_played()
+    recording = demo.stop_recording()
+    (reply,) = demo.replies()
+    assert reply.ended_by == "agent_done"
+    return final, recording, align_reply(recording.output, reply.audio, recording.rate)
+
+
+def _figures(demo: DemoSession, playback: ReplyPlayback) -> dict[str, Any]:
+    """What a gapless scenario reports: the tap's comparison, the player's own counters and
+    the buffer levels the page reported during the reply."""
+    player = demo.player_stats() or {}
+    (reply,) = demo.replies()
+    return {
+        **playback.summary(),
+        "player_underruns": player.get("underruns"),
+        "player_underrun_ms": round(player.get("underrunMs", 0.0), 2),
+        **demo.buffered_during(reply),
+    }
+
+
+def _assert_played_whole(playback: ReplyPlayback) -> None:
+    """The whole reply played, every sample unchanged and in order."""
+    assert playback.found, "the reply's audio never appeared in the page's output"
+    assert playback.mismatch < 0, f"the output differs from the reply at {playback.mismatch}"
+    assert playback.complete, f"{playback.played} of {playback.received} samples played"
+
+
+def _assert_gapless(playback: ReplyPlayback, player: dict[str, Any]) -> None:
+    """The whole reply played with no silence inserted anywhere, by the tap's comparison
+    and by the player's own underrun counter."""
+    _assert_played_whole(playback)
+    assert playback.gaps == (), f"silence inserted inside the reply: {playback.gaps}"
+    assert player["underruns"] == 0, player
+
+
+def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Any, report_dir: Path
+) -> None:
+    """Issue 5's first scenario, and the screenshot of the page after the turn."""
+    demo = open_demo(_question(utterances, "goforward.wav", tail_s=1.0))
+    ready = demo.connect()
+    final, recording, playback = _one_turn(demo)
+
+    agent_text = " ".join(m["text"] for m in demo.messages("agent_text")).strip()
+    played = recording.output[playback.first : playback.end].astype(np.float64)
+    level_dbfs = 20 * np.log10(np.sqrt(np.mean(played**2)) / 32768 + 1e-12)
+    screenshot = report_dir / "demo-page.png"
+    demo.page.screenshot(path=str(screenshot))
+    metrics = demo.messages("metrics")
+    results.record(
+        "spoken_turn",
+        transcript=final["text"],
+        agent_text=agent_text,
+        output_rate=ready["output_rate"],
+        reply_level_dbfs=round(level_dbfs, 1),
+        server_metrics={k: v for k, v in (metrics or [{}])[0].items() if k.endswith("_ms")},
+        screenshot=str(screenshot.relative_to(report_dir.parents[1])),
+        **_figures(demo, playback),
+    )
+
+    assert final["text"].strip(), "the final transcript is empty"
+    assert agent_text, "no agent text"
+    assert level_dbfs > -40, f"the reply played at {level_dbfs:.1f} dBFS: silence"
+    _assert_gapless(playback, demo.player_stats())
+    # The page shows the turn: what the user said and what the agent answered.
+    page_text = demo.page.inner_text("#turns")
+    assert final["text"].split()[0] in page_text
+    assert agent_text.split()[0] in page_text
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_gap_while_the_pages_main_thread_is_blocked_300_ms_every_second(
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Any
+) -> None:
+    """The audio path (capture worklet, socket worker, player worklet) never waits for the
+    main thread: a busy loop holding it 300 ms of every second, from before the question
+    until the reply has played, costs no sample."""
+    demo = open_demo(_question(utterances, "librivox-0880.wav", tail_s=1.0))
+    demo.connect()
+    demo.block_main_thread(block_ms=300, every_ms=1000)
+    try:
+        _, _, playback = _one_turn(demo)
+        blocks = demo.main_thread_blocks()
+    finally:
+        demo.unblock_main_thread()
+    results.record("main_thread_blocked", main_thread_blocks=blocks, **_figures(demo, playback))
+    assert blocks >= 5, "the busy loop did not run during the reply"
+    _assert_gapless(playback, demo.player_stats())
+
+
+def _stall_repeatedly(
+    pid: int, stop: threading.Event, stall_s: float, period_s: float
+) -> list[tuple[float, float]]:
+    """Freezes process ``pid`` (SIGSTOP) for ``stall_s`` every ``period_s`` until ``stop``;
+    returns each freeze's start (``time.monotonic()``) and measured length in ms."""
+    stalls: list[tuple[float, float]] = []
+    while not stop.is_set():
+        began = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(stall_s)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        stalls.append((began, (time.monotonic() - began) * 1000))
+        stop.wait(period_s - stall_s)
+    return stalls
+
+
+def test_server_freezes_of_100_ms_are_absorbed_by_the_cushion(
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Any
+) -> None:
+    """The whole server process (pacer thread included) is frozen for 100 ms every 500 ms
+    while the reply plays, as a CPU quota throttle does. The criterion is issue 5's: no
+    audible gap (>= 10 ms). The page holds a little under the 120 ms cushion (the figures
+    record what it reported before each freeze), so a freeze can leave the player a few
+    samples short: such sub-millisecond underruns are counted and reported, not failed."""
+    demo = open_demo(_question(utterances, "librivox-0880.wav", tail_s=1.0))
+    ready = demo.connect()
+    demo.wait_for_type("agent_text", TURN_TIMEOUT_S)
+    while not demo.replies():  # the reply's first audio is on its way
+        demo.pump(0.01)
+    demo.pump(0.3)  # the cushion is built: freezes from here on test what it absorbs
+    stop = threading.Event()
+    stalls: list[tuple[float, float]] = []
+    freezer = threading.Thread(
+        target=lambda: stalls.extend(_stall_repeatedly(demo.server.pid, stop, 0.1, 0.5))
+    )
+    freezer.start()
+    try:
+        demo.wait_for_type("agent_done", TURN_TIMEOUT_S)
+    finally:
+        stop.set()
+        freezer.join()
+    _, _, playback = _one_turn(demo)
+    # The buffer level the page last reported before each freeze: what the cushion held.
+    reports = demo.playout_reports()
+    before = [
+        next((m["buffered_ms"] for at, m in reversed(reports) if at <= began), None)
+        for began, _ in stalls
+    ]
+    results.record(
+        "server_stalls",
+        cushion_ms=ready["cushion_ms"],
+        stalls=len(stalls),
+        stall_ms=[round(ms, 1) for _, ms in stalls],
+        buffered_ms_reported_before_each_stall=before,
+        **_figures(demo, playback),
+    )
+    assert len(stalls) >= 3, f"only {len(stalls)} freezes during the reply"
+    _assert_played_whole(playback)
+    assert playback.audible_gaps == (), f"audible gaps inside the reply: {playback.gaps}"
+
+
+# Barge-in: each question is followed by the next one BARGE_AFTER_S after it ends, while
+# the agent is still answering it (the echo replies last several seconds).
+BARGE_IN_SCRIPT = (
+    "librivox-0890.wav",
+    "librivox-0880.wav",
+    "librivox-0890.wav",
+    "librivox-0880.wav",
+    "goforward.wav",
+)
+BARGE_AFTER_S = 4.0
+
+
+@pytest.mark.parametrize("min_speech_ms", [None, 100], ids=["defaults", "min_speech_100ms"])
+def test_barge_in_stops_the_agent_at_the_speaker(
+    open_demo: OpenDemo,
+    servers: Servers,
+    utterances: dict[str, Spoken],
+    results: Any,
+    min_speech_ms: int | None,
+) -> None:
+    """Measured with the defaults, where the engine waits for 300 ms of speech
+    (``barge_in_min_speech_ms``, at least ``min_speech_ms``) before it interrupts the agent,
+    so that a cough does not; and with both guards at 100 ms (three barge-ins), which shows
+    what the rest of the path costs (VAD, the server, ``clear``, the player)."""
+    names = BARGE_IN_SCRIPT
+    if min_speech_ms is None:
+        server, scenario = servers.get(), "barge_in"
+        defaults = SessionConfig()
+        min_speech_ms = int(max(defaults.min_speech_ms, defaults.barge_in_min_speech_ms))
+    else:
+        guard = str(min_speech_ms)
+        server = servers.get(
+            VOICECORE_SESSION_MIN_SPEECH_MS=guard, VOICECORE_SESSION_BARGE_IN_MIN_SPEECH_MS=guard
+        )
+        scenario = f"barge_in_min_speech_{min_speech_ms}ms"
+        names = BARGE_IN_SCRIPT[:4]
+    script = MicScript(WAV_RATE).silence(LEAD_IN_S)
+    for i, name in enumerate(names):
+        script.speech(utterances[name]).silence(BARGE_AFTER_S if i + 1 < len(names) else 1.0)
+    demo = open_demo(script, server=server)
+    demo.connect()
+    demo.wait_for_type("clear", TURN_TIMEOUT_S + script.seconds, count=len(names) - 1)
+    demo.pump(1.0)
+    recording = demo.stop_recording()
+    rate = recording.rate
+
+    # Where the WAV sits on the page's audio clock: the first question, found in the mic
+    # input the page recorded, gives the offset of every later onset.
+    first = script.segments[0]
+    found_at = locate(script.samples[first.start : first.end], recording.input, WAV_RATE, rate)
+    offset = found_at - first.start * rate / WAV_RATE
+
+    playbacks = []
+    search_from = 0
+    for reply in demo.replies():
+        playback = align_reply(recording.output, reply.audio, rate, search_from=search_from)
+        playbacks.append((reply, playback))
+        if playback.found:
+            search_from = playback.end
+
+    figures: list[dict[str, Any]] = []
+    for segment in script.segments[1:]:
+        speech_at = round(segment.onset * rate / WAV_RATE + offset)
+        detected = onset(recording.input, rate, speech_at - rate // 5, speech_at + rate // 2)
+        playing = [(r, p) for r, p in playbacks if p.found and p.first <= speech_at < p.end]
+        figure: dict[str, Any] = {
+            "utterance": segment.name,
+            "onset_detected_minus_mapped_ms": None
+            if detected is None
+            else round(recording.ms(detected - speech_at), 1),
+        }
+        if not playing:
+            figure["measured"] = False
+            figure["why"] = "the agent was not playing at the onset"
+        else:
+            ((reply, playback),) = playing
+            figure.update(
+                measured=True,
+                turn_id=reply.turn_id,
+                ended_by=reply.ended_by,
+                barge_in_ms=round(recording.ms(playback.end - speech_at), 1),
+                played_before_onset_ms=round(recording.ms(speech_at - playback.first), 1),
+            )
+        figures.append(figure)
+
+    server_barge_in = [m.get("barge_in_ms") for m in demo.messages("metrics")]
+    measured = [f["barge_in_ms"] for f in figures if f.get("measured")]
+    summary = {
+        "barge_in_min_speech_ms": min_speech_ms,
+        "barge_ins": figures,
+        "server_barge_in_ms": [b for b in server_barge_in if b is not None],
+        "target_p95_ms": BARGE_IN_TARGET_MS,
+    }
+    if measured:
+        summary.update(
+            p50_ms=round(percentile(measured, 50), 1),
+            p95_ms=round(percentile(measured, 95), 1),
+            max_ms=max(measured),
+            target_met=percentile(measured, 95) <= BARGE_IN_TARGET_MS,
+        )
+    results.record(scenario, **summary)
+    for f in figures:
+        print(f"barge-in on {f['utterance']}: {f.get('barge_in_ms', '-')} ms {f}")
+
+    assert len(measured) >= 2, f"too few barge-ins landed while the agent talked: {figures}"
+    # Every interrupted reply was cut by a clear, and none played on past a second.
+    assert all(f["ended_by"] == "clear" for f in figures if f.get("measured")), figures
+    assert max(measured) < 1000, figures
