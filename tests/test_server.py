@@ -27,6 +27,7 @@ from websockets.trio.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from session_helpers import noise, voice
+from voicecore.cli import main
 from voicecore.config import Pipeline, VoicecoreConfig
 from voicecore.protocol import CloseCode
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
@@ -669,6 +670,24 @@ async def test_metrics_are_prometheus_text(web_root: Path) -> None:
 
 
 # --- voicecore serve -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--port", "http"], "--port (or VOICECORE_SERVER_PORT) must be an integer, got 'http'"),
+        (["--port", "70000"], "port must be 0-65535"),
+        (["--max-sessions", "0"], "max_sessions must be >= 1"),
+        (["--max-message-bytes", "10"], "max_message_bytes must be >= 1024"),
+        (["--web-root", "/nonexistent/web"], "no web folder at /nonexistent/web"),
+        (["--session-cushion-ms", "5"], "cushion_ms"),
+    ],
+)
+def test_voicecore_serve_refuses_bad_settings_with_status_2(
+    args: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--providers", "scripted", *args]) == 2
+    assert problem in capsys.readouterr().err
 
 
 async def test_voicecore_serve_exits_0_on_sigint_and_clients_get_1001(tmp_path: Path) -> None:

@@ -956,14 +956,25 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
         origins = tuple(
             o.strip() for o in os.environ[_ENV + "ALLOWED_ORIGINS"].split(",") if o.strip()
         )
+
+    def integer(name: str) -> int:
+        text = getattr(args, name)
+        try:
+            return int(text)
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} (or {_ENV}{name.upper()}) must be an integer, got {text!r}"
+            ) from None
+
     try:
         return ServerSettings(
             host=args.host,
-            port=int(args.port),
+            port=integer("port"),
             web_root=Path(args.web_root),
             allowed_origins=origins,
-            max_sessions=int(args.max_sessions),
-            max_message_bytes=int(args.max_message_bytes),
+            max_sessions=integer("max_sessions"),
+            max_message_bytes=integer("max_message_bytes"),
             token=args.token or None,
         )
     except ValueError as exc:
