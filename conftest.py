@@ -38,10 +38,18 @@ def load_speech() -> list[Utterance]:
     utterances = []
     for name, text in sorted(transcripts.items()):
         with wave.open(str(SPEECH_DIR / name), "rb") as wav:
-            assert wav.getsampwidth() == 2 and wav.getnchannels() == 1, name
+            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+                raise ValueError(f"{name}: expected mono 16-bit PCM")
             samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)
             utterances.append(Utterance(name, samples, wav.getframerate(), text.strip()))
     return utterances
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    """The folder of real speech WAVs (skips with a clear message when ../shared is absent)."""
+    load_speech()
+    return SPEECH_DIR
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,6 @@ import sys
 import wave
 from pathlib import Path
 
-import pytest
-
-from conftest import SPEECH_DIR
-
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -25,10 +21,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_demo_on_real_speech_finds_speech_and_paces_every_frame() -> None:
-    if not SPEECH_DIR.exists():
-        pytest.skip(f"real speech data not found at {SPEECH_DIR}")
-    result = run_cli("demo", "--wav", str(SPEECH_DIR / "librivox-0880.wav"), "--seconds", "1")
+def test_demo_on_real_speech_finds_speech_and_paces_every_frame(speech_dir: Path) -> None:
+    result = run_cli("demo", "--wav", str(speech_dir / "librivox-0880.wav"), "--seconds", "1")
     assert result.returncode == 0, result.stderr
     starts = re.findall(r"speech start at\s+([\d.]+) s", result.stdout)
     assert starts, result.stdout
