@@ -690,6 +690,24 @@ def test_voicecore_serve_refuses_bad_settings_with_status_2(
     assert problem in capsys.readouterr().err
 
 
+def test_voicecore_serve_says_when_its_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "voicecore", "serve", "--providers", "scripted"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "VOICECORE_SERVER_PORT": str(port)},
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def test_voicecore_serve_exits_0_on_sigint_and_clients_get_1001(tmp_path: Path) -> None:
     env = {**os.environ, "VOICECORE_SERVER_PORT": "0", "PYTHONUNBUFFERED": "1"}
     process = await trio.lowlevel.open_process(

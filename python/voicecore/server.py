@@ -983,7 +983,8 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 def serve_command(args: argparse.Namespace) -> int:
     """``voicecore serve``: builds the pipeline and runs the server until SIGINT/SIGTERM;
-    returns the exit status (0 after a graceful shutdown, 2 for a bad setting)."""
+    returns the exit status (0 after a graceful shutdown, 1 if it cannot listen, 2 for a bad
+    setting)."""
     try:
         settings = _settings_from_args(args)
         voicecore_config = config.config_from_args(args)
@@ -998,7 +999,20 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"voicecore serve: no web folder at {settings.web_root}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return trio.run(run_server, pipeline, settings)
+    try:
+        return trio.run(run_server, pipeline, settings)
+    except ExceptionGroup as group:  # Trio's nurseries group what their tasks raised
+        listen_errors, others = group.split(OSError)
+        if listen_errors is None or others is not None:
+            raise
+        error: BaseException = listen_errors
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        print(
+            f"voicecore serve: cannot listen on {settings.host}:{settings.port}: {error}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 async def run_server(pipeline: Pipeline, settings: ServerSettings) -> int:
