@@ -658,6 +658,9 @@ class EspeakTTS:
         try:
             while True:
                 while request.pending:
+                    # Buffers already here are yielded without waiting; stop at once anyway
+                    # if the turn was cancelled meanwhile (cheap: no trip to the scheduler).
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     yield AudioChunk(request.pending.popleft(), self._engine.sample_rate)
                 # ``finished`` is set after the last append, so check it before ``pending``.
                 if request.finished and not request.pending:
