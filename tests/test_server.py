@@ -255,6 +255,50 @@ async def test_a_full_turn_with_resampled_mic_and_paced_frames(web_root: Path) -
     assert server.recent[-1].edge_counters["client.underruns"] == 3  # cumulative reports
 
 
+async def test_barge_in_clears_the_client_and_no_frame_of_the_turn_follows(
+    web_root: Path,
+) -> None:
+    async with (
+        running(web_root, pipe=pipeline(LONG_REPLY)) as server,
+        connect(ws_url(server)) as ws,
+    ):
+        await ws.send(hello())
+        await recv_json(ws)
+        await start_turn(ws)
+        with trio.fail_after(10):
+            while not isinstance(await ws.recv(), bytes):
+                pass  # the agent speaks
+        # The user talks over it.
+        interruption = voice(1000) + noise(700)
+        for offset in range(0, len(interruption), 640):
+            await ws.send(interruption[offset : offset + 640])
+        after_clear: list[str | bytes] = []
+        cleared = False
+        with trio.fail_after(20):
+            while True:
+                message = await ws.recv()
+                if cleared:
+                    after_clear.append(message)
+                if isinstance(message, bytes):
+                    continue
+                data = json.loads(message)
+                if data["type"] == "clear":
+                    assert data == {"type": "clear", "turn_id": 1}
+                    cleared = True
+                if data["type"] == "agent_text" and data["turn_id"] == 2:
+                    break
+        assert cleared
+        # Between the clear and the next reply: not one frame of the interrupted turn.
+        assert not any(isinstance(m, bytes) for m in after_clear)
+        done = [json.loads(m) for m in after_clear if "agent_done" in str(m)]
+        assert done[0]["turn_id"] == 1
+        assert done[0]["interrupted"] is True
+        assert LONG_REPLY.startswith(done[0]["heard"])
+        assert len(done[0]["heard"]) < len(LONG_REPLY)
+        metrics = next(json.loads(m) for m in after_clear if '"metrics"' in str(m))
+        assert metrics["barge_in_ms"] is not None
+
+
 @pytest.mark.parametrize(
     ("first", "code", "close"),
     [
