@@ -734,6 +734,19 @@ def test_voicecore_serve_refuses_bad_settings_with_status_2(
     assert problem in capsys.readouterr().err
 
 
+async def test_a_taken_port_fails_run_and_stops_the_pacer(web_root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = VoiceServer(
+            pipeline(),
+            ServerSettings(port=taken.getsockname()[1], web_root=web_root, diagnostics=False),
+        )
+        with pytest.raises(OSError, match="in use"):
+            await server.run()
+    assert server.pacer.stopped
+
+
 def test_voicecore_serve_says_when_its_port_is_taken() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

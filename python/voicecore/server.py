@@ -573,8 +573,9 @@ class VoiceServer:
             (``voicecore.config.build_pipeline()`` for the configured providers); its
             ``config.session`` gives the frame duration and the cushion.
         settings: listening address and limits.
-        pacer: the pacer shared by every session; by default a real-clock one with
-            the pipeline's ``frame_ms``, stopped when the server stops.
+        pacer: the pacer shared by every session; by default a real-clock one with the
+            pipeline's ``frame_ms``, whose thread starts here and stops when ``run``
+            returns (a server runs once).
 
     Attributes:
         settings: the settings.
@@ -659,14 +660,14 @@ class VoiceServer:
         Use ``await nursery.start(server.run)``: it returns once the server is listening.
         """
         settings = self.settings
-        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
-        self.port = listeners[0].socket.getsockname()[1]
-        self._origins = frozenset(
-            settings.allowed_origins
-            if settings.allowed_origins is not None
-            else default_origins(settings.host, self.port)
-        )
         try:
+            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+            self.port = listeners[0].socket.getsockname()[1]
+            self._origins = frozenset(
+                settings.allowed_origins
+                if settings.allowed_origins is not None
+                else default_origins(settings.host, self.port)
+            )
             async with trio.open_nursery() as nursery:
                 if self._diagnostics is not None:
                     await nursery.start(self._diagnostics.run)
