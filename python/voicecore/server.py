@@ -1000,6 +1000,8 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"voicecore serve: no web folder at {settings.web_root}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # websockets logs every HTTP response and connection at INFO: a page load is a dozen.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         return trio.run(run_server, pipeline, settings)
     except ExceptionGroup as group:  # Trio's nurseries group what their tasks raised
