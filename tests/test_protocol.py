@@ -172,6 +172,7 @@ def test_serialize_server_messages() -> None:
     metrics = json.loads(serialize(Metrics(2, voice_to_voice_ms=512.5)))
     assert metrics["voice_to_voice_ms"] == 512.5
     assert metrics["barge_in_ms"] is None  # not reached: null, never left out
+    assert json.loads(serialize(Metrics(2, stt_final_ms=float("nan"))))["stt_final_ms"] is None
     assert json.loads(serialize(Transcript(1, "héllo", True)))["text"] == "héllo"
 
 

@@ -389,7 +389,7 @@ def serialize(message: ServerMessage) -> str | bytes:
     """The wire form of a server message: ``bytes`` (binary) for audio, JSON text otherwise.
 
     JSON objects start with ``"type"``; ``turn_id`` and ``stage`` are left out when ``None``
-    on speech and error messages; latencies a turn never reached are ``null``.
+    on speech and error messages; latencies a turn never reached (or not finite) are ``null``.
     """
     if isinstance(message, AgentAudio):
         return message.pcm
@@ -399,6 +399,8 @@ def serialize(message: ServerMessage) -> str | bytes:
         name, value = item.name, getattr(message, item.name)
         if value is None and optional and name in _OPTIONAL_FIELDS:
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # JSON has no NaN or infinity; a latency that is not a number is none
         data[name] = str(value) if isinstance(value, ErrorCode) else value
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
