@@ -469,7 +469,12 @@ class WebSocketTransport:
         elif isinstance(message, Clear):
             self.send_message(protocol.Clear(message.turn_id))
         elif isinstance(message, Event):
-            converted = protocol.engine_event_message(message.data)
+            try:
+                converted = protocol.engine_event_message(message.data)
+            except (KeyError, TypeError, ValueError):
+                # A malformed engine event must not end the conversation: log it, skip it.
+                _log.exception("%s: cannot send event %r", self.protocol.session_id, message)
+                return
             if converted is not None:
                 self.send_message(converted)
 
