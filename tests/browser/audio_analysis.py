@@ -297,18 +297,6 @@ def align_reply(
     return ReplyPlayback(rate, first, i, played, received, tuple(gaps), mismatch)
 
 
-def silence_after(output: Int16Array, start: int, rate: int, hold_s: float) -> int | None:
-    """Index of the first sample at or after ``start`` from which the output stays exactly
-    silent for ``hold_s`` seconds, or None (the recording must hold those seconds)."""
-    hold = round(hold_s * rate)
-    silent = np.concatenate([[False], output[start:] == 0, [False]])
-    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
-    for run_start, run_end in zip(edges[::2], edges[1::2], strict=True):
-        if run_end - run_start >= hold:
-            return start + int(run_start)
-    return None
-
-
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100, linear interpolation) of ``values``."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))

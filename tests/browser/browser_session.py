@@ -53,6 +53,7 @@ _STOP_RECORDING_JS = """async () => {
            truncated: r.truncated, output: encode(r.output), input: encode(r.input) };
 }"""
 _PLAYOUT_JS = "() => window.voicecore.client.playout"
+_STATS_JS = "() => window.voicecore.stats()"
 _BUSY_LOOP_JS = """([blockMs, everyMs]) => {
   window.__busyBlocks = 0;
   window.__busyLoop = setInterval(() => {
@@ -86,8 +87,19 @@ class Reply:
     turn_id: int | None
     ended_by: str  # "agent_done", "clear" or "open" (still going when the test looked)
     audio: Int16Array
-    first_frame_time: float
+    frame_times: tuple[float, ...]  # when each audio frame arrived
     end_time: float  # when the message that ended it arrived (inf while still open)
+
+    @property
+    def first_frame_time(self) -> float:
+        """When its first audio frame arrived."""
+        return self.frame_times[0]
+
+    @property
+    def max_frame_gap_ms(self) -> float:
+        """The longest wait between two of its audio frames, as Playwright saw them arrive
+        (ms; includes the browser's event delivery, so only a coarse view of the network)."""
+        return float(np.max(np.diff(self.frame_times), initial=0.0)) * 1000
 
 
 @dataclass(frozen=True)
@@ -125,9 +137,9 @@ class DemoSession:
         ws.on("framesent", lambda p: self.frames.append(Frame(time.monotonic(), True, p)))
         ws.on("close", lambda _: setattr(self, "closed", True))
 
-    def open(self) -> None:
-        """Loads the demo page."""
-        self.page.goto(f"{self.server.url}/")
+    def open(self, query: str = "") -> None:
+        """Loads the demo page (``query``: its URL parameters, e.g. ``mode=port``)."""
+        self.page.goto(f"{self.server.url}/" + (f"?{query}" if query else ""))
         self.page.wait_for_function("() => window.voicecore !== undefined", timeout=10_000)
 
     def connect(self) -> dict[str, Any]:
@@ -232,23 +244,25 @@ class DemoSession:
         """The agent audio received, one :class:`Reply` per turn."""
         replies: list[Reply] = []
         chunks: list[bytes] = []
-        first = 0.0
+        times: list[float] = []
+
+        def reply(turn_id: int | None, ended_by: str, end_time: float) -> Reply:
+            audio = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.int16)
+            return Reply(turn_id, ended_by, audio, tuple(times), end_time)
+
         for frame in self.frames:
             if frame.sent:
                 continue
             if isinstance(frame.payload, bytes):
-                if not chunks:
-                    first = frame.time
                 chunks.append(frame.payload)
+                times.append(frame.time)
                 continue
             msg = json.loads(frame.payload)
             if msg["type"] in ("agent_done", "clear") and chunks:
-                audio = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.int16)
-                replies.append(Reply(msg.get("turn_id"), msg["type"], audio, first, frame.time))
-                chunks = []
+                replies.append(reply(msg.get("turn_id"), msg["type"], frame.time))
+                chunks, times = [], []
         if chunks:
-            audio = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.int16)
-            replies.append(Reply(None, "open", audio, first, float("inf")))
+            replies.append(reply(None, "open", float("inf")))
         return replies
 
     def playout_reports(self) -> list[tuple[float, dict[str, Any]]]:
@@ -279,6 +293,12 @@ class DemoSession:
     def player_stats(self) -> dict[str, Any] | None:
         """The client's latest PlayoutStats (bufferedMs, playedMs, underruns, underrunMs...)."""
         stats: dict[str, Any] | None = self.page.evaluate(_PLAYOUT_JS)
+        return stats
+
+    def page_stats(self) -> dict[str, Any]:
+        """The demo page's own figures (``window.voicecore.stats()``: mode, playout, turns,
+        barge-ins it measured...)."""
+        stats: dict[str, Any] = self.page.evaluate(_STATS_JS)
         return stats
 
     def stop_recording(self) -> Recording:

@@ -89,12 +89,13 @@ def open_demo(
     playwright: Any, server: Server, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., DemoSession]]:
     """Opens the demo page in a new headless Chromium whose mic plays the given script;
-    ``launch(script, server=...)`` uses another server than the default one."""
+    ``launch(script, server=..., query=...)`` uses another server than the default one, or
+    passes URL parameters to the page."""
     browsers: list[Any] = []
     sessions: list[DemoSession] = []
     default_server = server
 
-    def launch(script: MicScript, server: Server = default_server) -> DemoSession:
+    def launch(script: MicScript, server: Server = default_server, query: str = "") -> DemoSession:
         wav = script.write(tmp_path / f"mic-{len(browsers)}.wav")
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -104,7 +105,7 @@ def open_demo(
         browsers.append(browser)
         session = DemoSession(browser.new_page(viewport={"width": 1280, "height": 900}), server)
         sessions.append(session)
-        session.open()
+        session.open(query)
         return session
 
     yield launch

@@ -16,7 +16,6 @@ from .audio_analysis import (
     locate,
     onset,
     resample,
-    silence_after,
     to_int16,
 )
 
@@ -126,14 +125,6 @@ def test_onset_finds_the_first_sustained_loud_window() -> None:
     assert 920 <= at <= 1000
     assert onset(np.zeros(1000, np.int16), 16_000) is None
     assert onset(x, 16_000, start=1200) == 1200
-
-
-def test_silence_after_requires_the_whole_hold() -> None:
-    out = np.concatenate([_voice(0.1), np.zeros(100, np.int16), _voice(0.1), np.zeros(RATE)])
-    out = out.astype(np.int16)
-    at = silence_after(out, 0, RATE, 0.5)
-    assert at == round(0.1 * RATE) * 2 + 100
-    assert silence_after(out, 0, RATE, 2.0) is None
 
 
 def test_mic_script_places_speech_and_writes_a_wav(tmp_path: Path) -> None:
