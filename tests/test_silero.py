@@ -269,6 +269,16 @@ def test_close_stops_the_thread(model: Path) -> None:
         vad.process(AudioFrame(b"\0\0" * 160, RATE, SILERO_WINDOW))
 
 
+def test_a_model_error_in_the_background_thread_reaches_the_caller(model: Path) -> None:
+    vad = SileroVad(model, gate=False)
+    vad._model.state = np.zeros((3, 3), dtype=np.float32)  # a state onnxruntime rejects
+    vad.process(AudioFrame(np.ones(SILERO_WINDOW, dtype=np.int16).tobytes(), RATE, 0))
+    with pytest.raises(Exception, match="state") as info:
+        vad.drain()
+    assert type(info.value).__module__.startswith("onnxruntime")
+    vad.close()
+
+
 def test_a_dropped_vad_stops_its_thread(model: Path) -> None:
     vad = SileroVad(model, gate=False)
     vad.process(AudioFrame(np.ones(SILERO_WINDOW, dtype=np.int16).tobytes(), RATE, 0))
