@@ -765,7 +765,10 @@ def test_voicecore_serve_says_when_its_port_is_taken() -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_voicecore_serve_exits_0_on_sigint_and_clients_get_1001(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_voicecore_serve_exits_0_on_a_signal_and_clients_get_1001(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     env = {**os.environ, "VOICECORE_SERVER_PORT": "0", "PYTHONUNBUFFERED": "1"}
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "voicecore", "serve", "--providers", "scripted"],
@@ -791,7 +794,7 @@ async def test_voicecore_serve_exits_0_on_sigint_and_clients_get_1001(tmp_path: 
                 await ws.send(hello())
                 assert (await recv_json(ws))["type"] == "ready"
             await start_turn(first)
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             for ws in (first, second):
                 _, code, _ = await closed_with(ws)
                 assert code == CloseCode.GOING_AWAY
