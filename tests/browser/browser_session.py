@@ -1,6 +1,7 @@
 """Drives the demo page in headless Chromium and records what crosses the WebSocket.
 
-:class:`DemoSession` opens the page the server serves, presses Connect, and records from
+:class:`DemoSession` opens the page the server serves, connects it (the page's
+``window.voicecore.connect()``, what its Connect button does), and records from
 outside the page (Playwright's view of the socket worker's WebSocket) every message in both
 directions with its arrival time. The agent audio it received is cut into one array per turn
 (at each ``agent_done`` or ``clear``), the reference the recorded output is compared with.
@@ -15,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,7 +76,7 @@ class Frame:
     sent: bool
     payload: bytes | str
 
-    @property
+    @cached_property
     def message(self) -> dict[str, Any] | None:
         """The JSON message, or None for binary audio."""
         return json.loads(self.payload) if isinstance(self.payload, str) else None
@@ -111,7 +113,6 @@ class Recording:
     start_frame: int
     output: Int16Array
     input: np.ndarray[Any, np.dtype[np.float32]]
-    truncated: bool
 
     def ms(self, samples: float) -> float:
         """``samples`` at the recording's rate, in milliseconds."""
@@ -143,8 +144,8 @@ class DemoSession:
         self.page.wait_for_function("() => window.voicecore !== undefined", timeout=10_000)
 
     def connect(self) -> dict[str, Any]:
-        """Connects (the page's Connect button path), starts the tap recording, and returns
-        the server's ``ready`` message."""
+        """Connects (what the page's Connect button does), starts the tap recording as soon
+        as the audio graph exists, and returns the server's ``ready`` message."""
         self.session = self.page.evaluate(_CONNECT_JS, RECORDING_MAX_S)
         assert self.session is not None
         return self.session
@@ -257,8 +258,8 @@ class DemoSession:
                 chunks.append(frame.payload)
                 times.append(frame.time)
                 continue
-            msg = json.loads(frame.payload)
-            if msg["type"] in ("agent_done", "clear") and chunks:
+            msg = frame.message
+            if msg is not None and msg["type"] in ("agent_done", "clear") and chunks:
                 replies.append(reply(msg.get("turn_id"), msg["type"], frame.time))
                 chunks, times = [], []
         if chunks:
@@ -275,8 +276,8 @@ class DemoSession:
         return reports
 
     def buffered_during(self, reply: Reply) -> dict[str, float]:
-        """The player's buffer level (ms) in the page's reports while ``reply`` played:
-        from its first audio frame until its last sample had left the buffer."""
+        """The player's buffer level (ms) in the page's reports while ``reply`` streamed in:
+        from its first audio frame to its ``agent_done`` (after which the buffer drains)."""
         levels = [
             msg["buffered_ms"]
             for at, msg in self.playout_reports()
@@ -304,11 +305,10 @@ class DemoSession:
     def stop_recording(self) -> Recording:
         """Ends the tap recording and returns it."""
         r = self.page.evaluate(_STOP_RECORDING_JS)
+        assert not r["truncated"], f"the tap stopped recording after {RECORDING_MAX_S} s"
         output = np.frombuffer(base64.b64decode(r["output"]), dtype=np.float32)
         mic = np.frombuffer(base64.b64decode(r["input"]), dtype=np.float32)
-        return Recording(
-            int(r["sampleRate"]), int(r["startFrame"]), to_int16(output), mic, bool(r["truncated"])
-        )
+        return Recording(int(r["sampleRate"]), int(r["startFrame"]), to_int16(output), mic)
 
     # -- stress ------------------------------------------------------------------------
 

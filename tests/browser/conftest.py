@@ -1,7 +1,8 @@
 """Fixtures of the browser end-to-end tests: the real server, headless Chromium, mic WAVs.
 
 * ``server``: ``voicecore serve`` as a subprocess on a free loopback port with the offline
-  pipeline (its defaults), shared by the whole run; its log is printed when a test fails.
+  pipeline (its defaults), shared by the whole run; ``servers.get(VOICECORE_...=...)``
+  starts one with other settings. A failed test prints their logs and the page's.
 * ``open_demo``: launches Debian's Chromium (``/usr/bin/chromium``, never a downloaded
   one) with a fake microphone that plays a WAV the test built, opens the demo page and
   returns a :class:`~browser_session.DemoSession`. Chromium's fake capture device reads its
@@ -9,7 +10,8 @@
   WAV and gets its own browser.
 * ``utterances``: the speech corpus (``../shared/data/speech``) by file name, to build mic
   WAVs with (:class:`~audio_analysis.MicScript`).
-* ``results``: figures for ``reports/browser/results.json`` (written at the end of the run).
+* ``results``: figures for ``reports/browser/results.json`` (written at the end of the run,
+  and printed in the run's summary).
 
 Every test here is marked ``browser``; without Chromium or Playwright they skip and say how
 to install them (``make test`` does: apt-get for Chromium, pip for Playwright).
@@ -134,27 +136,59 @@ def utterances(speech: list[Spoken]) -> dict[str, Spoken]:
 
 
 class Results:
-    """Figures the browser tests measured, written to reports/browser/results.json."""
+    """Figures the browser tests measured: printed in the run's summary and written to
+    reports/browser/results.json."""
 
     def __init__(self) -> None:
         self.figures: dict[str, Any] = {}
 
     def record(self, scenario: str, **figures: Any) -> None:
-        """Records (and prints) the figures of one scenario."""
+        """Records the figures of one scenario."""
         self.figures.setdefault(scenario, {}).update(figures)
-        print(f"[{scenario}] " + json.dumps(figures, sort_keys=True))
+
+    def summary_lines(self) -> list[str]:
+        """One line per scenario: underruns and gaps, or barge-in latencies."""
+        lines = []
+        for scenario, f in sorted(self.figures.items()):
+            if "barge_ins" in f:
+                each = [b["barge_in_ms"] for b in f["barge_ins"] if b.get("measured")]
+                lines.append(
+                    f"{scenario}: guard {f['barge_in_min_speech_ms']} ms, mic onset -> silent "
+                    f"output {each} ms, p50 {f.get('p50_ms')} p95 {f.get('p95_ms')} ms "
+                    f"(target {f['target_p95_ms']:g} ms: "
+                    f"{'met' if f.get('target_met') else 'MISSED'})"
+                )
+            else:
+                lines.append(
+                    f"{scenario}: underruns {f.get('underruns')} (player counted "
+                    f"{f.get('player_underruns')}), inserted silence "
+                    f"{f.get('inserted_silence_ms')} ms, gaps >= 10 ms {f.get('gaps_ge_10ms')}, "
+                    f"buffer min/median {f.get('buffered_ms_min')}/"
+                    f"{f.get('buffered_ms_median')} ms"
+                )
+        return lines
+
+
+_RESULTS = Results()
 
 
 @pytest.fixture(scope="session")
 def results() -> Iterator[Results]:
     """The run's figures; written to reports/browser/results.json at the end of the run."""
-    collected = Results()
-    yield collected
-    if collected.figures:
+    yield _RESULTS
+    if _RESULTS.figures:
         REPORT_DIR.mkdir(parents=True, exist_ok=True)
         (REPORT_DIR / "results.json").write_text(
-            json.dumps(collected.figures, indent=2, sort_keys=True) + "\n"
+            json.dumps(_RESULTS.figures, indent=2, sort_keys=True) + "\n"
         )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Prints the browser tests' figures at the end of the run, passed or failed."""
+    if _RESULTS.figures:
+        terminalreporter.section("browser end-to-end figures (reports/browser/results.json)")
+        for line in _RESULTS.summary_lines():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -97,12 +97,17 @@ def _assert_played_whole(playback: ReplyPlayback) -> None:
     assert playback.complete, f"{playback.played} of {playback.received} samples played"
 
 
-def _assert_gapless(playback: ReplyPlayback, player: dict[str, Any]) -> None:
+def _assert_gapless(playback: ReplyPlayback, figures: dict[str, Any]) -> None:
     """The whole reply played with no silence inserted anywhere, by the tap's comparison
-    and by the player's own underrun counter."""
+    and by the player's own underrun counter (``figures`` from :func:`_figures`)."""
     _assert_played_whole(playback)
-    assert playback.gaps == (), f"silence inserted inside the reply: {playback.gaps}"
-    assert player["underruns"] == 0, player
+    why = (
+        f"the longest wait between two audio frames was {figures['max_frame_gap_ms_worker']} ms "
+        f"at the page's socket worker, the buffer held {figures.get('buffered_ms_min')} ms at "
+        "its lowest (a wait longer than the buffer means the audio came late)"
+    )
+    assert playback.gaps == (), f"silence inserted inside the reply: {playback.gaps}; {why}"
+    assert figures["player_underruns"] == 0, f"the player counted underruns; {why}"
 
 
 def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
@@ -119,6 +124,7 @@ def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
     screenshot = report_dir / "demo-page.png"
     demo.page.screenshot(path=str(screenshot))
     metrics = demo.messages("metrics")
+    figures = _figures(demo, playback)
     results.record(
         "spoken_turn",
         transcript=final["text"],
@@ -127,13 +133,13 @@ def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
         reply_level_dbfs=round(level_dbfs, 1),
         server_metrics={k: v for k, v in (metrics or [{}])[0].items() if k.endswith("_ms")},
         screenshot=str(screenshot.relative_to(report_dir.parents[1])),
-        **_figures(demo, playback),
+        **figures,
     )
 
     assert final["text"].strip(), "the final transcript is empty"
     assert agent_text, "no agent text"
     assert level_dbfs > -40, f"the reply played at {level_dbfs:.1f} dBFS: silence"
-    _assert_gapless(playback, demo.player_stats())
+    _assert_gapless(playback, figures)
     # The page shows the turn: what the user said and what the agent answered.
     page_text = demo.page.inner_text("#turns")
     assert final["text"].split()[0] in page_text
@@ -162,11 +168,10 @@ def test_no_gap_while_the_pages_main_thread_is_blocked_300_ms_every_second(
         blocks = demo.main_thread_blocks()
     finally:
         demo.unblock_main_thread()
-    results.record(
-        f"main_thread_blocked_{mode}", main_thread_blocks=blocks, **_figures(demo, playback)
-    )
+    figures = _figures(demo, playback)
+    results.record(f"main_thread_blocked_{mode}", main_thread_blocks=blocks, **figures)
     assert blocks >= 5, "the busy loop did not run during the reply"
-    _assert_gapless(playback, demo.player_stats())
+    _assert_gapless(playback, figures)
 
 
 def _stall_repeatedly(
@@ -345,8 +350,6 @@ def test_barge_in_stops_the_agent_at_the_speaker(
             target_met=percentile(measured, 95) <= BARGE_IN_TARGET_MS,
         )
     results.record(scenario, **summary)
-    for f in figures:
-        print(f"barge-in on {f['utterance']}: {f.get('barge_in_ms', '-')} ms {f}")
 
     assert len(measured) >= 2, f"too few barge-ins landed while the agent talked: {figures}"
     # Every interrupted reply was cut by a clear, stayed cut, and none played on past a
