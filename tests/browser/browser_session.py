@@ -287,7 +287,7 @@ class DemoSession:
             return {}
         return {
             "buffered_ms_min": min(levels),
-            "buffered_ms_median": float(np.median(levels)),
+            "buffered_ms_median": round(float(np.median(levels)), 1),
             "reports": len(levels),
         }
 

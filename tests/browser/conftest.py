@@ -29,6 +29,7 @@ import pytest
 
 from .audio_analysis import MicScript, Spoken
 from .browser_session import DemoSession
+from .figures import Results
 from .servers import Server, Servers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,40 +134,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def utterances(speech: list[Spoken]) -> dict[str, Spoken]:
     """The speech corpus by file name."""
     return {u.name: u for u in speech}
-
-
-class Results:
-    """Figures the browser tests measured: printed in the run's summary and written to
-    reports/browser/results.json."""
-
-    def __init__(self) -> None:
-        self.figures: dict[str, Any] = {}
-
-    def record(self, scenario: str, **figures: Any) -> None:
-        """Records the figures of one scenario."""
-        self.figures.setdefault(scenario, {}).update(figures)
-
-    def summary_lines(self) -> list[str]:
-        """One line per scenario: underruns and gaps, or barge-in latencies."""
-        lines = []
-        for scenario, f in sorted(self.figures.items()):
-            if "barge_ins" in f:
-                each = [b["barge_in_ms"] for b in f["barge_ins"] if b.get("measured")]
-                lines.append(
-                    f"{scenario}: guard {f['barge_in_min_speech_ms']} ms, mic onset -> silent "
-                    f"output {each} ms, p50 {f.get('p50_ms')} p95 {f.get('p95_ms')} ms "
-                    f"(target {f['target_p95_ms']:g} ms: "
-                    f"{'met' if f.get('target_met') else 'MISSED'})"
-                )
-            else:
-                lines.append(
-                    f"{scenario}: underruns {f.get('underruns')} (player counted "
-                    f"{f.get('player_underruns')}), inserted silence "
-                    f"{f.get('inserted_silence_ms')} ms, gaps >= 10 ms {f.get('gaps_ge_10ms')}, "
-                    f"buffer min/median {f.get('buffered_ms_min')}/"
-                    f"{f.get('buffered_ms_median')} ms"
-                )
-        return lines
 
 
 _RESULTS = Results()

@@ -36,6 +36,7 @@ from .audio_analysis import (
     percentile,
 )
 from .browser_session import DemoSession, Recording
+from .figures import Results
 from .servers import Servers
 
 pytestmark = pytest.mark.browser
@@ -81,9 +82,9 @@ def _figures(demo: DemoSession, playback: ReplyPlayback) -> dict[str, Any]:
         "player_underruns": player.get("underruns"),
         "player_underrun_ms": round(player.get("underrunMs", 0.0), 2),
         **demo.buffered_during(reply),
-        # Where a gap came from: audio that arrived late (the longest wait between two agent
-        # audio frames, in the page's socket worker and as Playwright saw the socket) points
-        # at the server or the network; audio that arrived on time at the page.
+        # Where a gap came from: audio that arrived late (a long wait between two agent audio
+        # frames, in the page's socket worker and as Playwright saw the socket) points at the
+        # server or the network; a gap although the audio came on time points at the page.
         "max_frame_gap_ms_worker": round(page.get("maxArrivalGapMs") or 0.0, 1),
         "max_frame_gap_ms_playwright": round(reply.max_frame_gap_ms, 1),
         "page_underrun_log": page.get("underrunLog", []),
@@ -111,7 +112,7 @@ def _assert_gapless(playback: ReplyPlayback, figures: dict[str, Any]) -> None:
 
 
 def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
-    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Any, report_dir: Path
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Results, report_dir: Path
 ) -> None:
     """Issue 5's first scenario, and the screenshot of the page after the turn."""
     demo = open_demo(_question(utterances, "goforward.wav", tail_s=1.0))
@@ -149,7 +150,7 @@ def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
 
 @pytest.mark.parametrize("mode", ["shared", "port"])
 def test_no_gap_while_the_pages_main_thread_is_blocked_300_ms_every_second(
-    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Any, mode: str
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Results, mode: str
 ) -> None:
     """The audio path (capture worklet, socket worker, player worklet) never waits for the
     main thread: a busy loop holding it 300 ms of every second, from before the question
@@ -193,7 +194,7 @@ def _stall_repeatedly(
 
 
 def test_server_freezes_of_100_ms_are_absorbed_by_the_cushion(
-    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Any
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Results
 ) -> None:
     """The whole server process (pacer thread included) is frozen for 100 ms every 500 ms
     while the reply plays, as a CPU quota throttle does. The criterion is issue 5's: no
@@ -254,7 +255,7 @@ def test_barge_in_stops_the_agent_at_the_speaker(
     open_demo: OpenDemo,
     servers: Servers,
     utterances: dict[str, Spoken],
-    results: Any,
+    results: Results,
     min_speech_ms: int | None,
 ) -> None:
     """Measured with the defaults, where the engine waits for 300 ms of speech
