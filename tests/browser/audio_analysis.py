@@ -51,12 +51,13 @@ AUDIBLE_GAP_MS = 10.0
 
 
 def resample(samples: Int16Array, rate: int, new_rate: int) -> Int16Array:
-    """``samples`` at ``rate`` Hz resampled to ``new_rate`` Hz with voicecore's resampler
-    (its filter delay shifts the speech by a few samples; onsets are measured afterwards)."""
+    """``samples`` at ``rate`` Hz resampled to ``new_rate`` Hz with voicecore's resampler,
+    time-aligned: the filter's delay (``latency`` output samples) is dropped."""
     if rate == new_rate:
         return samples
     resampler = Resampler(rate, new_rate)
-    return np.concatenate([resampler.process(samples), resampler.flush()]).astype(np.int16)
+    out = np.concatenate([resampler.process(samples), resampler.flush()])
+    return out[resampler.latency :].astype(np.int16)
 
 
 def onset(
