@@ -265,7 +265,9 @@ def align_reply(
 
     The reply is located by its first ``key`` samples after its leading silence, searched
     from ``search_from``. After a gap the walk resumes where the next ``key`` samples of the
-    reply appear within ``max_gap_s``.
+    reply appear within ``max_gap_s``. Silence inserted while the reply is still in its
+    leading silence cannot be told from the idle output before it (nor heard): it is not
+    counted here, though the player's own counter counts it.
     """
     received = len(reply)
     nonzero = np.flatnonzero(reply)
