@@ -129,6 +129,9 @@ class DemoSession:
         self.console: list[str] = []
         self.session: dict[str, Any] | None = None
         self.closed = False  # the WebSocket closed (the session is over)
+        #: Seconds from asking the page to connect to the server's ``ready``: at most how
+        #: long after the mic (and its WAV) started the server began to listen.
+        self.connect_s = 0.0
         page.on("websocket", self._on_websocket)
         page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
@@ -146,7 +149,9 @@ class DemoSession:
     def connect(self) -> dict[str, Any]:
         """Connects (what the page's Connect button does), starts the tap recording as soon
         as the audio graph exists, and returns the server's ``ready`` message."""
+        began = time.monotonic()
         self.session = self.page.evaluate(_CONNECT_JS, RECORDING_MAX_S)
+        self.connect_s = time.monotonic() - began
         assert self.session is not None
         return self.session
 

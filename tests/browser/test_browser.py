@@ -57,6 +57,17 @@ def _question(utterances: dict[str, Spoken], name: str, tail_s: float) -> MicScr
     return MicScript(WAV_RATE).silence(LEAD_IN_S).speech(utterances[name]).silence(tail_s)
 
 
+def _connect(demo: DemoSession) -> dict[str, Any]:
+    """Connects the page; fails clearly if the server took so long to be ready that the
+    mic's first words (``LEAD_IN_S`` into the WAV) may have gone unheard."""
+    ready = demo.connect()
+    assert demo.connect_s < LEAD_IN_S - 0.2, (
+        f"the session was ready {demo.connect_s:.2f} s after the mic started, too late for "
+        f"speech that starts {LEAD_IN_S} s in"
+    )
+    return ready
+
+
 def _one_turn(demo: DemoSession) -> tuple[dict[str, Any], Recording, ReplyPlayback]:
     """Waits for the turn to finish playing; returns its final transcript, the page's
     recording and how the reply played (its summary with the player's figures)."""
@@ -116,7 +127,7 @@ def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
 ) -> None:
     """Issue 5's first scenario, and the screenshot of the page after the turn."""
     demo = open_demo(_question(utterances, "goforward.wav", tail_s=1.0))
-    ready = demo.connect()
+    ready = _connect(demo)
     final, recording, playback = _one_turn(demo)
 
     agent_text = " ".join(m["text"] for m in demo.messages("agent_text")).strip()
@@ -131,6 +142,7 @@ def test_a_spoken_question_gets_a_transcript_and_a_reply_that_plays(
         transcript=final["text"],
         agent_text=agent_text,
         output_rate=ready["output_rate"],
+        connect_to_ready_s=round(demo.connect_s, 2),
         reply_level_dbfs=round(level_dbfs, 1),
         server_metrics={k: v for k, v in (metrics or [{}])[0].items() if k.endswith("_ms")},
         screenshot=str(screenshot.relative_to(report_dir.parents[1])),
@@ -161,7 +173,7 @@ def test_no_gap_while_the_pages_main_thread_is_blocked_300_ms_every_second(
         _question(utterances, "librivox-0880.wav", tail_s=1.0),
         query="mode=port" if mode == "port" else "",
     )
-    demo.connect()
+    _connect(demo)
     assert demo.page_stats()["mode"] == mode
     demo.block_main_thread(block_ms=300, every_ms=1000)
     try:
@@ -202,7 +214,7 @@ def test_server_freezes_of_100_ms_are_absorbed_by_the_cushion(
     record what it reported before each freeze), so a freeze can leave the player a few
     samples short: such sub-millisecond underruns are counted and reported, not failed."""
     demo = open_demo(_question(utterances, "librivox-0880.wav", tail_s=1.0))
-    ready = demo.connect()
+    ready = _connect(demo)
     demo.wait_for_type("agent_text", TURN_TIMEOUT_S)
     while not demo.replies():  # the reply's first audio is on its way
         demo.pump(0.01)
@@ -278,7 +290,7 @@ def test_barge_in_stops_the_agent_at_the_speaker(
     for i, name in enumerate(names):
         script.speech(utterances[name]).silence(BARGE_AFTER_S if i + 1 < len(names) else 1.0)
     demo = open_demo(script, server=server)
-    demo.connect()
+    _connect(demo)
     demo.wait_for_type("clear", TURN_TIMEOUT_S + script.seconds, count=len(names) - 1)
     demo.pump(1.0)
     recording = demo.stop_recording()
