@@ -62,6 +62,7 @@ from websockets.trio.server import Server, ServerConnection, serve
 
 from voicecore import config, protocol
 from voicecore._core import FramePacer, Resampler
+from voicecore.bench import faults as bench_faults
 from voicecore.config import Pipeline, VoicecoreConfig
 from voicecore.diagnostics import Diagnostics, Timeline
 from voicecore.exceptions import ConfigError
@@ -677,6 +678,7 @@ class VoiceServer:
                 if self._diagnostics is not None:
                     await nursery.start(self._diagnostics.run)
                 nursery.start_soon(self.router.run)
+                bench_faults.start_from_env(nursery)  # benchmarks only: off unless set
                 self._ws_server = await nursery.start(
                     lambda task_status: serve(
                         self._handle,
