@@ -80,3 +80,11 @@ bench-quick: install-dev models ## the benchmark suite in a short mode (keeps it
 bench: install-dev models ## the full benchmark suite; JSON report in reports/bench.json
 	@mkdir -p $(REPORTS)
 	$(BIN)/pytest benches --benchmark-json=$(REPORTS)/bench.json
+
+.PHONY: bench-system
+bench-system: install-dev models ## the system benchmarks (load, impairment, stalls, soak, timeline): reports/bench-system.json + a summary table
+	@mkdir -p $(REPORTS)
+	@# The summary is printed even when a suite fails (a missed target is shown, not hidden);
+	@# make still fails with pytest's status.
+	$(BIN)/pytest benches/system --benchmark-json=$(REPORTS)/bench-system.json; status=$$?; \
+		$(BIN)/python -m voicecore.bench.summary $(REPORTS)/bench-system.json; exit $$status

@@ -5,6 +5,10 @@
     and ``/metrics`` on one port (``voicecore.server``), with the configured providers (the
     offline pipeline by default), until SIGINT or SIGTERM.
 
+``voicecore diagnose TIMELINE.json [-o PICTURE.png]``
+    Reads a timeline recorded by ``voicecore serve --timeline``, prints each audio gap with
+    the causes recorded around it and draws the probes on one time axis (``voicecore.diagnose``).
+
 ``voicecore demo``
     Runs real speech through the Rust core as the server will: a simulated 48 kHz browser
     mic into an overwrite ring, resampled to 16 kHz for the energy VAD, and the same speech
@@ -36,6 +40,7 @@ import trio
 
 from voicecore import config, models
 from voicecore._core import EnergyVad, FramePacer, Resampler, SampleRing
+from voicecore.diagnose import add_diagnose_arguments, diagnose_command
 from voicecore.exceptions import ConfigError
 from voicecore.pacing import push, released_frames
 from voicecore.server import add_serve_arguments, serve_command
@@ -65,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
             description="Serves the web client and voice sessions on one port until "
             "SIGINT/SIGTERM. Server settings come from flags or VOICECORE_SERVER_* variables; "
             "providers and session settings from the configuration (voicecore config show).",
+        )
+    )
+    add_diagnose_arguments(
+        commands.add_parser(
+            "diagnose",
+            help="find the audio gaps of a recorded timeline, their causes, and draw it",
+            description="Reads a timeline recorded with 'voicecore serve --timeline PATH', "
+            "prints each audio gap with the causes recorded around it (event-loop lag, GC "
+            "pauses, CPU throttling) and draws every probe on one time axis (matplotlib).",
         )
     )
     demo = commands.add_parser("demo", help="run real speech through the Rust audio core")
@@ -98,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
+    if args.command == "diagnose":
+        return diagnose_command(args)
     if args.command == "demo":
         return _demo(args.wav, args.seconds)
     if args.command == "config":

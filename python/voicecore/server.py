@@ -64,6 +64,7 @@ from voicecore import config, protocol
 from voicecore._core import FramePacer, Resampler
 from voicecore.bench import faults as bench_faults
 from voicecore.config import Pipeline, VoicecoreConfig
+from voicecore.diagnose import TimelineRecorder
 from voicecore.diagnostics import Diagnostics, Timeline
 from voicecore.exceptions import ConfigError
 from voicecore.metrics import SessionMetrics, prometheus_text
@@ -166,6 +167,8 @@ class ServerSettings:
         recent_sessions: finished sessions kept for ``/metrics``.
         diagnostics: run the process diagnostics (loop lag, GC, CPU throttling) for
             ``/metrics``.
+        timeline_path: record the timeline (probes and sessions) to this JSON file, every
+            10 s and at shutdown, for ``voicecore diagnose``; None: not recorded.
     """
 
     host: str = "127.0.0.1"
@@ -182,6 +185,7 @@ class ServerSettings:
     shutdown_timeout_s: float = 5.0
     recent_sessions: int = 100
     diagnostics: bool = True
+    timeline_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -614,6 +618,14 @@ class VoiceServer:
         self._origins: frozenset[str] = frozenset()
         self._connections: dict[str, _Connection] = {}
         self._diagnostics = Diagnostics() if self.settings.diagnostics else None
+        self._recorder = (
+            None
+            if self.settings.timeline_path is None
+            else TimelineRecorder(
+                self.settings.timeline_path,
+                self._diagnostics.timeline if self._diagnostics is not None else None,
+            )
+        )
         self._shutdown = trio.Event()
         self._stopping = False
         self._ws_server: Server | None = None
@@ -678,6 +690,8 @@ class VoiceServer:
                 if self._diagnostics is not None:
                     await nursery.start(self._diagnostics.run)
                 nursery.start_soon(self.router.run)
+                if self._recorder is not None:
+                    nursery.start_soon(self._recorder.run)  # dumps once more when cancelled
                 bench_faults.start_from_env(nursery)  # benchmarks only: off unless set
                 self._ws_server = await nursery.start(
                     lambda task_status: serve(
@@ -851,10 +865,14 @@ class VoiceServer:
                 timeline=_SpeechTimeline(transport.send_message),
             )
             connection.session = session
+            if self._recorder is not None:
+                self._recorder.add_session(session_id, session.timeline)
             transport.metrics = session.metrics
             await session.run()
         finally:
             del self._connections[session_id]
+            if self._recorder is not None:
+                self._recorder.end_session(session_id)
             if connection.session is not None:
                 self.recent.append(connection.session.metrics)
             _log.info(
@@ -953,6 +971,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "pipeline); 'scripted': test doubles that need no model "
         f"[default config; env {_ENV}PROVIDERS]",
     )
+    group.add_argument(
+        "--timeline",
+        default=env("TIMELINE"),
+        metavar="PATH",
+        help="record the diagnostic timeline to this JSON file (every 10 s and at shutdown; "
+        f"draw it with 'voicecore diagnose PATH') [default none; env {_ENV}TIMELINE]",
+    )
     config.add_config_arguments(parser)
 
 
@@ -984,6 +1009,7 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
             max_sessions=integer("max_sessions"),
             max_message_bytes=integer("max_message_bytes"),
             token=args.token or None,
+            timeline_path=Path(args.timeline) if getattr(args, "timeline", None) else None,
         )
     except ValueError as exc:
         raise ConfigError(f"server: {exc}") from exc

@@ -1,0 +1,251 @@
+"""voicecore.diagnose: gaps found in a timeline and lined up with their causes, the text
+summary, the picture, the recorder behind ``serve --timeline``, and ``voicecore diagnose``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from voicecore.cli import main
+from voicecore.diagnose import (
+    MATPLOTLIB_MISSING,
+    TimelineRecorder,
+    find_gaps,
+    plot,
+    summarize,
+    window,
+)
+from voicecore.diagnostics import Timeline
+
+
+def frames(timeline: Timeline, start: float, stop: float, **fields: Any) -> None:
+    """Frames released every 20 ms in [start, stop) seconds."""
+    t = start
+    while t < stop - 1e-9:
+        timeline.record_at(t, "audio_released", lateness_ms=0.1, **fields)
+        t += 0.02
+
+
+def cushion(timeline: Timeline, start: float, stop: float, level: Any, **fields: Any) -> None:
+    """Playout reports every 250 ms in [start, stop); ``level(t)`` gives ``buffered_ms``."""
+    t = start
+    while t < stop - 1e-9:
+        timeline.record_at(t, "client_cushion", buffered_ms=level(t), **fields)
+        t += 0.25
+
+
+def stalled_reply() -> Timeline:
+    """One session's reply from 1 s to 5 s; frames stop 3.0-3.3 s (a GC pause at 2.98 s)
+    and the client's cushion is empty at 3.25 s; a loop lag far away at 4.5 s."""
+    timeline = Timeline()
+    frames(timeline, 1.0, 3.0, session="s1", turn_id=1)
+    frames(timeline, 3.3, 5.0, session="s1", turn_id=1)
+    cushion(timeline, 1.0, 5.0, lambda t: 0.0 if 3.2 <= t < 3.3 else 120.0, session="s1")
+    timeline.record_at(2.98, "gc_pause", duration_ms=300.0, generation=2)
+    timeline.record_at(4.5, "loop_lag", lag_ms=8.0)
+    timeline.record_at(0.9, "turn_start", session="s1", turn_id=1)
+    return timeline
+
+
+def test_a_release_gap_and_a_cushion_gap_are_lined_up_with_the_gc_pause() -> None:
+    gaps = find_gaps(stalled_reply())
+    assert [(g.kind, g.stream) for g in gaps] == [("release", "s1 turn 1"), ("cushion", "s1")]
+    release, starved = gaps
+    assert (release.start, release.end) == pytest.approx((2.98, 3.3))
+    assert release.duration_ms == pytest.approx(320.0)
+    assert (starved.start, starved.end) == pytest.approx((3.25, 3.5))
+    for gap in gaps:
+        assert [c["kind"] for c in gap.causes] == ["gc_pause"]  # the loop lag is too far
+
+
+def test_steady_frames_and_a_full_cushion_have_no_gap() -> None:
+    timeline = Timeline()
+    frames(timeline, 1.0, 4.0, session="s1", turn_id=1)
+    cushion(timeline, 1.0, 4.0, lambda t: 110.0, session="s1")
+    timeline.record_at(2.0, "loop_lag", lag_ms=40.0)  # absorbed by the cushion
+    assert find_gaps(timeline) == []
+
+
+def test_a_pause_covered_by_the_clients_cushion_is_not_a_gap() -> None:
+    timeline = Timeline()
+    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
+    frames(timeline, 2.4, 3.0, session="s1", turn_id=1)  # the pacer holds back 400 ms
+    cushion(timeline, 1.0, 3.0, lambda t: 600.0, session="s1")
+    assert find_gaps(timeline) == []
+
+
+def test_an_empty_cushion_between_replies_or_before_the_first_frame_is_not_a_gap() -> None:
+    timeline = Timeline()
+    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
+    frames(timeline, 2.5, 3.5, session="s1", turn_id=2)  # a barge-in: turn 2 right after
+    cushion(timeline, 0.0, 4.0, lambda t: 100.0 if 1.2 <= t < 2.0 else 0.0, session="s1")
+    assert find_gaps(timeline) == []
+
+
+def test_a_late_frame_is_reported_as_a_frozen_process() -> None:
+    timeline = Timeline()
+    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
+    timeline.record_at(2.3, "audio_released", lateness_ms=280.0, session="s1", turn_id=1)
+    frames(timeline, 2.32, 3.0, session="s1", turn_id=1)
+    (gap,) = find_gaps(timeline)
+    assert [c["lateness_ms"] for c in gap.causes] == [280.0]
+    text = summarize(timeline, [gap])
+    assert "280 ms late" in text
+    assert "frozen" in text
+
+
+def test_find_gaps_refuses_bad_parameters() -> None:
+    timeline = stalled_reply()
+    with pytest.raises(ValueError, match="frame_ms"):
+        find_gaps(timeline, frame_ms=0)
+    with pytest.raises(ValueError, match="gap_factor"):
+        find_gaps(timeline, gap_factor=1.0)
+    with pytest.raises(ValueError, match="margin"):
+        find_gaps(timeline, cause_margin_s=-1)
+
+
+def test_summary_lists_each_gap_with_its_causes() -> None:
+    text = summarize(stalled_reply())
+    assert "2 gap(s)" in text
+    assert "s1 turn 1: release gap, no frame for 320 ms" in text
+    assert "GC pause 300 ms, generation 2" in text
+    assert "longest GC pause 300 ms" in text
+    assert summarize(Timeline()) == "the timeline is empty"
+    quiet = Timeline()
+    frames(quiet, 0.0, 1.0, session="s1", turn_id=1)
+    assert summarize(quiet).endswith("no gap found")
+
+
+def test_a_gap_without_a_recorded_cause_says_where_else_to_look() -> None:
+    timeline = Timeline()
+    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
+    frames(timeline, 2.5, 3.0, session="s1", turn_id=1)
+    assert "no cause recorded nearby" in summarize(timeline)
+
+
+def test_window_keeps_the_events_in_range() -> None:
+    part = window(stalled_reply(), 2.9, 3.5)
+    times = [e["t"] for e in part.events()]
+    assert times
+    assert min(times) >= 2.9
+    assert max(times) <= 3.5
+    assert any(e["kind"] == "gc_pause" for e in part.events())
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = plot(stalled_reply(), tmp_path / "t.png", since=0.5)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 20_000  # six panels, not an empty canvas
+    with pytest.raises(ValueError, match="empty"):
+        plot(Timeline(), tmp_path / "empty.png")
+
+
+def test_plot_says_how_to_install_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import raises ModuleNotFoundError
+    with pytest.raises(ModuleNotFoundError, match="pip install matplotlib"):
+        plot(stalled_reply(), tmp_path / "t.png")
+    path = tmp_path / "timeline.json"
+    path.write_text(stalled_reply().to_json(), encoding="utf-8")
+    assert main(["diagnose", str(path)]) == 2
+    assert MATPLOTLIB_MISSING.startswith("drawing the timeline needs matplotlib")
+
+
+def test_voicecore_diagnose_prints_the_gaps_and_draws_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "timeline.json"
+    path.write_text(stalled_reply().to_json(), encoding="utf-8")
+    assert main(["diagnose", str(path), "--since", "1.5", "--until", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "2 gap(s)" in out
+    assert "GC pause 300 ms" in out
+    assert (tmp_path / "timeline.png").stat().st_size > 20_000
+    assert main(["diagnose", str(path), "--no-plot", "-o", str(tmp_path / "no.png")]) == 0
+    assert not (tmp_path / "no.png").exists()
+
+
+def test_voicecore_diagnose_refuses_what_is_not_a_timeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"events": [{"kind": "gc_pause"}]}), encoding="utf-8")
+    assert main(["diagnose", str(bad)]) == 1
+    assert main(["diagnose", str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err
+    assert "not a timeline event" in err
+    assert "missing.json" in err
+
+
+def test_recorder_refuses_bad_parameters(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        TimelineRecorder(tmp_path / "t.json", None, interval_s=0)
+    with pytest.raises(ValueError, match="keep_sessions"):
+        TimelineRecorder(tmp_path / "t.json", None, keep_sessions=-1)
+
+
+async def test_recorder_merges_sessions_onto_the_probes_clock(tmp_path: Path) -> None:
+    probes = Timeline()  # time.monotonic, like Diagnostics'
+    path = tmp_path / "sub" / "timeline.json"
+    recorder = TimelineRecorder(path, probes, interval_s=0.05, keep_sessions=1)
+    session = Timeline(clock=trio.current_time)  # a session's: the Trio clock
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recorder.run)
+        await trio.sleep(0)  # the recorder measured the clocks' offset
+        recorder.add_session("a", session)
+        session.record("speech_start", turn_id=1)
+        probes.record("loop_lag", lag_ms=7.0)
+        monotonic_now = time.monotonic()
+        await trio.sleep(0.12)  # at least one periodic dump
+        assert recorder.dumps >= 1
+        assert path.exists()
+        recorder.end_session("a")
+        recorder.add_session("b", Timeline(clock=trio.current_time))
+        recorder.end_session("b")  # keep_sessions=1: "a" is forgotten
+        nursery.cancel_scope.cancel()
+    written = Timeline.from_json(path.read_text(encoding="utf-8"))  # the dump at exit
+    assert [e["kind"] for e in written.events()] == ["loop_lag"]
+    merged = json.loads(path.read_text(encoding="utf-8"))
+    assert merged["clock"] == "monotonic"
+    recorder.add_session("a", session)
+    (speech,) = recorder.merged().events("speech_start")
+    assert (speech["session"], speech["turn_id"]) == ("a", 1)
+    assert speech["t"] == pytest.approx(monotonic_now, abs=0.01)
+    assert not list(tmp_path.joinpath("sub").glob("*.json?*"))  # no temporary file left
+
+
+async def test_voicecore_serve_timeline_records_sessions_until_shutdown(tmp_path: Path) -> None:
+    from websockets.trio.client import connect
+
+    from voicecore.server import ServerSettings, VoiceServer, scripted_pipeline
+
+    path = tmp_path / "timeline.json"
+    settings = ServerSettings(port=0, web_root=tmp_path, timeline_path=path)
+    server = VoiceServer(scripted_pipeline(), settings)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            hello = {"type": "hello", "protocol": 1, "input_rate": 16000, "output_rate": 24000}
+            await ws.send(json.dumps(hello))
+            ready = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "playout", "buffered_ms": 42.0}))
+            await ws.send(json.dumps({"type": "bye"}))
+            with trio.fail_after(5):
+                while server.sessions:
+                    await trio.sleep(0.01)
+        server.shutdown()
+    (report,) = Timeline.from_json(path.read_text(encoding="utf-8")).events("client_cushion")
+    assert report["session"] == ready["session_id"]
+    assert report["buffered_ms"] == 42.0
+    assert abs(report["t"] - time.monotonic()) < 10  # on the probes' clock
