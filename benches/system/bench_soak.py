@@ -1,0 +1,55 @@
+"""Soak: repeated turns with barge-ins and reconnects against ``voicecore serve --providers
+scripted`` in a subprocess, the server's RSS and open descriptors sampled over time
+(``voicecore.bench.soak``). Growth after warm-up is the slope against completed turns over
+the second half of the run, per 1,000 turns; target: < 1 MB (and < 1 descriptor) per 1,000
+turns, and every descriptor closed once the clients are gone. The baseline is the target
+itself: the ratio is measured growth / target (< 1 meets it).
+
+Full mode: 8 clients for 5 minutes (a few thousand turns; the count is reported). Quick mode
+(CI): 6 clients for 20 s (a few hundred turns, mostly warm-up, so its growth figure means
+little); asserts only that the harness worked. On a shared 2-core machine the turn rate and
+RSS are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from voicecore.bench.soak import FD_TARGET_PER_1000, RSS_TARGET_MB_PER_1000, SoakResult, run_soak
+
+REPORTS = Path(__file__).resolve().parents[2] / "reports" / "system"
+
+
+def test_soak_turns_barge_ins_reconnects(benchmark: Any, report: Any, quick: bool) -> None:
+    duration_s, sessions = (20.0, 6) if quick else (300.0, 8)
+    results: list[SoakResult] = []
+
+    def run() -> None:
+        results.append(run_soak(duration_s=duration_s, sessions=sessions))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    result = results[-1]
+    report.row(**result.summary())
+    report.figure(
+        "rss_growth_vs_target",
+        round(result.rss_growth_mb_per_1000_turns / RSS_TARGET_MB_PER_1000, 3),
+    )
+    report.figure(
+        "fd_growth_vs_target", round(result.fd_growth_per_1000_turns / FD_TARGET_PER_1000, 3)
+    )
+    report.figure("target_met", result.target_met)
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    path = REPORTS / ("soak-quick.json" if quick else "soak.json")
+    path.write_text(json.dumps(asdict(result), indent=1))
+
+    # The harness worked: clients conversed, interrupted, reconnected; the server was sampled
+    # and shut down gracefully. No assertion on the figures (a noisy CI machine stays green).
+    assert result.turns > 0
+    assert result.barge_ins > 0
+    assert result.reconnects > 0
+    assert len(result.samples) >= 4
+    assert result.server_exit_code == 0
+    assert json.loads(path.read_text())["turns"] == result.turns
