@@ -93,16 +93,19 @@ class Sample:
         turns: turns completed by then (all clients).
         rss_kb: the server's resident set size, KiB (VmRSS).
         fds: the server's open file descriptors.
+        connections: client connections open at that moment (each holds one server socket).
     """
 
     elapsed_s: float
     turns: int
     rss_kb: int
     fds: int
+    connections: int
 
 
 @dataclass
 class _Counters:
+    open_connections: int = 0
     turns: int = 0
     barge_ins: int = 0
     full_replies: int = 0
@@ -136,8 +139,9 @@ class SoakResult:
             ``fds_start``: every connection's descriptors were closed).
         rss_growth_mb_per_1000_turns: slope of RSS against turns over the second half of
             the running samples.
-        fd_growth_per_1000_turns: slope of open descriptors against turns, same window
-            (noisy by the connections open at each sample: up to ``sessions``).
+        fd_growth_per_1000_turns: slope of open descriptors against turns, same window,
+            fitted jointly with the client connections open at each sample (see
+            ``growth_per_1000_turns``).
         target_met: both slopes below their targets and no descriptor left open at the end.
         server_exit_code: the server's exit status after SIGTERM (0: graceful).
         errors: the first protocol errors or unexpected events the clients saw.
@@ -176,15 +180,25 @@ class SoakResult:
         return figures
 
 
-def growth_per_1000_turns(turns: list[int], values: list[float]) -> float:
+def growth_per_1000_turns(
+    turns: list[int], values: list[float], covariate: list[float] | None = None
+) -> float:
     """Least-squares slope of ``values`` against ``turns``, times 1,000 (0 if the turns do
-    not vary)."""
+    not vary).
+
+    With ``covariate`` (the connections open at each sample) the fit is
+    ``values ~ a + b * turns + c * covariate``: a connection's own descriptors (its socket,
+    its session's wake-up fd) come and go with it and are not growth.
+    """
     x = np.asarray(turns, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if x.size < 2 or np.ptp(x) == 0:
         return 0.0
-    slope = np.polyfit(x, y, 1)[0]
-    return float(slope * 1000)
+    columns = [np.ones_like(x), x]
+    if covariate is not None and np.ptp(covariate) > 0:
+        columns.append(np.asarray(covariate, dtype=np.float64))
+    coefficients = np.linalg.lstsq(np.column_stack(columns), y, rcond=None)[0]
+    return float(coefficients[1] * 1000)
 
 
 # --- the server process ---------------------------------------------------------------------
@@ -414,29 +428,36 @@ async def _client(
             "client": f"voicecore-soak/{index}",
         }
     )
+
+    async def converse_once(ws: ClientConnection, abrupt: bool) -> None:
+        """One connection: hello, turns, then leave with bye or (``abrupt``) vanish."""
+        await ws.send(hello)
+        ready = json.loads(await ws.recv())
+        if ready.get("type") != "ready":
+            counters.errors.append(f"no ready: {ready}")
+            await trio.sleep(1)
+            return
+        await _converse(ws, reconnect_every, barge_in_ratio, utterance, rng, counters, stop_at)
+        if trio.current_time() >= stop_at:
+            await ws.send(json.dumps({"type": "bye"}))
+        elif abrupt:
+            # Vanish: the TCP connection goes without a close handshake.
+            counters.abrupt_disconnects += 1
+            await ws.close_stream()
+        else:
+            await ws.send(json.dumps({"type": "bye"}))
+
     connection = 0
     while trio.current_time() < stop_at:
         connection += 1
         abrupt = connection % 2 == 0
         try:
             async with connect(url, open_timeout=10, close_timeout=2) as ws:
-                await ws.send(hello)
-                ready = json.loads(await ws.recv())
-                if ready.get("type") != "ready":
-                    counters.errors.append(f"no ready: {ready}")
-                    await trio.sleep(1)
-                    continue
-                await _converse(
-                    ws, reconnect_every, barge_in_ratio, utterance, rng, counters, stop_at
-                )
-                if trio.current_time() >= stop_at:
-                    await ws.send(json.dumps({"type": "bye"}))
-                elif abrupt:
-                    # Vanish: the TCP connection goes without a close handshake.
-                    counters.abrupt_disconnects += 1
-                    await ws.close_stream()
-                else:
-                    await ws.send(json.dumps({"type": "bye"}))
+                counters.open_connections += 1
+                try:
+                    await converse_once(ws, abrupt)
+                finally:
+                    counters.open_connections -= 1
         except (ConnectionClosed, OSError, trio.BrokenResourceError) as exc:
             if not abrupt or trio.current_time() < stop_at:
                 counters.connect_failures += 1
@@ -461,6 +482,7 @@ async def _sample_loop(
                 turns=counters.turns,
                 rss_kb=server.rss_kb(),
                 fds=server.fds(),
+                connections=counters.open_connections,
             )
         )
         await trio.sleep(interval_s)
@@ -494,6 +516,7 @@ async def _run_clients(
                 counters.turns,
                 server.rss_kb(),
                 server.fds(),
+                counters.open_connections,
             )
         )
         nursery.cancel_scope.cancel()
@@ -553,7 +576,9 @@ def _result(
     warm = running[len(running) // 2 :]
     turns = [s.turns for s in warm]
     rss_growth = growth_per_1000_turns(turns, [s.rss_kb * 1024 / 1e6 for s in warm])
-    fd_growth = growth_per_1000_turns(turns, [float(s.fds) for s in warm])
+    fd_growth = growth_per_1000_turns(
+        turns, [float(s.fds) for s in warm], [float(s.connections) for s in warm]
+    )
 
     def mb(kb: int) -> float:
         return round(kb * 1024 / 1e6, 2)
@@ -602,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-interval-s", type=float, default=0.5, help="sample period, s")
     parser.add_argument("--json", type=Path, help="write the result (with samples) here")
     args = parser.parse_args(argv)
+    # A SIGTERM becomes SystemExit, so the server subprocess is still stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = run_soak(
         duration_s=args.duration_s,
         sessions=args.sessions,
