@@ -34,6 +34,28 @@ class Server:
         """The server's process id (for SIGSTOP/SIGCONT)."""
         return self.process.pid
 
+    def metrics(self) -> dict[str, float]:
+        """The server's unlabelled Prometheus figures (``/metrics``), by name."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        figures = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if line and not line.startswith("#") and "{" not in name:
+                figures[name] = float(value)
+        return figures
+
+    def diagnostics(self) -> dict[str, float]:
+        """What may have held the server's audio back, worst case since it started (so it
+        includes every earlier session's start-up): its event loop's lag, its longest GC
+        pause, CPU throttling (ms, ms, s)."""
+        m = self.metrics()
+        return {
+            "server_loop_lag_max_ms": round(m.get("voicecore_loop_lag_max_seconds", 0) * 1000, 1),
+            "server_gc_pause_max_ms": round(m.get("voicecore_gc_pause_max_seconds", 0) * 1000, 1),
+            "server_cpu_throttled_s": m.get("voicecore_cpu_throttled_seconds_total", 0.0),
+        }
+
     def log_tail(self, lines: int = 60) -> str:
         """The last ``lines`` lines of the server's output."""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

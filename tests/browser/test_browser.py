@@ -99,6 +99,7 @@ def _figures(demo: DemoSession, playback: ReplyPlayback) -> dict[str, Any]:
         "max_frame_gap_ms_worker": round(page.get("maxArrivalGapMs") or 0.0, 1),
         "max_frame_gap_ms_playwright": round(reply.max_frame_gap_ms, 1),
         "page_underrun_log": page.get("underrunLog", []),
+        **demo.server.diagnostics(),
     }
 
 
