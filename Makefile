@@ -39,16 +39,16 @@ models: install ## download the Silero VAD model (the benchmarks' neural baselin
 lint: install-dev ## cargo fmt/clippy, ruff, mypy --strict, stubtest
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --release -- -D warnings
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches conftest.py
+	$(BIN)/ruff format --check python tests benches conftest.py
 	$(BIN)/mypy --strict python/voicecore
 	$(BIN)/python -m mypy.stubtest voicecore._core
 
 .PHONY: format
 format: install-dev ## apply cargo fmt and ruff format
 	cargo fmt --all
-	$(BIN)/ruff format python tests benches
-	$(BIN)/ruff check --fix python tests benches
+	$(BIN)/ruff format python tests benches conftest.py
+	$(BIN)/ruff check --fix python tests benches conftest.py
 
 .PHONY: chromium
 chromium: ## install Debian's Chromium for the browser tests (apt-get as root; skipped when present)
@@ -79,7 +79,7 @@ bench-quick: install-dev models ## the benchmark suite in a short mode (keeps it
 .PHONY: bench
 bench: install-dev models ## the full benchmark suite; JSON report in reports/bench.json
 	@mkdir -p $(REPORTS)
-	$(BIN)/pytest benches --benchmark-json=$(REPORTS)/bench.json
+	$(BIN)/pytest benches --ignore=benches/system --benchmark-json=$(REPORTS)/bench.json
 
 .PHONY: bench-system
 bench-system: install-dev models ## the system benchmarks (load, impairment, stalls, soak, timeline): reports/bench-system.json + a summary table
