@@ -57,6 +57,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     try:
         yield started
     finally:
+        if started.running:
+            _RESULTS.record("servers", **started.diagnostics())
         started.stop_all()
 
 
@@ -137,12 +139,17 @@ def utterances(speech: list[Spoken]) -> dict[str, Spoken]:
 
 
 _RESULTS = Results()
+"""The figures of this run (module-level: the summary and results.json hooks read them)."""
 
 
 @pytest.fixture(scope="session")
-def results() -> Iterator[Results]:
-    """The run's figures; written to reports/browser/results.json at the end of the run."""
-    yield _RESULTS
+def results() -> Results:
+    """The run's figures (written to reports/browser/results.json when the run ends)."""
+    return _RESULTS
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Writes the figures, once every fixture (servers included) has been torn down."""
     if _RESULTS.figures:
         REPORT_DIR.mkdir(parents=True, exist_ok=True)
         (REPORT_DIR / "results.json").write_text(

@@ -19,9 +19,11 @@ class Results:
 
     def summary_lines(self) -> list[str]:
         """One line per scenario: underruns and gaps, or barge-in latencies."""
-        lines = []
+        lines: list[str] = []
         for scenario, f in sorted(self.figures.items()):
-            if "barge_ins" in f:
+            if scenario == "servers":
+                lines.extend(f"server ({label}): {figures}" for label, figures in f.items())
+            elif "barge_ins" in f:
                 each = [b["barge_in_ms"] for b in f["barge_ins"] if b.get("measured")]
                 lines.append(
                     f"{scenario}: guard {f['barge_in_min_speech_ms']} ms, mic onset -> silent "

@@ -46,9 +46,8 @@ class Server:
         return figures
 
     def diagnostics(self) -> dict[str, float]:
-        """What may have held the server's audio back, worst case since it started (so it
-        includes every earlier session's start-up): its event loop's lag, its longest GC
-        pause, CPU throttling (ms, ms, s)."""
+        """What may have held the server's audio back, worst case over its life: its event
+        loop's lag, its longest GC pause, CPU throttling (ms, ms, s)."""
         m = self.metrics()
         return {
             "server_loop_lag_max_ms": round(m.get("voicecore_loop_lag_max_seconds", 0) * 1000, 1),
@@ -103,6 +102,17 @@ class Servers:
             process.wait()
             raise
         return server
+
+    def diagnostics(self) -> dict[str, dict[str, float | str]]:
+        """Each running server's :meth:`Server.diagnostics`, by its settings."""
+        found: dict[str, dict[str, float | str]] = {}
+        for key, server in self.running.items():
+            label = ", ".join(f"{k}={v}" for k, v in key) or "defaults"
+            try:
+                found[label] = {**server.diagnostics()}
+            except OSError as error:  # a server that died says so in its log
+                found[label] = {"unavailable": str(error)}
+        return found
 
     def stop_all(self) -> None:
         """SIGTERM to every server (after SIGCONT: a stall test must not leave one frozen)."""

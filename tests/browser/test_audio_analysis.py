@@ -11,6 +11,7 @@ import pytest
 
 from .audio_analysis import (
     Gap,
+    Int16Array,
     MicScript,
     align_reply,
     locate,
@@ -32,11 +33,11 @@ class Utterance:
     transcript: str
 
 
-def _voice(seconds: float, seed: int = 0) -> np.ndarray:
+def _voice(seconds: float, seed: int = 0) -> Int16Array:
     """Noise-like 'speech' with no zero samples, so every sample is recognisable."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(1000, 8000, round(seconds * RATE)) * rng.choice([-1, 1], round(seconds * RATE))
-    return x.astype(np.int16)
+    n = round(seconds * RATE)
+    return np.asarray(rng.integers(1000, 8000, n) * rng.choice([-1, 1], n), dtype=np.int16)
 
 
 def _reply_with_pauses() -> np.ndarray:

@@ -99,7 +99,6 @@ def _figures(demo: DemoSession, playback: ReplyPlayback) -> dict[str, Any]:
         "max_frame_gap_ms_worker": round(page.get("maxArrivalGapMs") or 0.0, 1),
         "max_frame_gap_ms_playwright": round(reply.max_frame_gap_ms, 1),
         "page_underrun_log": page.get("underrunLog", []),
-        **demo.server.diagnostics(),
     }
 
 
@@ -275,7 +274,7 @@ def test_barge_in_stops_the_agent_at_the_speaker(
     (``barge_in_min_speech_ms``, at least ``min_speech_ms``) before it interrupts the agent,
     so that a cough does not; and with both guards at 100 ms (three barge-ins), which shows
     what the rest of the path costs (VAD, the server, ``clear``, the player)."""
-    names = BARGE_IN_SCRIPT
+    names: tuple[str, ...] = BARGE_IN_SCRIPT
     if min_speech_ms is None:
         server, scenario = servers.get(), "barge_in"
         defaults = SessionConfig()
