@@ -1,0 +1,823 @@
+"""Sessions per core: a load generator of simulated voice clients over real WebSockets.
+
+Each simulated client speaks the wire protocol (docs/protocol.md) like the web page does:
+``hello``, then 20 ms mic frames of real speech (../shared/data/speech, looped with a pause
+after each utterance so the agent can answer) on a real-time clock with absolute deadlines,
+``playout`` reports about 4 times a second, and a playout model of the page's player
+(``web/lib/ring.mjs``): it starts a reply once 40 ms are buffered (or after waiting 40 ms),
+drains in real time, and
+counts an underrun when it ran dry inside a reply and audio then resumed (dry at the
+reply's end, ``agent_done``, is the reply ending, not a gap).
+
+For each agent frame that arrives while a reply plays, the model records its *lateness*:
+``cushion_ms - buffered_ms`` at its arrival. 0 means the frame arrived with a full cushion
+still ahead of it; ``cushion_ms`` means it arrived just as the player needed it; above the
+cushion, the player had been silent for the excess (an underrun).
+
+The clients run in worker subprocesses (each a Trio run of many clients), pinned to a CPU
+apart from the server's. :func:`ramp` starts ``voicecore serve`` pinned to one core, runs
+growing numbers of clients against it, and reads the server's CPU time and RSS from
+``/proc`` and its pacer and loop figures from ``/metrics``.
+
+Run ``python -m voicecore.bench.loadgen --help``. Everything listens on and targets
+127.0.0.1; every process started is killed (its whole process group) before returning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import wave
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "ClientStats",
+    "LoadConfig",
+    "PlayoutModel",
+    "ServerProcess",
+    "StepResult",
+    "load_mic_audio",
+    "main",
+    "ramp",
+    "run_clients",
+    "run_step",
+]
+
+SPEECH_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech"
+"""The real speech corpus beside the repository (absent in a user's fresh clone)."""
+
+FULL_STEPS = (10, 25, 50, 100, 150, 200, 300)
+"""Session counts of a full ramp with instant providers."""
+
+OFFLINE_STEPS = (2, 5, 10, 20, 30)
+"""Session counts of a full ramp with the offline defaults (Sphinx, espeak: far heavier)."""
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+# --- mic audio --------------------------------------------------------------------------------
+
+
+def load_mic_audio(
+    speech_dir: Path | None = None, rate: int = 16000
+) -> tuple[list[npt.NDArray[np.int16]], str]:
+    """The utterances the clients speak, and where they come from.
+
+    Reads every 16-bit mono WAV at ``rate`` Hz in ``speech_dir`` (default :data:`SPEECH_DIR`).
+    When there is none, returns one synthetic voiced signal instead (a 140 Hz pulse train with
+    a syllable envelope, which the energy VAD hears as speech) and says so in the source.
+
+    Returns:
+        ``(utterances, source)``: PCM16 arrays at ``rate`` Hz, and ``"speech:<dir>"`` or
+        ``"synthetic"``.
+    """
+    folder = speech_dir or SPEECH_DIR
+    clips: list[npt.NDArray[np.int16]] = []
+    for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2 or wav.getnchannels() != 1 or wav.getframerate() != rate:
+                continue
+            clips.append(np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").copy())
+    if clips:
+        return clips, f"speech:{folder}"
+    t = np.arange(int(1.5 * rate)) / rate
+    pulses = np.sign(np.sin(2 * np.pi * 140 * t)) * (np.sin(2 * np.pi * 140 * t) > 0.95)
+    envelope = 0.5 * (1 - np.cos(2 * np.pi * 4 * t))  # four syllables a second
+    voiced = 8000 * pulses * envelope + 600 * np.sin(2 * np.pi * 420 * t) * envelope
+    return [voiced.astype(np.int16)], "synthetic"
+
+
+# --- the client's player ----------------------------------------------------------------------
+
+
+class PlayoutModel:
+    """The web page's player in continuous time (``web/lib/ring.mjs``), driven by events.
+
+    States: idle (between replies), waiting (a reply's first audio is buffering: the page
+    starts once ``start_ms`` is buffered, the reply is complete, or it has waited
+    ``start_ms``), playing (draining ``buffered_ms`` in real time), starved (dry inside a
+    reply). All times are in seconds of one monotonic clock, all durations in ms.
+
+    Args:
+        cushion_ms: the server's cushion (``ready.cushion_ms``), the lateness reference.
+        frame_ms: the duration of one agent frame.
+        start_ms: the page's start threshold (``startMs``, 40 ms by default).
+    """
+
+    def __init__(self, cushion_ms: float, frame_ms: float, start_ms: float = 40.0) -> None:
+        self.cushion_ms = cushion_ms
+        self.frame_ms = frame_ms
+        self.start_ms = start_ms
+        self.buffered_ms = 0.0
+        self.played_ms = 0.0
+        self.underruns = 0
+        self.underrun_ms = 0.0
+        self.lateness_ms: list[float] = []
+        """Lateness of every frame that arrived while a reply played (see the module doc)."""
+        self.gaps: list[tuple[int, float]] = []
+        """Each underrun as (index of the frame that ended it within its reply, gap in ms)."""
+        self._reply_frames = 0
+        self._state = "idle"
+        self._last = 0.0
+        self._dry_at = 0.0
+        self._wait_until = 0.0
+        self._written_ms = 0.0
+        self._done_at_ms = -1.0
+
+    def __repr__(self) -> str:
+        return (
+            f"PlayoutModel({self._state}, buffered={self.buffered_ms:.0f} ms, "
+            f"underruns={self.underruns})"
+        )
+
+    def advance(self, now: float) -> None:
+        """Plays out the audio due between the last event and ``now`` (seconds)."""
+        if self._state == "waiting" and now >= self._wait_until:
+            self._state = "playing"  # waited the threshold's duration: playback began then
+            self._last = self._wait_until
+        if self._state == "playing":
+            elapsed_ms = max(0.0, (now - self._last) * 1000.0)
+            if self.buffered_ms >= elapsed_ms:
+                self.buffered_ms -= elapsed_ms
+                self.played_ms += elapsed_ms
+            else:
+                self._dry_at = self._last + self.buffered_ms / 1000.0
+                self.played_ms += self.buffered_ms
+                self.buffered_ms = 0.0
+                # Dry exactly at the reply's end is the reply finishing (ring.mjs: DONE_AT).
+                self._state = "idle" if self._written_ms == self._done_at_ms else "starved"
+        self._last = now
+
+    def frame(self, now: float) -> None:
+        """An agent frame arrived at ``now``: records its lateness, counts a gap it ends."""
+        self.advance(now)
+        if self._state == "playing":
+            self.lateness_ms.append(self.cushion_ms - self.buffered_ms)
+        elif self._state == "starved":
+            gap_ms = (now - self._dry_at) * 1000.0
+            self.lateness_ms.append(self.cushion_ms + gap_ms)
+            self.underruns += 1
+            self.underrun_ms += gap_ms
+            self.gaps.append((self._reply_frames, gap_ms))
+        elif self._state == "idle":
+            self._reply_frames = 0
+            self._state = "waiting"
+            self._wait_until = now + self.start_ms / 1000.0
+        self._reply_frames += 1
+        self.buffered_ms += self.frame_ms
+        self._written_ms += self.frame_ms
+        if self._state == "starved" or (
+            self._state == "waiting" and self.buffered_ms >= self.start_ms
+        ):
+            self._state = "playing"
+
+    def done(self, now: float) -> None:
+        """``agent_done``: the reply ends where the audio received so far ends."""
+        self.advance(now)
+        self._done_at_ms = self._written_ms
+        if self._state == "starved":
+            self._state = "idle"
+        elif self._state == "waiting":
+            self._state = "playing"  # the whole reply is there: no reason to wait
+
+    def clear(self, now: float) -> None:
+        """``clear`` (barge-in): the buffered audio is dropped, the player goes idle."""
+        self.advance(now)
+        self.buffered_ms = 0.0
+        self._state = "idle"
+
+
+# --- one client -------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadConfig:
+    """What one worker process runs. Rates in Hz, durations in seconds unless ``_ms``.
+
+    Attributes:
+        url: the server's WebSocket URL (``ws://127.0.0.1:PORT/ws``).
+        clients: clients this worker runs.
+        first_index: index of its first client among all workers (seeds and audio choice).
+        duration_s: how long each client stays connected once connected.
+        connect_spread_s: the clients connect evenly over this much time.
+        input_rate: mic rate sent in ``hello`` (the speech corpus is 16 kHz).
+        output_rate: agent audio rate asked in ``hello`` (the web page asks 48 kHz).
+        pause_s: silence after each utterance, long enough for the agent's reply.
+        report_every_s: ``playout`` report period.
+        speech_dir: where the WAVs are; None: :data:`SPEECH_DIR`.
+    """
+
+    url: str
+    clients: int
+    first_index: int = 0
+    duration_s: float = 20.0
+    connect_spread_s: float = 2.0
+    input_rate: int = 16000
+    output_rate: int = 48000
+    pause_s: float = 5.0
+    report_every_s: float = 0.25
+    speech_dir: str | None = None
+
+
+@dataclass
+class ClientStats:
+    """What one simulated client saw. Durations in ms."""
+
+    connected: bool = False
+    error: str = ""
+    frames: int = 0
+    turns: int = 0
+    underruns: int = 0
+    underrun_ms: float = 0.0
+    gaps: list[tuple[int, float]] = field(default_factory=list)
+    """Each underrun: (frame index within its reply, gap in ms)."""
+    lateness_ms: list[float] = field(default_factory=list)
+    mic_lateness_ms: list[float] = field(default_factory=list)
+    """How late each mic frame left after its deadline: the client's own health."""
+    voice_to_voice_ms: list[float] = field(default_factory=list)
+    cushion_ms: float = 0.0
+
+
+async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> ClientStats:
+    import trio
+    from websockets.exceptions import ConnectionClosed, WebSocketException
+    from websockets.trio.client import connect
+
+    stats = ClientStats()
+    frame_bytes = 2 * cfg.input_rate // 50
+    # Each client loops over the script from its own random point, so turns do not start in
+    # lockstep across clients.
+    offset = random.Random(index).randrange(len(script) // frame_bytes) * frame_bytes
+
+    await trio.sleep_until(start + cfg.connect_spread_s * index / max(1, cfg.clients))
+    try:
+        async with connect(cfg.url, max_size=2**20, compression=None) as ws:
+            hello = {
+                "type": "hello",
+                "protocol": 1,
+                "input_rate": cfg.input_rate,
+                "output_rate": cfg.output_rate,
+                "frame_ms": 20,
+                "client": "voicecore-loadgen/1",
+            }
+            await ws.send(json.dumps(hello))
+            ready = json.loads(await ws.recv())
+            if ready.get("type") != "ready":
+                stats.error = f"no ready: {ready}"
+                return stats
+            stats.connected = True
+            stats.cushion_ms = float(ready["cushion_ms"])
+            player = PlayoutModel(stats.cushion_ms, float(ready["frame_ms"]))
+            t0 = trio.current_time()
+            end = t0 + cfg.duration_s
+
+            async def speak() -> None:
+                nonlocal offset
+                k = 0
+                while True:
+                    deadline = t0 + k * 0.02
+                    if deadline >= end:
+                        return
+                    await trio.sleep_until(deadline)
+                    stats.mic_lateness_ms.append((trio.current_time() - deadline) * 1000.0)
+                    await ws.send(script[offset : offset + frame_bytes])
+                    offset = (offset + frame_bytes) % len(script)
+                    k += 1
+
+            async def report() -> None:
+                while trio.current_time() < end:
+                    await trio.sleep(cfg.report_every_s)
+                    player.advance(trio.current_time())
+                    message = {
+                        "type": "playout",
+                        "buffered_ms": round(player.buffered_ms, 1),
+                        "played_ms": round(player.played_ms, 1),
+                        "underruns": player.underruns,
+                    }
+                    await ws.send(json.dumps(message))
+
+            async def listen() -> None:
+                async for message in ws:
+                    now = trio.current_time()
+                    if isinstance(message, bytes):
+                        player.frame(now)
+                        stats.frames += 1
+                        continue
+                    data = json.loads(message)
+                    kind = data.get("type")
+                    if kind == "agent_done":
+                        player.done(now)
+                        stats.turns += 1
+                    elif kind == "clear":
+                        player.clear(now)
+                    elif kind == "metrics" and data.get("voice_to_voice_ms") is not None:
+                        stats.voice_to_voice_ms.append(float(data["voice_to_voice_ms"]))
+                    elif kind == "error":
+                        stats.error = f"{data.get('code')}: {data.get('message')}"
+
+            async with trio.open_nursery() as nursery:
+
+                async def guarded(task: Callable[[], Awaitable[None]], last: bool) -> None:
+                    # The mic's end ends the run; a close by the server (``too_slow``...)
+                    # ends it early, recorded.
+                    try:
+                        await task()
+                    except ConnectionClosed as exc:
+                        stats.error = stats.error or f"{type(exc).__name__}: {exc}"
+                        last = True
+                    if last:
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(guarded, listen, False)
+                nursery.start_soon(guarded, report, False)
+                nursery.start_soon(guarded, speak, True)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps({"type": "bye"}))
+            stats.underruns = player.underruns
+            stats.underrun_ms = player.underrun_ms
+            stats.lateness_ms = player.lateness_ms
+            stats.gaps = player.gaps
+    except (OSError, WebSocketException, ValueError, KeyError) as exc:
+        # Refused or cut (a handshake status, a close, a malformed ready): a failed client.
+        stats.error = f"{type(exc).__name__}: {exc}"
+    return stats
+
+
+async def _run_worker(cfg: LoadConfig) -> list[ClientStats]:
+    import trio
+
+    arrays, _ = load_mic_audio(Path(cfg.speech_dir) if cfg.speech_dir else None, cfg.input_rate)
+    # Every utterance followed by a pause for the agent's reply, in whole 20 ms frames; one
+    # copy shared by the worker's clients.
+    pause = np.zeros(int(cfg.pause_s * cfg.input_rate), dtype=np.int16)
+    script = np.concatenate([part for clip in arrays for part in (clip, pause)])
+    frame = cfg.input_rate // 50
+    script_bytes = script[: len(script) // frame * frame].astype("<i2").tobytes()
+    results: list[ClientStats] = [ClientStats() for _ in range(cfg.clients)]
+    start = trio.current_time() + 0.1
+    # Hard bound: connecting, the run, and closing; a client stuck past it is a failure.
+    with trio.move_on_after(cfg.connect_spread_s + cfg.duration_s + 15):
+        async with trio.open_nursery() as nursery:
+            for i in range(cfg.clients):
+
+                async def one(i: int = i) -> None:
+                    results[i] = await _client(cfg.first_index + i, cfg, script_bytes, start)
+
+                nursery.start_soon(one)
+    return results
+
+
+def _worker_main() -> int:
+    """``loadgen _worker``: runs a LoadConfig read as JSON from stdin, prints a JSON summary."""
+    import trio
+
+    cfg = LoadConfig(**json.loads(sys.stdin.read()))
+    results = trio.run(_run_worker, cfg)
+    json.dump([asdict(r) for r in results], sys.stdout)
+    return 0
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def _pin(cpus: set[int] | None) -> Callable[[], None]:
+    """A ``preexec_fn`` that pins the child to ``cpus`` (a no-op when None)."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+def _cpu_sets() -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, client CPUs): the first CPU we may use for the server, the rest for the
+    clients; nothing pinned on a single-CPU machine."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(allowed) < 2:
+        return None, None
+    return {allowed[0]}, set(allowed[1:])
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def run_clients(cfg: LoadConfig, processes: int, cpus: set[int] | None = None) -> list[ClientStats]:
+    """Runs ``cfg.clients`` clients split over ``processes`` worker subprocesses (pinned to
+    ``cpus``) and returns every client's stats; the workers are killed if they overrun."""
+    processes = max(1, min(processes, cfg.clients))
+    share = [cfg.clients // processes + (i < cfg.clients % processes) for i in range(processes)]
+    procs: list[subprocess.Popen[str]] = []
+    timeout = cfg.connect_spread_s + cfg.duration_s + 30
+    try:
+        first = 0
+        for count in share:
+            part = LoadConfig(**{**asdict(cfg), "clients": count, "first_index": first})
+            first += count
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "voicecore.bench.loadgen", "_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                preexec_fn=_pin(cpus),
+            )
+            procs.append(proc)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(asdict(part)))
+            proc.stdin.close()
+            proc.stdin = None  # sent: communicate() below must not flush it again
+        results: list[ClientStats] = []
+        deadline = time.monotonic() + timeout
+        for proc, count in zip(procs, share, strict=True):
+            try:
+                out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                results.extend(ClientStats(**r) for r in json.loads(out))
+            except (subprocess.TimeoutExpired, ValueError) as exc:
+                # A worker that crashed or overran: its clients count as failed.
+                error = f"worker failed (exit {proc.returncode}): {type(exc).__name__}"
+                results.extend(ClientStats(error=error) for _ in range(count))
+        return results
+    finally:
+        for proc in procs:
+            _kill_group(proc)
+
+
+class ServerProcess:
+    """``voicecore serve`` on 127.0.0.1 (a free port), pinned to ``cpus``, in its own process
+    group; a context manager that kills the group on exit.
+
+    Args:
+        providers: ``"scripted"`` (instant test doubles) or ``"config"`` (offline defaults).
+        max_sessions: the server's session limit.
+        cpus: the CPUs to pin it to (None: unpinned).
+        extra_args: further ``voicecore serve`` flags.
+    """
+
+    def __init__(
+        self,
+        providers: str,
+        max_sessions: int,
+        cpus: set[int] | None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.providers = providers
+        self.max_sessions = max_sessions
+        self.cpus = cpus
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def __repr__(self) -> str:
+        return f"ServerProcess({self.providers}, port={self.port}, cpus={self.cpus})"
+
+    def __enter__(self) -> ServerProcess:
+        args = [sys.executable, "-m", "voicecore", "serve", "--host", "127.0.0.1"]
+        args += ["--port", "0", "--providers", self.providers]
+        args += ["--max-sessions", str(self.max_sessions), *self.extra_args]
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_pin(self.cpus),
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in self.proc.stdout:
+            if match := re.search(r"serving on http://127\.0\.0\.1:(\d+)", line):
+                self.port = int(match.group(1))
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.port:
+            self.__exit__()
+            raise RuntimeError("voicecore serve did not start (no 'serving on' line)")
+        # Keep reading what it prints, so a full pipe can never block the server.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used, in seconds (``/proc/<pid>/stat``)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+
+    def rss_mb(self) -> float:
+        """The server's resident memory, in MiB (``/proc/<pid>/statm``)."""
+        assert self.proc is not None
+        pages = int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1])
+        return pages * _PAGE / 2**20
+
+    def metrics(self) -> dict[str, float]:
+        """Worst-case figures from ``/metrics``: the largest per-session pacer lateness
+        (p99, max), the event loop's lag (p99, max) and the longest GC pause, in ms; {} if
+        unreadable."""
+        try:
+            url = f"http://127.0.0.1:{self.port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return {}
+        figures: dict[str, float] = {}
+        for name, key in (
+            ("voicecore_pacer_lateness_p99_seconds", "pacer_late_p99_ms"),
+            ("voicecore_pacer_lateness_max_seconds", "pacer_late_max_ms"),
+            ("voicecore_loop_lag_p99_seconds", "loop_lag_p99_ms"),
+            ("voicecore_loop_lag_max_seconds", "loop_lag_max_ms"),
+            ("voicecore_gc_pause_max_seconds", "gc_pause_max_ms"),
+        ):
+            values = [
+                float(v)
+                for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+                if v not in ("NaN", "nan")
+            ]
+            if values:
+                figures[key] = max(values) * 1000.0
+        return figures
+
+
+# --- a step and a ramp ------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    """One load step: N sessions against a fresh server. Durations in ms, memory in MiB."""
+
+    providers: str
+    sessions: int
+    connected: int
+    failed: int
+    errors: list[str]
+    mic_source: str
+    mic_frames: int
+    """Mic frames the clients sent."""
+    turns: int
+    frames: int
+    """Agent audio frames the clients received."""
+    underruns: int
+    sessions_with_underruns: int
+    underrun_ms: float
+    lateness_p50_ms: float
+    lateness_p99_ms: float
+    lateness_max_ms: float
+    cushion_ms: float
+    client_mic_late_p99_ms: float
+    client_mic_late_max_ms: float
+    """The clients' own lag (mic frames sent late): large values mean the client side, not
+    the server, may have delayed the agent frames it then counted late."""
+    gap_frames: list[int]
+    """Where in their replies the underruns happened (frame index, the first 20)."""
+    voice_to_voice_p50_ms: float
+    server_cpu_pct: float
+    """Server CPU over the steady window, in % of one core."""
+    cpu_ms_per_session_s: float
+    rss_idle_mb: float
+    rss_mb: float
+    rss_per_session_kb: float
+    server_metrics: dict[str, float]
+
+    @property
+    def projected_per_core(self) -> float:
+        """Sessions one core would carry at 100 % CPU at this step's cost per session: a
+        CPU-only bound that ignores scheduling latency (the real limit is lower)."""
+        return 1000.0 / self.cpu_ms_per_session_s if self.cpu_ms_per_session_s > 0 else math.nan
+
+    @property
+    def ok(self) -> bool:
+        """All sessions connected, none saw an underrun, p99 lateness within the cushion."""
+        return (
+            self.failed == 0
+            and self.connected == self.sessions
+            and self.underruns == 0
+            and self.lateness_p99_ms <= self.cushion_ms
+        )
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    return float(np.quantile(np.asarray(values), q)) if values else math.nan
+
+
+def run_step(
+    providers: str,
+    sessions: int,
+    *,
+    duration_s: float = 20.0,
+    processes: int = 2,
+    output_rate: int = 48000,
+    pause_s: float = 5.0,
+    server_args: Sequence[str] = (),
+    speech_dir: Path | None = None,
+) -> StepResult:
+    """Runs ``sessions`` clients for ``duration_s`` against a fresh ``voicecore serve
+    --providers <providers>`` pinned to one core (clients on the others).
+
+    The server's CPU and RSS are sampled after every client has connected plus 2 s of
+    warm-up, and again 1 s before the clients leave; the CPU share is over that window.
+    """
+    server_cpus, client_cpus = _cpu_sets()
+    spread = min(5.0, 0.03 * sessions)
+    _, source = load_mic_audio(speech_dir)
+    with ServerProcess(providers, sessions + 5, server_cpus, server_args) as server:
+        time.sleep(0.5)
+        rss_idle = server.rss_mb()
+        cfg = LoadConfig(
+            url=server.url,
+            clients=sessions,
+            duration_s=duration_s,
+            connect_spread_s=spread,
+            output_rate=output_rate,
+            pause_s=pause_s,
+            speech_dir=str(speech_dir) if speech_dir else None,
+        )
+        samples: dict[str, Any] = {}
+
+        def sample_server() -> None:
+            # Runs in a thread beside the client processes: the steady window's endpoints.
+            start_at = time.monotonic() + spread + min(2.0, duration_s / 4) + 0.3
+            stop_at = time.monotonic() + spread + duration_s - 1.0
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            samples["t0"], samples["cpu0"] = time.monotonic(), server.cpu_seconds()
+            time.sleep(max(0.1, stop_at - time.monotonic()))
+            samples["t1"], samples["cpu1"] = time.monotonic(), server.cpu_seconds()
+            samples["rss"] = server.rss_mb()
+            samples["metrics"] = server.metrics()
+
+        sampler = threading.Thread(target=sample_server, daemon=True)
+        sampler.start()
+        clients = run_clients(cfg, processes, client_cpus)
+        sampler.join(timeout=10)
+    connected = [c for c in clients if c.connected]
+    lateness = [x for c in connected for x in c.lateness_ms]
+    mic_late = [x for c in connected for x in c.mic_lateness_ms]
+    v2v = [x for c in connected for x in c.voice_to_voice_ms]
+    window = samples.get("t1", 0.0) - samples.get("t0", 0.0)
+    cpu = samples.get("cpu1", 0.0) - samples.get("cpu0", 0.0)
+    cpu_share = cpu / window if window > 0 else math.nan
+    rss = float(samples.get("rss", math.nan))
+    return StepResult(
+        providers=providers,
+        sessions=sessions,
+        connected=len(connected),
+        failed=sum(bool(c.error) for c in clients),
+        errors=sorted({c.error for c in clients if c.error})[:5],
+        mic_source=source,
+        mic_frames=sum(len(c.mic_lateness_ms) for c in connected),
+        turns=sum(c.turns for c in connected),
+        frames=sum(c.frames for c in connected),
+        underruns=sum(c.underruns for c in connected),
+        sessions_with_underruns=sum(c.underruns > 0 for c in connected),
+        underrun_ms=sum(c.underrun_ms for c in connected),
+        lateness_p50_ms=_quantile(lateness, 0.5),
+        lateness_p99_ms=_quantile(lateness, 0.99),
+        lateness_max_ms=max(lateness, default=math.nan),
+        cushion_ms=max((c.cushion_ms for c in connected), default=math.nan),
+        client_mic_late_p99_ms=_quantile(mic_late, 0.99),
+        client_mic_late_max_ms=max(mic_late, default=math.nan),
+        gap_frames=sorted(g[0] for c in connected for g in c.gaps)[:20],
+        voice_to_voice_p50_ms=_quantile(v2v, 0.5),
+        server_cpu_pct=100.0 * cpu_share,
+        cpu_ms_per_session_s=1000.0 * cpu_share / sessions,
+        rss_idle_mb=rss_idle,
+        rss_mb=rss,
+        rss_per_session_kb=(rss - rss_idle) * 1024.0 / sessions,
+        server_metrics=dict(samples.get("metrics", {})),
+    )
+
+
+def ramp(
+    providers: str,
+    steps: Sequence[int],
+    *,
+    stop_at_first_failure: bool = False,
+    **step_args: Any,
+) -> Iterator[StepResult]:
+    """Runs :func:`run_step` for each session count in ``steps``, in order, yielding each
+    result.
+
+    On a quiet machine the ramp could stop at the first step that is not
+    :attr:`StepResult.ok`; on a shared one a neighbour's burst can glitch a small step, so
+    by default it goes on until the server is clearly past its capacity: a session failed to
+    connect, a quarter of the sessions saw an underrun, or the server used 95 % of its core.
+    """
+    for sessions in steps:
+        result = run_step(providers, sessions, **step_args)
+        yield result
+        saturated = (
+            result.connected < result.sessions
+            or result.sessions_with_underruns * 4 > result.sessions
+            or result.server_cpu_pct > 95.0
+        )
+        if saturated or (stop_at_first_failure and not result.ok):
+            return
+
+
+def largest_ok(results: Sequence[StepResult]) -> int:
+    """The largest session count of a passing step before the first failing one (0: none):
+    the conservative figure; a later step may pass again on a noisy machine."""
+    best = 0
+    for result in results:
+        if not result.ok:
+            break
+        best = result.sessions
+    return best
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _row(r: StepResult) -> str:
+    return (
+        f"{r.providers:9} N={r.sessions:4} conn={r.connected:4} fail={r.failed:3} "
+        f"turns={r.turns:5} underruns={r.underruns:4} ({r.sessions_with_underruns} sessions) "
+        f"late p50/p99/max={r.lateness_p50_ms:6.1f}/{r.lateness_p99_ms:6.1f}/"
+        f"{r.lateness_max_ms:6.1f} ms (cushion {r.cushion_ms:.0f}) "
+        f"client lag p99/max={r.client_mic_late_p99_ms:5.1f}/{r.client_mic_late_max_ms:5.1f} ms "
+        f"cpu={r.server_cpu_pct:5.1f}% ({r.cpu_ms_per_session_s:.2f} ms/s/session, "
+        f"{r.projected_per_core:.0f}/core at 100%) "
+        f"rss={r.rss_mb:.0f} MiB ({r.rss_per_session_kb:.0f} KiB/session) "
+        f"{'ok' if r.ok else 'FAIL'}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m voicecore.bench.loadgen``: ramps sessions against a pinned ``voicecore
+    serve`` and prints one line per step, plus a JSON report with ``--json``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_worker"]:
+        return _worker_main()
+    parser = argparse.ArgumentParser(
+        prog="python -m voicecore.bench.loadgen", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--providers", choices=("scripted", "config"), default="scripted")
+    parser.add_argument(
+        "--steps",
+        default=None,
+        help="comma-separated session counts [default scripted: "
+        f"{','.join(map(str, FULL_STEPS))}; config: {','.join(map(str, OFFLINE_STEPS))}]",
+    )
+    parser.add_argument("--duration-s", type=float, default=20.0, help="per step [20]")
+    parser.add_argument("--processes", type=int, default=2, help="client processes [2]")
+    parser.add_argument("--output-rate", type=int, default=48000, help="agent audio Hz [48000]")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    default_steps = FULL_STEPS if args.providers == "scripted" else OFFLINE_STEPS
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else list(default_steps)
+    if not 1 <= max(steps) <= 1000 or not 1 <= args.duration_s <= 600:
+        parser.error("steps must be in 1..1000 sessions and --duration-s in 1..600")
+    results = []
+    for result in ramp(
+        args.providers,
+        steps,
+        duration_s=args.duration_s,
+        processes=args.processes,
+        output_rate=args.output_rate,
+    ):
+        print(_row(result), flush=True)
+        results.append(result)
+    best = largest_ok(results)
+    passing = [r.sessions for r in results if r.ok]
+    print(f"largest N with zero underruns (one server core): {best} (first failure stops it)")
+    print(f"steps with zero underruns: {passing}")
+    if args.json:
+        report = {"largest_ok": best, "passing": passing, "steps": [asdict(r) for r in results]}
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
