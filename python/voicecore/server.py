@@ -836,7 +836,9 @@ class VoiceServer:
         connection = _Connection(transport)
         self._connections[session_id] = connection
         try:
-            providers = self._pipeline.providers()
+            # Building a session's VAD and STT loads models (an ONNX session takes ~0.3 s):
+            # done on the loop it would stall every other session's audio hand-off.
+            providers = await trio.to_thread.run_sync(self._pipeline.providers)
             await self._pipeline.load(providers)
             with trio.move_on_after(self.settings.hello_timeout_s) as waited:
                 try:
