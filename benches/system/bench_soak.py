@@ -5,10 +5,10 @@ the second half of the run, per 1,000 turns; target: < 1 MB (and < 1 descriptor)
 turns, and every descriptor closed once the clients are gone. The baseline is the target
 itself: the ratio is measured growth / target (< 1 meets it).
 
-Full mode: 8 clients for 5 minutes (a few thousand turns; the count is reported). Quick mode
-(CI): 6 clients for 20 s (a few hundred turns, mostly warm-up, so its growth figure means
-little); asserts only that the harness worked. On a shared 2-core machine the turn rate and
-RSS are noisy.
+Full mode: 8 clients for 5 minutes (about 5,000 turns on the 2-core VM; the count is
+reported). Quick mode (CI): 6 clients for 20 s (a few hundred turns, mostly warm-up, so its
+growth figure means little); asserts only that the harness worked. On a shared 2-core
+machine the turn rate and RSS are noisy.
 """
 
 from __future__ import annotations

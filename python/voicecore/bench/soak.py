@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -344,6 +345,11 @@ class _Player:
         )
 
 
+_QUIET_LOGGER = logging.getLogger("voicecore.bench.soak.abrupt")
+_QUIET_LOGGER.setLevel(logging.CRITICAL + 1)
+_QUIET_LOGGER.propagate = False
+
+
 async def _send_utterance(ws: ClientConnection, pcm: bytes) -> None:
     frame = 2 * INPUT_RATE * FRAME_MS // 1000
     for offset in range(0, len(pcm), frame):
@@ -452,7 +458,10 @@ async def _client(
         connection += 1
         abrupt = connection % 2 == 0
         try:
-            async with connect(url, open_timeout=10, close_timeout=2) as ws:
+            # websockets logs an "unexpected internal error" when a frame arrives after we
+            # cut the stream ourselves: expected for an abrupt leave, so that one is quiet.
+            logger = _QUIET_LOGGER if abrupt else None
+            async with connect(url, open_timeout=10, close_timeout=2, logger=logger) as ws:
                 counters.open_connections += 1
                 try:
                     await converse_once(ws, abrupt)
