@@ -90,10 +90,13 @@ def test_clients_speak_and_hear_the_scripted_server(speech_dir: Path) -> None:
         cfg = LoadConfig(
             url=server.url, clients=3, duration_s=9.0, connect_spread_s=0.2, pause_s=2.0
         )
-        clients = run_clients(cfg, processes=2)
+        usage: dict[str, float] = {}
+        clients = run_clients(cfg, processes=2, usage=usage)
         assert server.cpu_seconds() > 0
         assert server.rss_mb() > 10
     assert [c.error for c in clients] == ["", "", ""]
+    assert usage["cpu_s"] > 0  # the workers' own CPU time came back
+    assert usage["wall_s"] >= 9.0
     assert all(c.connected and c.cushion_ms > 0 for c in clients)
     # Every client sent 20 ms mic frames on a real-time clock for 9 s.
     assert all(abs(len(c.mic_lateness_ms) - 450) <= 1 for c in clients)
@@ -111,5 +114,6 @@ def test_a_step_reports_server_figures(speech_dir: Path) -> None:
     assert result.mic_source.startswith("speech:")
     assert not math.isnan(result.server_cpu_pct)
     assert result.server_cpu_pct > 0
+    assert result.client_cpu_pct > 0
     assert result.rss_mb > result.rss_idle_mb * 0.5
     assert largest_ok([]) == 0

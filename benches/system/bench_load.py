@@ -48,6 +48,7 @@ def _row(report: Any, r: StepResult) -> None:
         cushion_ms=r.cushion_ms,
         client_lag_p99_ms=r.client_mic_late_p99_ms,
         client_lag_max_ms=r.client_mic_late_max_ms,
+        client_cpu_pct=r.client_cpu_pct,
         server_cpu_pct=r.server_cpu_pct,
         cpu_ms_per_session_s=r.cpu_ms_per_session_s,
         cpu_bound_sessions_per_core=r.projected_per_core,

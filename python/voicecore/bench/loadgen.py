@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -386,12 +388,23 @@ async def _run_worker(cfg: LoadConfig) -> list[ClientStats]:
 
 
 def _worker_main() -> int:
-    """``loadgen _worker``: runs a LoadConfig read as JSON from stdin, prints a JSON summary."""
+    """``loadgen _worker``: runs a LoadConfig read as JSON from stdin, prints the clients'
+    stats and the worker's own CPU time as JSON."""
     import trio
 
+    # Under load the library logs an internal EOFError when a connection drops mid-close;
+    # every client's failure is recorded in its stats, so the log is only noise.
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
     cfg = LoadConfig(**json.loads(sys.stdin.read()))
+    wall = time.monotonic()
     results = trio.run(_run_worker, cfg)
-    json.dump([asdict(r) for r in results], sys.stdout)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    summary = {
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "wall_s": time.monotonic() - wall,
+        "clients": [asdict(r) for r in results],
+    }
+    json.dump(summary, sys.stdout)
     return 0
 
 
@@ -424,9 +437,17 @@ def _kill_group(proc: subprocess.Popen[Any]) -> None:
         proc.wait(timeout=5)
 
 
-def run_clients(cfg: LoadConfig, processes: int, cpus: set[int] | None = None) -> list[ClientStats]:
+def run_clients(
+    cfg: LoadConfig,
+    processes: int,
+    cpus: set[int] | None = None,
+    usage: dict[str, float] | None = None,
+) -> list[ClientStats]:
     """Runs ``cfg.clients`` clients split over ``processes`` worker subprocesses (pinned to
-    ``cpus``) and returns every client's stats; the workers are killed if they overrun."""
+    ``cpus``) and returns every client's stats; the workers are killed if they overrun.
+
+    ``usage``, when given, receives the workers' total CPU time (``cpu_s``) and longest
+    run (``wall_s``), in seconds: the client side's own load."""
     processes = max(1, min(processes, cfg.clients))
     share = [cfg.clients // processes + (i < cfg.clients % processes) for i in range(processes)]
     procs: list[subprocess.Popen[str]] = []
@@ -454,8 +475,12 @@ def run_clients(cfg: LoadConfig, processes: int, cpus: set[int] | None = None) -
         for proc, count in zip(procs, share, strict=True):
             try:
                 out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-                results.extend(ClientStats(**r) for r in json.loads(out))
-            except (subprocess.TimeoutExpired, ValueError) as exc:
+                summary = json.loads(out)
+                results.extend(ClientStats(**r) for r in summary["clients"])
+                if usage is not None:
+                    usage["cpu_s"] = usage.get("cpu_s", 0.0) + summary["cpu_s"]
+                    usage["wall_s"] = max(usage.get("wall_s", 0.0), summary["wall_s"])
+            except (subprocess.TimeoutExpired, ValueError, KeyError) as exc:
                 # A worker that crashed or overran: its clients count as failed.
                 error = f"worker failed (exit {proc.returncode}): {type(exc).__name__}"
                 results.extend(ClientStats(error=error) for _ in range(count))
@@ -598,6 +623,9 @@ class StepResult:
     cushion_ms: float
     client_mic_late_p99_ms: float
     client_mic_late_max_ms: float
+    client_cpu_pct: float
+    """The client workers' CPU over their run, in % of one core (they share the CPUs left
+    to them: near 100 % per client CPU, the client side is the bottleneck)."""
     """The clients' own lag (mic frames sent late): large values mean the client side, not
     the server, may have delayed the agent frames it then counted late."""
     gap_frames: list[int]
@@ -679,7 +707,8 @@ def run_step(
 
         sampler = threading.Thread(target=sample_server, daemon=True)
         sampler.start()
-        clients = run_clients(cfg, processes, client_cpus)
+        client_usage: dict[str, float] = {}
+        clients = run_clients(cfg, processes, client_cpus, client_usage)
         sampler.join(timeout=10)
     connected = [c for c in clients if c.connected]
     lateness = [x for c in connected for x in c.lateness_ms]
@@ -708,6 +737,9 @@ def run_step(
         cushion_ms=max((c.cushion_ms for c in connected), default=math.nan),
         client_mic_late_p99_ms=_quantile(mic_late, 0.99),
         client_mic_late_max_ms=max(mic_late, default=math.nan),
+        client_cpu_pct=100.0
+        * client_usage.get("cpu_s", math.nan)
+        / client_usage.get("wall_s", 1.0),
         gap_frames=sorted(g[0] for c in connected for g in c.gaps)[:20],
         voice_to_voice_p50_ms=_quantile(v2v, 0.5),
         server_cpu_pct=100.0 * cpu_share,
@@ -767,6 +799,7 @@ def _row(r: StepResult) -> str:
         f"late p50/p99/max={r.lateness_p50_ms:6.1f}/{r.lateness_p99_ms:6.1f}/"
         f"{r.lateness_max_ms:6.1f} ms (cushion {r.cushion_ms:.0f}) "
         f"client lag p99/max={r.client_mic_late_p99_ms:5.1f}/{r.client_mic_late_max_ms:5.1f} ms "
+        f"client cpu={r.client_cpu_pct:5.1f}% "
         f"cpu={r.server_cpu_pct:5.1f}% ({r.cpu_ms_per_session_s:.2f} ms/s/session, "
         f"{r.projected_per_core:.0f}/core at 100%) "
         f"rss={r.rss_mb:.0f} MiB ({r.rss_per_session_kb:.0f} KiB/session) "
