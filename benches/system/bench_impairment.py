@@ -41,7 +41,7 @@ def _ratio(value: Any, base: Any) -> float | None:
 
 @pytest.mark.timeout(3600)
 def test_network_profiles(benchmark: Any, report: Any, quick: bool) -> None:
-    duration_s = 8.0 if quick else 30.0
+    duration_s = 8.0 if quick else 20.0
     names = ["moderate"] if quick else list(PROFILES)
     rows: list[dict[str, Any]] = []
 
@@ -71,7 +71,7 @@ def test_smallest_cushion_under_moderate(benchmark: Any, report: Any, quick: boo
         cushions: tuple[int, ...] = (DEFAULT_CUSHION_MS,)
         duration_s = 6.0
     else:
-        cushions, duration_s = CUSHIONS, 30.0
+        cushions, duration_s = CUSHIONS, 20.0
     found: list[tuple[int | None, list[dict[str, Any]]]] = []
 
     def run() -> None:

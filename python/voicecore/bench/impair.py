@@ -68,6 +68,8 @@ SPEECH_DIR: Final = Path(__file__).resolve().parents[4] / "shared" / "data" / "s
 MIC_RATE: Final = 16000
 OUTPUT_RATE: Final = 24000
 FRAME_MS: Final = 20
+CLOSE_GRACE_S: Final = 15.0
+"""Time a client run may take beyond its duration to say goodbye and close."""
 REPORT_PERIOD_S: Final = 0.25
 """The playout report's period: 4 times a second, as the protocol asks."""
 
@@ -393,6 +395,22 @@ async def run_client(
     that talks on its own, such as the pacing baseline of ``voicecore.bench.stalls``."""
     result = ClientResult()
     model = PlayoutModel(result)
+    # A hard deadline: a closing handshake stuck behind the proxy must not hang the run.
+    with trio.move_on_after(duration_s + CLOSE_GRACE_S) as deadline:
+        await _converse(port, duration_s, speech, converse, result, model)
+    if deadline.cancelled_caught:
+        result.errors.append("close_timeout")
+    return result
+
+
+async def _converse(
+    port: int,
+    duration_s: float,
+    speech: npt.NDArray[np.int16],
+    converse: bool,
+    result: ClientResult,
+    model: PlayoutModel,
+) -> None:
     mic_speech: list[npt.NDArray[np.int16]] = []  # the utterance being "spoken", if any
     spoken = {"end": 0.0, "start": 0.0}
     barge_pending: list[bool] = []  # a barge-in is under way, its clear not yet seen
@@ -400,9 +418,12 @@ async def run_client(
     frame_samples = MIC_RATE * FRAME_MS // 1000
     silence = bytes(2 * frame_samples)
     speech_done = trio.Event()
-
     async with connect(
-        f"ws://127.0.0.1:{port}/ws", compression=None, max_size=2**20, open_timeout=20
+        f"ws://127.0.0.1:{port}/ws",
+        compression=None,
+        max_size=2**20,
+        open_timeout=20,
+        close_timeout=3,
     ) as ws:
         hello = {
             "type": "hello", "protocol": 1, "input_rate": MIC_RATE,
@@ -513,9 +534,8 @@ async def run_client(
                 nursery.start_soon(receive)
                 if converse:
                     nursery.start_soon(conversation)
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed), trio.move_on_after(2):
             await ws.send(json.dumps({"type": "bye"}))
-    return result
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -531,17 +551,21 @@ async def measure(
     """One server, one proxy with ``profile``, one client for ``duration_s``: the summary
     row (see ``ClientResult.summary``) with the profile's name and the cushion."""
     speech = load_speech()
-    async with (
-        launch_server(cushion_ms=cushion_ms) as (_process, port),
-        trio.open_nursery() as nursery,
-    ):
-        proxy = ImpairingProxy(port, profile, seed=seed)
-        proxy_port = await nursery.start(proxy.run)
-        result = await run_client(proxy_port, duration_s, speech=speech)
-        nursery.cancel_scope.cancel()
+    # Bounded: a run that hangs fails (the server is still stopped) instead of blocking.
+    with trio.fail_after(duration_s + CLOSE_GRACE_S + 60):
+        async with (
+            launch_server(cushion_ms=cushion_ms) as (_process, port),
+            trio.open_nursery() as nursery,
+        ):
+            proxy = ImpairingProxy(port, profile, seed=seed)
+            proxy_port = await nursery.start(proxy.run)
+            result = await run_client(proxy_port, duration_s, speech=speech)
+            nursery.cancel_scope.cancel()
     row: dict[str, Any] = {"profile": profile.name, "cushion_ms": result.cushion_ms}
     row.update(result.summary())
     row["stalls_injected"] = proxy.stalls
+    if result.errors:
+        row["errors"] = ",".join(result.errors)
     return row
 
 
