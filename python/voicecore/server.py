@@ -134,9 +134,10 @@ this origin embed the files, the fourth stops MIME sniffing."""
 
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-SERVER_TIMELINE_EVENTS: Final = 20_000
-"""Events each session's timeline keeps (6-7 minutes of released frames and stage events):
-bounds a long call's diagnostic memory at a few MB."""
+SERVER_TIMELINE_EVENTS: Final = 3_000
+"""Events each session's timeline keeps (about a minute of released frames and stage
+events, ~1 MB at ~340 bytes an event): bounds a long call's diagnostic memory. The soak
+benchmark measured 20,000 (~7 MB a session) as most of the server's growth in long calls."""
 
 
 # --- settings --------------------------------------------------------------------------------
