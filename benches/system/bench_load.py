@@ -41,6 +41,7 @@ def _row(report: Any, r: StepResult) -> None:
         providers=r.providers,
         sessions=r.sessions,
         connected=r.connected,
+        server_errors=r.server_errors,
         turns=r.turns,
         underruns=r.underruns,
         late_p99_ms=r.lateness_p99_ms,

@@ -256,6 +256,8 @@ class ClientStats:
     """How late each mic frame left after its deadline: the client's own health."""
     voice_to_voice_ms: list[float] = field(default_factory=list)
     cushion_ms: float = 0.0
+    server_errors: list[str] = field(default_factory=list)
+    """``error`` messages the server sent (``provider`` timeouts, ``too_slow``...)."""
 
 
 async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> ClientStats:
@@ -333,7 +335,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                     elif kind == "metrics" and data.get("voice_to_voice_ms") is not None:
                         stats.voice_to_voice_ms.append(float(data["voice_to_voice_ms"]))
                     elif kind == "error":
-                        stats.error = f"{data.get('code')}: {data.get('message')}"
+                        stats.server_errors.append(f"{data.get('code')}: {data.get('message')}")
 
             async with trio.open_nursery() as nursery:
 
@@ -607,7 +609,11 @@ class StepResult:
     sessions: int
     connected: int
     failed: int
+    """Clients that could not connect or were cut off."""
     errors: list[str]
+    """Up to 5 distinct client failures and server ``error`` messages."""
+    server_errors: int
+    """``error`` messages the server sent (a provider's timeout under load...)."""
     mic_source: str
     mic_frames: int
     """Mic frames the clients sent."""
@@ -647,9 +653,11 @@ class StepResult:
 
     @property
     def ok(self) -> bool:
-        """All sessions connected, none saw an underrun, p99 lateness within the cushion."""
+        """All sessions connected and stayed, no server error (a provider timing out under
+        load), no underrun, p99 lateness within the cushion."""
         return (
             self.failed == 0
+            and self.server_errors == 0
             and self.connected == self.sessions
             and self.underruns == 0
             and self.lateness_p99_ms <= self.cushion_ms
@@ -723,7 +731,10 @@ def run_step(
         sessions=sessions,
         connected=len(connected),
         failed=sum(bool(c.error) for c in clients),
-        errors=sorted({c.error for c in clients if c.error})[:5],
+        errors=sorted(
+            {c.error for c in clients if c.error} | {e for c in clients for e in c.server_errors}
+        )[:5],
+        server_errors=sum(len(c.server_errors) for c in clients),
         mic_source=source,
         mic_frames=sum(len(c.mic_lateness_ms) for c in connected),
         turns=sum(c.turns for c in connected),
@@ -795,6 +806,7 @@ def largest_ok(results: Sequence[StepResult]) -> int:
 def _row(r: StepResult) -> str:
     return (
         f"{r.providers:9} N={r.sessions:4} conn={r.connected:4} fail={r.failed:3} "
+        f"server-errors={r.server_errors:3} "
         f"turns={r.turns:5} underruns={r.underruns:4} ({r.sessions_with_underruns} sessions) "
         f"late p50/p99/max={r.lateness_p50_ms:6.1f}/{r.lateness_p99_ms:6.1f}/"
         f"{r.lateness_max_ms:6.1f} ms (cushion {r.cushion_ms:.0f}) "
