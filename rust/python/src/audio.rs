@@ -155,6 +155,15 @@ fn view<T, U>(buffer: &PyBuffer<T>, len: usize) -> &[U] {
 }
 
 fn check_layout<T>(buffer: &PyBuffer<T>) -> PyResult<()> {
+    // The buffer protocol names the byte order in the format's first character; pyo3's
+    // element check ignores it, so a big-endian array would be read with its bytes swapped.
+    if matches!(buffer.format().to_bytes().first(), Some(b'>' | b'!')) {
+        return Err(AudioTypeError::new_err(format!(
+            "big-endian audio (format {:?}) is not supported; convert it with \
+             samples.astype(samples.dtype.newbyteorder('<'))",
+            buffer.format()
+        )));
+    }
     if buffer.dimensions() > 1 {
         return Err(AudioFormatError::new_err(format!(
             "audio must be one-dimensional (mono); got shape {:?}",
