@@ -93,20 +93,7 @@ class _Frames:
 
 
 def _context() -> TurnContext:
-    import logging
-
-    from voicecore.diagnostics import Timeline
-    from voicecore.metrics import SessionMetrics, TurnMetrics
-
-    return TurnContext(
-        turn_id=1,
-        session_id="bench",
-        speech_start=0.0,
-        timeline=Timeline(),
-        metrics=TurnMetrics(1),
-        session_metrics=SessionMetrics("bench"),
-        log=logging.LoggerAdapter(logging.getLogger("bench"), {}),
-    )
+    return TurnContext.standalone("bench")
 
 
 def stream_corpus(speech: list[Any], options: dict[str, Any]) -> dict[str, Any]:

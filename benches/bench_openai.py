@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import socket
 import statistics
 import subprocess
@@ -36,9 +35,8 @@ from typing import Any
 import httpx
 import trio
 
-from voicecore.diagnostics import Timeline
 from voicecore.history import Message
-from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
+from voicecore.metrics import percentile
 from voicecore.providers.openai import OpenAILLM
 from voicecore.stages import TurnContext
 
@@ -129,15 +127,7 @@ class _ServerProcess:
 
 
 def _ctx() -> TurnContext:
-    return TurnContext(
-        turn_id=1,
-        session_id="bench",
-        speech_start=0.0,
-        timeline=Timeline(),
-        metrics=TurnMetrics(1),
-        session_metrics=SessionMetrics("bench"),
-        log=logging.LoggerAdapter(logging.getLogger("bench"), {}),
-    )
+    return TurnContext.standalone("bench")
 
 
 async def _baseline(client: httpx.AsyncClient, body: dict[str, Any]) -> AsyncIterator[str]:

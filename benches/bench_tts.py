@@ -23,15 +23,13 @@ The contract's latency budget allots 150 ms to a TTS's first audio
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 import trio
 
 from voicecore.contracts import latency_budget
-from voicecore.diagnostics import Timeline
-from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
+from voicecore.metrics import percentile
 from voicecore.providers import EspeakTTS
 from voicecore.stages import TurnContext
 
@@ -49,15 +47,7 @@ assert latency_budget().lines[4].stage == "TTS first audio"
 
 
 def ctx() -> TurnContext:
-    return TurnContext(
-        turn_id=1,
-        session_id="bench",
-        speech_start=0.0,
-        timeline=Timeline(),
-        metrics=TurnMetrics(1),
-        session_metrics=SessionMetrics("bench"),
-        log=logging.LoggerAdapter(logging.getLogger("bench"), {}),
-    )
+    return TurnContext.standalone("bench")
 
 
 async def timed_synthesis(tts: EspeakTTS, text: str) -> dict[str, float]:

@@ -9,7 +9,6 @@ about 0.2.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from typing import Any
 
@@ -19,9 +18,7 @@ import pytest
 import trio
 
 from session_helpers import noise, voice
-from voicecore.diagnostics import Timeline
 from voicecore.exceptions import ConfigError
-from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.providers import (
     EspeakTTS,
     RuleBasedResponder,
@@ -45,15 +42,7 @@ LONG_TEXT = " ".join(
 
 
 def ctx() -> TurnContext:
-    return TurnContext(
-        turn_id=1,
-        session_id="test",
-        speech_start=0.0,
-        timeline=Timeline(clock=trio.current_time),
-        metrics=TurnMetrics(1),
-        session_metrics=SessionMetrics("test"),
-        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-    )
+    return TurnContext.standalone("test", clock=trio.current_time)
 
 
 async def synthesize(tts: EspeakTTS, text: str, turn: TurnContext | None = None) -> Any:

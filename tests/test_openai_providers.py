@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import io
-import logging
 import socket
 import threading
 import time
@@ -38,10 +37,8 @@ from openai_server import (
 )
 from session_helpers import RATE, is_event, noise, receive_until, start, voice
 from voicecore import FramePacer
-from voicecore.diagnostics import Timeline
 from voicecore.exceptions import ConfigError, VoicecoreError
 from voicecore.history import Message
-from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.providers._http import SSEDecoder, SSEEvent
 from voicecore.providers.openai import (
     OpenAILLM,
@@ -66,15 +63,7 @@ FAST = {"retry_backoff_s": 0.01, "max_retry_backoff_s": 0.05, "env": {}}
 
 
 def ctx() -> TurnContext:
-    return TurnContext(
-        turn_id=1,
-        session_id="test",
-        speech_start=0.0,
-        timeline=Timeline(),
-        metrics=TurnMetrics(1),
-        session_metrics=SessionMetrics("test"),
-        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-    )
+    return TurnContext.standalone("test")
 
 
 @pytest.fixture

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 import trio
 
-from voicecore.diagnostics import Timeline
 from voicecore.history import Message
-from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 from voicecore.stages import LLM, STT, TTS, AudioFrame, TurnContext
 
 
 def ctx() -> TurnContext:
-    return TurnContext(
-        turn_id=1,
-        session_id="test",
-        speech_start=0.0,
-        timeline=Timeline(),
-        metrics=TurnMetrics(1),
-        session_metrics=SessionMetrics("test"),
-        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-    )
+    return TurnContext.standalone("test")
 
 
 async def frames(pattern: list[int], ms: int = 20) -> AsyncIterator[AudioFrame]:

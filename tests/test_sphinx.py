@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 import threading
 import time
@@ -14,9 +13,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from voicecore.diagnostics import Timeline
 from voicecore.exceptions import AudioFormatError, ConfigError
-from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.providers import SphinxSTT
 from voicecore.stages import STT, AudioFrame, Transcript, TurnContext
 
@@ -25,15 +22,7 @@ FRAME = 320  # 20 ms
 
 
 def context() -> TurnContext:
-    return TurnContext(
-        turn_id=1,
-        session_id="test",
-        speech_start=0.0,
-        timeline=Timeline(),
-        metrics=TurnMetrics(1),
-        session_metrics=SessionMetrics("test"),
-        log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-    )
+    return TurnContext.standalone("test")
 
 
 class Feed:

@@ -20,7 +20,7 @@ by the engine's timeouts (``SessionConfig``), with the same effect.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -180,6 +180,30 @@ class TurnContext:
     log: logging.LoggerAdapter[logging.Logger]
     speech_end: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def standalone(
+        cls,
+        session_id: str = "standalone",
+        *,
+        turn_id: int = 1,
+        clock: Callable[[], float] | None = None,
+    ) -> TurnContext:
+        """A context for calling a stage outside a ``Session`` (scripts, tests, benchmarks):
+        a fresh timeline (on ``clock``, default ``time.monotonic``), fresh metrics, and a
+        logger named after ``session_id``."""
+        from voicecore.diagnostics import Timeline
+        from voicecore.metrics import SessionMetrics, TurnMetrics
+
+        return cls(
+            turn_id=turn_id,
+            session_id=session_id,
+            speech_start=0.0,
+            timeline=Timeline() if clock is None else Timeline(clock=clock),
+            metrics=TurnMetrics(turn_id),
+            session_metrics=SessionMetrics(session_id),
+            log=logging.LoggerAdapter(logging.getLogger(f"voicecore.{session_id}"), {}),
+        )
 
     def record(self, kind: str, **fields: Any) -> None:
         """Records a stage event of this turn on the session timeline (now, Trio clock)."""
