@@ -211,22 +211,32 @@ fn stress_overwrite_policy_never_tears_or_reorders() {
         // A third thread takes snapshots throughout: they may lag a call in progress but
         // never count a sample twice, and the counters only grow.
         let observing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        // The consumer starts only once the observer is running, so their work overlaps
+        // however the OS schedules the threads.
+        let observer_started = Arc::new(std::sync::Barrier::new(2));
         let observer = {
             let (monitor, observing) = (monitor.clone(), Arc::clone(&observing));
+            let started = Arc::clone(&observer_started);
             std::thread::spawn(move || {
                 let mut previous = RingStats::default();
                 let mut snapshots = 0u64;
-                while observing.load(Ordering::Relaxed) {
+                loop {
                     let stats = monitor.stats();
                     let accounted = stats.read + stats.overwritten + stats.cleared;
                     assert!(accounted + stats.available <= stats.written, "{stats:?}");
                     assert!(stats.read >= previous.read && stats.written >= previous.written);
                     previous = stats;
                     snapshots += 1;
+                    if snapshots == 1 {
+                        started.wait();
+                    }
+                    if !observing.load(Ordering::Relaxed) {
+                        return snapshots;
+                    }
                 }
-                snapshots
             })
         };
+        observer_started.wait();
         let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         let mut out = vec![0i16; capacity + 3];
         let mut expected = 0u64;
