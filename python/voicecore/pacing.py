@@ -19,21 +19,203 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import trio
 
-from voicecore._core import FramePacer, PacerStream, ReleasedFrame
 from voicecore.exceptions import PacerStoppedError
 
 if TYPE_CHECKING:
     from voicecore._typing import AudioIn
 
-__all__ = ["push", "receive_released", "released_frames"]
+__all__ = [
+    "FlushReportLike",
+    "Pacer",
+    "PacerStreamLike",
+    "ReleasedFrameLike",
+    "ReleasingPacer",
+    "StreamStatsLike",
+    "TaskPacer",
+    "push",
+    "receive_released",
+    "released_frames",
+]
+
+# --- the pacer's interface, structurally ----------------------------------------------------
+# The Rust ``FramePacer`` and the benchmark's pure-Python ``TrioFramePacer``
+# (``voicecore.bench.trio_pacer``) both satisfy these, so the router and sessions can take
+# either.
+
+Frame = TypeVar("Frame")
 
 
-async def receive_released(pacer: FramePacer) -> list[ReleasedFrame]:
+class ReleasedFrameLike(Protocol):
+    """A released frame (``voicecore.ReleasedFrame``): ids, PCM16 bytes, times in ns."""
+
+    @property
+    def stream_id(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def pcm16(self) -> bytes: ...
+    @property
+    def deadline_ns(self) -> int: ...
+    @property
+    def released_ns(self) -> int: ...
+    @property
+    def lateness_ns(self) -> int: ...
+
+
+class FlushReportLike(Protocol):
+    """What a flush dropped and what had gone out (``voicecore.FlushReport``)."""
+
+    @property
+    def dropped_samples(self) -> int: ...
+    @property
+    def released_samples(self) -> int: ...
+    @property
+    def client_buffered_samples(self) -> int: ...
+    @property
+    def heard_samples(self) -> int: ...
+    @property
+    def dropped_ms(self) -> float: ...
+    @property
+    def released_ms(self) -> float: ...
+    @property
+    def heard_ms(self) -> float: ...
+
+
+class StreamStatsLike(Protocol):
+    """One stream's statistics (``voicecore.StreamStats``)."""
+
+    @property
+    def frames_released(self) -> int: ...
+    @property
+    def underruns(self) -> int: ...
+    @property
+    def flushes(self) -> int: ...
+    @property
+    def dropped_samples(self) -> int: ...
+    @property
+    def queued_samples(self) -> int: ...
+    @property
+    def queued_ms(self) -> float: ...
+    @property
+    def released_samples(self) -> int: ...
+    @property
+    def client_buffered_ms(self) -> float: ...
+    @property
+    def client_rate_ppm(self) -> int: ...
+    @property
+    def playing(self) -> bool: ...
+    @property
+    def lateness_p50_ms(self) -> float: ...
+    @property
+    def lateness_p99_ms(self) -> float: ...
+    @property
+    def lateness_max_ms(self) -> float: ...
+
+
+class PacerTotalsLike(Protocol):
+    """A pacer's statistics over its life (``voicecore.PacerStats``)."""
+
+    @property
+    def scheduling(self) -> str: ...
+    @property
+    def open_streams(self) -> int: ...
+    @property
+    def frames_released(self) -> int: ...
+    @property
+    def underruns(self) -> int: ...
+    @property
+    def flushes(self) -> int: ...
+    @property
+    def dropped_samples(self) -> int: ...
+    @property
+    def lateness_p50_ms(self) -> float: ...
+    @property
+    def lateness_p99_ms(self) -> float: ...
+    @property
+    def lateness_max_ms(self) -> float: ...
+
+
+class PacerStreamLike(Protocol):
+    """A playout stream (``voicecore.PacerStream``); rates in Hz, durations in ms."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def frame_samples(self) -> int: ...
+    @property
+    def cushion_ms(self) -> int: ...
+    def push(self, audio: AudioIn) -> int: ...
+    def finish(self) -> int: ...
+    def flush(self) -> FlushReportLike: ...
+    def report_playout(self, buffered_ms: float) -> None: ...
+    def close(self) -> None: ...
+    def writable_fileno(self) -> int: ...
+    def stats(self) -> StreamStatsLike: ...
+
+
+class ReleasingPacer(Protocol[Frame]):
+    """What the consumer helpers below need of a pacer: its released frames of type
+    ``Frame``, its "released" descriptor and whether it has stopped."""
+
+    @property
+    def stopped(self) -> bool: ...
+    def fileno(self) -> int: ...
+    def take_released(self) -> list[Frame]: ...
+
+
+class Pacer(Protocol):
+    """A frame pacer as ``PlayoutRouter``, ``Session`` and the server use it: the Rust
+    ``FramePacer``, or the benchmark baseline ``TrioFramePacer``."""
+
+    @property
+    def frame_ms(self) -> int: ...
+    @property
+    def clock(self) -> str: ...
+    @property
+    def scheduling(self) -> str: ...
+    @property
+    def stopped(self) -> bool: ...
+    def open_stream(
+        self,
+        sample_rate: int,
+        *,
+        channels: int = 1,
+        cushion_ms: int = 120,
+        max_lead_ms: int | None = None,
+        queue_ms: int = 2000,
+    ) -> PacerStreamLike: ...
+    def fileno(self) -> int: ...
+    def take_released(self) -> Sequence[ReleasedFrameLike]: ...
+    def now_ns(self) -> int: ...
+    def stats(self) -> PacerTotalsLike: ...
+    def stop(self) -> None: ...
+
+
+@runtime_checkable
+class TaskPacer(Protocol):
+    """A pacer run by a Trio task instead of a thread of its own (the benchmark baseline
+    ``TrioFramePacer``): whoever consumes its frames starts ``run`` (``PlayoutRouter.run``
+    does)."""
+
+    async def run(self) -> None: ...
+
+
+class _Pushable(Protocol):
+    def push(self, audio: AudioIn) -> int: ...
+    def writable_fileno(self) -> int: ...
+
+
+# --- consuming released frames, producing audio ---------------------------------------------
+
+
+async def receive_released(pacer: ReleasingPacer[Frame]) -> list[Frame]:
     """Waits for the pacer to release frames and returns them (never an empty list).
 
     Frames released before ``pacer.stop()`` are still returned; after them it raises.
@@ -51,7 +233,7 @@ async def receive_released(pacer: FramePacer) -> list[ReleasedFrame]:
         await trio.lowlevel.wait_readable(pacer.fileno())
 
 
-async def released_frames(pacer: FramePacer) -> AsyncIterator[list[ReleasedFrame]]:
+async def released_frames(pacer: ReleasingPacer[Frame]) -> AsyncIterator[list[Frame]]:
     """Yields batches of released frames, oldest first, until the pacer stops.
 
     A batch holds every frame released since the previous one: one per stream per frame
@@ -74,7 +256,7 @@ def _samples(audio: AudioIn) -> tuple[int, int]:
     return len(audio), 1
 
 
-async def push(stream: PacerStream, audio: AudioIn) -> None:
+async def push(stream: _Pushable, audio: AudioIn) -> None:
     """Queues all of ``audio`` into ``stream``, waiting for queue space when it is full.
 
     The wait is on the stream's writable descriptor (no polling): a full queue holds the

@@ -15,7 +15,9 @@ A session given no router builds and runs its own; several sessions share one li
             nursery.start_soon(Session(transport_b, ..., pacer=router).run)
 
 With a ``clock="virtual"`` pacer, ``run`` also moves the pacer's clock with Trio's clock
-(``drive_virtual_pacer``), so tests under a ``MockClock`` stay deterministic.
+(``drive_virtual_pacer``), so tests under a ``MockClock`` stay deterministic. A pacer that
+runs as a Trio task (``pacing.TaskPacer``: the benchmark baseline
+``voicecore.bench.trio_pacer.TrioFramePacer``) is started by ``run`` too.
 """
 
 from __future__ import annotations
@@ -112,6 +114,10 @@ class PlayoutRouter:
         async with trio.open_nursery() as nursery:
             if self.pacer.clock == "virtual":
                 nursery.start_soon(self._drive)
+            pacer: object = self.pacer
+            if isinstance(pacer, pacing.TaskPacer):
+                # A pacer run by a Trio task (the benchmark baseline): it paces while we route.
+                nursery.start_soon(pacer.run)
             async for batch in pacing.released_frames(self.pacer):
                 self._deliver(batch)
             nursery.cancel_scope.cancel()
