@@ -48,6 +48,7 @@ __all__ = [
 # either.
 
 Frame = TypeVar("Frame")
+Frame_co = TypeVar("Frame_co", covariant=True)
 
 
 class ReleasedFrameLike(Protocol):
@@ -160,14 +161,14 @@ class PacerStreamLike(Protocol):
     def stats(self) -> StreamStatsLike: ...
 
 
-class ReleasingPacer(Protocol[Frame]):
-    """What the consumer helpers below need of a pacer: its released frames of type
-    ``Frame``, its "released" descriptor and whether it has stopped."""
+class ReleasingPacer(Protocol[Frame_co]):
+    """What the consumer helpers below need of a pacer: its released frames (of type
+    ``Frame_co``), its "released" descriptor and whether it has stopped."""
 
     @property
     def stopped(self) -> bool: ...
     def fileno(self) -> int: ...
-    def take_released(self) -> list[Frame]: ...
+    def take_released(self) -> Sequence[Frame_co]: ...
 
 
 class Pacer(Protocol):
@@ -215,7 +216,7 @@ class _Pushable(Protocol):
 # --- consuming released frames, producing audio ---------------------------------------------
 
 
-async def receive_released(pacer: ReleasingPacer[Frame]) -> list[Frame]:
+async def receive_released(pacer: ReleasingPacer[Frame]) -> Sequence[Frame]:
     """Waits for the pacer to release frames and returns them (never an empty list).
 
     Frames released before ``pacer.stop()`` are still returned; after them it raises.
@@ -233,7 +234,7 @@ async def receive_released(pacer: ReleasingPacer[Frame]) -> list[Frame]:
         await trio.lowlevel.wait_readable(pacer.fileno())
 
 
-async def released_frames(pacer: ReleasingPacer[Frame]) -> AsyncIterator[list[Frame]]:
+async def released_frames(pacer: ReleasingPacer[Frame]) -> AsyncIterator[Sequence[Frame]]:
     """Yields batches of released frames, oldest first, until the pacer stops.
 
     A batch holds every frame released since the previous one: one per stream per frame

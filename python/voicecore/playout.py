@@ -22,7 +22,7 @@ runs as a Trio task (``pacing.TaskPacer``: the benchmark baseline
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -128,7 +128,7 @@ class PlayoutRouter:
             self.pacer, self._origin_ns, self._origin_s, tick_ms=self.virtual_tick_ms
         )
 
-    def _deliver(self, batch: list[ReleasedFrame]) -> None:
+    def _deliver(self, batch: Sequence[ReleasedFrame]) -> None:
         by_stream: dict[int, list[ReleasedFrame]] = {}
         for frame in batch:
             by_stream.setdefault(frame.stream_id, []).append(frame)

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV",
+    "SCHEDULING",
     "TrioFlushReport",
     "TrioFramePacer",
     "TrioPacerStats",
@@ -73,6 +74,9 @@ __all__ = [
 ENV: Final = "VOICECORE_BENCH_PACER"
 """The environment variable that selects the pacer of ``voicecore serve`` (benchmarks only):
 ``trio`` for this baseline; unset, empty or ``rust`` for the Rust pacer."""
+
+SCHEDULING: Final = "trio task (event loop)"
+"""What ``TrioFramePacer.scheduling`` (and so ``/healthz``) says: no thread, a Trio task."""
 
 FRAME_DURATIONS_MS: Final = (10, 20, 40)
 SUPPORTED_RATES: Final = (8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -583,7 +587,7 @@ class TrioFramePacer:
     @property
     def scheduling(self) -> str:
         """Where the pacing runs: a task of the Trio event loop, not a thread."""
-        return "trio task (event loop)"
+        return SCHEDULING
 
     @property
     def stopped(self) -> bool:
