@@ -12,6 +12,7 @@ from voicecore.contracts import (
     LLM_TO_TTS,
     MIC_TO_DSP,
     STT_TO_LLM,
+    TTS_TO_PLAYOUT,
     Edge,
     EdgeChannel,
     OverflowPolicy,
@@ -23,7 +24,7 @@ from voicecore.contracts import (
 def test_every_architecture_edge_is_declared_with_its_policy() -> None:
     policies = {edge.name: edge.policy for edge in EDGES}
     assert policies == {
-        "mic->dsp": OverflowPolicy.OVERWRITE_OLDEST,
+        "mic->dsp": OverflowPolicy.INLINE,
         "dsp->stt": OverflowPolicy.DROP_OLDEST,
         "stt->llm": OverflowPolicy.BACKPRESSURE,
         "llm->tts": OverflowPolicy.BACKPRESSURE,
@@ -38,7 +39,7 @@ def test_every_architecture_edge_is_declared_with_its_policy() -> None:
 
 
 def test_audio_edges_convert_their_bound_to_samples() -> None:
-    assert MIC_TO_DSP.samples(48000) == 96000
+    assert TTS_TO_PLAYOUT.samples(48000) == 96000
     with pytest.raises(ValueError, match="items"):
         DSP_TO_STT.samples(16000)
 

@@ -96,6 +96,14 @@ async def running(
             server.shutdown()
 
 
+def client(url: str, **options: Any) -> connect:
+    """A websockets client that never stops reading. With its default flow control it stops
+    reading the socket once 16 messages are unread, and closing in that state it never sees
+    the server's close and hangs (websockets 17's Trio client); tests often leave while the
+    agent still talks, with its audio unread."""
+    return connect(url, max_queue=None, **options)
+
+
 def ws_url(server: VoiceServer, query: str = "") -> str:
     return f"ws://127.0.0.1:{server.port}/ws{query}"
 
@@ -185,7 +193,7 @@ async def settle(predicate: Any, timeout: float = 5.0) -> None:
 async def test_hello_gets_ready(web_root: Path) -> None:
     async with (
         running(web_root, pipe=pipeline(cushion_ms=200)) as server,
-        connect(ws_url(server)) as ws,
+        client(ws_url(server)) as ws,
     ):
         await ws.send(hello(48000, 48000))
         ready = await recv_json(ws)
@@ -202,7 +210,7 @@ async def test_hello_gets_ready(web_root: Path) -> None:
 
 
 async def test_a_full_turn_with_resampled_mic_and_paced_frames(web_root: Path) -> None:
-    async with running(web_root) as server, connect(ws_url(server)) as ws:
+    async with running(web_root) as server, client(ws_url(server)) as ws:
         # Mic at 48 kHz, playback at 24 kHz: the transport converts the mic to 24 kHz, the
         # engine to 16 kHz.
         await ws.send(hello(48000, 24000))
@@ -260,7 +268,7 @@ async def test_barge_in_clears_the_client_and_no_frame_of_the_turn_follows(
 ) -> None:
     async with (
         running(web_root, pipe=pipeline(LONG_REPLY)) as server,
-        connect(ws_url(server)) as ws,
+        client(ws_url(server)) as ws,
     ):
         await ws.send(hello())
         await recv_json(ws)
@@ -314,7 +322,7 @@ async def test_barge_in_clears_the_client_and_no_frame_of_the_turn_follows(
 async def test_bad_input_before_hello_is_answered_and_closed(
     web_root: Path, first: str | bytes, code: str, close: CloseCode
 ) -> None:
-    async with running(web_root) as server, connect(ws_url(server)) as ws:
+    async with running(web_root) as server, client(ws_url(server)) as ws:
         await ws.send(first)
         messages, close_code, _ = await closed_with(ws)
         assert messages == [{"type": "error", "code": code, "message": messages[0]["message"]}]
@@ -335,7 +343,7 @@ async def test_bad_input_before_hello_is_answered_and_closed(
 async def test_bad_input_in_a_session_is_answered_and_the_session_goes_on(
     web_root: Path, bad: str | bytes, code: str
 ) -> None:
-    async with running(web_root) as server, connect(ws_url(server)) as ws:
+    async with running(web_root) as server, client(ws_url(server)) as ws:
         await ws.send(hello())
         await recv_json(ws)
         await ws.send(bad)
@@ -352,14 +360,14 @@ async def test_bad_input_in_a_session_is_answered_and_the_session_goes_on(
 
 async def test_an_oversized_message_closes_with_1009(web_root: Path) -> None:
     async with running(web_root, max_message_bytes=4096) as server:
-        async with connect(ws_url(server)) as ws:
+        async with client(ws_url(server)) as ws:
             await ws.send(hello())
             await recv_json(ws)
             await ws.send(b"\x00" * 6000)  # above the limit: told, then closed
             messages, close_code, _ = await closed_with(ws)
             assert [m["code"] for m in messages] == ["too_large"]
             assert close_code == CloseCode.TOO_BIG
-        async with connect(ws_url(server)) as ws:
+        async with client(ws_url(server)) as ws:
             await ws.send(hello())
             await recv_json(ws)
             await ws.send(b"\x00" * 100_000)  # far above: refused by the frame parser itself
@@ -369,7 +377,7 @@ async def test_an_oversized_message_closes_with_1009(web_root: Path) -> None:
 
 
 async def test_no_hello_in_time_closes_with_1008(web_root: Path) -> None:
-    async with running(web_root, hello_timeout_s=0.2) as server, connect(ws_url(server)) as ws:
+    async with running(web_root, hello_timeout_s=0.2) as server, client(ws_url(server)) as ws:
         messages, close_code, _ = await closed_with(ws)
         assert [m["code"] for m in messages] == ["hello_timeout"]
         assert close_code == CloseCode.POLICY
@@ -381,7 +389,7 @@ async def test_no_hello_in_time_closes_with_1008(web_root: Path) -> None:
 async def refused_status(url: str, origin: str) -> int:
     """The HTTP status of a refused WebSocket handshake from a page at ``origin``."""
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, origin=Origin(origin)):
+        async with client(url, origin=Origin(origin)):
             pass
     return refused.value.response.status_code
 
@@ -393,12 +401,12 @@ async def test_origin_allow_list(web_root: Path) -> None:
         other_port = f"http://127.0.0.1:{(server.port or 0) + 1}"
         assert await refused_status(ws_url(server), other_port) == 403
         for origin in (f"http://127.0.0.1:{server.port}", f"http://localhost:{server.port}"):
-            async with connect(ws_url(server), origin=Origin(origin)) as ws:
+            async with client(ws_url(server), origin=Origin(origin)) as ws:
                 await ws.send(hello())
                 assert (await recv_json(ws))["type"] == "ready"
     async with running(web_root, allowed_origins=("https://voice.example.com",)) as server:
         origin = "https://voice.example.com"
-        async with connect(ws_url(server), origin=Origin(origin)) as ws:
+        async with client(ws_url(server), origin=Origin(origin)) as ws:
             await ws.send(hello())
             assert (await recv_json(ws))["type"] == "ready"
         assert await refused_status(ws_url(server), f"http://127.0.0.1:{server.port}") == 403
@@ -419,12 +427,12 @@ async def test_token_required(web_root: Path) -> None:
             ("?token=wrong", {}),
             ("", {"Authorization": "Bearer no"}),
         ):
-            async with connect(ws_url(server, query), additional_headers=headers) as ws:
+            async with client(ws_url(server, query), additional_headers=headers) as ws:
                 messages, close_code, _ = await closed_with(ws)
                 assert [m["code"] for m in messages] == ["unauthorized"]
                 assert close_code == CloseCode.POLICY
         for query, headers in (("?token=s3cret", {}), ("", {"Authorization": "Bearer s3cret"})):
-            async with connect(ws_url(server, query), additional_headers=headers) as ws:
+            async with client(ws_url(server, query), additional_headers=headers) as ws:
                 await ws.send(hello())
                 assert (await recv_json(ws))["type"] == "ready"
 
@@ -432,13 +440,13 @@ async def test_token_required(web_root: Path) -> None:
 async def test_session_limit_refuses_with_1013_then_admits_again(web_root: Path) -> None:
     async with (
         running(web_root, max_sessions=2) as server,
-        connect(ws_url(server)) as first,
-        connect(ws_url(server)) as second,
+        client(ws_url(server)) as first,
+        client(ws_url(server)) as second,
     ):
         for ws in (first, second):
             await ws.send(hello())
             await recv_json(ws)
-        async with connect(ws_url(server)) as third:
+        async with client(ws_url(server)) as third:
             messages, close_code, _ = await closed_with(third)
             assert [m["code"] for m in messages] == ["busy"]
             assert "try again" in messages[0]["message"]
@@ -447,7 +455,7 @@ async def test_session_limit_refuses_with_1013_then_admits_again(web_root: Path)
         await first.send(json.dumps({"type": "bye"}))
         await closed_with(first)
         await settle(lambda: server.sessions == 1)
-        async with connect(ws_url(server)) as fourth:
+        async with client(ws_url(server)) as fourth:
             await fourth.send(hello())
             assert (await recv_json(fourth))["type"] == "ready"
 
@@ -468,10 +476,10 @@ async def test_a_client_that_stops_reading_is_disconnected_with_4000(web_root: P
             await ws.send(hello(16000, 48000))
             await recv_json(ws)
             await start_turn(ws)
-            # The client reads nothing now; the server's send queue (20 messages) fills.
+            # The client reads nothing now; the server's send buffer (400 ms of audio) fills.
             transport = server.transports()[0]
             await settle(lambda: transport.close_code == CloseCode.TOO_SLOW, timeout=30)
-            assert transport.peak_queued <= 400 // 20
+            assert transport.peak_queued_bytes <= 2 * 48000 * 400 // 1000
             # Reading again, the client gets what was in flight, then the verdict and 4000.
             messages, close_code, _ = await closed_with(ws)
             assert messages[-1]["code"] == "too_slow"
@@ -514,7 +522,7 @@ async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) 
     async with running(web_root, pipe=pipeline(LONG_REPLY)) as server:
         await trio.sleep(0.1)
         baseline = server_tasks()
-        async with connect(ws_url(server)) as ws:
+        async with client(ws_url(server)) as ws:
             await ws.send(hello())
             await recv_json(ws)
             await start_turn(ws)
@@ -550,7 +558,7 @@ async def test_shutdown_closes_every_session_with_1001(web_root: Path) -> None:
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        async with connect(ws_url(server)) as talking, connect(ws_url(server)) as idle:
+        async with client(ws_url(server)) as talking, client(ws_url(server)) as idle:
             for ws in (talking, idle):
                 await ws.send(hello())
                 await recv_json(ws)
@@ -580,7 +588,7 @@ async def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(web_root
             await recv_json(ws)
             await start_turn(ws)
             await trio.sleep(1.0)  # agent audio piles up in the kernel buffers
-            assert server.transports()[0].queued > 0
+            assert server.transports()[0].queued_bytes > 0
             started = trio.current_time()
             server.shutdown()
             with trio.fail_after(server.settings.close_timeout_s + 2):
@@ -597,7 +605,7 @@ async def test_a_client_still_streaming_its_mic_is_closed_promptly(web_root: Pat
     server = VoiceServer(pipeline(), ServerSettings(port=0, web_root=web_root, diagnostics=False))
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        async with connect(ws_url(server)) as ws:
+        async with client(ws_url(server)) as ws:
             await ws.send(hello())
             await recv_json(ws)
 
@@ -678,7 +686,7 @@ async def test_healthz_counts_sessions(web_root: Path) -> None:
         health = json.loads(reply.body)
         assert health["status"] == "ok"
         assert health["sessions"] == 0
-        async with connect(ws_url(server)) as ws:
+        async with client(ws_url(server)) as ws:
             await ws.send(hello())
             await recv_json(ws)
             health = json.loads((await http_get(server, "/healthz")).body)
@@ -692,7 +700,7 @@ _SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?([0-9.e+-]+|\+Inf
 
 async def test_metrics_are_prometheus_text(web_root: Path) -> None:
     async with running(web_root) as server:
-        async with connect(ws_url(server)) as ws:
+        async with client(ws_url(server)) as ws:
             await ws.send(hello())
             await recv_json(ws)
             await start_turn(ws)
@@ -789,7 +797,7 @@ async def test_voicecore_serve_exits_0_on_a_signal_and_clients_get_1001(
         assert serving is not None, output.decode()
         port = int(serving.group(1))
         url = f"ws://127.0.0.1:{port}/ws"
-        async with connect(url) as first, connect(url) as second:
+        async with client(url) as first, client(url) as second:
             for ws in (first, second):
                 await ws.send(hello())
                 assert (await recv_json(ws))["type"] == "ready"

@@ -35,7 +35,6 @@ Example (in a Trio program; ``voicecore serve`` does this)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hmac
 import http
 import ipaddress
@@ -58,10 +57,9 @@ import trio
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.trio.server import Server, ServerConnection, serve
 
 from voicecore import config, protocol
-from voicecore._core import FramePacer, Resampler
+from voicecore._core import FramePacer
 from voicecore.bench import faults as bench_faults
 from voicecore.config import Pipeline, VoicecoreConfig
 from voicecore.diagnose import TimelineRecorder
@@ -81,6 +79,7 @@ from voicecore.session import Session
 from voicecore.stages import STT_SAMPLE_RATE
 from voicecore.transport import AgentAudio, Clear, ClientMessage, Event, MicAudio, PlayoutReport
 from voicecore.transport import ServerMessage as EngineMessage
+from voicecore.websocket import SendBufferFullError, WebSocket, accept
 
 __all__ = [
     "ServerSettings",
@@ -318,75 +317,70 @@ class WebSocketTransport:
 
     Receive side: every message goes through the connection's ``ProtocolSession``; errors
     are answered (and, when fatal, end the connection with their close code); mic audio is
-    handed to the engine at ``sample_rate`` (resampled from the client's ``input_rate`` by
-    the Rust resampler when the two differ; the engine resamples it to 16 kHz itself) and
-    playout reports as ``PlayoutReport``.
+    handed to the engine at the client's ``input_rate`` (the engine resamples it to 16 kHz
+    once) and playout reports as ``PlayoutReport``.
 
-    Send side: bounded. ``send`` never waits: it serializes the message into a queue of
-    ``send_queue`` messages that ``run_writer`` (a task) writes to the socket. A client that
-    reads too slowly fills it; the transport then drops the backlog, ends the session and
-    closes with 4000 after an ``error`` ``too_slow``, so a stalled client costs at most
-    the queue plus the kernel's send buffer.
+    Send side: bounded, and it never waits: ``send`` frames the message into the
+    connection's outgoing buffer (``voicecore.websocket.WebSocket``), which the connection's
+    writer task writes to the socket. The buffer holds at most ``send_queue_ms`` of agent
+    audio at the client's rate; a client that reads too slowly fills it and the transport
+    drops the backlog, tells it ``too_slow`` and closes with 4000, so a stalled client
+    costs at most that buffer plus the kernel's.
 
     Args:
         websocket: the connection.
         session: the connection's protocol state machine.
-        send_queue: the send queue's capacity, in messages.
-        close_timeout_s: time allowed to flush and close before the socket is cut.
+        send_queue_ms: the send buffer's bound, in ms of agent audio.
 
     Attributes:
         playout: the client's last playout report (None before the first).
         metrics: the session's metrics, once it exists: the underruns the client reports
             are counted there (``client.underruns``, exported by ``/metrics``).
-        sent: messages written to the socket.
-        peak_queued: the most messages the send queue ever held.
+        peak_queued_bytes: the most bytes the send buffer ever held.
     """
 
     def __init__(
-        self,
-        websocket: ServerConnection,
-        session: ProtocolSession,
-        *,
-        send_queue: int,
-        close_timeout_s: float = 2.0,
+        self, websocket: WebSocket, session: ProtocolSession, *, send_queue_ms: int
     ) -> None:
-        if send_queue < 1:
-            raise ValueError(f"send_queue must be >= 1 message, got {send_queue}")
+        if send_queue_ms < 1:
+            raise ValueError(f"send_queue_ms must be >= 1 ms, got {send_queue_ms}")
         self.protocol = session
         self.playout: protocol.Playout | None = None
         self.metrics: SessionMetrics | None = None
-        self.sent = 0
-        self.peak_queued = 0
+        self.peak_queued_bytes = 0
         self._ws = websocket
-        self._close_timeout_s = close_timeout_s
-        self._queue_in, self._queue_out = trio.open_memory_channel[str | bytes](send_queue)
-        self._final: tuple[ServerMessage, ...] = ()  # sent after the queue, before the close
+        self._send_queue_ms = send_queue_ms
         self._close: protocol.Close | None = None
-        self._stop_writing = False
-        self._receiving: trio.CancelScope | None = None
-        self._resampler: Resampler | None = None
-        self._writer_done = trio.Event()
         self._closing = False
         self._closed = trio.Event()
 
     def __repr__(self) -> str:
         return (
             f"WebSocketTransport({self.protocol.session_id!r}, state={self.protocol.state.value},"
-            f" queued={self.queued}, sent={self.sent})"
+            f" queued={self.queued_bytes} B)"
         )
 
     @property
     def sample_rate(self) -> int:
-        """The engine's audio rate in Hz: the client's ``output_rate`` (mic audio is
-        converted to it). Raises RuntimeError before ``hello``."""
-        if self.protocol.hello is None:
-            raise RuntimeError("no hello yet: the audio format is not known")
-        return self.protocol.hello.output_rate
+        """The agent audio's rate in Hz: the client's ``output_rate``. Raises RuntimeError
+        before ``hello``."""
+        return self._hello().output_rate
 
     @property
-    def queued(self) -> int:
-        """Messages waiting in the send queue."""
-        return self._queue_out.statistics().current_buffer_used
+    def input_rate(self) -> int:
+        """The mic audio's rate in Hz: the client's ``input_rate``. Raises RuntimeError
+        before ``hello``."""
+        return self._hello().input_rate
+
+    def _hello(self) -> Hello:
+        if self.protocol.hello is None:
+            raise RuntimeError("no hello yet: the audio format is not known")
+        return self.protocol.hello
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the send buffer."""
+        return self._ws.pending_bytes
 
     @property
     def close_code(self) -> CloseCode | None:
@@ -400,17 +394,11 @@ class WebSocketTransport:
         raises ``trio.EndOfChannel`` once the connection is closing or closed."""
         if self._close is not None:
             raise trio.EndOfChannel
-        with trio.CancelScope() as scope:
-            self._receiving = scope
-            try:
-                data = await self._ws.recv()
-            except ConnectionClosed:
-                self.protocol.closed()
-                raise trio.EndOfChannel from None
-            finally:
-                self._receiving = None
-        if scope.cancelled_caught or self._close is not None:
-            raise trio.EndOfChannel  # a close was decided while waiting
+        try:
+            data = await self._ws.receive()
+        except ConnectionClosed:
+            self.protocol.closed()
+            raise trio.EndOfChannel from None
         step = self.protocol.receive(data)
         self._apply(step)
         return step
@@ -418,10 +406,11 @@ class WebSocketTransport:
     def _apply(self, step: Step) -> None:
         for reply in step.replies:
             self.send_message(reply)
-        if step.close is not None:
+        if step.close is not None and self._close is None:
+            # The close frame follows what is queued; a client that does not answer it in
+            # close_timeout_s is cut (by the connection's writer), which ends a receive.
             self._close = step.close
-            if self._receiving is not None:
-                self._receiving.cancel()
+            self._ws.start_close(step.close.code, step.close.reason)
 
     async def handshake(self) -> Hello:
         """Waits for the client's ``hello`` (``ready`` is queued when it comes); raises
@@ -430,8 +419,8 @@ class WebSocketTransport:
             step = await self._next_step()
             if isinstance(step.message, Hello):
                 hello = step.message
-                if hello.input_rate != hello.output_rate:
-                    self._resampler = Resampler(hello.input_rate, hello.output_rate)
+                # The send bound: send_queue_ms of PCM16 at the client's rate.
+                self._ws.max_pending_bytes = 2 * hello.output_rate * self._send_queue_ms // 1000
                 return hello
 
     async def receive(self) -> ClientMessage:
@@ -439,10 +428,7 @@ class WebSocketTransport:
         while True:
             message = (await self._next_step()).message
             if isinstance(message, protocol.Audio):
-                pcm = message.pcm
-                if self._resampler is not None:
-                    pcm = self._resampler.process(pcm)
-                return MicAudio(pcm)
+                return MicAudio(message.pcm)
             if isinstance(message, protocol.Playout):
                 self._count_underruns(message)
                 self.playout = message
@@ -458,8 +444,9 @@ class WebSocketTransport:
             self.metrics.count("client.underruns", new)
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
-        """Decides to close with ``code`` (unless a close was already decided): the engine's
-        ``receive`` ends, and ``aclose`` then closes the socket."""
+        """Decides to close with ``code`` (unless a close was already decided): the close
+        frame follows what is queued, and the engine's ``receive`` ends once the client
+        answers it (or is cut after ``close_timeout_s``)."""
         self._apply(Step(close=self.protocol.close(code, reason)))
 
     def fail(self, code: ErrorCode, message: str, close: CloseCode) -> None:
@@ -489,79 +476,46 @@ class WebSocketTransport:
         self._enqueue(protocol.serialize(message))
 
     def _enqueue(self, data: str | bytes) -> None:
-        if self._stop_writing:
-            return
-        try:
-            self._queue_in.send_nowait(data)
-        except trio.WouldBlock:
-            self._too_slow()
-        except trio.ClosedResourceError:
+        if self._close is not None:
             return  # closing: what the engine still sends is not delivered
-        self.peak_queued = max(self.peak_queued, self.queued)
+        try:
+            self._ws.send_nowait(data)
+        except SendBufferFullError:
+            self._too_slow()
+        except ConnectionClosed:
+            return
+        self.peak_queued_bytes = max(self.peak_queued_bytes, self._ws.pending_bytes)
 
     def _too_slow(self) -> None:
-        capacity = self._queue_out.statistics().max_buffer_size
-        step = self.protocol.fail(
-            ErrorCode.TOO_SLOW,
-            f"the client fell {capacity} messages behind; disconnecting",
-            CloseCode.TOO_SLOW,
+        bound_ms = self._send_queue_ms
+        self._ws.discard_pending()  # stale audio: the verdict goes out next
+        self._apply(
+            self.protocol.fail(
+                ErrorCode.TOO_SLOW,
+                f"the client fell {bound_ms} ms of audio behind; disconnecting",
+                CloseCode.TOO_SLOW,
+            )
         )
-        self._stop_writing = True  # the backlog is dropped; the error goes out next
-        self._final = step.replies
-        self._apply(Step(close=step.close))
 
     async def run_writer(self) -> None:
-        """Writes the send queue to the socket until ``aclose`` (run it as a task)."""
-        try:
-            async for data in self._queue_out:
-                if self._stop_writing:
-                    break
-                await self._ws.send(data)
-                self.sent += 1
-        except ConnectionClosed:
-            pass
-        finally:
-            self._writer_done.set()
+        """Writes what is queued to the socket until the connection ends (run it as a
+        task)."""
+        await self._ws.run_writer()
 
     async def aclose(self) -> None:
-        """Flushes the send queue, closes with the decided code (1000 if none was), and cuts
-        the socket if the client does not cooperate within ``close_timeout_s``
-        (idempotent; ``Transport.aclose``)."""
+        """Flushes what is queued, closes with the decided code (1000 if none was), and cuts
+        the socket if the client does not complete the closing handshake within the
+        connection's ``close_timeout_s`` (idempotent; ``Transport.aclose``)."""
         if self._closing:
             await self._closed.wait()
             return
         self._closing = True
         self.close_soon(CloseCode.NORMAL, "session ended")
-        # None when the client closed first: the code then no longer matters to it.
-        close = self._close or protocol.Close(CloseCode.NORMAL, "session ended")
-        self._queue_in.close()  # the writer drains what is queued, then ends
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._discard_incoming)
-                with trio.move_on_after(self._close_timeout_s) as scope:
-                    await self._writer_done.wait()
-                    for message in self._final:
-                        await self._ws.send(protocol.serialize(message))
-                    await self._ws.aclose(close.code, close.reason)
-                if scope.cancelled_caught:
-                    _log.info(
-                        "%s: the client did not read; connection cut", self.protocol.session_id
-                    )
-                    await trio.aclose_forcefully(self._ws.stream)
-                nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
+            await self._ws.aclose()
         finally:
             self.protocol.closed()
             self._closed.set()
-
-    async def _discard_incoming(self) -> None:
-        """Reads and drops what the client still sends while the connection closes: unread
-        messages would make the WebSocket stop reading the socket (its flow control), and
-        the client's close frame would never be seen."""
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await self._ws.recv()
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -629,7 +583,6 @@ class VoiceServer:
         )
         self._shutdown = trio.Event()
         self._stopping = False
-        self._ws_server: Server | None = None
 
     def __repr__(self) -> str:
         return f"VoiceServer(url={self.url!r}, sessions={self.sessions})"
@@ -694,42 +647,41 @@ class VoiceServer:
                 if self._recorder is not None:
                     nursery.start_soon(self._recorder.run)  # dumps once more when cancelled
                 bench_faults.start_from_env(nursery)  # benchmarks only: off unless set
-                self._ws_server = await nursery.start(
-                    lambda task_status: serve(
-                        self._handle,
-                        listeners=listeners,
-                        process_request=self._process_request,
-                        compression=None,  # PCM does not deflate; it would only cost CPU
-                        max_size=2 * settings.max_message_bytes,
-                        max_queue=16,
-                        close_timeout=settings.close_timeout_s,
-                        server_header=None,
-                        task_status=task_status,
-                    )
-                )
-                _log.info("voicecore serving on %s", self.url)
-                task_status.started(self)
-                await self._shutdown.wait()
-                await self._stop(nursery)
+                async with trio.open_nursery() as connections:
+                    accepting = trio.CancelScope()
+
+                    async def accept_connections() -> None:
+                        with accepting:
+                            await trio.serve_listeners(
+                                self._handle, listeners, handler_nursery=connections
+                            )
+
+                    connections.start_soon(accept_connections)
+                    _log.info("voicecore serving on %s", self.url)
+                    task_status.started(self)
+                    await self._shutdown.wait()
+                    self._stop(accepting, connections)
+                if connections.cancel_scope.cancelled_caught:
+                    _log.warning("shutdown: sessions still open after the timeout; cancelled")
+                nursery.cancel_scope.cancel()  # the router and diagnostics
         finally:
             if self._owns_pacer:
                 self._pacer.stop()
 
-    async def _stop(self, nursery: trio.Nursery) -> None:
+    def _stop(self, accepting: trio.CancelScope, connections: trio.Nursery) -> None:
+        """Stops accepting, asks every session to close with 1001, and gives them
+        ``shutdown_timeout_s`` before they are cancelled."""
         self._stopping = True
         _log.info("shutting down: closing %d sessions", len(self._connections))
-        assert self._ws_server is not None
-        with trio.move_on_after(self.settings.shutdown_timeout_s) as scope:
-            for connection in list(self._connections.values()):
-                connection.transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
-            await self._ws_server.aclose(code=CloseCode.GOING_AWAY, reason="server shutting down")
-        if scope.cancelled_caught:
-            _log.warning("shutdown: sessions still open after the timeout; cancelling them")
-        nursery.cancel_scope.cancel()  # the router and diagnostics
+        accepting.cancel()
+        for connection in list(self._connections.values()):
+            connection.transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+        connections.cancel_scope.deadline = trio.current_time() + self.settings.shutdown_timeout_s
 
     # --- HTTP ---------------------------------------------------------------------------------
 
-    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+    async def _respond(self, request: Request) -> Response | None:
+        """Answers an HTTP request: None lets the WebSocket handshake on ``/ws`` go on."""
         path = urllib.parse.urlsplit(request.path).path
         if path == WS_PATH:
             origin = request.headers.get("Origin")
@@ -788,38 +740,44 @@ class VoiceServer:
             given = query.get("token", [""])[0]
         return hmac.compare_digest(given.encode(), expected.encode())
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        if self.settings.send_buffer_bytes is not None:
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes)
+        websocket = await accept(
+            stream,
+            self._respond,
+            max_message_bytes=2 * self.settings.max_message_bytes,
+            close_timeout_s=self.settings.close_timeout_s,
+            handshake_timeout_s=self.settings.hello_timeout_s,
+        )
+        if websocket is None:
+            return  # plain HTTP, answered
         session_id = uuid.uuid4().hex[:12]
-        if self.settings.send_buffer_bytes is not None and isinstance(ws.stream, trio.SocketStream):
-            ws.stream.setsockopt(
-                socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes
-            )
         transport = WebSocketTransport(
-            ws,
+            websocket,
             ProtocolSession(
                 session_id,
                 frame_ms=self._frame_ms,
                 cushion_ms=self._cushion_ms,
                 max_message_bytes=self.settings.max_message_bytes,
             ),
-            send_queue=max(1, self.settings.send_queue_ms // self._frame_ms),
-            close_timeout_s=self.settings.close_timeout_s,
+            send_queue_ms=self.settings.send_queue_ms,
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.run_writer)
             try:
-                await self._converse(session_id, ws, transport)
+                await self._converse(session_id, websocket.request, transport)
             finally:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
 
     async def _converse(
-        self, session_id: str, ws: ServerConnection, transport: WebSocketTransport
+        self, session_id: str, request: Request | None, transport: WebSocketTransport
     ) -> None:
         if self._stopping:
             transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
             return
-        if not self._token_ok(ws.request):
+        if not self._token_ok(request):
             transport.fail(
                 ErrorCode.UNAUTHORIZED,
                 "a valid token is required (Authorization: Bearer or ?token=)",

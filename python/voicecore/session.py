@@ -2,10 +2,10 @@
 
 A ``Session`` runs every task of one conversation in one Trio nursery:
 
-* **reader**: the client's messages; mic audio goes into the mic ring (``MIC_TO_DSP``),
-  playout reports to the pacer;
-* **dsp**: resamples the mic to 16 kHz, runs the VAD and turn-taking (``TurnTaker``), and
-  streams the speech of a confirmed utterance to its STT task (``DSP_TO_STT``);
+* **reader**: the client's messages; playout reports go to the pacer, and mic audio is
+  processed as it arrives (``MIC_TO_DSP``): resampled to 16 kHz, through the VAD and
+  turn-taking (``TurnTaker``), the speech of a confirmed utterance streamed to its STT task
+  (``DSP_TO_STT``);
 * **stt** (one per utterance): partial transcripts go to the client as they come; the final
   ends the user's turn (``STT_TO_LLM``);
 * **agent loop**: one agent turn at a time, each in its own ``CancelScope``: the LLM's deltas
@@ -56,7 +56,6 @@ from voicecore.chunker import SentenceChunker
 from voicecore.contracts import (
     DSP_TO_STT,
     LLM_TO_TTS,
-    MIC_TO_DSP,
     PLAYOUT_TO_CLIENT,
     SESSION_TO_TRANSPORT,
     STT_TO_LLM,
@@ -340,13 +339,8 @@ class Session:
             barge_in_min_speech_ms=self.config.barge_in_min_speech_ms,
             end_of_turn_silence_ms=self.config.end_of_turn_silence_ms,
         )
-        # Built from the edge declarations (voicecore.contracts), overflow counted.
-        self._mic = SampleRing(MIC_TO_DSP.samples(self._rate), "overwrite")
-        self._mic_wakeup = trio.Event()
-        self._mic_overwritten = 0
-        self._to_16k = (
-            Resampler(self._rate, STT_SAMPLE_RATE) if self._rate != STT_SAMPLE_RATE else None
-        )
+        mic_rate = transport.input_rate
+        self._to_16k = Resampler(mic_rate, STT_SAMPLE_RATE) if mic_rate != STT_SAMPLE_RATE else None
         self._preroll = SampleRing(PREROLL_MS * STT_SAMPLE_RATE // 1000, "overwrite")
         self._samples = 0  # 16 kHz samples processed
         self._audio_now = 0.0  # Trio time of the end of the last processed audio
@@ -401,7 +395,6 @@ class Session:
                     nursery.start_soon(router.run)
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._agent_loop)
-                nursery.start_soon(self._dsp)
                 if self._canary is not None:
                     nursery.start_soon(self._canary.run)
                 await self._read()
@@ -422,8 +415,9 @@ class Session:
                 return
             try:
                 if isinstance(message, MicAudio):
-                    self._mic.push(message.pcm)
-                    self._mic_wakeup.set()
+                    # MIC_TO_DSP is inline: no queue, no task switch per frame.
+                    pcm = message.pcm
+                    self._process(self._to_16k.process(pcm) if self._to_16k is not None else pcm)
                 elif isinstance(message, PlayoutReport):
                     turn = self._active_turn()
                     self.timeline.record("client_cushion", buffered_ms=message.buffered_ms)
@@ -443,24 +437,6 @@ class Session:
         self._outbound.send_nowait(Event(data))
 
     # --- user side: VAD, turn-taking, STT --------------------------------------------------
-
-    async def _dsp(self) -> None:
-        while True:
-            available = self._mic.available
-            if not available:
-                await self._mic_wakeup.wait()
-                # Replaced before popping: a push after this point sets the new event.
-                self._mic_wakeup = trio.Event()
-                continue
-            pcm = self._mic.pop_bytes(available)
-            overwritten = self._mic.stats().overwritten
-            if overwritten > self._mic_overwritten:
-                self.metrics.count(
-                    f"{MIC_TO_DSP.name}.overwritten", overwritten - self._mic_overwritten
-                )
-                self._mic_overwritten = overwritten
-            self._process(self._to_16k.process(pcm) if self._to_16k is not None else pcm)
-            await trio.lowlevel.checkpoint()
 
     def _process(self, pcm: bytes) -> None:
         """VAD and turn-taking over one chunk of 16 kHz audio (synchronous: no await)."""

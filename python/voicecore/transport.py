@@ -112,12 +112,18 @@ class Transport(Protocol):
           the session calls it from one writer task fed by a bounded drop-oldest queue
           (``contracts.SESSION_TO_TRANSPORT``), so a slow client loses old messages (counted)
           rather than stalling the session.
-        * ``sample_rate``: the client's audio rate in Hz, both directions.
+        * ``input_rate``: the mic audio's rate in Hz; ``sample_rate``: the rate the client
+          plays agent audio at, in Hz (they may differ: each is converted once).
     """
 
     @property
     def sample_rate(self) -> int:
-        """The client's audio rate in Hz (mic in and agent audio out)."""
+        """The agent audio's rate in Hz (what the client plays)."""
+        ...
+
+    @property
+    def input_rate(self) -> int:
+        """The mic audio's rate in Hz (what ``MicAudio`` carries)."""
         ...
 
     async def receive(self) -> ClientMessage:
@@ -141,6 +147,7 @@ class MemoryTransport:
     """
 
     sample_rate: int
+    input_rate: int
     _incoming: trio.MemoryReceiveChannel[ClientMessage]
     _outgoing: trio.MemorySendChannel[ServerMessage]
 
@@ -162,8 +169,9 @@ class MemoryTransport:
 class MemoryClient:
     """The test (client) side of an in-memory transport.
 
-    It feeds mic audio and playout reports, and reads what the server sent. ``received``
-    keeps every server message with the Trio time it was read, for assertions.
+    It feeds mic audio (at ``sample_rate`` Hz, the transport's ``input_rate``) and playout
+    reports, and reads what the server sent. ``received`` keeps every server message with
+    the Trio time it was read, for assertions.
     """
 
     sample_rate: int
@@ -240,17 +248,19 @@ class MemoryClient:
 
 
 def memory_transport(
-    sample_rate: int = 16000, *, buffer: int = 1024
+    sample_rate: int = 16000, *, input_rate: int | None = None, buffer: int = 1024
 ) -> tuple[MemoryTransport, MemoryClient]:
     """An in-memory transport: the server side for the session, the client side for a test.
 
     Args:
-        sample_rate: the client's audio rate in Hz.
+        sample_rate: the rate the client plays agent audio at, in Hz.
+        input_rate: the client's mic rate in Hz (default: ``sample_rate``).
         buffer: messages each direction holds before ``send`` waits.
     """
+    mic_rate = sample_rate if input_rate is None else input_rate
     to_server, from_client = trio.open_memory_channel[ClientMessage](buffer)
     to_client, from_server = trio.open_memory_channel[ServerMessage](buffer)
     return (
-        MemoryTransport(sample_rate, from_client, to_client),
-        MemoryClient(sample_rate, to_server, from_server),
+        MemoryTransport(sample_rate, mic_rate, from_client, to_client),
+        MemoryClient(mic_rate, to_server, from_server),
     )
