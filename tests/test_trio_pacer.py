@@ -211,6 +211,7 @@ async def test_release_schedule_matches_the_rust_pacer(
         return step % 12 == 11  # a playout report every 240 ms
 
     rust_counts: list[int] = []
+    rust_deadlines: list[int] = []
     with FramePacer(clock="virtual") as rust:
         stream = rust.open_stream(16000)
         assert stream.push(audio[:32000]) == 32000  # a 2 s queue
@@ -219,6 +220,7 @@ async def test_release_schedule_matches_the_rust_pacer(
             now = (step + 1) * tick_ns
             rust.advance_to(now)
             frames = rust.take_released()
+            rust_deadlines += [f.deadline_ns for f in frames]
             if frames and first_ns is None:
                 first_ns = frames[0].released_ns
             released += 320 * len(frames)
@@ -228,6 +230,7 @@ async def test_release_schedule_matches_the_rust_pacer(
                 stream.report_playout(client_buffered_ms(released, now, first_ns))
 
     trio_counts: list[int] = []
+    trio_deadlines: list[int] = []
     contents = bytearray()
     async with trio.open_nursery() as nursery:
         pacer = TrioFramePacer()
@@ -241,6 +244,7 @@ async def test_release_schedule_matches_the_rust_pacer(
             await trio.sleep_until((t0 + now) / 1e9)
             await trio.testing.wait_all_tasks_blocked()  # the pacer task served this instant
             frames = pacer.take_released()
+            trio_deadlines += [f.deadline_ns - t0 for f in frames]
             if frames and first_ns is None:
                 first_ns = frames[0].released_ns - t0
             released += 320 * len(frames)
@@ -253,6 +257,10 @@ async def test_release_schedule_matches_the_rust_pacer(
         nursery.cancel_scope.cancel()
     diffs = [abs(a - b) for a, b in zip(rust_counts, trio_counts, strict=True)]
     assert max(diffs) <= 320, (rust_counts, trio_counts)
+    # In fact the same schedule: every frame due at the same instant (to float rounding of
+    # Trio's clock), since both serve a tick's deadlines before that tick's report.
+    assert len(trio_deadlines) == len(rust_deadlines)
+    assert max(abs(a - b) for a, b in zip(rust_deadlines, trio_deadlines, strict=True)) < 1000
     # Both kept the client's cushion: the count at 5 s is the audio played plus ~120 ms.
     expected = 16 * (5000 - 0) * (1 + client_ppm / 1e6) + 16 * 120
     assert trio_counts[-1] == pytest.approx(expected, abs=3 * 320)
