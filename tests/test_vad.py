@@ -167,6 +167,10 @@ def test_burst_on_the_frame_grid_gives_exact_sample_timestamps() -> None:
     assert events[0].kind == "start"
     assert events[0].time_s == 1.0
     assert events[1].time_s == pytest.approx((32000 + 8 * 320) / RATE)
+    # Where the speech itself ended, without the hangover (what turn-taking times from).
+    assert vad.speech_until == 32000
+    vad.reset()
+    assert vad.speech_until == 0
 
 
 @pytest.mark.parametrize("frame_ms", [10, 20, 30])

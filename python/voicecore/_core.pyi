@@ -339,6 +339,10 @@ class EnergyVad:
     def samples_received(self) -> int:
         """Samples received since construction or ``reset()`` (including a partial frame)."""
     @property
+    def speech_until(self) -> int:
+        """One past the last sample of the last frame judged speech on its own (0 before
+        any): where speech really ended, without the hangover an ``end`` event includes."""
+    @property
     def in_segment(self) -> bool:
         """True while inside a speech segment."""
     def process(self, audio: AudioIn) -> list[SpeechEvent]:

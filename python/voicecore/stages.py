@@ -341,13 +341,11 @@ class EnergyVadStage:
         """Feeds one 16 kHz frame; returns the speech events it completes."""
         if frame.sample_rate != STT_SAMPLE_RATE:
             raise ValueError(f"expected {STT_SAMPLE_RATE} Hz audio, got {frame.sample_rate} Hz")
-        out = self._vad.process_frames(frame.pcm)
-        speech = np.flatnonzero(out.is_speech)
-        if speech.size:
-            last = out.first_frame + int(speech[-1])
-            self._speech_until = (last + 1) * self._vad.frame_length
+        vad = self._vad
+        completed = vad.process(frame.pcm)
+        self._speech_until = vad.speech_until
         events: list[VadEvent] = []
-        for event in out.events:
+        for event in completed:
             if event.kind == "start":
                 self._start = event.sample
                 events.append(SpeechStarted(event.sample))

@@ -37,7 +37,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Final, cast
+from typing import Final
 
 import trio
 from websockets.client import ClientProtocol
@@ -190,9 +190,9 @@ class WebSocket:
         """A whole message once its last fragment is in; None for control frames and the
         fragments before the last."""
         opcode = frame.opcode
-        # Received frames hold bytes (the parser reads and unmasks into bytes); only frames
-        # built for sending may hold other buffers.
-        data = cast(bytes, frame.data)
+        # Unmasking (server side) yields bytes; an unmasked frame (client side) may hold a
+        # bytearray slice of the read buffer.
+        data = frame.data if type(frame.data) is bytes else bytes(frame.data)
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if not frame.fin:
                 self._fragmented, self._fragments = opcode, [data]

@@ -263,7 +263,8 @@ class ClientStats:
 async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> ClientStats:
     import trio
     from websockets.exceptions import ConnectionClosed, WebSocketException
-    from websockets.trio.client import connect
+
+    from voicecore.websocket import SendBufferFullError, connect
 
     stats = ClientStats()
     frame_bytes = 2 * cfg.input_rate // 50
@@ -273,7 +274,11 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
 
     await trio.sleep_until(start + cfg.connect_spread_s * index / max(1, cfg.clients))
     try:
-        async with connect(cfg.url, max_size=2**20, compression=None) as ws:
+        # The lean connection the server uses too (voicecore.websocket): a client costs
+        # a fraction of websockets.trio's, so one client core can drive the server's.
+        ws = await connect(cfg.url)
+        async with trio.open_nursery() as connection:
+            connection.start_soon(ws.run_writer)
             hello = {
                 "type": "hello",
                 "protocol": 1,
@@ -282,10 +287,11 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                 "frame_ms": 20,
                 "client": "voicecore-loadgen/1",
             }
-            await ws.send(json.dumps(hello))
-            ready = json.loads(await ws.recv())
+            ws.send_nowait(json.dumps(hello))
+            ready = json.loads(await ws.receive())
             if ready.get("type") != "ready":
                 stats.error = f"no ready: {ready}"
+                await ws.aclose()
                 return stats
             stats.connected = True
             stats.cushion_ms = float(ready["cushion_ms"])
@@ -302,7 +308,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                         return
                     await trio.sleep_until(deadline)
                     stats.mic_lateness_ms.append((trio.current_time() - deadline) * 1000.0)
-                    await ws.send(script[offset : offset + frame_bytes])
+                    ws.send_nowait(script[offset : offset + frame_bytes])
                     offset = (offset + frame_bytes) % len(script)
                     k += 1
 
@@ -316,10 +322,11 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                         "played_ms": round(player.played_ms, 1),
                         "underruns": player.underruns,
                     }
-                    await ws.send(json.dumps(message))
+                    ws.send_nowait(json.dumps(message))
 
             async def listen() -> None:
-                async for message in ws:
+                while True:
+                    message = await ws.receive()
                     now = trio.current_time()
                     if isinstance(message, bytes):
                         player.frame(now)
@@ -344,7 +351,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                     # ends it early, recorded.
                     try:
                         await task()
-                    except ConnectionClosed as exc:
+                    except (ConnectionClosed, SendBufferFullError) as exc:
                         stats.error = stats.error or f"{type(exc).__name__}: {exc}"
                         last = True
                     if last:
@@ -353,12 +360,13 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                 nursery.start_soon(guarded, listen, False)
                 nursery.start_soon(guarded, report, False)
                 nursery.start_soon(guarded, speak, True)
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send(json.dumps({"type": "bye"}))
+            with contextlib.suppress(ConnectionClosed, SendBufferFullError):
+                ws.send_nowait(json.dumps({"type": "bye"}))
             stats.underruns = player.underruns
             stats.underrun_ms = player.underrun_ms
             stats.lateness_ms = player.lateness_ms
             stats.gaps = player.gaps
+            await ws.aclose()
     except (OSError, WebSocketException, ValueError, KeyError) as exc:
         # Refused or cut (a handshake status, a close, a malformed ready): a failed client.
         stats.error = f"{type(exc).__name__}: {exc}"

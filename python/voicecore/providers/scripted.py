@@ -113,9 +113,10 @@ class ScriptedSTT:
         async for frame in audio:
             received_ms += frame.duration_ms
             self.audio_ms[-1] = received_ms
-            samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.int32)
-            peak = int(np.abs(samples).max(initial=0))
-            silence_ms = silence_ms + frame.duration_ms if peak < self.silence_peak else 0.0
+            if self.endpoint_silence_ms is not None:  # instant by default: no work per frame
+                samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.int32)
+                peak = int(np.abs(samples).max(initial=0))
+                silence_ms = silence_ms + frame.duration_ms if peak < self.silence_peak else 0.0
             while (
                 sent < len(utterance.partials) and received_ms >= (sent + 1) * self.partial_every_ms
             ):

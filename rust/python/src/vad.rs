@@ -586,6 +586,13 @@ impl PyEnergyVad {
         detach(py, || lock(&self.inner).samples_received())
     }
 
+    /// One past the last sample of the last frame judged speech on its own (0 before any):
+    /// where speech really ended, without the hangover an ``end`` event includes.
+    #[getter]
+    fn speech_until(&self, py: Python<'_>) -> u64 {
+        detach(py, || lock(&self.inner).speech_until())
+    }
+
     /// True while inside a speech segment (confirmed, in hangover or a short pause).
     #[getter]
     fn in_segment(&self, py: Python<'_>) -> bool {

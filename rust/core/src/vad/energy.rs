@@ -164,6 +164,8 @@ pub struct EnergyVad {
     partial: Vec<f32>,
     partial_len: usize,
     frames_done: u64,
+    /// One past the last sample of the last frame judged speech on its own.
+    speech_until: u64,
     state: State,
     /// Loudest level inside confirmed speech, decaying (the level gate's reference), dBFS.
     speech_peak_dbfs: f32,
@@ -258,6 +260,7 @@ impl EnergyVad {
             partial: vec![0.0; frame_len],
             partial_len: 0,
             frames_done: 0,
+            speech_until: 0,
             state: State::Silence {
                 run_start: 0,
                 run: 0,
@@ -283,6 +286,12 @@ impl EnergyVad {
         self.frames_done * self.frame_len() as u64 + self.partial_len as u64
     }
 
+    /// One past the last sample of the last frame judged speech on its own (0 before any):
+    /// where speech really ended, without the hangover an end event includes.
+    pub fn speech_until(&self) -> u64 {
+        self.speech_until
+    }
+
     /// True while inside a speech segment (confirmed, or in its hangover / a short pause).
     pub fn in_segment(&self) -> bool {
         matches!(self.state, State::Speech { .. })
@@ -295,6 +304,7 @@ impl EnergyVad {
         self.speech_peak_dbfs = SILENCE_DBFS;
         self.partial_len = 0;
         self.frames_done = 0;
+        self.speech_until = 0;
         self.state = State::Silence {
             run_start: 0,
             run: 0,
@@ -390,6 +400,9 @@ impl EnergyVad {
         let is_speech =
             score >= self.config.threshold_db && level >= self.config.min_level_dbfs && loud_enough;
         self.advance_state(index, is_speech, events);
+        if is_speech {
+            self.speech_until = (index + 1) * self.frame_len() as u64;
+        }
         // Only frames of confirmed segments set the peak: a door slam or a click, too short to
         // be confirmed, must not gate the speech that follows.
         if is_speech && self.in_segment() {
@@ -569,6 +582,22 @@ mod tests {
         assert_eq!(kinds, vec![Start, End, Start, End]);
         assert_eq!(events[1], end(32000 + 8 * 320));
         assert_eq!(events[2], start(41600));
+    }
+
+    #[test]
+    fn speech_until_is_the_end_of_the_last_speech_frame_without_hangover() {
+        let audio = bursts(4 * RATE as usize, &[(16000, 32000)]);
+        let mut v = vad(20);
+        assert_eq!(v.speech_until(), 0);
+        for chunk in audio.chunks(320).take(75) {
+            v.process(chunk);
+        }
+        assert_eq!(v.speech_until(), 75 * 320, "mid-burst: the frame just heard");
+        let events = collect(&mut v, &audio[75 * 320..], 333);
+        assert_eq!(v.speech_until(), 32000, "the hangover does not move it");
+        assert_eq!(events, vec![end(32000 + 8 * 320)]);
+        v.reset();
+        assert_eq!(v.speech_until(), 0);
     }
 
     #[test]
