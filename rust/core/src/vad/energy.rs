@@ -592,7 +592,11 @@ mod tests {
         for chunk in audio.chunks(320).take(75) {
             v.process(chunk);
         }
-        assert_eq!(v.speech_until(), 75 * 320, "mid-burst: the frame just heard");
+        assert_eq!(
+            v.speech_until(),
+            75 * 320,
+            "mid-burst: the frame just heard"
+        );
         let events = collect(&mut v, &audio[75 * 320..], 333);
         assert_eq!(v.speech_until(), 32000, "the hangover does not move it");
         assert_eq!(events, vec![end(32000 + 8 * 320)]);
