@@ -6,11 +6,13 @@ Faults (``voicecore.bench.faults``): the event loop blocked 50/100/300 ms, a GC 
 GIL-hogging thread (inside the server, through the bench-only ``VOICECORE_FAULTS``), the whole
 process frozen 50/100/300 ms (SIGSTOP/SIGCONT bursts: what a CPU quota throttle does), and a
 real cgroup CPU quota (30 % of one CPU) where the machine lets us write it; every 2 s, at the
-default 120 ms cushion and at 300 ms. The baseline is a separate minimal Trio server
-(``voicecore.bench.stalls``, see its docstring for why): it talks on its own, so its client
-only listens, while voicecore's client converses. Underruns are per minute of agent audio
-received. Ratios: voicecore / baseline (lower is better; None where the baseline had 0).
-One client per run on a shared 2-core machine: figures are noisy and indicative.
+default 120 ms cushion and at 300 ms. The baseline is the same ``voicecore serve`` with
+``VOICECORE_BENCH_PACER=trio``: the Rust pacer's release logic run by a Trio task on the
+event loop (``voicecore.bench.trio_pacer``), so the same client converses with both and the
+only difference is who runs the pacer. Underruns are per minute of agent audio received;
+``pacer_late_*_ms`` is the server's worst per-session pacer lateness. Ratios: voicecore /
+baseline (lower is better; None where the baseline had 0). One client per run on a shared
+2-core machine: figures are noisy and indicative.
 
 Quick mode (CI): the loop blocked 100 ms, both servers, 8 s each; asserts only that the
 harness worked.
@@ -62,6 +64,11 @@ def test_stalls_voicecore_vs_python_pacing(benchmark: Any, report: Any, quick: b
         report.figure(
             f"gap_max_ratio[{key}]",
             round(voicecore["gap_max_ms"] / base_gap, 2) if base_gap else None,
+        )
+        base_late = baseline.get("pacer_late_max_ms")
+        report.figure(
+            f"pacer_late_max_ratio[{key}]",
+            round(voicecore.get("pacer_late_max_ms", 0.0) / base_late, 3) if base_late else None,
         )
     REPORTS.mkdir(parents=True, exist_ok=True)
     path = REPORTS / ("stalls-quick.json" if quick else "stalls.json")

@@ -27,11 +27,12 @@ from collections.abc import Callable, Sequence
 import trio
 
 from voicecore import pacing
-from voicecore._core import FramePacer, PacerStream, ReleasedFrame
+from voicecore._core import FramePacer
+from voicecore.pacing import Pacer, PacerStreamLike, ReleasedFrameLike
 
 __all__ = ["PlayoutRouter", "drive_virtual_pacer"]
 
-Deliver = Callable[[list[ReleasedFrame]], None]
+Deliver = Callable[[list[ReleasedFrameLike]], None]
 """Receives, synchronously, the frames of one stream released in one batch (oldest first)."""
 
 
@@ -63,7 +64,7 @@ class PlayoutRouter:
             in flight); dropped and counted.
     """
 
-    def __init__(self, pacer: FramePacer, *, virtual_tick_ms: float = 1.0) -> None:
+    def __init__(self, pacer: Pacer, *, virtual_tick_ms: float = 1.0) -> None:
         if not virtual_tick_ms > 0:
             raise ValueError(f"virtual_tick_ms must be > 0 ms, got {virtual_tick_ms}")
         self.pacer = pacer
@@ -78,14 +79,14 @@ class PlayoutRouter:
 
     def open_stream(
         self, sample_rate: int, deliver: Deliver, *, cushion_ms: int = 120, queue_ms: int = 2000
-    ) -> PacerStream:
+    ) -> PacerStreamLike:
         """Opens a pacer stream whose released frames go to ``deliver`` (rates in Hz,
         durations in ms; see ``FramePacer.open_stream``)."""
         stream = self.pacer.open_stream(sample_rate, cushion_ms=cushion_ms, queue_ms=queue_ms)
         self._routes[stream.id] = deliver
         return stream
 
-    def close_stream(self, stream: PacerStream) -> None:
+    def close_stream(self, stream: PacerStreamLike) -> None:
         """Closes ``stream`` (dropping its queued audio) and stops routing its frames."""
         self._routes.pop(stream.id, None)
         stream.close()
@@ -114,22 +115,22 @@ class PlayoutRouter:
         async with trio.open_nursery() as nursery:
             if self.pacer.clock == "virtual":
                 nursery.start_soon(self._drive)
-            pacer: object = self.pacer
-            if isinstance(pacer, pacing.TaskPacer):
+            if isinstance(self.pacer, pacing.TaskPacer):
                 # A pacer run by a Trio task (the benchmark baseline): it paces while we route.
-                nursery.start_soon(pacer.run)
+                nursery.start_soon(self.pacer.run)
             async for batch in pacing.released_frames(self.pacer):
                 self._deliver(batch)
             nursery.cancel_scope.cancel()
 
     async def _drive(self) -> None:
         assert self._origin_s is not None
+        assert isinstance(self.pacer, FramePacer)  # only the Rust pacer has a virtual clock
         await drive_virtual_pacer(
             self.pacer, self._origin_ns, self._origin_s, tick_ms=self.virtual_tick_ms
         )
 
-    def _deliver(self, batch: Sequence[ReleasedFrame]) -> None:
-        by_stream: dict[int, list[ReleasedFrame]] = {}
+    def _deliver(self, batch: Sequence[ReleasedFrameLike]) -> None:
+        by_stream: dict[int, list[ReleasedFrameLike]] = {}
         for frame in batch:
             by_stream.setdefault(frame.stream_id, []).append(frame)
         for stream_id, frames in by_stream.items():

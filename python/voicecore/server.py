@@ -61,11 +61,13 @@ from websockets.http11 import Request, Response
 from voicecore import config, protocol
 from voicecore._core import FramePacer
 from voicecore.bench import faults as bench_faults
+from voicecore.bench import trio_pacer as bench_trio_pacer
 from voicecore.config import Pipeline, VoicecoreConfig
 from voicecore.diagnose import TimelineRecorder
 from voicecore.diagnostics import Diagnostics, Timeline
 from voicecore.exceptions import ConfigError
 from voicecore.metrics import SessionMetrics, prometheus_text
+from voicecore.pacing import Pacer
 from voicecore.playout import PlayoutRouter
 from voicecore.protocol import (
     CloseCode,
@@ -553,7 +555,7 @@ class VoiceServer:
         pipeline: Pipeline,
         settings: ServerSettings | None = None,
         *,
-        pacer: FramePacer | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ServerSettings()
         self.port: int | None = None
@@ -561,7 +563,7 @@ class VoiceServer:
         self._pipeline = pipeline
         self._owns_pacer = pacer is None
         engine = pipeline.config.session
-        self._pacer = pacer if pacer is not None else FramePacer(engine.frame_ms)
+        self._pacer: Pacer = pacer if pacer is not None else FramePacer(engine.frame_ms)
         if self._pacer.frame_ms != engine.frame_ms:
             raise ValueError(
                 f"the pacer's {self._pacer.frame_ms} ms frames differ from the sessions' "
@@ -597,7 +599,7 @@ class VoiceServer:
         return f"http://{host}:{self.port}/"
 
     @property
-    def pacer(self) -> FramePacer:
+    def pacer(self) -> Pacer:
         """The frame pacer every session shares."""
         return self._pacer
 
@@ -1015,7 +1017,9 @@ def serve_command(args: argparse.Namespace) -> int:
 async def run_server(pipeline: Pipeline, settings: ServerSettings) -> int:
     """Runs a ``VoiceServer`` until SIGINT or SIGTERM, then shuts it down gracefully and
     closes the pipeline's network clients; returns 0."""
-    server = VoiceServer(pipeline, settings)
+    # Benchmarks only: VOICECORE_BENCH_PACER=trio swaps in the pure-Python pacing baseline.
+    bench_pacer = bench_trio_pacer.pacer_from_env(pipeline.config.session.frame_ms)
+    server = VoiceServer(pipeline, settings, pacer=bench_pacer)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)

@@ -43,15 +43,7 @@ from typing import Any, TypeVar
 import trio
 
 from voicecore import pacing
-from voicecore._core import (
-    FlushReport,
-    FramePacer,
-    PacerStream,
-    ReleasedFrame,
-    Resampler,
-    SampleRing,
-    StreamStats,
-)
+from voicecore._core import FramePacer, Resampler, SampleRing
 from voicecore.chunker import SentenceChunker
 from voicecore.contracts import (
     DSP_TO_STT,
@@ -68,6 +60,13 @@ from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
 from voicecore.exceptions import VoicecoreError
 from voicecore.history import ConversationHistory, Message, SpokenReply
 from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
+from voicecore.pacing import (
+    FlushReportLike,
+    Pacer,
+    PacerStreamLike,
+    ReleasedFrameLike,
+    StreamStatsLike,
+)
 from voicecore.playout import PlayoutRouter
 from voicecore.stages import (
     LLM,
@@ -210,7 +209,7 @@ class _PlayoutTotals:
         self._lateness: deque[float] = deque(maxlen=self.LATENESS_WINDOW)
         self._max_ms = 0.0
 
-    def add_stream(self, stats: StreamStats) -> None:
+    def add_stream(self, stats: StreamStatsLike) -> None:
         self.underruns += stats.underruns
         self.dropped_samples += stats.dropped_samples
 
@@ -257,8 +256,8 @@ class _AgentTurn:
     text: str
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     reply: SpokenReply = field(default_factory=SpokenReply)
-    stream: PacerStream | None = None
-    flushed: FlushReport | None = None
+    stream: PacerStreamLike | None = None
+    flushed: FlushReportLike | None = None
     cut: bool = False
     barge_in_t0: float | None = None
     tts_started: float | None = None
@@ -305,7 +304,7 @@ class Session:
         history: ConversationHistory | None = None,
         system_prompt: str = "",
         config: SessionConfig | None = None,
-        pacer: FramePacer | PlayoutRouter | None = None,
+        pacer: Pacer | PlayoutRouter | None = None,
         timeline: Timeline | None = None,
         session_id: str | None = None,
         canary: LoopLagCanary | None = None,
@@ -356,7 +355,7 @@ class Session:
         return f"Session({self.session_id!r}, turn={turn})"
 
     @property
-    def pacer(self) -> FramePacer | None:
+    def pacer(self) -> Pacer | None:
         """The pacer releasing this session's audio (``run`` creates its own if none given)."""
         return self._router.pacer if self._router is not None else None
 
@@ -672,7 +671,9 @@ class Session:
         finally:
             chunks.close()
 
-    async def _speak(self, turn: _AgentTurn, chunks: EdgeChannel[str], stream: PacerStream) -> None:
+    async def _speak(
+        self, turn: _AgentTurn, chunks: EdgeChannel[str], stream: PacerStreamLike
+    ) -> None:
         ctx = turn.ctx
         resampler: Resampler | None = None
         async for text in chunks:
@@ -717,7 +718,7 @@ class Session:
         if turn.tts_done and turn.stream is not None and turn.stream.stats().queued_samples == 0:
             turn.drained.set()
 
-    def _on_frames(self, turn: _AgentTurn, frames: list[ReleasedFrame]) -> None:
+    def _on_frames(self, turn: _AgentTurn, frames: list[ReleasedFrameLike]) -> None:
         """The pacer released frames of ``turn``'s stream: to the client (synchronous)."""
         if turn.cut:
             # Released just before the flush took them back: never sent (counted).
