@@ -15,6 +15,8 @@ from voicecore._core import ReleasedFrame as ReleasedFrame
 from voicecore._core import Resampler as Resampler
 from voicecore._core import RingStats as RingStats
 from voicecore._core import SampleRing as SampleRing
+from voicecore._core import SinkStats as SinkStats
+from voicecore._core import SocketSink as SocketSink
 from voicecore._core import SpeechEvent as SpeechEvent
 from voicecore._core import StreamStats as StreamStats
 from voicecore._core import VadFeatures as VadFeatures
@@ -39,6 +41,7 @@ from voicecore.exceptions import ModelFetchError as ModelFetchError
 from voicecore.exceptions import PacerError as PacerError
 from voicecore.exceptions import PacerStoppedError as PacerStoppedError
 from voicecore.exceptions import ResourceError as ResourceError
+from voicecore.exceptions import SendBufferFullError as SendBufferFullError
 from voicecore.exceptions import UnknownStreamError as UnknownStreamError
 from voicecore.exceptions import UnsupportedSampleRateError as UnsupportedSampleRateError
 from voicecore.exceptions import VoicecoreError as VoicecoreError
@@ -89,10 +92,13 @@ __all__ = [
     "ResourceError",
     "RingStats",
     "SampleRing",
+    "SendBufferFullError",
     "SentenceChunker",
     "Session",
     "SessionConfig",
     "SessionMetrics",
+    "SinkStats",
+    "SocketSink",
     "SpeechEvent",
     "SpokenReply",
     "StageTimeoutError",

@@ -19,6 +19,8 @@ __all__ = [
     "Resampler",
     "RingStats",
     "SampleRing",
+    "SinkStats",
+    "SocketSink",
     "SpeechEvent",
     "StreamStats",
     "VadFeatures",
@@ -395,8 +397,11 @@ class FramePacer:
         cushion_ms: int = 120,
         max_lead_ms: int | None = None,
         queue_ms: int = 2000,
+        sink: SocketSink | None = None,
     ) -> PacerStream:
-        """Opens a mono playout stream (rates in Hz, durations in ms); returns its handle."""
+        """Opens a mono playout stream (rates in Hz, durations in ms); returns its handle.
+        With a ``sink``, the pacer thread writes each released frame to it itself, as one
+        WebSocket binary message, before handing the frame over."""
     def fileno(self) -> int:
         """Readable while released frames may be waiting (and once stopped); do not close."""
     def take_released(self) -> list[ReleasedFrame]:
@@ -505,6 +510,8 @@ class PacerStats:
     @property
     def dropped_samples(self) -> int: ...
     @property
+    def sink_refused(self) -> int: ...
+    @property
     def lateness_p50_ms(self) -> float: ...
     @property
     def lateness_p99_ms(self) -> float: ...
@@ -524,6 +531,8 @@ class StreamStats:
     @property
     def dropped_samples(self) -> int: ...
     @property
+    def sink_refused(self) -> int: ...
+    @property
     def queued_samples(self) -> int: ...
     @property
     def queued_ms(self) -> float: ...
@@ -541,3 +550,60 @@ class StreamStats:
     def lateness_p99_ms(self) -> float: ...
     @property
     def lateness_max_ms(self) -> float: ...
+
+# --- socket sink ---------------------------------------------------------------------------
+
+@final
+class SocketSink:
+    """A non-blocking writer to a connected socket, shared by Python and the pacer thread.
+
+    Given to ``FramePacer.open_stream(..., sink=...)``, the pacer thread writes each released
+    frame itself as one WebSocket binary message; Python writes its own (already framed)
+    messages through ``write``. Every write is one atomic unit; what the socket does not take
+    waits (at most ``max_pending_bytes``) ahead of later writes. The sink does not own ``fd``:
+    call ``close()`` before closing the socket.
+
+    Raises:
+        ConfigError: ``fd`` is not an open socket, or ``max_pending_bytes`` < 1.
+    """
+
+    def __new__(cls, fd: int, *, max_pending_bytes: int = 1048576) -> SocketSink: ...
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Writes ``data`` as one unit; returns the bytes still waiting. Raises
+        ``SendBufferFullError`` (nothing queued) or ``ConnectionResetError``."""
+    def write_ws_binary_pcm16(self, audio: AudioIn) -> int:
+        """Writes PCM16 audio (bytes-like or int16 array) as one WebSocket binary message;
+        returns the bytes still waiting."""
+    def flush(self) -> int:
+        """Sends what is waiting, as far as the socket takes it; returns the bytes left."""
+    def close(self) -> None:
+        """Never touches the descriptor again once this returns; drops waiting bytes."""
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accepted but not yet taken by the socket."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+    @property
+    def broken(self) -> bool:
+        """Whether a send failed fatally (peer closed or reset)."""
+    @property
+    def max_pending_bytes(self) -> int:
+        """Most bytes that may wait for the peer."""
+    def fileno(self) -> int:
+        """The socket's descriptor (owned by the caller)."""
+    def stats(self) -> SinkStats:
+        """The sink's counters."""
+
+@final
+class SinkStats:
+    """Counters of a ``SocketSink`` over its life."""
+
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def messages(self) -> int: ...
+    @property
+    def refused(self) -> int: ...
+    @property
+    def partial_writes(self) -> int: ...

@@ -18,10 +18,13 @@ The tree::
     │   └── PacerStoppedError (RuntimeError) the pacer thread has been stopped
     ├── ResourceError (OSError)              the OS refused a resource: an eventfd, a
     │                                        timer, a thread
+    ├── SendBufferFullError                  a SocketSink refused a write whole: the peer
+    │                                        reads too slowly
     └── ModelFetchError (RuntimeError)       a model could not be downloaded or extracted
 
 The native module (``voicecore._core``) raises these classes directly; it never lets a Rust
-panic cross into Python.
+panic cross into Python. A ``SocketSink`` whose connection broke (or that was closed) raises
+the builtin ``ConnectionResetError``, which code handling dropped connections already catches.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "PacerError",
     "PacerStoppedError",
     "ResourceError",
+    "SendBufferFullError",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
     "VoicecoreError",
@@ -88,6 +92,15 @@ class ResourceError(VoicecoreError, OSError):
     """The operating system refused a resource (an eventfd, a timer, a thread).
 
     Rare: a process out of file descriptors or threads. The message names the call.
+    """
+
+
+class SendBufferFullError(VoicecoreError):
+    """A ``SocketSink`` refused a write: the peer reads too slowly.
+
+    The bytes already waiting for the peer plus this write would pass the sink's
+    ``max_pending_bytes``. Nothing of the write was queued, so the stream of messages stays
+    whole: drop the message, or close a connection that cannot keep up.
     """
 
 

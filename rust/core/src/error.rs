@@ -48,6 +48,21 @@ pub enum Error {
         /// The OS error message.
         message: String,
     },
+    /// A socket sink refused a write whole: it would take the bytes waiting for a slow peer
+    /// past the sink's bound.
+    SinkFull {
+        /// Bytes of the refused write.
+        requested: usize,
+        /// Bytes already waiting for the peer.
+        pending: usize,
+        /// The most bytes that may wait.
+        bound: usize,
+    },
+    /// A socket sink takes no more writes: it was closed, or the connection broke.
+    SinkClosed {
+        /// True when a send failed (peer closed or reset); false after an explicit close.
+        broken: bool,
+    },
 }
 
 impl fmt::Display for Error {
@@ -70,6 +85,19 @@ impl fmt::Display for Error {
             }
             Error::PacerStopped => write!(f, "the pacer has been stopped"),
             Error::Os { operation, message } => write!(f, "{operation} failed: {message}"),
+            Error::SinkFull {
+                requested,
+                pending,
+                bound,
+            } => write!(
+                f,
+                "the peer reads too slowly: {pending} bytes already wait for it and {requested} \
+                 more would pass the bound of {bound}; nothing of this write was queued"
+            ),
+            Error::SinkClosed { broken: true } => {
+                write!(f, "the connection broke (the peer closed or reset it)")
+            }
+            Error::SinkClosed { broken: false } => write!(f, "the socket sink has been closed"),
         }
     }
 }

@@ -9,12 +9,15 @@
 //! * [`resample`]: a streaming polyphase resampler between common speech and music rates.
 //! * [`vad`]: per-frame VAD features and an adaptive-noise-floor energy VAD.
 //! * [`pacer`]: a frame pacer on its own OS thread releasing frames on absolute deadlines.
+//! * [`sink`]: a non-blocking socket writer through which the pacer thread puts released
+//!   frames on the wire itself, as WebSocket messages.
 #![deny(missing_docs)]
 
 pub mod error;
 pub mod pacer;
 pub mod resample;
 pub mod ring;
+pub mod sink;
 pub mod vad;
 
 pub use error::{Error, Result};

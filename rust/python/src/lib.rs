@@ -12,6 +12,7 @@ mod errors;
 mod pacer;
 mod resample;
 mod ring;
+mod sink;
 mod vad;
 
 #[pymodule]
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     resample::register(m)?;
     vad::register(m)?;
     pacer::register(m)?;
+    sink::register(m)?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use voicecore_core::pacer::{
 
 use crate::audio::{self, AudioInput, Samples};
 use crate::errors::{to_py_err, ConfigError};
+use crate::sink::PySocketSink;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFramePacer>()?;
@@ -113,11 +114,15 @@ impl PyFramePacer {
     ///     max_lead_ms: most audio the client may hold ahead of playback, in ms
     ///         (>= cushion_ms + frame_ms); ``None`` means ``cushion_ms + 4 * frame_ms``.
     ///     queue_ms: capacity of the playout queue, in ms (>= frame_ms).
+    ///     sink: a ``SocketSink`` to which the pacer thread writes each released frame
+    ///         itself, as one WebSocket binary message, before handing it over: the client's
+    ///         audio then never waits for Python. Frames it refuses count in
+    ///         ``StreamStats.sink_refused`` (they are still handed over).
     ///
     /// Raises:
     ///     UnsupportedSampleRateError, ConfigError: a value out of range.
     ///     PacerStoppedError: the pacer has been stopped.
-    #[pyo3(signature = (sample_rate, *, channels = 1, cushion_ms = 120, max_lead_ms = None, queue_ms = 2000))]
+    #[pyo3(signature = (sample_rate, *, channels = 1, cushion_ms = 120, max_lead_ms = None, queue_ms = 2000, sink = None))]
     fn open_stream(
         slf: &Bound<'_, Self>,
         sample_rate: i64,
@@ -125,6 +130,7 @@ impl PyFramePacer {
         cushion_ms: i64,
         max_lead_ms: Option<i64>,
         queue_ms: i64,
+        sink: Option<&Bound<'_, PySocketSink>>,
     ) -> PyResult<PyPacerStream> {
         let config = StreamConfig {
             sample_rate,
@@ -132,6 +138,7 @@ impl PyFramePacer {
             cushion_ms,
             max_lead_ms,
             queue_ms,
+            sink: sink.map(|sink| Arc::clone(sink.get().core())),
         };
         let core = &slf.get().core;
         let (info, writable) = audio::detach(slf.py(), || {
@@ -216,6 +223,7 @@ impl PyFramePacer {
             underruns: stats.counters.underruns,
             flushes: stats.counters.flushes,
             dropped_samples: stats.counters.dropped_samples,
+            sink_refused: stats.counters.sink_refused,
             lateness: stats.lateness,
         }
     }
@@ -336,7 +344,9 @@ impl PyPacerStream {
 
     /// Drops the queued audio and the released frames not yet taken, at once; nothing of it
     /// is released afterwards. Returns what was dropped and what had gone out (tell the
-    /// client to clear its buffer: the next audio starts with a fresh cushion).
+    /// client to clear its buffer: the next audio starts with a fresh cushion). With a sink,
+    /// released frames are already on the wire: they stay in ``take_released()`` and count as
+    /// released, not dropped.
     fn flush(&self, py: Python<'_>) -> PyResult<PyFlushReport> {
         let core = self.core();
         let report = audio::detach(py, || core.flush(self.info.id)).map_err(to_py_err)?;
@@ -380,6 +390,7 @@ impl PyPacerStream {
             underruns: stats.counters.underruns,
             flushes: stats.counters.flushes,
             dropped_samples: stats.counters.dropped_samples,
+            sink_refused: stats.counters.sink_refused,
             queued_samples: stats.queued_samples,
             queued_ms: ms(stats.queued_samples),
             released_samples: stats.released_samples,
@@ -508,6 +519,7 @@ pub struct PyPacerStats {
     underruns: u64,
     flushes: u64,
     dropped_samples: u64,
+    sink_refused: u64,
     lateness: LatenessSummary,
 }
 
@@ -547,6 +559,12 @@ impl PyPacerStats {
     #[getter]
     fn dropped_samples(&self) -> u64 {
         self.dropped_samples
+    }
+
+    /// Released frames a stream's ``SocketSink`` refused (full, closed or broken).
+    #[getter]
+    fn sink_refused(&self) -> u64 {
+        self.sink_refused
     }
 
     /// Median release lateness (release time minus deadline), in ms.
@@ -591,6 +609,7 @@ pub struct PyStreamStats {
     underruns: u64,
     flushes: u64,
     dropped_samples: u64,
+    sink_refused: u64,
     queued_samples: u64,
     queued_ms: f64,
     released_samples: u64,
@@ -624,6 +643,12 @@ impl PyStreamStats {
     #[getter]
     fn dropped_samples(&self) -> u64 {
         self.dropped_samples
+    }
+
+    /// Released frames the stream's ``SocketSink`` refused (full, closed or broken).
+    #[getter]
+    fn sink_refused(&self) -> u64 {
+        self.sink_refused
     }
 
     /// Samples waiting in the playout queue.

@@ -15,10 +15,16 @@
 //! With [`ClockKind::Virtual`] there is no thread: [`FramePacer::advance_to`] processes every
 //! deadline up to the given virtual time on the caller's thread, so tests are deterministic.
 //!
-//! Locking: two short critical sections, both [`sync::PiMutex`] (priority inheritance), so a
+//! A stream may have a [`SocketSink`](crate::sink::SocketSink): the releasing code then writes each frame to the
+//! client's socket itself, as a WebSocket binary message, before the frame enters the hand-off
+//! queue, so the client's audio never waits for the consumer (a blocked event loop, a GC
+//! pause). A wake that releases frames also flushes every sink's leftover bytes.
+//!
+//! Locking: short critical sections, all [`sync::PiMutex`] (priority inheritance), so a
 //! preempted Python thread holding one cannot delay the real-time thread: the engine (streams
-//! and heap; taken by every API call and by the thread per wake) and the hand-off queue. The
-//! engine lock is always taken first.
+//! and heap; taken by every API call and by the thread per wake), the hand-off queue, and each
+//! stream's sink (one non-blocking send). The engine lock is always taken first; the hand-off
+//! and sink locks are never held together, and nothing holding either takes the engine lock.
 
 pub mod clock;
 pub mod priority;
@@ -235,6 +241,14 @@ impl Engine {
             // A recycled buffer: allocation only until the consumer has returned a few.
             let mut buffer = self.spare.pop().unwrap_or_default();
             let seq = stream.release_into(&mut buffer);
+            // On the wire before the consumer hears of it; a refusal (slow or gone peer) is
+            // counted and pacing goes on.
+            if let Some(sink) = &stream.sink {
+                if sink.write_ws_binary_pcm16(&buffer).is_err() {
+                    stream.counters.sink_refused += 1;
+                    self.totals.sink_refused += 1;
+                }
+            }
             let lateness = now_ns - due.deadline_ns;
             stream.lateness.record(lateness);
             self.lateness.record(lateness);
@@ -288,6 +302,15 @@ impl Engine {
             self.virtual_now_ns = self.virtual_now_ns.max(until_ns);
         }
         if !self.staging.is_empty() {
+            // Bytes a full socket kept back (behind a frame or a Python write) drain here,
+            // without waiting for Python.
+            for sink in self
+                .streams
+                .values()
+                .filter_map(|stream| stream.sink.as_ref())
+            {
+                sink.flush();
+            }
             let mut handoff = handoff.lock();
             handoff.ready.extend(self.staging.drain(..));
             let wanted = MAX_SPARE_BUFFERS.saturating_sub(self.spare.len());
@@ -404,9 +427,10 @@ impl FramePacer {
         let info = StreamInfo::validate(engine.next_id, config, engine.frame_ms)?;
         engine.next_id += 1;
         let now = engine.now_ns();
-        engine
-            .streams
-            .insert(info.id, Stream::new(info, writable, now));
+        engine.streams.insert(
+            info.id,
+            Stream::new(info, writable, config.sink.clone(), now),
+        );
         Ok(info)
     }
 
@@ -472,12 +496,14 @@ impl FramePacer {
     /// Drops the stream's queued audio and its released frames not yet taken, at once, and
     /// says how much was dropped and how much had gone out; nothing of the dropped audio is
     /// released afterwards. The stream goes idle: its next audio starts with a fresh burst
-    /// (the caller tells the client to clear its buffer).
+    /// (the caller tells the client to clear its buffer). A stream with a sink keeps its
+    /// released frames in the hand-off queue: they are already on the wire, so they count as
+    /// released, not dropped.
     pub fn flush(&self, id: u64) -> Result<FlushReport> {
         let mut engine = self.shared.engine.lock();
-        engine.stream(id)?;
+        let has_sink = engine.stream(id)?.sink.is_some();
         let mut purged = 0i64;
-        {
+        if !has_sink {
             let mut handoff = self.shared.handoff.lock();
             let mut index = 0;
             while index < handoff.ready.len() {

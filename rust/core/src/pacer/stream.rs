@@ -55,6 +55,7 @@ use std::sync::Arc;
 use super::stats::LatenessHistogram;
 use super::wake::EventFd;
 use crate::error::{Error, Result};
+use crate::sink::SocketSink;
 
 /// Sample rates a stream may use, in Hz.
 pub const SUPPORTED_RATES: [u32; 8] = [8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
@@ -76,7 +77,7 @@ const NS_PER_SECOND: i128 = 1_000_000_000;
 const PPM: i128 = 1_000_000;
 
 /// Parameters of one playout stream, as the caller gives them (validated on open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StreamConfig {
     /// Sample rate of the audio pushed and released, in Hz (see [`SUPPORTED_RATES`]).
     pub sample_rate: i64,
@@ -89,6 +90,10 @@ pub struct StreamConfig {
     pub max_lead_ms: Option<i64>,
     /// Capacity of the playout queue, in ms (at least one frame).
     pub queue_ms: i64,
+    /// Where the pacer thread writes each released frame itself, as one WebSocket binary
+    /// message, before handing the frame over (so the client's audio does not wait for the
+    /// consumer); `None`: frames only go to the hand-off queue.
+    pub sink: Option<Arc<SocketSink>>,
 }
 
 impl Default for StreamConfig {
@@ -99,6 +104,7 @@ impl Default for StreamConfig {
             cushion_ms: 120,
             max_lead_ms: None,
             queue_ms: 2000,
+            sink: None,
         }
     }
 }
@@ -203,6 +209,9 @@ pub struct Counters {
     pub flushes: u64,
     /// Samples dropped by flush or close.
     pub dropped_samples: u64,
+    /// Released frames the stream's socket sink refused (full, closed or broken); they were
+    /// still handed over.
+    pub sink_refused: u64,
 }
 
 /// The last playout report, for the `max_lead` guard.
@@ -244,10 +253,17 @@ pub(crate) struct Stream {
     not_before_ns: i64,
     pub counters: Counters,
     pub lateness: LatenessHistogram,
+    /// Where released frames go on the wire directly (see [`StreamConfig::sink`]).
+    pub sink: Option<Arc<SocketSink>>,
 }
 
 impl Stream {
-    pub fn new(info: StreamInfo, writable: Arc<EventFd>, now_ns: i64) -> Self {
+    pub fn new(
+        info: StreamInfo,
+        writable: Arc<EventFd>,
+        sink: Option<Arc<SocketSink>>,
+        now_ns: i64,
+    ) -> Self {
         let capacity = info.samples_of_ms(info.queue_ms) as usize;
         Self {
             info,
@@ -272,6 +288,7 @@ impl Stream {
             not_before_ns: now_ns,
             counters: Counters::default(),
             lateness: LatenessHistogram::new(),
+            sink,
         }
     }
 

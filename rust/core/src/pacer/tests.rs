@@ -291,42 +291,42 @@ fn bad_inputs_are_refused_with_precise_errors() {
         (
             StreamConfig {
                 sample_rate: 11_025,
-                ..config
+                ..config.clone()
             },
             "sample_rate",
         ),
         (
             StreamConfig {
                 sample_rate: -1,
-                ..config
+                ..config.clone()
             },
             "sample_rate",
         ),
         (
             StreamConfig {
                 channels: 2,
-                ..config
+                ..config.clone()
             },
             "channels",
         ),
         (
             StreamConfig {
                 cushion_ms: 0,
-                ..config
+                ..config.clone()
             },
             "cushion_ms",
         ),
         (
             StreamConfig {
                 queue_ms: -5,
-                ..config
+                ..config.clone()
             },
             "queue_ms",
         ),
         (
             StreamConfig {
                 max_lead_ms: Some(130),
-                ..config
+                ..config.clone()
             },
             "max_lead_ms",
         ),
@@ -344,7 +344,7 @@ fn bad_inputs_are_refused_with_precise_errors() {
     assert!(matches!(
         pacer10.open_stream(&StreamConfig {
             sample_rate: 22_050,
-            ..config
+            ..config.clone()
         }),
         Err(Error::UnsupportedSampleRate { rate: 22_050, .. })
     ));
@@ -480,4 +480,151 @@ fn concurrent_producers_and_consumer_lose_and_reorder_nothing() {
     let stats = pacer.stats();
     assert_eq!(stats.counters.frames_released, 4 * total as u64 / 160);
     assert_eq!(stats.counters.dropped_samples, 0);
+}
+
+mod sink {
+    use super::*;
+    use crate::sink::SocketSink;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn open_with_sink(pacer: &FramePacer, sink: &Arc<SocketSink>) -> StreamInfo {
+        pacer
+            .open_stream(&StreamConfig {
+                sink: Some(Arc::clone(sink)),
+                ..StreamConfig::default()
+            })
+            .unwrap()
+    }
+
+    /// Reads whatever the peer has now (non-blocking) and splits it into WebSocket binary
+    /// payloads; every byte must belong to a whole message.
+    fn read_messages(peer: &mut UnixStream) -> Vec<Vec<i16>> {
+        peer.set_nonblocking(true).unwrap();
+        let mut bytes = Vec::new();
+        let mut buffer = vec![0u8; 1 << 16];
+        while let Ok(n) = peer.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buffer[..n]);
+        }
+        let mut messages = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            assert_eq!(rest[0], 0x82);
+            let (len, header) = match rest[1] {
+                126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+                127 => panic!("no frame of a pacer is that long"),
+                short => (short as usize, 2),
+            };
+            let payload = &rest[header..header + len];
+            messages.push(
+                payload
+                    .chunks_exact(2)
+                    .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+                    .collect(),
+            );
+            rest = &rest[header + len..];
+        }
+        messages
+    }
+
+    #[test]
+    fn released_frames_go_on_the_wire_before_the_hand_off() {
+        let pacer = virtual_pacer();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let sink = Arc::new(SocketSink::new(ours.as_raw_fd(), 1 << 20).unwrap());
+        let stream = open_with_sink(&pacer, &sink);
+        pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        // The burst (6 frames) is on the wire, and handed over too.
+        let wire = read_messages(&mut peer);
+        let handed = take(&pacer);
+        assert_eq!(wire.len(), 6);
+        assert_eq!(handed.len(), 6);
+        for (message, frame) in wire.iter().zip(&handed) {
+            assert_eq!(message, &frame.samples);
+        }
+        pacer.advance_ns(100 * MS).unwrap();
+        assert_eq!(read_messages(&mut peer).len(), 5);
+        assert_eq!(sink.stats().messages, 11);
+        assert_eq!(
+            pacer.stream_stats(stream.id).unwrap().counters.sink_refused,
+            0
+        );
+    }
+
+    #[test]
+    fn a_refusing_sink_is_counted_and_pacing_goes_on() {
+        let pacer = virtual_pacer();
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let sink = Arc::new(SocketSink::new(ours.as_raw_fd(), 1 << 20).unwrap());
+        let stream = open_with_sink(&pacer, &sink);
+        sink.close();
+        pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
+        pacer.advance_ns(100 * MS).unwrap();
+        assert_eq!(take(&pacer).len(), 11);
+        let counters = pacer.stream_stats(stream.id).unwrap().counters;
+        assert_eq!(counters.frames_released, 11);
+        assert_eq!(counters.sink_refused, 11);
+        assert_eq!(pacer.stats().counters.sink_refused, 11);
+    }
+
+    #[test]
+    fn a_wake_drains_bytes_the_socket_kept_back() {
+        let pacer = virtual_pacer();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let sink = Arc::new(SocketSink::new(ours.as_raw_fd(), 1 << 22).unwrap());
+        let stream = open_with_sink(&pacer, &sink);
+        // Fill the socket so the next bytes stay pending.
+        while sink.write(&[0u8; 4096]).unwrap() == 0 {}
+        peer.set_nonblocking(true).unwrap();
+        let mut buffer = vec![0u8; 1 << 22];
+        while peer.read(&mut buffer).is_ok() {}
+        assert!(sink.pending_bytes() > 0);
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        // The release wrote behind the pending bytes and flushed; what was left drains on
+        // the wake, with no call from the consumer.
+        while sink.pending_bytes() > 0 {
+            while peer.read(&mut buffer).is_ok() {}
+            pacer.push(stream.id, &ramp(0, 320)).unwrap();
+            pacer.advance_ns(20 * MS).unwrap();
+        }
+        assert_eq!(sink.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn flush_keeps_frames_already_on_the_wire() {
+        let pacer = virtual_pacer();
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let sink = Arc::new(SocketSink::new(ours.as_raw_fd(), 1 << 20).unwrap());
+        let stream = open_with_sink(&pacer, &sink);
+        pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        let report = pacer.flush(stream.id).unwrap();
+        assert_eq!(report.released_samples, 6 * 320);
+        assert_eq!(report.dropped_samples, 16_000 - 6 * 320);
+        assert_eq!(
+            take(&pacer).len(),
+            6,
+            "sent frames stay visible to the consumer"
+        );
+    }
+
+    #[test]
+    fn the_thread_writes_while_nobody_takes() {
+        let pacer = FramePacer::new(20, ClockKind::Real, false).unwrap();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let sink = Arc::new(SocketSink::new(ours.as_raw_fd(), 1 << 20).unwrap());
+        let stream = open_with_sink(&pacer, &sink);
+        pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // 6 burst frames plus ~10 paced ones, none taken by a consumer.
+        let received = read_messages(&mut peer).len();
+        assert!(received >= 10, "{received} frames on the wire");
+        pacer.stop();
+    }
 }
