@@ -17,7 +17,8 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.trio.client import connect as websockets_connect
 
-from voicecore.websocket import SendBufferFullError, WebSocket, accept, connect
+from voicecore.exceptions import ConfigError, SendBufferFullError
+from voicecore.websocket import WebSocket, accept, connect
 
 Handler = Callable[[WebSocket], Awaitable[None]]
 
@@ -233,13 +234,48 @@ async def test_our_client_against_our_server() -> None:
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 1009
             await client.aclose()
-    assert client.writes >= 1
-    assert client.bytes_sent > 70000
+    stats = client.sink.stats()
+    assert stats.messages >= 5  # four messages and the close frame
+    assert stats.bytes_written > 70000
 
 
-def test_bad_arguments_are_refused() -> None:
-    stream, _ = trio.testing.memory_stream_pair()
-    with pytest.raises(ValueError, match="max_pending_bytes"):
-        WebSocket(stream, ServerProtocol(), max_pending_bytes=0)
-    with pytest.raises(ValueError, match="close_timeout_s"):
-        WebSocket(stream, ServerProtocol(), close_timeout_s=-1)
+async def test_bad_arguments_are_refused() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(left))
+        with pytest.raises(ConfigError, match="max_pending_bytes"):
+            WebSocket(stream, ServerProtocol(), max_pending_bytes=0)
+        with pytest.raises(ValueError, match="close_timeout_s"):
+            WebSocket(stream, ServerProtocol(), close_timeout_s=-1)
+
+
+async def test_keepalive_cuts_a_peer_that_stops_answering_and_spares_one_that_answers() -> None:
+    outcomes: list[str] = []
+
+    async def pinged(websocket: WebSocket) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(websocket.keepalive, 0.05, 0.2)
+            try:
+                while True:
+                    await websocket.receive()
+            except ConnectionClosed as exc:
+                outcomes.append("closed" if exc.sent and exc.sent.code == 1011 else "other")
+            nursery.cancel_scope.cancel()
+
+    async with serving(pinged, close_timeout_s=0.2) as url:
+        # websockets' client answers pings: after a dozen of them it is still connected.
+        async with websockets_connect(url) as client:
+            await trio.sleep(0.6)
+            await client.send("still here")
+            assert not outcomes
+        with trio.fail_after(5):
+            while not outcomes:
+                await trio.sleep(0.01)
+        outcomes.clear()
+        # A peer that reads nothing answers nothing: failed with 1011, then cut.
+        stream = await raw_upgrade(url)
+        with trio.fail_after(5):
+            while not outcomes:
+                await trio.sleep(0.01)
+        await stream.aclose()
+    assert outcomes == ["closed"]

@@ -578,6 +578,14 @@ class SocketSink:
         """Sends what is waiting, as far as the socket takes it; returns the bytes left."""
     def close(self) -> None:
         """Never touches the descriptor again once this returns; drops waiting bytes."""
+    def set_max_pending_bytes(self, max_pending_bytes: int) -> None:
+        """Changes the bound (>= 1; ``ConfigError`` otherwise); waiting bytes stay."""
+    def discard_pending(self) -> int:
+        """Drops waiting messages except the one partly sent (kept whole); returns the
+        bytes dropped."""
+    def stop_audio(self) -> None:
+        """Refuses ``write_ws_binary_pcm16`` (the pacer's frames) from now on; ``write``
+        goes on. Call it before a close frame."""
     @property
     def pending_bytes(self) -> int:
         """Bytes accepted but not yet taken by the socket."""

@@ -27,6 +27,7 @@ import trio
 from voicecore.exceptions import PacerStoppedError
 
 if TYPE_CHECKING:
+    from voicecore._core import SocketSink
     from voicecore._typing import AudioIn
 
 __all__ = [
@@ -191,6 +192,7 @@ class Pacer(Protocol):
         cushion_ms: int = 120,
         max_lead_ms: int | None = None,
         queue_ms: int = 2000,
+        sink: SocketSink | None = None,
     ) -> PacerStreamLike: ...
     def fileno(self) -> int: ...
     def take_released(self) -> Sequence[ReleasedFrameLike]: ...

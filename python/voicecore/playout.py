@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from voicecore import pacing
-from voicecore._core import FramePacer
+from voicecore._core import FramePacer, SocketSink
 from voicecore.pacing import Pacer, PacerStreamLike, ReleasedFrameLike
 
 __all__ = ["PlayoutRouter", "drive_virtual_pacer"]
@@ -78,11 +78,20 @@ class PlayoutRouter:
         return f"PlayoutRouter({self.pacer!r}, streams={len(self._routes)})"
 
     def open_stream(
-        self, sample_rate: int, deliver: Deliver, *, cushion_ms: int = 120, queue_ms: int = 2000
+        self,
+        sample_rate: int,
+        deliver: Deliver,
+        *,
+        cushion_ms: int = 120,
+        queue_ms: int = 2000,
+        sink: SocketSink | None = None,
     ) -> PacerStreamLike:
         """Opens a pacer stream whose released frames go to ``deliver`` (rates in Hz,
-        durations in ms; see ``FramePacer.open_stream``)."""
-        stream = self.pacer.open_stream(sample_rate, cushion_ms=cushion_ms, queue_ms=queue_ms)
+        durations in ms; see ``FramePacer.open_stream``). With a ``sink``, the pacer writes
+        each frame to the client itself and ``deliver`` only learns that it went."""
+        stream = self.pacer.open_stream(
+            sample_rate, cushion_ms=cushion_ms, queue_ms=queue_ms, sink=sink
+        )
         self._routes[stream.id] = deliver
         return stream
 

@@ -59,13 +59,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voicecore import config, protocol
-from voicecore._core import FramePacer
+from voicecore._core import FramePacer, SocketSink
 from voicecore.bench import faults as bench_faults
 from voicecore.bench import trio_pacer as bench_trio_pacer
 from voicecore.config import Pipeline, VoicecoreConfig
 from voicecore.diagnose import TimelineRecorder
 from voicecore.diagnostics import Diagnostics, Timeline
-from voicecore.exceptions import ConfigError
+from voicecore.exceptions import ConfigError, SendBufferFullError
 from voicecore.metrics import SessionMetrics, prometheus_text
 from voicecore.pacing import Pacer
 from voicecore.playout import PlayoutRouter
@@ -81,7 +81,7 @@ from voicecore.session import Session
 from voicecore.stages import STT_SAMPLE_RATE
 from voicecore.transport import AgentAudio, Clear, ClientMessage, Event, MicAudio, PlayoutReport
 from voicecore.transport import ServerMessage as EngineMessage
-from voicecore.websocket import SendBufferFullError, WebSocket, accept
+from voicecore.websocket import WebSocket, accept
 
 __all__ = [
     "ServerSettings",
@@ -132,6 +132,11 @@ ISOLATION_HEADERS: Final[tuple[tuple[str, str], ...]] = (
 """On every HTTP response: the first two make the page cross-origin isolated (so the audio
 worklet may share a ``SharedArrayBuffer`` ring with the socket worker), the third lets only
 this origin embed the files, the fourth stops MIME sniffing."""
+
+KEEPALIVE_INTERVAL_S: Final = 20.0
+KEEPALIVE_TIMEOUT_S: Final = 20.0
+"""Every connection is pinged this often, and cut when a ping is not answered this fast: a
+client that vanished without closing (a killed tab, a dropped network) frees its session."""
 
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -353,6 +358,7 @@ class WebSocketTransport:
         self._ws = websocket
         self._send_queue_ms = send_queue_ms
         self._close: protocol.Close | None = None
+        self._too_slow_decided = False
         self._closing = False
         self._closed = trio.Event()
 
@@ -380,6 +386,11 @@ class WebSocketTransport:
         return self.protocol.hello
 
     @property
+    def audio_sink(self) -> SocketSink:
+        """The connection's writer: the pacer writes agent audio frames to it itself."""
+        return self._ws.sink
+
+    @property
     def queued_bytes(self) -> int:
         """Bytes waiting in the send buffer."""
         return self._ws.pending_bytes
@@ -401,9 +412,16 @@ class WebSocketTransport:
         except ConnectionClosed:
             self.protocol.closed()
             raise trio.EndOfChannel from None
+        self._check_backlog()
         step = self.protocol.receive(data)
         self._apply(step)
         return step
+
+    def _check_backlog(self) -> None:
+        """A write the sink refused (the pacer's frame or ours) means the client fell
+        ``send_queue_ms`` behind: too slow. Checked on every message either way (~0.1 us)."""
+        if self._close is None and self._ws.sink.stats().refused:
+            self._too_slow()
 
     def _apply(self, step: Step) -> None:
         for reply in step.replies:
@@ -478,6 +496,7 @@ class WebSocketTransport:
         self._enqueue(protocol.serialize(message))
 
     def _enqueue(self, data: str | bytes) -> None:
+        self._check_backlog()
         if self._close is not None:
             return  # closing: what the engine still sends is not delivered
         try:
@@ -489,8 +508,11 @@ class WebSocketTransport:
         self.peak_queued_bytes = max(self.peak_queued_bytes, self._ws.pending_bytes)
 
     def _too_slow(self) -> None:
+        if self._too_slow_decided:
+            return  # the verdict being sent passes through _enqueue too
+        self._too_slow_decided = True
         bound_ms = self._send_queue_ms
-        self._ws.discard_pending()  # stale audio: the verdict goes out next
+        self._ws.sink.discard_pending()  # stale audio: the verdict goes out next
         self._apply(
             self.protocol.fail(
                 ErrorCode.TOO_SLOW,
@@ -767,11 +789,13 @@ class VoiceServer:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.run_writer)
+            nursery.start_soon(websocket.keepalive, KEEPALIVE_INTERVAL_S, KEEPALIVE_TIMEOUT_S)
             try:
                 await self._converse(session_id, websocket.request, transport)
             finally:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
+                nursery.cancel_scope.cancel()  # the keepalive's sleep
 
     async def _converse(
         self, session_id: str, request: Request | None, transport: WebSocketTransport

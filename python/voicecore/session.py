@@ -331,6 +331,7 @@ class Session:
         self._canary = canary
         self._gc_policy = gc_policy
         self._rate = transport.sample_rate
+        self._sink = transport.audio_sink
         self._log = logging.LoggerAdapter(_log, {"session": self.session_id})
         self._turn_taker = TurnTaker(
             sample_rate=STT_SAMPLE_RATE,
@@ -629,6 +630,7 @@ class Session:
                 functools.partial(self._on_frames, turn),
                 cushion_ms=self.config.cushion_ms,
                 queue_ms=self.config.queue_ms,
+                sink=self._sink,
             )
             turn.stream = stream
             chunks: EdgeChannel[str] = self._channel(LLM_TO_TTS)
@@ -719,9 +721,11 @@ class Session:
             turn.drained.set()
 
     def _on_frames(self, turn: _AgentTurn, frames: list[ReleasedFrameLike]) -> None:
-        """The pacer released frames of ``turn``'s stream: to the client (synchronous)."""
+        """The pacer released frames of ``turn``'s stream: to the client, unless the pacer
+        wrote them to the transport's sink itself; the turn's figures (synchronous)."""
         if turn.cut:
-            # Released just before the flush took them back: never sent (counted).
+            # Released just before the flush: never sent, or (with a sink) sent just ahead of
+            # the clear that makes the client drop them. Counted either way.
             self.metrics.count(f"{PLAYOUT_TO_CLIENT.name}.stale_frames", len(frames))
             return
         assert self._router is not None
@@ -744,7 +748,10 @@ class Session:
             )
             self.metrics.observe_frame(lateness_ms)
             self._playout.observe(lateness_ms)
-            self._outbound.send_nowait(AgentAudio(frame.pcm16, self._rate, ctx.turn_id, frame.seq))
+            if self._sink is None:  # else the pacer already wrote it to the client
+                self._outbound.send_nowait(
+                    AgentAudio(frame.pcm16, self._rate, ctx.turn_id, frame.seq)
+                )
         self._check_drained(turn)
         if self._gc_policy is not None:
             self._gc_policy.tick()  # bounds the garbage deferred while speaking

@@ -24,6 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
+from voicecore._core import SocketSink
+
 __all__ = [
     "AgentAudio",
     "Clear",
@@ -126,6 +128,13 @@ class Transport(Protocol):
         """The mic audio's rate in Hz (what ``MicAudio`` carries)."""
         ...
 
+    @property
+    def audio_sink(self) -> SocketSink | None:
+        """Where the pacer writes the agent's audio frames itself, on their deadlines and
+        whatever the event loop is doing (the client's socket); None: the session sends
+        them as ``AgentAudio`` messages."""
+        ...
+
     async def receive(self) -> ClientMessage:
         """The client's next message; raises ``trio.EndOfChannel`` when the client is gone."""
         ...
@@ -150,6 +159,8 @@ class MemoryTransport:
     input_rate: int
     _incoming: trio.MemoryReceiveChannel[ClientMessage]
     _outgoing: trio.MemorySendChannel[ServerMessage]
+    audio_sink: None = None
+    """No socket: agent audio travels as ``AgentAudio`` messages."""
 
     async def receive(self) -> ClientMessage:
         """The client's next message; ``trio.EndOfChannel`` once the client closed."""

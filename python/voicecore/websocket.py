@@ -1,23 +1,26 @@
-"""WebSocket connections on Trio, lean enough for hundreds of audio streams on one core.
+"""WebSocket connections on Trio whose agent audio does not wait for the event loop.
 
 A voice session exchanges fifty small messages a second each way; at a few hundred sessions
-the per-message machinery, not the audio work, is what fills the core. ``WebSocket`` drives
-websockets' sans-I/O protocol (``websockets.server.ServerProtocol`` /
+the per-message machinery, not the audio work, is what fills the core, and every frame that
+waits for the event loop is late by as much as the loop is (a GC pause, a blocked callback).
+``WebSocket`` drives websockets' sans-I/O protocol (``websockets.server.ServerProtocol`` /
 ``websockets.client.ClientProtocol``: framing, masking, the opening and closing handshakes,
-ping/pong, size limits) directly over a Trio stream, without the background reader task, the
-message assembler and the send lock of ``websockets.trio``:
+ping/pong, size limits) directly over a Trio socket stream:
 
 * **receiving** happens in the task that calls :meth:`WebSocket.receive`: one wake-up per
   socket read, however many messages it carried (under load, reads batch several);
-* **sending never waits**: :meth:`WebSocket.send_nowait` frames the message into an outgoing
-  buffer at once, and one writer task (:meth:`WebSocket.run_writer`) writes everything
-  pending with a single ``send_all``. The buffer is bounded in bytes; a full one raises
-  :class:`SendBufferFullError` and the caller's overflow policy decides (the server disconnects a
-  client that reads too slowly rather than let its audio go stale).
+* **sending** goes through the connection's Rust ``SocketSink`` (:attr:`WebSocket.sink`): a
+  non-blocking ``send`` at once, what the kernel does not take waiting in a bounded buffer.
+  The pacer thread writes the agent's audio frames into the same sink itself, on their
+  deadlines, whatever Python is doing (``FramePacer.open_stream(..., sink=websocket.sink)``);
+  Python's messages and the pacer's frames never interleave. :meth:`WebSocket.send_nowait`
+  never waits; past the bound it raises ``SendBufferFullError`` and the caller's overflow
+  policy decides (the server disconnects a client that reads too slowly). One writer task
+  (:meth:`WebSocket.run_writer`) only finishes what the kernel could not take at once.
 
-Pings are answered and close frames echoed by the protocol itself. Errors are websockets'
-own: a closed connection raises ``websockets.exceptions.ConnectionClosed`` (``OK`` for a
-normal closure) from ``receive`` and ``send_nowait``.
+Pings are answered and close frames echoed by the protocol itself. A closed connection
+raises ``websockets.exceptions.ConnectionClosed`` (``OK`` for a normal closure) from
+``receive`` and ``send_nowait``.
 
 Server side (see ``voicecore.server``)::
 
@@ -33,10 +36,11 @@ Client side (the load generator): ``websocket = await connect("ws://127.0.0.1:80
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 import trio
@@ -53,9 +57,10 @@ from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from voicecore.exceptions import VoicecoreError
+from voicecore._core import SocketSink
+from voicecore.exceptions import SendBufferFullError
 
-__all__ = ["SendBufferFullError", "WebSocket", "accept", "connect"]
+__all__ = ["WebSocket", "accept", "connect"]
 
 _log = logging.getLogger(__name__)
 
@@ -67,70 +72,72 @@ Respond = Callable[[Request], Awaitable[Response | None]]
 the WebSocket handshake."""
 
 
-class SendBufferFullError(VoicecoreError):
-    """The connection's outgoing buffer is over its bound: the peer reads too slowly."""
-
-
 class WebSocket:
-    """One WebSocket connection over a Trio stream (see the module docstring).
+    """One open WebSocket connection over a Trio socket stream (see the module docstring).
 
     Build it with :func:`accept` (server) or :func:`connect` (client). One task at a time may
-    call :meth:`receive`; :meth:`run_writer` must run as a task for anything to be sent.
+    call :meth:`receive`; :meth:`run_writer` must run as a task.
 
     Args:
-        stream: the connection's byte stream.
-        protocol: websockets' sans-I/O protocol for it (server or client side).
-        max_pending_bytes: the outgoing buffer's bound, in bytes of framed data.
-        close_timeout_s: how long :meth:`aclose` waits for the peer's part of the closing
-            handshake before cutting the connection.
+        stream: the connection's socket stream, after the opening handshake.
+        protocol: websockets' sans-I/O protocol for it, OPEN.
+        max_pending_bytes: how many bytes may wait for the kernel (framing included).
+        close_timeout_s: how long the closing handshake may take before the connection is
+            cut.
+        early_frames: frames that arrived with the handshake.
 
     Attributes:
-        request: the opening request (server side, once accepted).
-        bytes_sent: bytes written to the stream (framing included).
-        writes: ``send_all`` calls made (each writes every message pending at the time).
+        sink: the connection's writer, shared with the pacer thread.
+        request: the opening request (server side).
     """
 
     def __init__(
         self,
-        stream: trio.abc.HalfCloseableStream,
+        stream: trio.SocketStream,
         protocol: ServerProtocol | ClientProtocol,
         *,
         max_pending_bytes: int = 1 << 20,
         close_timeout_s: float = 2.0,
+        early_frames: Iterable[Frame] = (),
     ) -> None:
-        if max_pending_bytes < 1:
-            raise ValueError(f"max_pending_bytes must be >= 1, got {max_pending_bytes}")
         if not close_timeout_s >= 0:
             raise ValueError(f"close_timeout_s must be >= 0 s, got {close_timeout_s}")
         self.stream = stream
         self.protocol = protocol
-        self.max_pending_bytes = max_pending_bytes
         self.close_timeout_s = close_timeout_s
+        self.sink = SocketSink(stream.socket.fileno(), max_pending_bytes=max_pending_bytes)
         self.request: Request | None = None
-        self.bytes_sent = 0
-        self.writes = 0
-        self._frames: deque[Frame] = deque()
+        self._frames: deque[Frame] = deque(early_frames)
         self._fragments: list[bytes] = []
         self._fragmented: Opcode | None = None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
         self._eof_pending = False  # the protocol asked to end the stream once flushed
         self._writer_scope = trio.CancelScope()  # deadline: when to give up on the peer
-        self._stream_closed = False
         self._writer_wakeup = trio.lowlevel.ParkingLot()
-        self._writer_done = trio.Event()
+        self._stream_closed = False
         self._eof_received = False
+        self._ping_payload: bytes | None = None
+        self._pong = trio.Event()
+        self._pings = 0
 
     def __repr__(self) -> str:
         return (
             f"WebSocket({self.protocol.side.name.lower()}, {self.protocol.state.name}, "
-            f"pending={self._pending_bytes} B, sent={self.bytes_sent} B)"
+            f"{self.sink!r})"
         )
 
     @property
+    def max_pending_bytes(self) -> int:
+        """How many bytes may wait for the kernel; settable (>= 1)."""
+        return self.sink.max_pending_bytes
+
+    @max_pending_bytes.setter
+    def max_pending_bytes(self, value: int) -> None:
+        self.sink.set_max_pending_bytes(value)
+
+    @property
     def pending_bytes(self) -> int:
-        """Framed bytes waiting for the writer."""
-        return self._pending_bytes
+        """Bytes the kernel has not taken yet (Python's and the pacer's)."""
+        return self.sink.pending_bytes
 
     @property
     def open(self) -> bool:
@@ -157,7 +164,7 @@ class WebSocket:
             await self._read()
 
     async def _read(self) -> None:
-        """One socket read fed to the protocol; its replies (pong, close echo) queued."""
+        """One socket read fed to the protocol; its replies (pong, close echo) sent."""
         try:
             data = await self.stream.receive_some(RECEIVE_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -168,7 +175,7 @@ class WebSocket:
             self._eof_received = True
             self.protocol.receive_eof()
         self._frames.extend(e for e in self.protocol.events_received() if isinstance(e, Frame))
-        self._flush_protocol()
+        self._send_control()
 
     def _closed_error(self) -> ConnectionClosed:
         """What ``receive``/``send_nowait`` raise once the closing handshake has begun: the
@@ -204,6 +211,8 @@ class WebSocket:
             opcode, data = self._fragmented, b"".join(self._fragments)
             self._fragmented, self._fragments = None, []
         else:
+            if opcode is Opcode.PONG and data == self._ping_payload:
+                self._pong.set()
             return None  # ping (answered by the protocol), pong, close (handled by state)
         if opcode is Opcode.BINARY:
             return data
@@ -211,101 +220,132 @@ class WebSocket:
             return data.decode()
         except UnicodeDecodeError:
             self.protocol.fail(1007, "invalid UTF-8 in a text message")
-            self._flush_protocol()
+            self._send_control()
             return None
 
     # --- sending --------------------------------------------------------------------------
 
     def send_nowait(self, message: str | bytes) -> None:
-        """Frames ``message`` (text for ``str``, binary for ``bytes``) for the writer; never
-        waits.
+        """Sends ``message`` (text for ``str``, binary for ``bytes``) at once, or queues what
+        the kernel does not take; never waits.
 
         Raises:
-            SendBufferFullError: the pending bytes would exceed ``max_pending_bytes``; nothing was
-                queued.
-            websockets.exceptions.ConnectionClosed: the closing handshake has begun.
+            voicecore.exceptions.SendBufferFullError: the pending bytes would pass
+                ``max_pending_bytes``; nothing was queued.
+            websockets.exceptions.ConnectionClosed: the closing handshake has begun or the
+                connection broke.
         """
         if self.protocol.state is not OPEN:
             raise self._closed_error()
-        data = message.encode() if isinstance(message, str) else message
-        if self._pending_bytes + len(data) > self.max_pending_bytes:
-            raise SendBufferFullError(
-                f"{self._pending_bytes} bytes are still unsent (bound {self.max_pending_bytes})"
-            )
         if isinstance(message, str):
-            self.protocol.send_text(data)
+            self.protocol.send_text(message.encode())
         else:
-            self.protocol.send_binary(data)
-        self._flush_protocol()
+            self.protocol.send_binary(message)
+        try:
+            for data in self.protocol.data_to_send():  # one frame: nothing else is left over
+                self.sink.write(data)
+        except ConnectionResetError:
+            raise self._closed_error() from None
+        self._writer_wakeup.unpark_all()  # the writer finishes what the kernel did not take
 
-    def discard_pending(self) -> int:
-        """Drops every message not yet handed to the socket (whole frames: the writer takes
-        the buffer at once) and returns the bytes dropped. Control frames go too, so call it
-        before ``start_close``, not after."""
-        dropped, self._pending, self._pending_bytes = self._pending_bytes, [], 0
-        return dropped
-
-    def _flush_protocol(self) -> None:
-        """Moves the protocol's output into the writer's buffer and wakes the writer."""
+    def _send_control(self) -> None:
+        """Sends what the protocol produced on its own (pong, close frames, end of stream).
+        A close frame stops the pacer's frames first: no data frame may follow it."""
+        closing = self.protocol.state is not OPEN
+        if closing:
+            self.sink.stop_audio()
+            if self._writer_scope.deadline == math.inf:
+                self._writer_scope.deadline = trio.current_time() + self.close_timeout_s
         for data in self.protocol.data_to_send():
-            if data:
-                self._pending.append(data)
-                self._pending_bytes += len(data)
-            else:
+            if not data:
                 self._eof_pending = True
-        if self._writer_scope.deadline == math.inf and self.protocol.state is not OPEN:
-            self._writer_scope.deadline = trio.current_time() + self.close_timeout_s
+                continue
+            try:
+                self.sink.write(data)
+            except SendBufferFullError:
+                # The peer is too far behind for even a control frame: drop its stale
+                # backlog (the message in progress stays whole) and try once more.
+                self.sink.discard_pending()
+                # Still no room is hopeless: the close deadline will cut the connection.
+                with contextlib.suppress(SendBufferFullError, ConnectionResetError):
+                    self.sink.write(data)
+            except ConnectionResetError:
+                pass  # the connection is gone: the reader sees its end
         self._writer_wakeup.unpark_all()
 
     async def run_writer(self) -> None:
-        """Writes the outgoing buffer to the stream until the connection ends (run it as a
-        task; it returns then).
+        """Finishes the writes the kernel could not take at once, and ends the stream after
+        the closing handshake (run it as a task; it returns when the connection ends).
 
         Once the closing handshake has begun, it gives the peer ``close_timeout_s`` to read
         what is left and answer, then cuts the connection, which also ends a ``receive``
         waiting on the socket: a peer that stopped reading cannot hold a task forever.
         """
+        fd = self.sink.fileno()
         try:
-            with self._writer_scope:  # its deadline is set when the closing handshake begins
-                while True:
-                    if self._pending:
-                        chunks, self._pending, self._pending_bytes = self._pending, [], 0
-                        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                        await self.stream.send_all(data)
-                        self.bytes_sent += len(data)
-                        self.writes += 1
-                    elif self._stream_closed:
-                        return
-                    elif self._eof_pending:
-                        await self.stream.send_eof()  # the closing handshake is complete
-                        return
+            with self._writer_scope:
+                while not self._stream_closed:
+                    if self.sink.pending_bytes:
+                        await trio.lowlevel.wait_writable(fd)
+                        self.sink.flush()
+                    elif self._eof_pending and not self.sink.closed:
+                        # The closing handshake is complete on our side: no more writes.
+                        self.sink.close()
+                        await self.stream.send_eof()
                     else:
-                        await self._writer_wakeup.park()
-            await trio.aclose_forcefully(self.stream)  # out of time to close politely
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._pending, self._pending_bytes = [], 0  # the peer is gone: nothing to deliver
-        finally:
-            self._writer_done.set()
+                        await self._writer_wakeup.park()  # also until the socket is closed
+                return
+            await self._cut()  # the peer did not finish closing in time
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.sink.close()  # the peer is gone: nothing more to deliver
+
+    async def keepalive(self, interval_s: float = 20.0, timeout_s: float = 20.0) -> None:
+        """Pings the peer every ``interval_s``; a peer that has not answered within
+        ``timeout_s`` is gone without a word (a killed tab, a dropped network): the
+        connection is failed with 1011 and then cut. Run it as a task; it returns once the
+        connection is closing. Pongs are seen by whoever calls ``receive``."""
+        while self.protocol.state is OPEN:
+            await trio.sleep(interval_s)
+            if self.protocol.state is not OPEN:
+                return
+            self._pings += 1
+            self._ping_payload = self._pings.to_bytes(4, "big")
+            self._pong = trio.Event()
+            self.protocol.send_ping(self._ping_payload)
+            self._send_control()
+            with trio.move_on_after(timeout_s):
+                await self._pong.wait()
+                continue
+            if self.protocol.state is OPEN:
+                self.protocol.fail(1011, "keepalive ping timeout")
+                self._send_control()
+            return
 
     # --- closing --------------------------------------------------------------------------
 
     def start_close(self, code: int = 1000, reason: str = "") -> None:
-        """Begins the closing handshake (a close frame after what is pending); no-op once it
-        has begun. ``receive`` then raises ``ConnectionClosed``."""
+        """Begins the closing handshake (a close frame after what is pending; the pacer's
+        frames stop); no-op once it has begun. ``receive`` then raises ``ConnectionClosed``."""
         if self.protocol.state is OPEN:
             self.protocol.send_close(code, reason)
-            self._flush_protocol()
+            self._send_control()
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Closes the connection: sends what is pending and a close frame, reads and drops
-        what the peer still sends until its close frame (or ``close_timeout_s``), then closes
-        the stream. Idempotent; needs :meth:`run_writer` running (or finished)."""
+        """Closes the connection: a close frame after what is pending, then reads and drops
+        what the peer still sends until its close frame (or ``close_timeout_s``), then
+        closes the socket. Idempotent; needs :meth:`run_writer` running."""
         self.start_close(code, reason)
         with trio.move_on_after(self.close_timeout_s):
             while self.protocol.state is not CLOSED and not self._eof_received:
                 await self._read()
                 self._frames.clear()  # messages after our close frame are dropped
-            await self._writer_done.wait()
+        await self._cut()
+
+    async def _cut(self) -> None:
+        """Closes the socket, the sink first: once the sink is closed, neither Python nor the
+        pacer thread touches the descriptor again, so its number cannot be reused under
+        them."""
+        self.sink.close()
         self._stream_closed = True
         self._writer_wakeup.unpark_all()  # a writer still waiting ends now
         await trio.aclose_forcefully(self.stream)
@@ -315,7 +355,7 @@ class WebSocket:
 
 
 async def accept(
-    stream: trio.abc.HalfCloseableStream,
+    stream: trio.SocketStream,
     respond: Respond,
     *,
     max_message_bytes: int,
@@ -336,10 +376,8 @@ async def accept(
         then.
     """
     protocol = ServerProtocol(max_size=max_message_bytes)
-    websocket = WebSocket(
-        stream, protocol, max_pending_bytes=max_pending_bytes, close_timeout_s=close_timeout_s
-    )
     request: Request | None = None
+    early: list[Frame] = []
     with trio.move_on_after(handshake_timeout_s):
         while request is None and protocol.handshake_exc is None:
             try:
@@ -353,6 +391,8 @@ async def accept(
             for event in protocol.events_received():
                 if isinstance(event, Request):
                     request = event
+                elif isinstance(event, Frame):
+                    early.append(event)
     if request is not None:
         try:
             response = await respond(request)
@@ -360,7 +400,8 @@ async def accept(
             _log.exception("answering %s %s failed", request.path, request.headers)
             response = protocol.reject(500, "Internal server error.\n")
         protocol.send_response(response if response is not None else protocol.accept(request))
-    # The handshake's answer (or websockets' own 400/431) goes out before any writer runs.
+    # The handshake's answer (or websockets' own 400/431) goes out before the connection is
+    # handed over.
     answer = [data for data in protocol.data_to_send() if data]
     try:
         if answer:
@@ -369,7 +410,13 @@ async def accept(
         pass
     else:
         if protocol.state is OPEN:
-            websocket._frames.extend(e for e in protocol.events_received() if isinstance(e, Frame))
+            websocket = WebSocket(
+                stream,
+                protocol,
+                max_pending_bytes=max_pending_bytes,
+                close_timeout_s=close_timeout_s,
+                early_frames=early,
+            )
             websocket.request = request
             return websocket
     await trio.aclose_forcefully(stream)
@@ -385,7 +432,7 @@ async def connect(
     open_timeout_s: float = 10.0,
 ) -> WebSocket:
     """Opens a client connection to ``url`` (``ws://host:port/path``); start the returned
-    connection's :meth:`WebSocket.run_writer` as a task before sending.
+    connection's :meth:`WebSocket.run_writer` as a task.
 
     Raises:
         OSError: the TCP connection failed.
@@ -396,9 +443,7 @@ async def connect(
     protocol = ClientProtocol(uri, max_size=max_message_bytes)
     with trio.fail_after(open_timeout_s):
         stream = await trio.open_tcp_stream(uri.host, uri.port)
-    websocket = WebSocket(
-        stream, protocol, max_pending_bytes=max_pending_bytes, close_timeout_s=close_timeout_s
-    )
+    early: list[Frame] = []
     try:
         protocol.send_request(protocol.connect())
         await stream.send_all(b"".join(protocol.data_to_send()))
@@ -409,8 +454,7 @@ async def connect(
                     protocol.receive_data(data)
                 else:
                     protocol.receive_eof()
-                events = protocol.events_received()
-                websocket._frames.extend(e for e in events if isinstance(e, Frame))
+                early += (e for e in protocol.events_received() if isinstance(e, Frame))
                 if not data:
                     break
         if protocol.state is not OPEN:
@@ -422,4 +466,10 @@ async def connect(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    return websocket
+    return WebSocket(
+        stream,
+        protocol,
+        max_pending_bytes=max_pending_bytes,
+        close_timeout_s=close_timeout_s,
+        early_frames=early,
+    )

@@ -264,7 +264,8 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
     import trio
     from websockets.exceptions import ConnectionClosed, WebSocketException
 
-    from voicecore.websocket import SendBufferFullError, connect
+    from voicecore.exceptions import SendBufferFullError
+    from voicecore.websocket import connect
 
     stats = ClientStats()
     frame_bytes = 2 * cfg.input_rate // 50

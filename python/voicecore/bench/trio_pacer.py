@@ -45,11 +45,13 @@ from typing import TYPE_CHECKING, Final, Literal
 import numpy as np
 import trio
 
+from voicecore._core import SocketSink
 from voicecore.exceptions import (
     AudioFormatError,
     AudioTypeError,
     ConfigError,
     PacerStoppedError,
+    SendBufferFullError,
     UnknownStreamError,
     UnsupportedSampleRateError,
 )
@@ -244,6 +246,7 @@ class TrioStreamStats:
     underruns: int
     flushes: int
     dropped_samples: int
+    sink_refused: int
     queued_samples: int
     queued_ms: float
     released_samples: int
@@ -265,6 +268,7 @@ class TrioPacerStats:
     underruns: int
     flushes: int
     dropped_samples: int
+    sink_refused: int
     lateness_p50_ms: float
     lateness_p99_ms: float
     lateness_max_ms: float
@@ -276,6 +280,7 @@ class _Counters:
     underruns: int = 0
     flushes: int = 0
     dropped_samples: int = 0
+    sink_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,8 +381,9 @@ class _Stream:
     """One stream's state: ``Stream`` of ``stream.rs``, method for method. Samples are
     counted in samples; the queue holds PCM16 bytes (2 per sample)."""
 
-    def __init__(self, info: _Info, now_ns: int) -> None:
+    def __init__(self, info: _Info, now_ns: int, sink: SocketSink | None = None) -> None:
         self.info = info
+        self.sink = sink
         self.queue = bytearray()
         self.capacity = info.samples_of_ms(info.queue_ms)
         self.writable = _EventFd()
@@ -636,9 +642,12 @@ class TrioFramePacer:
         cushion_ms: int = 120,
         max_lead_ms: int | None = None,
         queue_ms: int = 2000,
+        sink: SocketSink | None = None,
     ) -> TrioPacerStream:
         """Opens a mono playout stream (rate in Hz, durations in ms; the same arguments and
-        checks as ``FramePacer.open_stream``); it plays once it has a frame of audio.
+        checks as ``FramePacer.open_stream``); it plays once it has a frame of audio. With a
+        ``sink``, this pacer's task writes each released frame to it, as the Rust pacer's
+        thread does (here the event loop must be free for that to happen).
 
         Raises:
             UnsupportedSampleRateError, ConfigError: a value out of range.
@@ -655,7 +664,7 @@ class TrioFramePacer:
             queue_ms=queue_ms,
         )
         self._next_id += 1
-        stream = _Stream(info, self.now_ns())
+        stream = _Stream(info, self.now_ns(), sink)
         self._streams[info.id] = stream
         return TrioPacerStream(self, info, stream.writable)
 
@@ -682,6 +691,7 @@ class TrioFramePacer:
             underruns=totals.underruns,
             flushes=totals.flushes,
             dropped_samples=totals.dropped_samples,
+            sink_refused=totals.sink_refused,
             lateness_p50_ms=lateness.quantile_ns(0.5) / 1e6,
             lateness_p99_ms=lateness.quantile_ns(0.99) / 1e6,
             lateness_max_ms=lateness.max_ns / 1e6,
@@ -734,6 +744,12 @@ class TrioFramePacer:
             stream.lateness.record(lateness)
             self._lateness.record(lateness)
             self._totals.frames_released += 1
+            if stream.sink is not None:
+                try:
+                    stream.sink.write_ws_binary_pcm16(pcm)
+                except (SendBufferFullError, ConnectionResetError):
+                    stream.counters.sink_refused += 1
+                    self._totals.sink_refused += 1
             self._ready.append(TrioReleasedFrame(stream_id, seq, pcm, deadline_ns, now_ns))
             self._schedule(stream_id, starved=False, deadline_ns=stream.next_deadline_ns())
         elif stream.slot_without_frame():
@@ -803,9 +819,11 @@ class TrioFramePacer:
 
     def _flush(self, stream_id: int) -> TrioFlushReport:
         stream = self._stream(stream_id)
-        kept = [frame for frame in self._ready if frame.stream_id != stream_id]
-        purged = sum(len(f.pcm16) // 2 for f in self._ready if f.stream_id == stream_id)
-        self._ready = deque(kept)
+        purged = 0
+        if stream.sink is None:  # with a sink, released frames are already on the wire
+            kept = [frame for frame in self._ready if frame.stream_id != stream_id]
+            purged = sum(len(f.pcm16) // 2 for f in self._ready if f.stream_id == stream_id)
+            self._ready = deque(kept)
         report = stream.flush(purged, self.now_ns())
         self._totals.flushes += 1
         self._totals.dropped_samples += report.dropped_samples
@@ -830,6 +848,7 @@ class TrioFramePacer:
             underruns=stream.counters.underruns,
             flushes=stream.counters.flushes,
             dropped_samples=stream.counters.dropped_samples,
+            sink_refused=stream.counters.sink_refused,
             queued_samples=stream.queued,
             queued_ms=stream.queued * 1000 / rate,
             released_samples=stream.released,

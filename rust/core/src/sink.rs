@@ -24,6 +24,7 @@
 //! buffer when the kernel's buffer is full). The pacer takes it while holding its engine lock,
 //! never the reverse: no code path holding a sink lock takes any pacer lock.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::RawFd;
 
@@ -54,6 +55,16 @@ struct SinkState {
     closed: bool,
     /// Set on a fatal send error: the connection is gone.
     broken: bool,
+    /// Set by [`SocketSink::stop_audio`]: the pacer's frames are refused from then on.
+    audio_stopped: bool,
+    /// The most bytes that may wait for the kernel.
+    max_pending_bytes: usize,
+    /// Where each pending message ends, as a count of bytes accepted since the start (the
+    /// first one may be partly sent): lets [`SocketSink::discard_pending`] keep the message
+    /// in progress whole, so the stream stays well-formed.
+    message_ends: VecDeque<u64>,
+    /// Bytes accepted since the start (sent or pending).
+    accepted: u64,
     /// Bytes accepted but not yet taken by the kernel; the unsent part is `pending[sent..]`.
     pending: Vec<u8>,
     /// How much of `pending` has been sent (kept so that a partial send does not move the
@@ -77,6 +88,20 @@ impl SinkState {
     fn drop_pending(&mut self) {
         self.pending.clear();
         self.sent = 0;
+        self.message_ends.clear();
+    }
+
+    /// Bytes the kernel has taken since the start.
+    fn written(&self) -> u64 {
+        self.accepted - self.pending_len() as u64
+    }
+
+    /// Forgets the ends of messages the kernel has taken whole.
+    fn forget_sent_messages(&mut self) {
+        let written = self.written();
+        while self.message_ends.front().is_some_and(|&end| end <= written) {
+            self.message_ends.pop_front();
+        }
     }
 }
 
@@ -86,7 +111,6 @@ impl SinkState {
 /// `Arc<SocketSink>`).
 pub struct SocketSink {
     fd: RawFd,
-    max_pending_bytes: usize,
     state: PiMutex<SinkState>,
 }
 
@@ -94,7 +118,6 @@ impl fmt::Debug for SocketSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SocketSink")
             .field("fd", &self.fd)
-            .field("max_pending_bytes", &self.max_pending_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -191,10 +214,13 @@ impl SocketSink {
         }
         Ok(Self {
             fd,
-            max_pending_bytes,
             state: PiMutex::new(SinkState {
                 closed: false,
                 broken: false,
+                audio_stopped: false,
+                max_pending_bytes,
+                message_ends: VecDeque::new(),
+                accepted: 0,
                 pending: Vec::new(),
                 sent: 0,
                 scratch: Vec::new(),
@@ -210,7 +236,47 @@ impl SocketSink {
 
     /// The most bytes that may wait for the kernel.
     pub fn max_pending_bytes(&self) -> usize {
-        self.max_pending_bytes
+        self.state.lock().max_pending_bytes
+    }
+
+    /// Changes the bound (>= 1 byte; [`Error::InvalidParameter`] otherwise). Bytes already
+    /// pending stay, even above a lower bound: only later writes are refused.
+    pub fn set_max_pending_bytes(&self, max_pending_bytes: usize) -> Result<()> {
+        if max_pending_bytes == 0 {
+            return Err(Error::invalid(
+                "max_pending_bytes",
+                max_pending_bytes,
+                "at least 1 byte",
+            ));
+        }
+        self.state.lock().max_pending_bytes = max_pending_bytes;
+        Ok(())
+    }
+
+    /// Drops every pending message except the one the kernel has partly taken (its rest is
+    /// kept, so the byte stream stays well-formed); returns the bytes dropped. For a peer
+    /// too far behind: its stale backlog goes, a last message can still reach it.
+    pub fn discard_pending(&self) -> usize {
+        let mut state = self.state.lock();
+        state.forget_sent_messages();
+        let written = state.written();
+        let keep = match state.message_ends.front() {
+            Some(&end) => (end - written) as usize,
+            None => 0,
+        };
+        let dropped = state.pending_len() - keep;
+        let new_len = state.sent + keep;
+        state.pending.truncate(new_len);
+        state.accepted -= dropped as u64;
+        state.message_ends.truncate(usize::from(keep > 0));
+        dropped
+    }
+
+    /// Refuses the pacer's frames ([`write_ws_binary_pcm16`](Self::write_ws_binary_pcm16))
+    /// from now on, while [`write`](Self::write) goes on: called before a close frame, after
+    /// which RFC 6455 allows no data frame. Idempotent.
+    pub fn stop_audio(&self) {
+        self.state.lock().audio_stopped = true;
     }
 
     /// Writes `data` as one unit, never blocking, and returns the bytes pending afterwards.
@@ -229,6 +295,12 @@ impl SocketSink {
     /// size.
     pub fn write_ws_binary_pcm16(&self, samples: &[i16]) -> Result<usize> {
         let mut state = self.state.lock();
+        if state.audio_stopped {
+            state.stats.refused += 1;
+            return Err(Error::SinkClosed {
+                broken: state.broken,
+            });
+        }
         let mut message = std::mem::take(&mut state.scratch);
         message.clear();
         message.reserve(WS_MAX_HEADER + 2 * samples.len());
@@ -289,14 +361,15 @@ impl SocketSink {
             });
         }
         let pending = state.pending_len();
-        if pending + data.len() > self.max_pending_bytes {
+        if pending + data.len() > state.max_pending_bytes {
             state.stats.refused += 1;
             return Err(Error::SinkFull {
                 requested: data.len(),
                 pending,
-                bound: self.max_pending_bytes,
+                bound: state.max_pending_bytes,
             });
         }
+        state.accepted += data.len() as u64;
         if pending == 0 {
             match send_nonblocking(self.fd, data) {
                 Sent::Bytes(sent) => {
@@ -304,6 +377,8 @@ impl SocketSink {
                     if sent < data.len() {
                         state.drop_pending();
                         state.pending.extend_from_slice(&data[sent..]);
+                        let end = state.accepted;
+                        state.message_ends.push_back(end);
                     }
                 }
                 Sent::Failed => {
@@ -314,6 +389,8 @@ impl SocketSink {
         } else {
             // Behind earlier bytes: order on the wire is order of the writes.
             state.pending.extend_from_slice(data);
+            let end = state.accepted;
+            state.message_ends.push_back(end);
             self.flush_locked(state);
             if state.broken {
                 return Err(Error::SinkClosed { broken: true });
@@ -335,6 +412,7 @@ impl SocketSink {
             Sent::Bytes(sent) => {
                 state.stats.bytes_written += sent as u64;
                 state.sent += sent;
+                state.forget_sent_messages();
                 if state.sent == state.pending.len() {
                     state.drop_pending();
                 } else if state.sent > state.pending.len() / 2 {
@@ -515,6 +593,65 @@ mod tests {
         assert_eq!(sink.stats().refused, 1);
         // Exactly the room left is accepted.
         assert_eq!(sink.write(&vec![1u8; room]).unwrap(), 10_000);
+    }
+
+    #[test]
+    fn discard_keeps_the_message_in_progress_whole() {
+        let (ours, mut peer) = pair();
+        let sink = SocketSink::new(ours.as_raw_fd(), 1 << 22).unwrap();
+        let frame = [3i16; 1000];
+        let mut whole = 0;
+        while sink.write_ws_binary_pcm16(&frame).unwrap() == 0 {
+            whole += 1;
+        }
+        for _ in 0..5 {
+            sink.write_ws_binary_pcm16(&frame).unwrap();
+        }
+        let pending = sink.pending_bytes();
+        assert_eq!(
+            sink.discard_pending(),
+            5 * 2004,
+            "the five queued behind are dropped"
+        );
+        assert_eq!(sink.pending_bytes(), pending - 5 * 2004);
+        assert_eq!(sink.discard_pending(), 0, "the partly sent one stays");
+        sink.write_ws_binary_pcm16(&[9i16; 10]).unwrap();
+        let expected: Vec<u8> = frame.iter().flat_map(|s| s.to_le_bytes()).collect();
+        for _ in 0..whole {
+            assert_eq!(read_ws_binary(&mut peer), expected);
+        }
+        assert_eq!(sink.flush(), 0, "the reader made room");
+        assert_eq!(
+            read_ws_binary(&mut peer),
+            expected,
+            "the partly sent frame, whole"
+        );
+        let last: Vec<u8> = [9i16; 10].iter().flat_map(|s| s.to_le_bytes()).collect();
+        assert_eq!(read_ws_binary(&mut peer), last);
+    }
+
+    #[test]
+    fn stop_audio_refuses_frames_but_not_control_messages() {
+        let (ours, mut peer) = pair();
+        let sink = SocketSink::new(ours.as_raw_fd(), 1024).unwrap();
+        sink.stop_audio();
+        assert_eq!(
+            sink.write_ws_binary_pcm16(&[1, 2]),
+            Err(Error::SinkClosed { broken: false })
+        );
+        assert_eq!(sink.write(b"close"), Ok(0));
+        assert_eq!(read_exact(&mut peer, 5), b"close");
+    }
+
+    #[test]
+    fn the_bound_can_change() {
+        let (ours, _peer) = pair();
+        let sink = SocketSink::new(ours.as_raw_fd(), 1 << 20).unwrap();
+        assert!(sink.set_max_pending_bytes(0).is_err());
+        fill(&sink);
+        sink.set_max_pending_bytes(1).unwrap();
+        assert_eq!(sink.max_pending_bytes(), 1);
+        assert!(matches!(sink.write(b"x"), Err(Error::SinkFull { .. })));
     }
 
     #[test]

@@ -160,6 +160,33 @@ impl PySocketSink {
         audio::detach(py, || self.core.close());
     }
 
+    /// Changes the bound (>= 1 byte). Bytes already waiting stay, even above a lower bound:
+    /// only later writes are refused.
+    ///
+    /// Raises:
+    ///     ConfigError: ``max_pending_bytes`` < 1.
+    fn set_max_pending_bytes(&self, py: Python<'_>, max_pending_bytes: i64) -> PyResult<()> {
+        let bound = usize::try_from(max_pending_bytes).map_err(|_| {
+            ConfigError::new_err(format!(
+                "max_pending_bytes = {max_pending_bytes} is invalid; expected at least 1 byte"
+            ))
+        })?;
+        audio::detach(py, || self.core.set_max_pending_bytes(bound)).map_err(to_py_err)
+    }
+
+    /// Drops every waiting message except the one the socket has partly taken (its rest
+    /// stays, so the stream remains well-formed); returns the bytes dropped. For a peer too
+    /// far behind: its stale backlog goes, and a last message can still reach it.
+    fn discard_pending(&self, py: Python<'_>) -> usize {
+        audio::detach(py, || self.core.discard_pending())
+    }
+
+    /// Refuses the pacer's frames (``write_ws_binary_pcm16``) from now on while ``write``
+    /// goes on: call it before a close frame, after which no data frame may follow.
+    fn stop_audio(&self, py: Python<'_>) {
+        audio::detach(py, || self.core.stop_audio());
+    }
+
     /// Bytes accepted but not yet taken by the socket.
     #[getter]
     fn pending_bytes(&self, py: Python<'_>) -> usize {
@@ -180,8 +207,8 @@ impl PySocketSink {
 
     /// Most bytes that may wait for the peer.
     #[getter]
-    fn max_pending_bytes(&self) -> usize {
-        self.core.max_pending_bytes()
+    fn max_pending_bytes(&self, py: Python<'_>) -> usize {
+        audio::detach(py, || self.core.max_pending_bytes())
     }
 
     /// The socket's descriptor (owned by the caller's socket object, not by the sink).
