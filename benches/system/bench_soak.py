@@ -5,6 +5,12 @@ the second half of the run, per 1,000 turns; target: < 1 MB (and < 1 descriptor)
 turns, and every descriptor closed once the clients are gone. The baseline is the target
 itself: the ratio is measured growth / target (< 1 meets it).
 
+Beside RSS, which also moves with the allocator's high-water mark, the row gives
+``gc_collected_per_turn``: objects the server's cycle collector (scraped from ``/metrics``)
+had to free per turn. A session that dies in a reference cycle shows as about 10 (its ~200
+objects over 20 turns) and holds all it owns until a full collection; about 0 means every
+finished session freed itself.
+
 Full mode: 8 clients for 5 minutes (about 5,000 turns on the 2-core VM; the count is
 reported). Quick mode (CI): 6 clients for 20 s (a few hundred turns, mostly warm-up, so its
 growth figure means little); asserts only that the harness worked. On a shared 2-core
@@ -41,6 +47,7 @@ def test_soak_turns_barge_ins_reconnects(benchmark: Any, report: Any, quick: boo
         "fd_growth_vs_target", round(result.fd_growth_per_1000_turns / FD_TARGET_PER_1000, 3)
     )
     report.figure("target_met", result.target_met)
+    report.figure("gc_collected_per_turn", result.gc_collected_per_turn)
     REPORTS.mkdir(parents=True, exist_ok=True)
     path = REPORTS / ("soak-quick.json" if quick else "soak.json")
     path.write_text(json.dumps(asdict(result), indent=1))
@@ -51,5 +58,6 @@ def test_soak_turns_barge_ins_reconnects(benchmark: Any, report: Any, quick: boo
     assert result.barge_ins > 0
     assert result.reconnects > 0
     assert len(result.samples) >= 4
+    assert len(result.gc_samples) >= 2  # /metrics was scraped
     assert result.server_exit_code == 0
     assert json.loads(path.read_text())["turns"] == result.turns

@@ -18,11 +18,22 @@ over real WebSockets in a loop:
 The client reports playout (``buffered_ms``) from a simulated player 4 times a second. The
 server's VmRSS (``/proc/<pid>/status``) and open descriptors (``/proc/<pid>/fd``) are
 sampled every ``sample_interval_s``. Growth is the least-squares slope against completed
-turns over the second half of the run (the first half is warm-up: allocator pools,
-caches, the first sessions), reported per 1,000 turns. The target is no growth: less than
-1 MB (and less than 1 descriptor) per 1,000 turns.
+turns after warm-up (by default the first half of the run: allocator pools, caches, the
+first sessions, the ``/metrics`` history of recent sessions filling up), reported per
+1,000 turns. The target is no growth: less than 1 MB (and less than 1 descriptor) per
+1,000 turns.
 
-Run: ``python -m voicecore.bench.soak --duration-s 600 --sessions 8 --json soak.json``.
+RSS alone cannot tell a leak from the allocator's high-water mark: objects that die in
+reference cycles wait for a full collection, and the heap grows to hold each pile of them.
+So the server's cycle-collector counters are scraped from ``/metrics`` every
+``metrics_interval_s`` too: ``gc_collected_per_turn`` is how many objects the collector
+(not reference counting) had to free per turn over the run; a finished session that
+frees itself leaves about none. ``server_env`` runs the server with extra environment
+variables, e.g. ``MALLOC_ARENA_MAX=2`` or ``PYTHONMALLOC=malloc``, to tell allocator
+fragmentation from a leak.
+
+Run: ``python -m voicecore.bench.soak --duration-s 600 --sessions 8 --json soak.json``
+(``--server-env MALLOC_ARENA_MAX=2`` to vary the server's allocator).
 """
 
 from __future__ import annotations
@@ -47,11 +58,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection, connect
 
 __all__ = [
+    "GcSample",
     "Sample",
     "ServerProcess",
     "SoakResult",
     "growth_per_1000_turns",
     "main",
+    "parse_prometheus",
     "run_soak",
 ]
 
@@ -105,6 +118,23 @@ class Sample:
 
 
 @dataclass
+class GcSample:
+    """The server's cycle-collector counters (``/metrics``) at one moment.
+
+    Attributes:
+        elapsed_s: seconds since the clients started.
+        turns: turns completed by then (all clients).
+        collected: objects the cycle collector has freed since the server started.
+        collections: collections run so far, per generation (0, 1, 2).
+    """
+
+    elapsed_s: float
+    turns: int
+    collected: int
+    collections: tuple[int, int, int]
+
+
+@dataclass
 class _Counters:
     open_connections: int = 0
     turns: int = 0
@@ -113,7 +143,7 @@ class _Counters:
     reconnects: int = 0
     abrupt_disconnects: int = 0
     stuck_turns: int = 0
-    connect_failures: int = 0
+    connection_errors: int = 0
     frames: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -132,6 +162,8 @@ class SoakResult:
         reconnects: connections closed and opened again (with ``bye`` or abruptly).
         abrupt_disconnects: of those, connections dropped without a close handshake.
         stuck_turns: turns without ``agent_done`` within ``TURN_TIMEOUT_S`` (should be 0).
+        connection_errors: connections that failed to open or ended with an error the client
+            did not cause (e.g. the server closed with ``too_slow``; should be 0).
         agent_frames: agent audio frames received, all clients.
         rss_start_mb, rss_warm_mb, rss_end_mb, rss_max_mb: the server's RSS at the first
             sample, at the end of warm-up, after every client left (the last sample), and
@@ -143,10 +175,18 @@ class SoakResult:
         fd_growth_per_1000_turns: slope of open descriptors against turns, same window,
             fitted jointly with the client connections open at each sample (see
             ``growth_per_1000_turns``).
+        gc_collected_per_turn: objects the server's cycle collector freed per turn over the
+            run (reference counting frees the rest): about 0 when every finished session
+            and turn frees itself; about 10 when each session (20 turns) dies in a reference
+            cycle with its ~200 container objects. None if ``/metrics`` has no collector
+            counters.
+        gc_full_collections: full (generation 2) collections during the run (None: unknown).
         target_met: both slopes below their targets and no descriptor left open at the end.
         server_exit_code: the server's exit status after SIGTERM (0: graceful).
         errors: the first protocol errors or unexpected events the clients saw.
         samples: every sample taken.
+        gc_samples: every scrape of the collector counters.
+        warmup_fraction: the share of the run (of its samples) counted as warm-up.
     """
 
     duration_s: float
@@ -158,6 +198,7 @@ class SoakResult:
     reconnects: int
     abrupt_disconnects: int
     stuck_turns: int
+    connection_errors: int
     agent_frames: int
     rss_start_mb: float
     rss_warm_mb: float
@@ -168,15 +209,20 @@ class SoakResult:
     fds_end: int
     rss_growth_mb_per_1000_turns: float
     fd_growth_per_1000_turns: float
+    gc_collected_per_turn: float | None
+    gc_full_collections: int | None
     target_met: bool
     server_exit_code: int | None
     errors: list[str]
     samples: list[Sample]
+    gc_samples: list[GcSample] = field(default_factory=list)
+    warmup_fraction: float = 0.5
 
     def summary(self) -> dict[str, Any]:
         """The figures without the samples (a report row)."""
         figures = asdict(self)
         del figures["samples"]
+        del figures["gc_samples"]
         figures["errors"] = len(self.errors)
         return figures
 
@@ -202,6 +248,28 @@ def growth_per_1000_turns(
     return float(coefficients[1] * 1000)
 
 
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The samples of a Prometheus text exposition: ``{(name, labels): value}``, where
+    ``labels`` is a frozenset of (label, value) pairs (empty without labels). Comments and
+    lines that are not samples are skipped."""
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE_LINE.match(line.strip())
+        if match is None:
+            continue
+        name, labels, value = match.groups()
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        samples[(name, frozenset(_LABEL.findall(labels or "")))] = number
+    return samples
+
+
 # --- the server process ---------------------------------------------------------------------
 
 
@@ -212,7 +280,13 @@ class ServerProcess:
     (SIGTERM, then SIGKILL to the group after ``stop_timeout_s``).
     """
 
-    def __init__(self, extra_args: list[str] | None = None, stop_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        extra_args: list[str] | None = None,
+        stop_timeout_s: float = 10.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = {**os.environ, **(env or {})}
         self.args = [
             sys.executable,
             "-m",
@@ -238,6 +312,7 @@ class ServerProcess:
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            env=self.env,
         )
         try:
             self.port = self._wait_listening(timeout_s=30.0)
@@ -467,14 +542,23 @@ async def _client(
                     await converse_once(ws, abrupt)
                 finally:
                     counters.open_connections -= 1
-        except (ConnectionClosed, OSError, trio.BrokenResourceError) as exc:
+        except* (ConnectionClosed, OSError, trio.BrokenResourceError) as group:
+            # except*: a connection closed by the server (``too_slow``, an internal error)
+            # surfaces from inside ``_converse``'s nursery, in an exception group.
             if not abrupt or trio.current_time() < stop_at:
-                counters.connect_failures += 1
+                counters.connection_errors += 1
                 if len(counters.errors) < 20:
-                    counters.errors.append(f"client {index}: {exc!r}")
+                    counters.errors.append(f"client {index}: {_leaf(group)!r}")
             await trio.sleep(0.2)
         if trio.current_time() < stop_at:
             counters.reconnects += 1
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _sample_loop(
@@ -497,6 +581,64 @@ async def _sample_loop(
         await trio.sleep(interval_s)
 
 
+async def _http_get(port: int, path: str, timeout_s: float = 5.0) -> str:
+    """The body of ``GET path`` from the server on 127.0.0.1 (read to its Content-Length)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    with trio.fail_after(timeout_s):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(request.encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    raise RuntimeError(f"GET {path}: the connection closed before the headers")
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length is None:
+                raise RuntimeError(f"GET {path}: no Content-Length in the response")
+            while len(body) < int(length.group(1)):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                body += chunk
+    return body.decode()
+
+
+async def _scrape_gc(port: int, counters: _Counters, started: float) -> GcSample | None:
+    """The server's collector counters from ``/metrics`` (None if it exports none)."""
+    metrics = parse_prometheus(await _http_get(port, "/metrics"))
+    collected = metrics.get(("voicecore_gc_collected_objects_total", frozenset()))
+    if collected is None:
+        return None
+    collections = tuple(
+        int(metrics.get(("voicecore_gc_collections_total", frozenset({("generation", g)})), 0))
+        for g in "012"
+    )
+    return GcSample(
+        elapsed_s=round(trio.current_time() - started, 3),
+        turns=counters.turns,
+        collected=int(collected),
+        collections=(collections[0], collections[1], collections[2]),
+    )
+
+
+async def _gc_loop(
+    port: int,
+    counters: _Counters,
+    gc_samples: list[GcSample],
+    interval_s: float,
+    started: float,
+) -> None:
+    while True:
+        sample = await _scrape_gc(port, counters, started)
+        if sample is None:
+            return  # the server runs without diagnostics: nothing to scrape
+        gc_samples.append(sample)
+        await trio.sleep(interval_s)
+
+
 async def _run_clients(
     server: ServerProcess,
     sessions: int,
@@ -504,14 +646,17 @@ async def _run_clients(
     reconnect_every: int,
     barge_in_ratio: float,
     sample_interval_s: float,
+    metrics_interval_s: float,
     counters: _Counters,
     samples: list[Sample],
+    gc_samples: list[GcSample],
 ) -> float:
     url = f"ws://127.0.0.1:{server.port}/ws"
     started = trio.current_time()
     stop_at = started + duration_s
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_sample_loop, server, counters, samples, sample_interval_s, started)
+        nursery.start_soon(_gc_loop, server.port, counters, gc_samples, metrics_interval_s, started)
         async with trio.open_nursery() as clients:
             for index in range(sessions):
                 clients.start_soon(
@@ -528,6 +673,9 @@ async def _run_clients(
                 counters.open_connections,
             )
         )
+        last_gc = await _scrape_gc(server.port, counters, started)
+        if last_gc is not None:
+            gc_samples.append(last_gc)
         nursery.cancel_scope.cancel()
     return trio.current_time() - started
 
@@ -539,6 +687,10 @@ def run_soak(
     barge_in_ratio: float = 0.9,
     sample_interval_s: float = 0.5,
     server_args: list[str] | None = None,
+    *,
+    metrics_interval_s: float = 5.0,
+    warmup_fraction: float = 0.5,
+    server_env: dict[str, str] | None = None,
 ) -> SoakResult:
     """Runs a soak against a fresh ``voicecore serve --providers scripted`` and returns what
     it measured (see the module docstring).
@@ -550,14 +702,22 @@ def run_soak(
         barge_in_ratio: the share of turns the client interrupts (0..1).
         sample_interval_s: the period of the RSS/descriptor samples, s.
         server_args: extra ``voicecore serve`` flags.
+        metrics_interval_s: the period of the ``/metrics`` scrapes (collector counters), s.
+        warmup_fraction: the share of the run left out of the growth fits (0..0.9).
+        server_env: extra environment variables of the server process.
     """
     if duration_s <= 0 or sessions < 1 or reconnect_every < 1:
         raise ValueError("duration_s > 0, sessions >= 1 and reconnect_every >= 1 are needed")
     if not 0.0 <= barge_in_ratio <= 1.0:
         raise ValueError(f"barge_in_ratio must be within 0..1, got {barge_in_ratio}")
+    if not 0.0 <= warmup_fraction <= 0.9:
+        raise ValueError(f"warmup_fraction must be within 0..0.9, got {warmup_fraction}")
+    if not sample_interval_s > 0 or not metrics_interval_s > 0:
+        raise ValueError("sample_interval_s and metrics_interval_s must be > 0 s")
     counters = _Counters()
     samples: list[Sample] = []
-    with ServerProcess(server_args) as server:
+    gc_samples: list[GcSample] = []
+    with ServerProcess(server_args, env=server_env) as server:
         elapsed = trio.run(
             _run_clients,
             server,
@@ -566,28 +726,40 @@ def run_soak(
             reconnect_every,
             barge_in_ratio,
             sample_interval_s,
+            metrics_interval_s,
             counters,
             samples,
+            gc_samples,
         )
-    return _result(server, counters, samples, sessions, elapsed)
+    return _result(server, counters, samples, gc_samples, sessions, elapsed, warmup_fraction)
 
 
 def _result(
     server: ServerProcess,
     counters: _Counters,
     samples: list[Sample],
+    gc_samples: list[GcSample],
     sessions: int,
     elapsed: float,
+    warmup_fraction: float,
 ) -> SoakResult:
     # The last sample is taken with every client gone: it shows what closing left behind
     # (fds_end against fds_start), but would skew a fit over the running samples.
     running = samples[:-1]
-    warm = running[len(running) // 2 :]
+    warm = running[int(len(running) * warmup_fraction) :]
     turns = [s.turns for s in warm]
     rss_growth = growth_per_1000_turns(turns, [s.rss_kb * 1024 / 1e6 for s in warm])
     fd_growth = growth_per_1000_turns(
         turns, [float(s.fds) for s in warm], [float(s.connections) for s in warm]
     )
+    # The collector's count moves in steps (a dead session's cycle waits for a full
+    # collection, about one a minute), so it is taken over the whole run, not fitted.
+    gc_per_turn: float | None = None
+    gc_full: int | None = None
+    if len(gc_samples) >= 2 and gc_samples[-1].turns > gc_samples[0].turns:
+        first, last = gc_samples[0], gc_samples[-1]
+        gc_per_turn = round((last.collected - first.collected) / (last.turns - first.turns), 2)
+        gc_full = last.collections[2] - first.collections[2]
 
     def mb(kb: int) -> float:
         return round(kb * 1024 / 1e6, 2)
@@ -602,6 +774,7 @@ def _result(
         reconnects=counters.reconnects,
         abrupt_disconnects=counters.abrupt_disconnects,
         stuck_turns=counters.stuck_turns,
+        connection_errors=counters.connection_errors,
         agent_frames=counters.frames,
         rss_start_mb=mb(samples[0].rss_kb),
         rss_warm_mb=mb(warm[0].rss_kb),
@@ -612,6 +785,8 @@ def _result(
         fds_end=samples[-1].fds,
         rss_growth_mb_per_1000_turns=round(rss_growth, 3),
         fd_growth_per_1000_turns=round(fd_growth, 3),
+        gc_collected_per_turn=gc_per_turn,
+        gc_full_collections=gc_full,
         # Without turns in the measured half there is no growth rate to judge.
         target_met=bool(np.ptp(turns) > 0)
         and rss_growth < RSS_TARGET_MB_PER_1000
@@ -620,6 +795,8 @@ def _result(
         server_exit_code=server.exit_code,
         errors=counters.errors,
         samples=samples,
+        gc_samples=gc_samples,
+        warmup_fraction=warmup_fraction,
     )
 
 
@@ -634,8 +811,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reconnect-every", type=int, default=20, help="turns per connection")
     parser.add_argument("--barge-in-ratio", type=float, default=0.9, help="share interrupted")
     parser.add_argument("--sample-interval-s", type=float, default=0.5, help="sample period, s")
+    parser.add_argument(
+        "--metrics-interval-s", type=float, default=5.0, help="/metrics scrape period, s"
+    )
+    parser.add_argument(
+        "--warmup-fraction", type=float, default=0.5, help="share of the run left out of fits"
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the server, e.g. MALLOC_ARENA_MAX=2 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="write the result (with samples) here")
     args = parser.parse_args(argv)
+    server_env: dict[str, str] = {}
+    for item in args.server_env:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            parser.error(f"--server-env takes NAME=VALUE, got {item!r}")
+        server_env[name] = value
     # A SIGTERM becomes SystemExit, so the server subprocess is still stopped on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = run_soak(
@@ -644,6 +840,9 @@ def main(argv: list[str] | None = None) -> int:
         reconnect_every=args.reconnect_every,
         barge_in_ratio=args.barge_in_ratio,
         sample_interval_s=args.sample_interval_s,
+        metrics_interval_s=args.metrics_interval_s,
+        warmup_fraction=args.warmup_fraction,
+        server_env=server_env,
     )
     for name, value in result.summary().items():
         print(f"{name:30} {value}")

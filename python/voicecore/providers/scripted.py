@@ -4,9 +4,9 @@ They implement the stage protocols of ``voicecore.stages`` exactly as real provi
 (streaming, cancellable), but their output and their delays are given, so a test or a
 benchmark knows what to expect. Every delay is a ``trio.sleep``: under Trio's ``MockClock``
 they take no real time and are deterministic; with zero delays they measure the engine's own
-overhead. Each records what it was asked (``calls``/``texts``) for assertions, and each can be
-told to fail (``error``) or to stall (``stall``) at a chosen point, to exercise the engine's
-error handling and timeouts.
+overhead. Each records what it was asked (``calls``/``texts``, the last ``RECORDED_CALLS``
+calls) for assertions, and each can be told to fail (``error``) or to stall (``stall``) at a
+chosen point, to exercise the engine's error handling and timeouts.
 
 Example::
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Final, TypeVar
 
 import numpy as np
 import trio
@@ -27,7 +28,23 @@ import trio
 from voicecore.history import Message
 from voicecore.stages import AudioChunk, AudioFrame, Transcript, TurnContext
 
-__all__ = ["ScriptedLLM", "ScriptedSTT", "ScriptedTTS", "Utterance"]
+__all__ = ["RECORDED_CALLS", "ScriptedLLM", "ScriptedSTT", "ScriptedTTS", "Utterance"]
+
+RECORDED_CALLS: Final = 100
+"""Calls each provider keeps a record of (``calls``, ``texts``, ``audio_ms``): the most
+recent ones. ``voicecore serve --providers scripted`` shares one LLM and one TTS among every
+session for as long as it runs (the soak and load benchmarks run it for hours), so a record
+of every call, each with its whole prompt, would grow without bound; tests look at a few.
+``call_count`` counts them all."""
+
+_T = TypeVar("_T")
+
+
+def _record(records: list[_T], item: _T) -> None:
+    """Appends ``item``, forgetting the oldest records beyond ``RECORDED_CALLS``."""
+    records.append(item)
+    if len(records) > RECORDED_CALLS:
+        del records[: len(records) - RECORDED_CALLS]
 
 
 async def _stall() -> None:
@@ -92,21 +109,24 @@ class ScriptedSTT:
         self.final_delay_s = final_delay_s
         self.endpoint_silence_ms = endpoint_silence_ms
         self.silence_peak = silence_peak
+        self.call_count = 0
+        """``transcribe`` calls so far (the script's position)."""
         self.calls: list[TurnContext] = []
-        """The context of every ``transcribe`` call, in order."""
+        """The context of each ``transcribe`` call, in order (the last ``RECORDED_CALLS``)."""
         self.audio_ms: list[float] = []
-        """Audio received per call, in ms (updated as it arrives)."""
+        """Audio received per call, in ms (updated as it arrives; same calls as ``calls``)."""
 
     def __repr__(self) -> str:
-        return f"ScriptedSTT({len(self.script)} utterances, calls={len(self.calls)})"
+        return f"ScriptedSTT({len(self.script)} utterances, calls={self.call_count})"
 
     async def transcribe(
         self, audio: AsyncIterable[AudioFrame], ctx: TurnContext
     ) -> AsyncIterator[Transcript]:
         """Yields the next utterance's partials as audio arrives, then its final."""
-        utterance = self.script[min(len(self.calls), len(self.script) - 1)]
-        self.calls.append(ctx)
-        self.audio_ms.append(0.0)
+        utterance = self.script[min(self.call_count, len(self.script) - 1)]
+        self.call_count += 1
+        _record(self.calls, ctx)
+        _record(self.audio_ms, 0.0)
         sent = 0  # partials yielded so far
         received_ms = 0.0
         silence_ms = 0.0
@@ -170,13 +190,16 @@ class ScriptedLLM:
         self._replies = [_Reply(self.split(r) if isinstance(r, str) else list(r)) for r in replies]
         self.first_token_delay_s = first_token_delay_s
         self.token_delay_s = token_delay_s
+        self.call_count = 0
+        """``generate`` calls so far (the script's position)."""
         self.calls: list[list[Message]] = []
-        """The messages of every ``generate`` call, in order (what the LLM was shown)."""
+        """The messages of each ``generate`` call, in order (what the LLM was shown; the last
+        ``RECORDED_CALLS``)."""
         self.closed = 0
         """How many generations were closed (completed or cancelled): no stream stays open."""
 
     def __repr__(self) -> str:
-        return f"ScriptedLLM({len(self._replies)} replies, calls={len(self.calls)})"
+        return f"ScriptedLLM({len(self._replies)} replies, calls={self.call_count})"
 
     @staticmethod
     def split(text: str) -> list[str]:
@@ -195,8 +218,9 @@ class ScriptedLLM:
 
     async def generate(self, messages: Sequence[Message], ctx: TurnContext) -> AsyncIterator[str]:
         """Yields the next scripted reply's deltas with the configured delays."""
-        reply = self._replies[min(len(self.calls), len(self._replies) - 1)]
-        self.calls.append(list(messages))
+        reply = self._replies[min(self.call_count, len(self._replies) - 1)]
+        self.call_count += 1
+        _record(self.calls, list(messages))
         try:
             await trio.sleep(self.first_token_delay_s)
             for index, delta in enumerate(reply.deltas):
@@ -231,8 +255,9 @@ class ScriptedTTS:
         amplitude: the tone's peak, in PCM16 units.
         error: raised on the call whose 0-based index is ``fail_call``.
         stall_call: the call (0-based) that hangs instead of yielding audio.
-        texts: the text of every call, in order.
+        texts: the text of each call, in order (the last ``RECORDED_CALLS``).
         closed: how many calls were closed (completed or cancelled).
+        call_count: calls so far (what ``fail_call`` and ``stall_call`` count).
     """
 
     sample_rate: int = 24000
@@ -247,6 +272,7 @@ class ScriptedTTS:
     stall_call: int | None = None
     texts: list[str] = field(default_factory=list)
     closed: int = 0
+    call_count: int = 0
 
     def samples_for(self, text: str) -> int:
         """The number of samples the TTS produces for ``text`` (at ``sample_rate``)."""
@@ -254,8 +280,9 @@ class ScriptedTTS:
 
     async def synthesize(self, text: str, ctx: TurnContext) -> AsyncIterator[AudioChunk]:
         """Yields the tone for ``text`` chunk by chunk with the configured delays."""
-        call = len(self.texts)
-        self.texts.append(text)
+        call = self.call_count
+        self.call_count += 1
+        _record(self.texts, text)
         total = self.samples_for(text)
         per_chunk = max(1, round(self.chunk_ms * self.sample_rate / 1000))
         t = np.arange(total, dtype=np.float64) / self.sample_rate
