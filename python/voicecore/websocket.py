@@ -243,10 +243,10 @@ class WebSocket:
             self.protocol.send_binary(message)
         try:
             for data in self.protocol.data_to_send():  # one frame: nothing else is left over
-                self.sink.write(data)
+                if self.sink.write(data):
+                    self._writer_wakeup.unpark_all()  # to finish what the kernel did not take
         except ConnectionResetError:
             raise self._closed_error() from None
-        self._writer_wakeup.unpark_all()  # the writer finishes what the kernel did not take
 
     def _send_control(self) -> None:
         """Sends what the protocol produced on its own (pong, close frames, end of stream).
@@ -256,7 +256,10 @@ class WebSocket:
             self.sink.stop_audio()
             if self._writer_scope.deadline == math.inf:
                 self._writer_scope.deadline = trio.current_time() + self.close_timeout_s
-        for data in self.protocol.data_to_send():
+        outgoing = self.protocol.data_to_send()
+        if not outgoing:
+            return  # the common case: a read that only brought messages
+        for data in outgoing:
             if not data:
                 self._eof_pending = True
                 continue
