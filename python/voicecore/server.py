@@ -327,12 +327,13 @@ class WebSocketTransport:
     handed to the engine at the client's ``input_rate`` (the engine resamples it to 16 kHz
     once) and playout reports as ``PlayoutReport``.
 
-    Send side: bounded, and it never waits: ``send`` frames the message into the
-    connection's outgoing buffer (``voicecore.websocket.WebSocket``), which the connection's
-    writer task writes to the socket. The buffer holds at most ``send_queue_ms`` of agent
-    audio at the client's rate; a client that reads too slowly fills it and the transport
-    drops the backlog, tells it ``too_slow`` and closes with 4000, so a stalled client
-    costs at most that buffer plus the kernel's.
+    Send side: bounded, and it never waits. Agent audio does not pass through here: the
+    pacer thread writes each frame into the connection's ``SocketSink`` itself
+    (``audio_sink``); ``send`` frames the other messages into the same sink. What the kernel
+    does not take waits there, at most ``send_queue_ms`` of agent audio at the client's rate;
+    a client that reads too slowly fills it (the sink refuses a write, the pacer's or ours),
+    and the transport drops the backlog, tells it ``too_slow`` and closes with 4000, so a
+    stalled client costs at most that buffer plus the kernel's.
 
     Args:
         websocket: the connection.
