@@ -37,12 +37,6 @@ from voicecore.stages import AudioFrame, EnergyVadStage, TurnContext
 
 LONG_REPLY = " ".join(["This sentence is part of a long answer that keeps the agent talking."] * 6)
 
-SESSION_CYCLE = (
-    "session.py: Session._channel passes EdgeChannel an on_drop lambda that captures the "
-    "session (Session -> EdgeChannel -> lambda -> Session); the fix, "
-    "on_drop=functools.partial(self.metrics.count, name), belongs to the lead's file"
-)
-
 
 @pytest.fixture
 def no_cycle_collector() -> Iterator[None]:
@@ -57,7 +51,6 @@ def no_cycle_collector() -> Iterator[None]:
             gc.enable()
 
 
-@pytest.mark.xfail(strict=True, reason=SESSION_CYCLE)
 async def test_a_finished_session_is_freed_by_reference_counting(
     autojump_clock: trio.abc.Clock, no_cycle_collector: None
 ) -> None:
@@ -94,7 +87,6 @@ async def _settle(predicate: object, timeout: float = 10.0) -> None:
             await trio.sleep(0.01)
 
 
-@pytest.mark.xfail(strict=True, reason=SESSION_CYCLE)
 @pytest.mark.parametrize("leave", ["bye", "abrupt"])
 async def test_a_closed_connection_frees_its_session_and_transport_by_reference_counting(
     tmp_path: Path, no_cycle_collector: None, leave: str

@@ -361,8 +361,11 @@ class Session:
         return self._router.pacer if self._router is not None else None
 
     def _channel(self, edge: Any) -> EdgeChannel[Any]:
-        name = f"{edge.name}.dropped"
-        return EdgeChannel(edge, on_drop=lambda n: self.metrics.count(name, n))
+        # Bound to the metrics, not to the session: a channel must not hold its session in
+        # a reference cycle (a finished session is freed at once, not by the GC).
+        return EdgeChannel(
+            edge, on_drop=functools.partial(self.metrics.count, f"{edge.name}.dropped")
+        )
 
     def latency_budget(self, **provider_ms: float) -> LatencyBudget:
         """The voice-to-voice latency budget with this session's configuration."""
