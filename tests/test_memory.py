@@ -116,7 +116,11 @@ async def test_a_closed_connection_frees_its_session_and_transport_by_reference_
             else:
                 await trio.aclose_forcefully(ws.stream)
         await _settle(lambda: server.sessions == 0 and server.pacer.stats().open_streams == 0)
-        await trio.sleep(0.1)  # the connection's own tasks return after its session
+        # The connection's own tasks return after its session: give them a moment (on a
+        # loaded machine too); objects in a cycle would never die.
+        with trio.move_on_after(5):
+            while session_ref() is not None or transport_ref() is not None:
+                await trio.sleep(0.01)
         assert session_ref() is None
         assert transport_ref() is None
         server.shutdown()

@@ -110,3 +110,10 @@ def test_bad_settings_are_refused() -> None:
         run_soak(metrics_interval_s=0)
     with pytest.raises(SystemExit):
         main(["--server-env", "NO_EQUALS_SIGN"])
+
+
+def test_server_env_adds_to_the_inherited_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICECORE_SOAK_TEST", "inherited")
+    server = ServerProcess(env={"MALLOC_ARENA_MAX": "2"})
+    assert server.env["MALLOC_ARENA_MAX"] == "2"
+    assert server.env["VOICECORE_SOAK_TEST"] == "inherited"

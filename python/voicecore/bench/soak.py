@@ -32,6 +32,11 @@ frees itself leaves about none. ``server_env`` runs the server with extra enviro
 variables, e.g. ``MALLOC_ARENA_MAX=2`` or ``PYTHONMALLOC=malloc``, to tell allocator
 fragmentation from a leak.
 
+Long calls (``--reconnect-every 1000000``: one connection per client for the whole run)
+need a longer warm-up: each session's bounded windows fill for minutes (the last 10,000
+frames' lateness, ~200 s of agent audio; 3,000 timeline events; the history up to its token
+budget), and that filling is not a leak.
+
 Run: ``python -m voicecore.bench.soak --duration-s 600 --sessions 8 --json soak.json``
 (``--server-env MALLOC_ARENA_MAX=2`` to vary the server's allocator).
 """
