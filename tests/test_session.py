@@ -233,8 +233,9 @@ async def test_barge_in_during_playout_keeps_only_what_was_heard(
     assert_no_audio_of(1, later)
     sent = client.audio(1)
     assert 0 < len(sent) < sum(tts.samples_for(t) for t in tts.texts[:3]) * RATE // 24000 // 320
-    # Sent frames: the cushion (120 ms) ahead of 1.8 s of playback; heard = sent - cushion.
-    assert len(sent) * 20 == pytest.approx(1800 + 120, abs=40)
+    # Sent frames: the cushion ahead of 1.8 s of playback; heard = sent - cushion.
+    cushion = SessionConfig().cushion_ms
+    assert len(sent) * 20 == pytest.approx(1800 + cushion, abs=40)
     turn1 = session.metrics.turns[0]
     assert turn1.interrupted
     assert turn1.barge_in_ms is not None
@@ -250,7 +251,7 @@ async def test_barge_in_during_playout_keeps_only_what_was_heard(
     # holds the TTS back until it has drained to half) and the client's cushion would
     # still have played.
     (event,) = session.timeline.events("barge_in")
-    assert 1000 + 120 <= event["stale_audio_ms"] <= 2000 + 120
+    assert 1000 + cushion <= event["stale_audio_ms"] <= 2000 + cushion
     assert messages[2:] == [("user", "Stop."), ("assistant", "Okay.")]
 
 

@@ -85,11 +85,12 @@ async def test_a_session_turn_is_paced_by_the_trio_pacer(autojump_clock: trio.ab
     assert sent[: len(pushed)] == pushed
     assert set(sent[len(pushed) :]) <= {0}
     assert len(sent) - len(pushed) < 640
-    # Paced: the cushion (120 ms = 6 frames) at once, then one frame per 20 ms of Trio time.
+    # Paced: the cushion at once, then one frame per 20 ms of Trio time.
+    burst = session.config.cushion_ms // 20
     times = [t for t, m in client.received if m in frames]
-    assert times[:6] == [times[0]] * 6
-    assert times[6] > times[0]
-    assert np.diff(times[6:]) == pytest.approx(0.02, abs=1e-6)
+    assert times[:burst] == [times[0]] * burst
+    assert times[burst] > times[0]
+    assert np.diff(times[burst:]) == pytest.approx(0.02, abs=1e-6)
     # The session's metrics saw the Trio pacer's frames, released on time (MockClock).
     turn = session.metrics.turns[0]
     assert turn.voice_to_voice_ms is not None
@@ -119,9 +120,10 @@ async def test_barge_in_flushes_the_trio_pacer(autojump_clock: trio.abc.Clock) -
     index = next(i for i, (_, m) in enumerate(client.received) if m is clear)
     after = [m for _, m in client.received[index:]]
     assert not [m for m in after if isinstance(m, AgentAudio) and m.turn_id == 1]
-    # Sent: the cushion (120 ms) ahead of 1.8 s of playback; heard = sent - cushion (the
-    # Rust pacer's figures in test_session's barge-in test).
-    assert len(client.audio(1)) * 20 == pytest.approx(1800 + 120, abs=40)
+    # Sent: the cushion ahead of 1.8 s of playback; heard = sent - cushion (the Rust
+    # pacer's figures in test_session's barge-in test).
+    cushion = session.config.cushion_ms
+    assert len(client.audio(1)) * 20 == pytest.approx(1800 + cushion, abs=40)
     heard = client.events("turn_end")[0]["heard"]
     assert story.startswith(heard)
     assert 20 <= len(heard) <= 40

@@ -295,7 +295,7 @@ function drawGraph() {
   ctx.clearRect(0, 0, width, height);
   const css = getComputedStyle(canvas);
   const color = (/** @type {string} */ name) => css.getPropertyValue(name).trim();
-  const cushion = client.session?.cushion_ms ?? 120;
+  const cushion = client.session?.cushion_ms ?? 240;
   const top = Math.max(cushion * 2, buffer.max() * 1.15, 50);
   const now = performance.now() / 1000;
   const x = (/** @type {number} */ t) => width - ((now - t) / GRAPH_SECONDS) * width;

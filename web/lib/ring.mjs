@@ -14,7 +14,7 @@
  *
  * * overflow (the writer is more than `capacity` ahead): the writer drops the samples that do
  *   not fit (newest) and counts them in OVERFLOW; it cannot drop the oldest without racing the
- *   reader. The server's pacer keeps the client near its cushion (120 ms by default), so a
+ *   reader. The server's pacer keeps the client near its cushion (240 ms by default), so a
  *   full ring (seconds) means something upstream is broken, and a counted drop says so.
  * * clear (barge-in): the writer publishes the position to skip to (CLEAR_AT), then bumps
  *   CLEAR_GEN. The reader, at its next render quantum, sees a new generation and jumps READ to
