@@ -6,10 +6,11 @@ Faults (``voicecore.bench.faults``): the event loop blocked 50/100/300 ms, a GC 
 GIL-hogging thread (inside the server, through the bench-only ``VOICECORE_FAULTS``), the whole
 process frozen 50/100/300 ms (SIGSTOP/SIGCONT bursts: what a CPU quota throttle does), and a
 real cgroup CPU quota (30 % of one CPU) where the machine lets us write it; every 2 s, at the
-default 120 ms cushion and at 300 ms. The baseline is the same ``voicecore serve`` with
-``VOICECORE_BENCH_PACER=trio``: the Rust pacer's release logic run by a Trio task on the
-event loop (``voicecore.bench.trio_pacer``), so the same client converses with both and the
-only difference is who runs the pacer. Underruns are per minute of agent audio received;
+default cushion (240 ms) and at 120 ms (the GC storm and GIL hog at 120 ms only). The
+baseline is the same ``voicecore serve`` with ``VOICECORE_BENCH_PACER=trio``: the Rust
+pacer's release logic run by a Trio task on the event loop (``voicecore.bench.trio_pacer``),
+writing to the same socket sink, so the same client converses with both and the only
+difference is who runs the pacer. Underruns are per minute of agent audio received;
 ``pacer_late_*_ms`` is the server's worst per-session pacer lateness. Ratios: voicecore /
 baseline (lower is better; None where the baseline had 0). One client per run on a shared
 2-core machine: figures are noisy and indicative.

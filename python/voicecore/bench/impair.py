@@ -48,6 +48,8 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect
 
+from voicecore.contracts import PLAYOUT_TO_CLIENT
+
 __all__ = [
     "PROFILES",
     "ClientResult",
@@ -203,7 +205,7 @@ class ImpairingProxy:
 @contextlib.asynccontextmanager
 async def launch_server(
     *,
-    cushion_ms: int = 120,
+    cushion_ms: int = PLAYOUT_TO_CLIENT.bound,
     env: dict[str, str] | None = None,
     command: Sequence[str] | None = None,
     startup_timeout_s: float = 30.0,
@@ -544,7 +546,7 @@ async def _converse(
 async def measure(
     profile: Profile,
     *,
-    cushion_ms: int = 120,
+    cushion_ms: int = PLAYOUT_TO_CLIENT.bound,
     duration_s: float = 30.0,
     seed: int = 1,
 ) -> dict[str, Any]:
@@ -591,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voicecore.bench.impair")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated")
-    parser.add_argument("--cushions", default="40,60,80,100,120,160,200,300", help="ms")
+    parser.add_argument("--cushions", default="80,120,160,200,240,300", help="ms")
     parser.add_argument("--json", type=Path, default=Path("impairment.json"))
     args = parser.parse_args(argv)
 

@@ -33,6 +33,7 @@ import trio
 
 from voicecore.bench import faults, trio_pacer
 from voicecore.bench.impair import launch_server, load_speech, run_client
+from voicecore.contracts import PLAYOUT_TO_CLIENT
 
 __all__ = ["PACERS", "SERVERS", "Stall", "main", "measure_stall", "stall_matrix"]
 
@@ -105,7 +106,11 @@ async def _pacer_lateness(port: int) -> dict[str, float]:
 
 
 async def measure_stall(
-    server: str, stall: Stall | None, *, cushion_ms: int = 120, duration_s: float = 20.0
+    server: str,
+    stall: Stall | None,
+    *,
+    cushion_ms: int = PLAYOUT_TO_CLIENT.bound,
+    duration_s: float = 20.0,
 ) -> dict[str, Any]:
     """One run of ``voicecore serve`` with the pacer of ``server`` (``voicecore``: Rust;
     ``python-pacer``: the Trio baseline) under ``stall`` (None: no fault): the client's
@@ -142,17 +147,18 @@ async def measure_stall(
 
 def stall_matrix(*, quick: bool) -> list[tuple[Stall | None, int]]:
     """The (fault, cushion ms) runs: quick mode one fault; full mode every fault kind, the
-    loop blocked and the process frozen at 50/100/300 ms, at the default and a 300 ms
-    cushion, and a real CPU quota where the machine allows it."""
+    loop blocked and the process frozen at 50/100/300 ms, at the default cushion and at
+    120 ms (the old default), and a real CPU quota where the machine allows it."""
+    default = PLAYOUT_TO_CLIENT.bound
     if quick:
-        return [(Stall("loop_block", 100), 120)]
-    runs: list[tuple[Stall | None, int]] = [(None, 120)]
-    for cushion in (120, 300):
+        return [(Stall("loop_block", 100), default)]
+    runs: list[tuple[Stall | None, int]] = [(None, default)]
+    for cushion in (120, default):
         runs += [(Stall("loop_block", ms), cushion) for ms in (50, 100, 300)]
         runs += [(Stall("sigstop", ms), cushion) for ms in (50, 100, 300)]
     runs += [(Stall("gc_storm", 100), 120), (Stall("gil_hog", 100), 120)]
     if faults.cpu_quota_available():
-        runs += [(Stall("cpu_quota", 30), 120)]
+        runs += [(Stall("cpu_quota", 30), default)]
     return runs
 
 
