@@ -24,11 +24,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from voicecore.bench.soak import FD_TARGET_PER_1000, RSS_TARGET_MB_PER_1000, SoakResult, run_soak
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "system"
 
 
+@pytest.mark.timeout(1800)  # the full run is 5 minutes; pytest's default is 120 s
 def test_soak_turns_barge_ins_reconnects(benchmark: Any, report: Any, quick: bool) -> None:
     duration_s, sessions = (20.0, 6) if quick else (300.0, 8)
     results: list[SoakResult] = []

@@ -216,6 +216,7 @@ async def stress_run(seconds: float, timeline_path: Path) -> Player:
     return player
 
 
+@pytest.mark.timeout(600)
 def test_timeline_of_a_stress_run(
     benchmark: Any, report: Any, quick: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
