@@ -183,8 +183,9 @@ def test_gate_skips_silence_and_keeps_the_decisions(model: Path, speech: list[An
     silence_windows = 6 * RATE // SILERO_WINDOW
     assert g.skipped >= 0.8 * silence_windows, g
     assert g.skipped_fraction > 0.2
-    assert g.inference_cpu_s < u.inference_cpu_s
-    assert g.cpu_ms_per_audio_minute < u.cpu_ms_per_audio_minute
+    # Fewer inferences; the CPU time they save is the benchmark's to measure (bench_silero):
+    # timed on a loaded CI machine, the gated run can come out slower.
+    assert g.inferred == g.windows - g.skipped < u.inferred
     # The same speech, to within a window or two at each boundary.
     assert len(gated_spans) == len(ungated_spans), (gated_spans, ungated_spans)
     for (gs, ge), (us, ue) in zip(gated_spans, ungated_spans, strict=True):
