@@ -154,12 +154,12 @@ async def test_cancellation_mid_utterance_is_prompt_and_the_decoder_is_reusable(
     feed = stt._feed
 
     def slow_feed(call: int, pcm: bytes) -> str:
-        # After 3 s of audio, one decoder call is made slow (0.3 s) so that the cancellation
+        # After 3 s of audio, one decoder call is made slow (1.5 s) so that the cancellation
         # certainly lands while a worker is busy with the decoder.
         if stt.stats().audio_s < 3.0:
             return feed(call, pcm)
         decoding.set()
-        time.sleep(0.3)
+        time.sleep(1.5)
         try:
             return feed(call, pcm)
         finally:
@@ -181,8 +181,9 @@ async def test_cancellation_mid_utterance_is_prompt_and_the_decoder_is_reusable(
     returned_s = time.perf_counter() - cancelled_at
     assert partials
     assert stt.stats().finals == 0
-    # The turn did not wait for the decoder call (abandoned in its thread)...
-    assert returned_s < 0.15
+    # The turn did not wait for the 1.5 s decoder call (abandoned in its thread; the bound
+    # leaves a loaded machine room)...
+    assert returned_s < 0.75
     assert not worker_done.is_set()
     # ...which kept the limiter: the next decoder use waits for it, so at most one call
     # ever runs, and none is left behind.
