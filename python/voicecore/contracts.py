@@ -116,7 +116,8 @@ cushion as a burst and the page starts playing after 40 ms)."""
 SESSION_TO_TRANSPORT = Edge(
     "session->transport", "server messages", 256, "items", OverflowPolicy.DROP_OLDEST, True
 )
-"""Everything the session sends (frames, clear, events) to the transport's writer."""
+"""What the session sends to the transport's writer: events, ``Clear``, and agent frames
+when the transport has no ``audio_sink`` (with one, the pacer thread writes the frames)."""
 
 EDGES: tuple[Edge, ...] = (
     MIC_TO_DSP,

@@ -14,7 +14,10 @@ A ``Session`` runs every task of one conversation in one Trio nursery:
   (``TTS_TO_PLAYOUT``);
 * **playout**: the frames the Rust pacer releases on their deadlines (``PLAYOUT_TO_CLIENT``)
   reach the session through a ``PlayoutRouter`` task (its own, or one shared by many
-  sessions) and go to the client through the **writer** task (``SESSION_TO_TRANSPORT``).
+  sessions). When the transport has an ``audio_sink`` (the WebSocket server's), the pacer
+  thread has already written each frame to the client and the session only keeps its
+  figures; otherwise frames go out as ``AgentAudio`` through the **writer** task
+  (``SESSION_TO_TRANSPORT``), which carries every event and ``Clear`` either way.
 
 Barge-in: when user speech is confirmed while the agent is active (thinking or speaking), the
 turn's scope is cancelled, its playout stream flushed and a ``Clear`` queued for the client,
