@@ -39,16 +39,16 @@ models: install ## download the Silero VAD model (the benchmarks' neural baselin
 lint: install-dev ## cargo fmt/clippy, ruff, mypy --strict, stubtest
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --release -- -D warnings
-	$(BIN)/ruff check python tests benches conftest.py
-	$(BIN)/ruff format --check python tests benches conftest.py
+	$(BIN)/ruff check python tests benches harness conftest.py
+	$(BIN)/ruff format --check python tests benches harness conftest.py
 	$(BIN)/mypy --strict python/voicecore
 	$(BIN)/python -m mypy.stubtest voicecore._core
 
 .PHONY: format
 format: install-dev ## apply cargo fmt and ruff format
 	cargo fmt --all
-	$(BIN)/ruff format python tests benches conftest.py
-	$(BIN)/ruff check --fix python tests benches conftest.py
+	$(BIN)/ruff format python tests benches harness conftest.py
+	$(BIN)/ruff check --fix python tests benches harness conftest.py
 
 .PHONY: chromium
 chromium: ## install Debian's Chromium for the browser tests (apt-get as root; skipped when present)
@@ -87,4 +87,4 @@ bench-system: install-dev models ## the system benchmarks (load, impairment, sta
 	@# The summary is printed even when a suite fails (a missed target is shown, not hidden);
 	@# make still fails with pytest's status.
 	$(BIN)/pytest benches/system --benchmark-json=$(REPORTS)/bench-system.json; status=$$?; \
-		$(BIN)/python -m voicecore.bench.summary $(REPORTS)/bench-system.json; exit $$status
+		$(BIN)/python -m harness.summary $(REPORTS)/bench-system.json; exit $$status

@@ -30,11 +30,11 @@ import numpy as np
 import trio
 
 from voicecore import EnergyVad, FramePacer
+from voicecore.engine.session import Session, SessionConfig
+from voicecore.engine.stages import EnergyVadStage
+from voicecore.engine.transport import AgentAudio, Clear, Event, MemoryClient, memory_transport
 from voicecore.metrics import percentile
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.session import Session, SessionConfig
-from voicecore.stages import EnergyVadStage
-from voicecore.transport import AgentAudio, Clear, Event, MemoryClient, memory_transport
 
 RATE = 16000
 SILENCE_MS = 500.0

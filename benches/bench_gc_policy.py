@@ -46,8 +46,8 @@ import numpy as np
 import trio
 
 from voicecore import FramePacer, GcMonitor, GcPolicy, LoopLagCanary, Timeline
+from voicecore.engine.pacing import push, released_frames
 from voicecore.metrics import percentile
-from voicecore.pacing import push, released_frames
 
 SAMPLE_RATE = 16_000
 SPEAK_S = 2.0

@@ -39,10 +39,10 @@ import numpy.typing as npt
 import pytest
 import trio
 
+from voicecore.engine.stages import AudioFrame, SpeechEnded, SpeechStarted, Transcript, TurnContext
 from voicecore.exceptions import ModelFetchError
 from voicecore.models import fetch_silero_vad
 from voicecore.providers import SileroVad, SphinxSTT
-from voicecore.stages import AudioFrame, SpeechEnded, SpeechStarted, Transcript, TurnContext
 
 RATE = 16000
 FRAME = 320  # 20 ms

@@ -35,10 +35,10 @@ from typing import Any
 import httpx
 import trio
 
-from voicecore.history import Message
+from voicecore.engine.history import Message
+from voicecore.engine.stages import TurnContext
 from voicecore.metrics import percentile
 from voicecore.providers.openai import OpenAILLM
-from voicecore.stages import TurnContext
 
 MESSAGES = [Message("user", "Tell me a story.")]
 STALL_AFTER = 5

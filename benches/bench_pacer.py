@@ -41,7 +41,7 @@ import pytest
 import trio
 
 from voicecore import FramePacer
-from voicecore.pacing import push, released_frames
+from voicecore.engine.pacing import push, released_frames
 
 FRAME_S = 0.020
 P99_TARGET_MS = 0.5

@@ -28,10 +28,10 @@ from typing import Any
 
 import trio
 
-from voicecore.contracts import latency_budget
+from voicecore.engine.contracts import latency_budget
+from voicecore.engine.stages import TurnContext
 from voicecore.metrics import percentile
 from voicecore.providers import EspeakTTS
-from voicecore.stages import TurnContext
 
 TEXTS = {
     "short": "Hello! How can I help you today?",

@@ -14,10 +14,10 @@ import numpy as np
 import trio
 
 from voicecore import FramePacer
+from voicecore.engine.session import Session, SessionConfig
+from voicecore.engine.stages import STT
+from voicecore.engine.transport import MemoryClient, ServerMessage, memory_transport
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.session import Session, SessionConfig
-from voicecore.stages import STT
-from voicecore.transport import MemoryClient, ServerMessage, memory_transport
 
 RATE = 16000
 _rng = np.random.default_rng(1234)

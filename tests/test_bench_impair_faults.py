@@ -1,13 +1,13 @@
 """The impairment proxy, the client's playout model and the fault specs of the system
-benchmarks (``voicecore.bench.impair``, ``voicecore.bench.faults``)."""
+benchmarks (``harness.impair``, ``harness.faults``)."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from voicecore.bench.faults import FaultSpec, parse_faults, run_faults
-from voicecore.bench.impair import ClientResult, ImpairingProxy, PlayoutModel, Profile
+from harness.faults import FaultSpec, parse_faults, run_faults
+from harness.impair import ClientResult, ImpairingProxy, PlayoutModel, Profile
 
 
 def test_parse_faults_reads_kind_duration_and_period() -> None:

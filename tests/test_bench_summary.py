@@ -1,4 +1,4 @@
-"""voicecore.bench.summary: one table of the system benchmarks from pytest-benchmark JSON."""
+"""harness.summary: one table of the system benchmarks from pytest-benchmark JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from voicecore.bench.summary import format_table, lines_of, main
+from harness.summary import format_table, lines_of, main
 
 REPORT = {
     "benchmarks": [

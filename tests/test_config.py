@@ -16,7 +16,6 @@ import pytest
 
 import voicecore.config
 from voicecore import ConfigError, SessionConfig
-from voicecore.cli import main as cli_main
 from voicecore.config import (
     CONFIG_ENV,
     SETTINGS,
@@ -26,19 +25,20 @@ from voicecore.config import (
     VadConfig,
     VoicecoreConfig,
     add_config_arguments,
-    build_pipeline,
     config_from_args,
     format_config,
     load_config,
 )
+from voicecore.engine.stages import EnergyVadStage
+from voicecore.engine.transport import memory_transport
 from voicecore.models import silero_vad_path
+from voicecore.pipeline import build_pipeline
 from voicecore.providers.espeak import EspeakTTS
 from voicecore.providers.openai import OpenAILLM, OpenAISTT, OpenAITTS
 from voicecore.providers.responder import RuleBasedResponder
 from voicecore.providers.silero import SileroVad, VadFallbackWarning
 from voicecore.providers.sphinx import SphinxSTT
-from voicecore.stages import EnergyVadStage
-from voicecore.transport import memory_transport
+from voicecore.server.cli import main as cli_main
 
 
 def write(tmp_path: Path, text: str, name: str = "voicecore.toml") -> Path:

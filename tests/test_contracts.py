@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from voicecore.contracts import (
+from voicecore.engine.contracts import (
     DSP_TO_STT,
     EDGES,
     LLM_TO_TTS,

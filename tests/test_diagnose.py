@@ -12,7 +12,6 @@ import pytest
 import trio
 import trio.testing
 
-from voicecore.cli import main
 from voicecore.diagnose import (
     MATPLOTLIB_MISSING,
     TimelineRecorder,
@@ -22,6 +21,7 @@ from voicecore.diagnose import (
     window,
 )
 from voicecore.diagnostics import Timeline
+from voicecore.server.cli import main
 
 
 def frames(timeline: Timeline, start: float, stop: float, **fields: Any) -> None:
@@ -228,7 +228,8 @@ async def test_recorder_merges_sessions_onto_the_probes_clock(tmp_path: Path) ->
 async def test_voicecore_serve_timeline_records_sessions_until_shutdown(tmp_path: Path) -> None:
     from websockets.trio.client import connect
 
-    from voicecore.server import ServerSettings, VoiceServer, scripted_pipeline
+    from voicecore.pipeline import scripted_pipeline
+    from voicecore.server.app import ServerSettings, VoiceServer
 
     path = tmp_path / "timeline.json"
     settings = ServerSettings(port=0, web_root=tmp_path, timeline_path=path)

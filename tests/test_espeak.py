@@ -18,6 +18,9 @@ import pytest
 import trio
 
 from session_helpers import noise, voice
+from voicecore.engine.session import Session, SessionConfig
+from voicecore.engine.stages import TTS, TurnContext
+from voicecore.engine.transport import AgentAudio, Event, memory_transport
 from voicecore.exceptions import ConfigError
 from voicecore.providers import (
     EspeakTTS,
@@ -27,9 +30,6 @@ from voicecore.providers import (
     espeak_voices,
 )
 from voicecore.providers.espeak import CALLBACK_BUFFER_MS, EspeakEngine
-from voicecore.session import Session, SessionConfig
-from voicecore.stages import TTS, TurnContext
-from voicecore.transport import AgentAudio, Event, memory_transport
 
 RATE = 22050
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it runs away."

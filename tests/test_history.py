@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicecore import ConfigError, ConversationHistory, Message, SpokenReply
-from voicecore.history import INTERRUPTED_MARK, approx_token_count
+from voicecore.engine.history import INTERRUPTED_MARK, approx_token_count
 
 # -- SpokenReply ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The load generator (``voicecore.bench.loadgen``): its player model on scripted event
+"""The load generator (``harness.loadgen``): its player model on scripted event
 sequences, and a short run of real clients against ``voicecore serve --providers scripted``
 in a subprocess."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voicecore.bench.loadgen import (
+from harness.loadgen import (
     LoadConfig,
     PlayoutModel,
     ServerProcess,

@@ -4,7 +4,7 @@ A session that ends must be freed by reference counting alone, the moment its la
 returns. If it sits in a reference cycle, everything it holds (its timeline of thousands
 of events, its rings, channels and queued audio, its transport and socket objects) waits
 for a full collection of the oldest generation, which a busy server runs rarely: the soak
-(``voicecore.bench.soak``) measured some fifty dead sessions piling up between two such
+(``harness.soak``) measured some fifty dead sessions piling up between two such
 collections, and the heap's high-water mark ratcheting up with every pile (RSS growth of
 2-3 MB per 1,000 turns while the live heap stayed flat).
 
@@ -27,13 +27,14 @@ import trio
 from websockets.trio.client import connect
 
 from session_helpers import is_event, make_session, noise, receive_until, voice
-from voicecore.config import Pipeline, VoicecoreConfig
-from voicecore.history import Message
+from voicecore.config import VoicecoreConfig
+from voicecore.engine.history import Message
+from voicecore.engine.session import SessionConfig
+from voicecore.engine.stages import AudioFrame, EnergyVadStage, TurnContext
+from voicecore.pipeline import Pipeline
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 from voicecore.providers.scripted import RECORDED_CALLS
-from voicecore.server import ServerSettings, VoiceServer
-from voicecore.session import SessionConfig
-from voicecore.stages import AudioFrame, EnergyVadStage, TurnContext
+from voicecore.server.app import ServerSettings, VoiceServer
 
 LONG_REPLY = " ".join(["This sentence is part of a long answer that keeps the agent talking."] * 6)
 

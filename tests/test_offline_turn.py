@@ -22,11 +22,12 @@ import pytest
 import trio
 
 from voicecore import FramePacer, PlayoutRouter, Resampler, Session
-from voicecore.config import Pipeline, Providers, build_pipeline, load_config
+from voicecore.config import load_config
+from voicecore.engine.stages import EnergyVadStage
+from voicecore.engine.transport import AgentAudio, Event, MemoryClient, memory_transport
 from voicecore.models import silero_vad_path
+from voicecore.pipeline import Pipeline, Providers, build_pipeline
 from voicecore.providers.silero import SileroVad, VadFallbackWarning
-from voicecore.stages import EnergyVadStage
-from voicecore.transport import AgentAudio, Event, MemoryClient, memory_transport
 
 CLIENT_RATE = 48_000  # a browser's AudioContext rate: the mic and the agent audio
 LEAD_IN_S = 0.3  # room noise before the user speaks

@@ -37,8 +37,11 @@ from openai_server import (
 )
 from session_helpers import RATE, is_event, noise, receive_until, start, voice
 from voicecore import FramePacer
+from voicecore.engine.history import Message
+from voicecore.engine.session import Session, SessionConfig
+from voicecore.engine.stages import LLM, STT, TTS, AudioFrame, StageTimeoutError, TurnContext
+from voicecore.engine.transport import Clear, Event, memory_transport
 from voicecore.exceptions import ConfigError, VoicecoreError
-from voicecore.history import Message
 from voicecore.providers._http import SSEDecoder, SSEEvent
 from voicecore.providers.openai import (
     OpenAILLM,
@@ -50,9 +53,6 @@ from voicecore.providers.openai import (
     ProviderHTTPError,
     ProviderResponseError,
 )
-from voicecore.session import Session, SessionConfig
-from voicecore.stages import LLM, STT, TTS, AudioFrame, StageTimeoutError, TurnContext
-from voicecore.transport import Clear, Event, memory_transport
 
 CHAT = "/v1/chat/completions"
 SPEECH = "/v1/audio/speech"

@@ -30,7 +30,7 @@ from voicecore import (
     UnknownStreamError,
     UnsupportedSampleRateError,
 )
-from voicecore.pacing import push, receive_released, released_frames
+from voicecore.engine.pacing import push, receive_released, released_frames
 
 MS = 1_000_000  # ns
 FRAME = 320  # samples of 20 ms at 16 kHz

@@ -8,10 +8,10 @@ import trio
 
 from session_helpers import RATE, is_event, noise, receive_until, voice
 from voicecore import FramePacer, ReleasedFrame
-from voicecore.playout import PlayoutRouter
+from voicecore.engine.playout import PlayoutRouter
+from voicecore.engine.session import Session
+from voicecore.engine.transport import AgentAudio, memory_transport
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.session import Session
-from voicecore.transport import AgentAudio, memory_transport
 
 
 async def test_frames_go_to_their_stream_owner(autojump_clock: trio.abc.Clock) -> None:

@@ -16,12 +16,12 @@ import pytest
 import trio
 
 from voicecore.diagnostics import Timeline
+from voicecore.engine.history import Message
+from voicecore.engine.stages import LLM, TurnContext
 from voicecore.exceptions import ConfigError
-from voicecore.history import Message
 from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.providers import RuleBasedResponder
 from voicecore.providers.responder import DEFAULT_RULES, Rule
-from voicecore.stages import LLM, TurnContext
 
 NINE_O_FIVE = dt.datetime(2026, 11, 21, 9, 5)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import trio
 
-from voicecore.history import Message
+from voicecore.engine.history import Message
+from voicecore.engine.stages import LLM, STT, TTS, AudioFrame, TurnContext
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.stages import LLM, STT, TTS, AudioFrame, TurnContext
 
 
 def ctx() -> TurnContext:

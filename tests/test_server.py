@@ -27,14 +27,16 @@ from websockets.trio.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from session_helpers import noise, voice
-from voicecore.cli import main
-from voicecore.config import Pipeline, VoicecoreConfig
+from voicecore.config import VoicecoreConfig
+from voicecore.engine.session import SessionConfig
+from voicecore.engine.stages import EnergyVadStage
+from voicecore.engine.transport import Transport
+from voicecore.pipeline import Pipeline
 from voicecore.protocol import CloseCode
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.server import ServerSettings, VoiceServer, default_origins
-from voicecore.session import SessionConfig
-from voicecore.stages import EnergyVadStage
-from voicecore.transport import Transport
+from voicecore.server.app import ServerSettings, VoiceServer
+from voicecore.server.cli import main
+from voicecore.server.http import default_origins
 
 REPO = Path(__file__).resolve().parent.parent
 LONG_REPLY = " ".join(["This sentence is part of a long answer that keeps the agent talking."] * 6)

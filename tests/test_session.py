@@ -15,11 +15,11 @@ import trio
 from session_helpers import RATE, is_event, make_session, noise, receive_until, start, voice
 from voicecore import FramePacer
 from voicecore.diagnostics import GcPolicy, LoopLagCanary
-from voicecore.history import ConversationHistory
+from voicecore.engine.history import ConversationHistory
+from voicecore.engine.session import Session, SessionConfig
+from voicecore.engine.stages import AudioFrame, Transcript, TurnContext
+from voicecore.engine.transport import AgentAudio, Clear, Event, MemoryClient, memory_transport
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.session import Session, SessionConfig
-from voicecore.stages import AudioFrame, Transcript, TurnContext
-from voicecore.transport import AgentAudio, Clear, Event, MemoryClient, memory_transport
 
 
 def after(client: MemoryClient, message: object) -> list[object]:
@@ -297,7 +297,7 @@ async def test_playout_reports_reach_the_pacer(autojump_clock: trio.abc.Clock) -
 async def test_token_budget_truncates_the_prompt(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="voicecore.session")
+    caplog.set_level(logging.INFO, logger="voicecore.engine.session")
     utterances = [Utterance([], f"Question number {i} about the weather today?") for i in range(3)]
     llm = ScriptedLLM([f"Answer {i} is sunny." for i in range(3)])
     # System prompt (~6 tokens + 4) and one turn (~11 + 4 and ~5 + 4) fit; two turns do not.

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from voicecore import EnergyVad
+from voicecore.engine.stages import VAD, AudioFrame, EnergyVadStage, SpeechEnded, SpeechStarted
 from voicecore.exceptions import AudioFormatError, ConfigError, ModelFetchError
 from voicecore.models import fetch_silero_vad, silero_vad_path
 from voicecore.providers import (
@@ -23,7 +24,6 @@ from voicecore.providers import (
     make_vad,
 )
 from voicecore.providers.silero import SILERO_CONTEXT, SILERO_WINDOW
-from voicecore.stages import VAD, AudioFrame, EnergyVadStage, SpeechEnded, SpeechStarted
 
 RATE = 16000
 FRAME = 320  # 20 ms: what the engine feeds

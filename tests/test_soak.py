@@ -1,4 +1,4 @@
-"""The soak harness's arithmetic and parsing (``voicecore.bench.soak``); the harness itself
+"""The soak harness's arithmetic and parsing (``harness.soak``); the harness itself
 runs in ``benches/system/bench_soak.py``."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voicecore.bench.soak import (
+from harness.soak import (
     GcSample,
     Sample,
     ServerProcess,
@@ -16,7 +16,7 @@ from voicecore.bench.soak import (
     parse_prometheus,
     run_soak,
 )
-from voicecore.bench.soak import _result as soak_result
+from harness.soak import _result as soak_result
 
 
 def test_growth_is_the_slope_per_1000_turns() -> None:

@@ -13,9 +13,9 @@ import numpy.typing as npt
 import pytest
 import trio
 
+from voicecore.engine.stages import STT, AudioFrame, Transcript, TurnContext
 from voicecore.exceptions import AudioFormatError, ConfigError
 from voicecore.providers import SphinxSTT
-from voicecore.stages import STT, AudioFrame, Transcript, TurnContext
 
 RATE = 16000
 FRAME = 320  # 20 ms

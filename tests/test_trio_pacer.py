@@ -1,4 +1,4 @@
-"""The pure-Python pacing baseline (``voicecore.bench.trio_pacer``): a real ``Session``
+"""The pure-Python pacing baseline (``harness.trio_pacer``): a real ``Session``
 through ``PlayoutRouter`` on it, its release schedule against the Rust pacer's, its errors."""
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ import numpy as np
 import pytest
 import trio
 
+from harness.trio_pacer import ENV, TrioFramePacer, pacer_from_env
 from session_helpers import RATE, is_event, noise, receive_until, start, voice
 from voicecore import FramePacer
-from voicecore.bench.trio_pacer import ENV, TrioFramePacer, pacer_from_env
+from voicecore.engine.pacing import push, receive_released
+from voicecore.engine.playout import PlayoutRouter
+from voicecore.engine.session import Session
+from voicecore.engine.stages import AudioChunk, TurnContext
+from voicecore.engine.transport import AgentAudio, Clear, MemoryClient, memory_transport
 from voicecore.exceptions import (
     AudioFormatError,
     AudioTypeError,
@@ -26,12 +31,7 @@ from voicecore.exceptions import (
     UnknownStreamError,
     UnsupportedSampleRateError,
 )
-from voicecore.pacing import push, receive_released
-from voicecore.playout import PlayoutRouter
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.session import Session
-from voicecore.stages import AudioChunk, TurnContext
-from voicecore.transport import AgentAudio, Clear, MemoryClient, memory_transport
 
 
 def readable(fd: int) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicecore.stages import SpeechEnded, SpeechStarted
-from voicecore.turn_taking import (
+from voicecore.engine.stages import SpeechEnded, SpeechStarted
+from voicecore.engine.turns import (
     EndOfTurn,
     FalseStart,
     SpeechPaused,

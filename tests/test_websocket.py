@@ -1,4 +1,4 @@
-"""voicecore.websocket: the lean WebSocket connection, over real loopback sockets, against
+"""voicecore.server.websocket: the lean WebSocket connection, over real loopback sockets, against
 websockets' own client (interoperability) and against itself."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from websockets.server import ServerProtocol
 from websockets.trio.client import connect as websockets_connect
 
 from voicecore.exceptions import ConfigError, SendBufferFullError
-from voicecore.websocket import WebSocket, accept, connect
+from voicecore.server.websocket import WebSocket, accept, connect
 
 Handler = Callable[[WebSocket], Awaitable[None]]
 

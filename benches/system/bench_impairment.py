@@ -1,7 +1,7 @@
 """Network impairment: underruns, voice-to-voice and barge-in latency per network profile.
 
 ``voicecore serve`` (scripted, instant providers, so the figures measure voicecore and the
-network, not models) behind ``voicecore.bench.impair.ImpairingProxy``: a loopback TCP proxy
+network, not models) behind ``harness.impair.ImpairingProxy``: a loopback TCP proxy
 that delays, jitters and stalls the byte stream in both directions (``tc netem`` needs the
 ``sch_netem`` kernel module, which this machine lacks). One client speaks real speech in
 real time, models the page's playout buffer, barges in on every other reply.
@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import trio
 
-from voicecore.bench.impair import PROFILES, find_min_cushion, measure
-from voicecore.contracts import PLAYOUT_TO_CLIENT
+from harness.impair import PROFILES, find_min_cushion, measure
+from voicecore.engine.contracts import PLAYOUT_TO_CLIENT
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "system"
 DEFAULT_CUSHION_MS = PLAYOUT_TO_CLIENT.bound

@@ -1,7 +1,7 @@
 """Sessions per core: how many simulated clients one server core carries without a glitch.
 
 ``voicecore serve`` runs pinned to one CPU (the first this process may use), the load
-generator's client processes on the others (``voicecore.bench.loadgen``). Each step starts a
+generator's client processes on the others (``harness.loadgen``). Each step starts a
 fresh server and N clients that speak real speech in real time, report their playout, and
 model the page's player. A step passes with zero underruns and p99 frame lateness within the
 cushion; the figure is the largest N before the first failing step, and the ramp goes on
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from voicecore.bench.loadgen import FULL_STEPS, OFFLINE_STEPS, StepResult, largest_ok, ramp
+from harness.loadgen import FULL_STEPS, OFFLINE_STEPS, StepResult, largest_ok, ramp
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "system"
 TARGET_SESSIONS = 200

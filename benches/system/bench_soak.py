@@ -1,6 +1,6 @@
 """Soak: repeated turns with barge-ins and reconnects against ``voicecore serve --providers
 scripted`` in a subprocess, the server's RSS and open descriptors sampled over time
-(``voicecore.bench.soak``). Growth after warm-up is the slope against completed turns over
+(``harness.soak``). Growth after warm-up is the slope against completed turns over
 the second half of the run, per 1,000 turns; target: < 1 MB (and < 1 descriptor) per 1,000
 turns, and every descriptor closed once the clients are gone. The baseline is the target
 itself: the ratio is measured growth / target (< 1 meets it).
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from voicecore.bench.soak import FD_TARGET_PER_1000, RSS_TARGET_MB_PER_1000, SoakResult, run_soak
+from harness.soak import FD_TARGET_PER_1000, RSS_TARGET_MB_PER_1000, SoakResult, run_soak
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "system"
 

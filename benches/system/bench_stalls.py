@@ -2,13 +2,13 @@
 voicecore (Rust pacer thread) beside a pure-Python ``trio.sleep_until`` pacing baseline under
 the same faults, in the same run.
 
-Faults (``voicecore.bench.faults``): the event loop blocked 50/100/300 ms, a GC storm and a
+Faults (``harness.faults``): the event loop blocked 50/100/300 ms, a GC storm and a
 GIL-hogging thread (inside the server, through the bench-only ``VOICECORE_FAULTS``), the whole
 process frozen 50/100/300 ms (SIGSTOP/SIGCONT bursts: what a CPU quota throttle does), and a
 real cgroup CPU quota (30 % of one CPU) where the machine lets us write it; every 2 s, at the
 default cushion (240 ms) and at 120 ms (the GC storm and GIL hog at 120 ms only). The
 baseline is the same ``voicecore serve`` with ``VOICECORE_BENCH_PACER=trio``: the Rust
-pacer's release logic run by a Trio task on the event loop (``voicecore.bench.trio_pacer``),
+pacer's release logic run by a Trio task on the event loop (``harness.trio_pacer``),
 writing to the same socket sink, so the same client converses with both and the only
 difference is who runs the pacer. Underruns are per minute of agent audio received;
 ``pacer_late_*_ms`` is the server's worst per-session pacer lateness. Ratios: voicecore /
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import trio
 
-from voicecore.bench.stalls import SERVERS, measure_stall, stall_matrix
+from harness.stalls import SERVERS, measure_stall, stall_matrix
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "system"
 

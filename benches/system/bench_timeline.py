@@ -3,7 +3,7 @@ drawn by ``voicecore diagnose``.
 
 The server runs in its own process group (scripted providers, port 0, loopback) with a GC
 storm injected on its event loop (``VOICECORE_FAULTS=gc_storm:MS@P``, see
-``voicecore.bench.faults``) and, from outside, SIGSTOP/SIGCONT freezes of the whole process
+``harness.faults``) and, from outside, SIGSTOP/SIGCONT freezes of the whole process
 (what a CPU quota throttle does). One client speaks a turn every few seconds in real time,
 plays the agent's audio into a simulated buffer (20 ms frames consumed in real time, the
 protocol's playout reports 4 times a second) and counts its underruns. At the end the server
@@ -43,7 +43,8 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection, connect
 
-from voicecore.bench.faults import freeze_bursts
+from harness import subprocess_env
+from harness.faults import freeze_bursts
 from voicecore.diagnose import find_gaps, plot, summarize
 from voicecore.diagnostics import Timeline
 
@@ -54,7 +55,7 @@ FRAME_MS = 20
 GC_STORM = "gc_storm:250@3.1"  # a 250 ms collection every 3.1 s on the server's loop
 FREEZE_MS, FREEZE_PERIOD_S = 300.0, 4.3  # the whole server frozen 300 ms every 4.3 s
 TURN_EVERY_S = 4.0
-SERVE = (sys.executable, "-m", "voicecore", "serve", "--providers", "scripted", "--port", "0")
+SERVE = (sys.executable, "-m", "harness.serve", "--providers", "scripted", "--port", "0")
 
 _rng = np.random.default_rng(6)
 
@@ -118,7 +119,7 @@ class Player:
 async def serve(timeline_path: Path) -> AsyncIterator[tuple[trio.Process, int]]:
     """``voicecore serve`` with the GC storm, in its own process group; SIGINT on exit
     (graceful: the timeline is written), SIGKILL to the group if it does not stop."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOICECORE_FAULTS": GC_STORM}
+    env = subprocess_env({"PYTHONUNBUFFERED": "1", "VOICECORE_FAULTS": GC_STORM})
     process = await trio.lowlevel.open_process(
         [*SERVE, "--timeline", str(timeline_path)],
         stdout=subprocess.PIPE,

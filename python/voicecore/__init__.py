@@ -23,7 +23,6 @@ from voicecore._core import VadFeatures as VadFeatures
 from voicecore._core import VadFrames as VadFrames
 from voicecore._core import __version__ as __version__
 from voicecore._typing import AudioIn as AudioIn
-from voicecore.chunker import SentenceChunker as SentenceChunker
 from voicecore.diagnostics import CpuStat as CpuStat
 from voicecore.diagnostics import CpuThrottleSampler as CpuThrottleSampler
 from voicecore.diagnostics import Diagnostics as Diagnostics
@@ -34,6 +33,18 @@ from voicecore.diagnostics import LagStats as LagStats
 from voicecore.diagnostics import LoopLagCanary as LoopLagCanary
 from voicecore.diagnostics import Timeline as Timeline
 from voicecore.diagnostics import read_cpu_stat as read_cpu_stat
+from voicecore.engine.chunker import SentenceChunker as SentenceChunker
+from voicecore.engine.history import ConversationHistory as ConversationHistory
+from voicecore.engine.history import Message as Message
+from voicecore.engine.history import SpokenReply as SpokenReply
+from voicecore.engine.playout import PlayoutRouter as PlayoutRouter
+from voicecore.engine.session import Session as Session
+from voicecore.engine.session import SessionConfig as SessionConfig
+from voicecore.engine.stages import AudioChunk as AudioChunk
+from voicecore.engine.stages import AudioFrame as AudioFrame
+from voicecore.engine.stages import StageTimeoutError as StageTimeoutError
+from voicecore.engine.stages import Transcript as Transcript
+from voicecore.engine.stages import TurnContext as TurnContext
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
 from voicecore.exceptions import ConfigError as ConfigError
@@ -45,20 +56,9 @@ from voicecore.exceptions import SendBufferFullError as SendBufferFullError
 from voicecore.exceptions import UnknownStreamError as UnknownStreamError
 from voicecore.exceptions import UnsupportedSampleRateError as UnsupportedSampleRateError
 from voicecore.exceptions import VoicecoreError as VoicecoreError
-from voicecore.history import ConversationHistory as ConversationHistory
-from voicecore.history import Message as Message
-from voicecore.history import SpokenReply as SpokenReply
 from voicecore.metrics import SessionMetrics as SessionMetrics
 from voicecore.metrics import TurnMetrics as TurnMetrics
 from voicecore.metrics import prometheus_text as prometheus_text
-from voicecore.playout import PlayoutRouter as PlayoutRouter
-from voicecore.session import Session as Session
-from voicecore.session import SessionConfig as SessionConfig
-from voicecore.stages import AudioChunk as AudioChunk
-from voicecore.stages import AudioFrame as AudioFrame
-from voicecore.stages import StageTimeoutError as StageTimeoutError
-from voicecore.stages import Transcript as Transcript
-from voicecore.stages import TurnContext as TurnContext
 
 __all__ = [
     "AudioChunk",

@@ -2,6 +2,6 @@
 
 import sys
 
-from voicecore.cli import main
+from voicecore.server.cli import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""Providers: implementations of the stage protocols (``voicecore.stages``).
+"""Providers: implementations of the stage protocols (``voicecore.engine.stages``).
 
 ``voicecore.providers.scripted`` has test doubles with scripted output and controllable
 timings (deterministic under Trio's ``MockClock``), for tests, benchmarks and examples.

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 import httpx
 import trio
 
+from voicecore.engine.stages import StageTimeoutError, TurnContext
 from voicecore.exceptions import ConfigError, VoicecoreError
-from voicecore.stages import StageTimeoutError, TurnContext
 
 __all__ = [
     "Body",

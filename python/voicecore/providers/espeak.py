@@ -65,8 +65,8 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+from voicecore.engine.stages import AudioChunk, TurnContext
 from voicecore.exceptions import ConfigError, VoicecoreError
-from voicecore.stages import AudioChunk, TurnContext
 
 __all__ = [
     "CALLBACK_BUFFER_MS",

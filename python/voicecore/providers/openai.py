@@ -60,8 +60,15 @@ import httpx
 import numpy as np
 import trio
 
+from voicecore.engine.history import Message
+from voicecore.engine.stages import (
+    AudioChunk,
+    AudioFrame,
+    StageTimeoutError,
+    Transcript,
+    TurnContext,
+)
 from voicecore.exceptions import ConfigError
-from voicecore.history import Message
 from voicecore.providers._http import (
     DEFAULT_BASE_URL,
     Body,
@@ -77,7 +84,6 @@ from voicecore.providers._http import (
     positive,
     resolve,
 )
-from voicecore.stages import AudioChunk, AudioFrame, StageTimeoutError, Transcript, TurnContext
 
 __all__ = [
     "OpenAILLM",

@@ -24,9 +24,9 @@ from typing import Final
 
 import trio
 
+from voicecore.engine.history import Message
+from voicecore.engine.stages import TurnContext
 from voicecore.exceptions import ConfigError
-from voicecore.history import Message
-from voicecore.stages import TurnContext
 
 __all__ = ["DEFAULT_RULES", "Rule", "RuleBasedResponder"]
 

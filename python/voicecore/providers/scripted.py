@@ -1,6 +1,6 @@
 """Scripted providers: STT, LLM and TTS test doubles with controllable timings.
 
-They implement the stage protocols of ``voicecore.stages`` exactly as real providers do
+They implement the stage protocols of ``voicecore.engine.stages`` exactly as real providers do
 (streaming, cancellable), but their output and their delays are given, so a test or a
 benchmark knows what to expect. Every delay is a ``trio.sleep``: under Trio's ``MockClock``
 they take no real time and are deterministic; with zero delays they measure the engine's own
@@ -25,8 +25,8 @@ from typing import Final, TypeVar
 import numpy as np
 import trio
 
-from voicecore.history import Message
-from voicecore.stages import AudioChunk, AudioFrame, Transcript, TurnContext
+from voicecore.engine.history import Message
+from voicecore.engine.stages import AudioChunk, AudioFrame, Transcript, TurnContext
 
 __all__ = ["RECORDED_CALLS", "ScriptedLLM", "ScriptedSTT", "ScriptedTTS", "Utterance"]
 

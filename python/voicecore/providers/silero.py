@@ -53,9 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voicecore._core import EnergyVad
-from voicecore.exceptions import AudioFormatError, ConfigError, VoicecoreError
-from voicecore.models import silero_vad_path
-from voicecore.stages import (
+from voicecore.engine.stages import (
     STT_SAMPLE_RATE,
     VAD,
     AudioFrame,
@@ -64,6 +62,8 @@ from voicecore.stages import (
     SpeechStarted,
     VadEvent,
 )
+from voicecore.exceptions import AudioFormatError, ConfigError, VoicecoreError
+from voicecore.models import silero_vad_path
 
 __all__ = [
     "SILERO_CONTEXT",
@@ -205,7 +205,7 @@ def _serve(
 
 
 class SileroVad:
-    """Silero VAD as a ``voicecore.stages.VAD`` stage, behind the Rust energy VAD's gate.
+    """Silero VAD as a ``voicecore.engine.stages.VAD`` stage, behind the Rust energy VAD's gate.
 
     Speech starts on a window whose probability reaches ``threshold`` and is confirmed after
     ``min_speech_ms`` of windows at or above ``neg_threshold`` (hysteresis: inside speech, a

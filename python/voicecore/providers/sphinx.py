@@ -1,6 +1,6 @@
 """PocketSphinx streaming speech-to-text, offline (the en-US model ships in the wheel).
 
-:class:`SphinxSTT` implements the ``voicecore.stages.STT`` protocol: it feeds the user's
+:class:`SphinxSTT` implements the ``voicecore.engine.stages.STT`` protocol: it feeds the user's
 16 kHz audio to a PocketSphinx decoder as it arrives, yields the running hypothesis as a
 partial ``Transcript`` whenever it changes, and the final one when the audio ends.
 
@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from voicecore.engine.stages import STT_SAMPLE_RATE, AudioFrame, Transcript, TurnContext
 from voicecore.exceptions import AudioFormatError, ConfigError, VoicecoreError
-from voicecore.stages import STT_SAMPLE_RATE, AudioFrame, Transcript, TurnContext
 
 __all__ = ["MAX_PIECE_MS", "SphinxSTT", "SphinxStats"]
 

@@ -2,7 +2,7 @@
 
 ``voicecore serve [--host H] [--port P] [--providers config|scripted] ...``
     Runs the voice agent server: the web page, the WebSocket endpoint ``/ws``, ``/healthz``
-    and ``/metrics`` on one port (``voicecore.server``), with the configured providers (the
+    and ``/metrics`` on one port (``voicecore.server.app``), with the configured providers (the
     offline pipeline by default), until SIGINT or SIGTERM.
 
 ``voicecore diagnose TIMELINE.json [-o PICTURE.png]``
@@ -28,9 +28,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
+import os
+import signal
 import sys
 import time
 import wave
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,15 +46,16 @@ import trio
 from voicecore import config, models
 from voicecore._core import EnergyVad, FramePacer, Resampler, SampleRing
 from voicecore.diagnose import add_diagnose_arguments, diagnose_command
+from voicecore.engine.pacing import Pacer, push, released_frames
 from voicecore.exceptions import ConfigError
-from voicecore.pacing import push, released_frames
-from voicecore.server import add_serve_arguments, serve_command
+from voicecore.pipeline import Pipeline, build_pipeline, scripted_pipeline
+from voicecore.server.app import ServerSettings, VoiceServer
 
 __all__ = ["main"]
 
 #: The speech the demo uses when it is run from a checkout with ../shared beside it.
 _SHARED_SPEECH = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "speech" / "librivox-0870.wav"
+    Path(__file__).resolve().parents[4] / "shared" / "data" / "speech" / "librivox-0870.wav"
 )
 
 _MIC_RATE = 48_000  # what a browser's AudioContext typically runs at
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 def _config_show(args: argparse.Namespace) -> int:
     try:
         effective = config.config_from_args(args)
-        pipeline = config.build_pipeline(effective) if args.check else None
+        pipeline = build_pipeline(effective) if args.check else None
     except ConfigError as exc:
         print(f"voicecore: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
@@ -237,4 +243,188 @@ async def _pace(agent: npt.NDArray[np.int16]) -> int:
         f"p99 {stats.lateness_p99_ms:.3f} ms, max {stats.lateness_max_ms:.3f} ms"
     )
     print(f"  pacer scheduling    {stats.scheduling}")
+    return 0
+
+
+# --- voicecore serve ------------------------------------------------------------------------
+
+
+_ENV = "VOICECORE_SERVER_"
+"""Prefix of the server's environment variables (``VOICECORE_SERVER_PORT``...)."""
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the server's flags (each with a ``VOICECORE_SERVER_*`` environment variable) and
+    the configuration's (``voicecore.config.add_config_arguments``) to ``parser``."""
+    defaults = ServerSettings()
+    group = parser.add_argument_group("server settings")
+
+    def env(name: str) -> str | None:
+        return os.environ.get(_ENV + name)
+
+    group.add_argument(
+        "--host",
+        default=env("HOST") or defaults.host,
+        help=f"address to listen on [default {defaults.host}; env {_ENV}HOST]",
+    )
+    group.add_argument(
+        "--port",
+        default=env("PORT") or str(defaults.port),
+        help=f"TCP port, 0 for any free one [default {defaults.port}; env {_ENV}PORT]",
+    )
+    group.add_argument(
+        "--web-root",
+        default=env("WEB_ROOT") or str(defaults.web_root),
+        help=f"folder of the static files served [default the checkout's web/; env {_ENV}WEB_ROOT]",
+    )
+    group.add_argument(
+        "--allowed-origin",
+        action="append",
+        dest="allowed_origins",
+        metavar="ORIGIN",
+        help="an Origin allowed to open /ws, e.g. https://voice.example.com (repeatable) "
+        f"[default the server's own origins; env {_ENV}ALLOWED_ORIGINS, comma-separated]",
+    )
+    group.add_argument(
+        "--max-sessions",
+        default=env("MAX_SESSIONS") or str(defaults.max_sessions),
+        help=f"concurrent conversations [default {defaults.max_sessions}; env {_ENV}MAX_SESSIONS]",
+    )
+    group.add_argument(
+        "--max-message-bytes",
+        default=env("MAX_MESSAGE_BYTES") or str(defaults.max_message_bytes),
+        help=f"largest client message [default {defaults.max_message_bytes}; "
+        f"env {_ENV}MAX_MESSAGE_BYTES]",
+    )
+    group.add_argument(
+        "--token",
+        default=env("TOKEN"),
+        help=f"require this bearer token on /ws [default none; env {_ENV}TOKEN]",
+    )
+    group.add_argument(
+        "--providers",
+        choices=("config", "scripted"),
+        default=env("PROVIDERS") or "config",
+        help="'config': the providers the configuration chooses (default: the offline "
+        "pipeline); 'scripted': test doubles that need no model "
+        f"[default config; env {_ENV}PROVIDERS]",
+    )
+    group.add_argument(
+        "--timeline",
+        default=env("TIMELINE"),
+        metavar="PATH",
+        help="record the diagnostic timeline to this JSON file (every 10 s and at shutdown; "
+        f"draw it with 'voicecore diagnose PATH') [default none; env {_ENV}TIMELINE]",
+    )
+    config.add_config_arguments(parser)
+
+
+def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    origins: tuple[str, ...] | None = None
+    if args.allowed_origins:
+        origins = tuple(args.allowed_origins)
+    elif os.environ.get(_ENV + "ALLOWED_ORIGINS"):
+        origins = tuple(
+            o.strip() for o in os.environ[_ENV + "ALLOWED_ORIGINS"].split(",") if o.strip()
+        )
+
+    def integer(name: str) -> int:
+        text = getattr(args, name)
+        try:
+            return int(text)
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} (or {_ENV}{name.upper()}) must be an integer, got {text!r}"
+            ) from None
+
+    try:
+        return ServerSettings(
+            host=args.host,
+            port=integer("port"),
+            web_root=Path(args.web_root),
+            allowed_origins=origins,
+            max_sessions=integer("max_sessions"),
+            max_message_bytes=integer("max_message_bytes"),
+            token=args.token or None,
+            timeline_path=Path(args.timeline) if getattr(args, "timeline", None) else None,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"server: {exc}") from exc
+
+
+ServerTask = Callable[[], Awaitable[None]]
+"""A background task run alongside the server (``VoiceServer``'s ``tasks``)."""
+
+
+def serve_command(
+    args: argparse.Namespace,
+    *,
+    make_pacer: Callable[[int], Pacer | None] | None = None,
+    tasks: Sequence[ServerTask] = (),
+) -> int:
+    """``voicecore serve``: builds the pipeline and runs the server until SIGINT/SIGTERM;
+    returns the exit status (0 after a graceful shutdown, 1 if it cannot listen, 2 for a bad
+    setting).
+
+    Args:
+        args: the parsed ``add_serve_arguments`` flags.
+        make_pacer: builds the shared pacer from the sessions' ``frame_ms``; None (or None
+            from it): the Rust ``FramePacer``. A program embedding the server, or a benchmark
+            swapping in its baseline, passes its own.
+        tasks: run alongside the server (see ``VoiceServer``).
+    """
+    try:
+        settings = _settings_from_args(args)
+        voicecore_config = config.config_from_args(args)
+        if args.providers == "scripted":
+            pipeline = scripted_pipeline(voicecore_config)
+        else:
+            pipeline = build_pipeline(voicecore_config)
+    except ConfigError as exc:
+        print(f"voicecore serve: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if not settings.web_root.is_dir():
+        print(f"voicecore serve: no web folder at {settings.web_root}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # websockets logs every HTTP response and connection at INFO: a page load is a dozen.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    pacer = make_pacer(pipeline.config.session.frame_ms) if make_pacer is not None else None
+    try:
+        return trio.run(functools.partial(run_server, pipeline, settings, pacer=pacer, tasks=tasks))
+    except ExceptionGroup as group:  # Trio's nurseries group what their tasks raised
+        listen_errors, others = group.split(OSError)
+        if listen_errors is None or others is not None:
+            raise
+        error: BaseException = listen_errors
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        print(
+            f"voicecore serve: cannot listen on {settings.host}:{settings.port}: {error}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+async def run_server(
+    pipeline: Pipeline,
+    settings: ServerSettings,
+    *,
+    pacer: Pacer | None = None,
+    tasks: Sequence[ServerTask] = (),
+) -> int:
+    """Runs a ``VoiceServer`` until SIGINT or SIGTERM, then shuts it down gracefully and
+    closes the pipeline's network clients; returns 0."""
+    server = VoiceServer(pipeline, settings, pacer=pacer, tasks=tasks)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            print(f"voicecore: serving on {server.url} (Ctrl-C to stop)", flush=True)
+            async for signum in signals:
+                print(f"voicecore: {signal.Signals(signum).name}: shutting down", flush=True)
+                server.shutdown()
+                break
+    await pipeline.aclose()
+    print("voicecore: stopped", flush=True)
     return 0

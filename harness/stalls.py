@@ -2,19 +2,19 @@
 ``voicecore serve`` with its Rust pacer and with a pure-Python pacing baseline, under the
 same faults.
 
-Faults (see ``voicecore.bench.faults``): a GC storm, a GIL-hogging thread, the event loop
+Faults (see ``harness.faults``): a GC storm, a GIL-hogging thread, the event loop
 blocked (all inside the server, through ``VOICECORE_FAULTS``), the whole process frozen
 (SIGSTOP/SIGCONT bursts from outside) and a real cgroup CPU quota where writable.
 
 The baseline is the same program: ``voicecore serve`` started with
 ``VOICECORE_BENCH_PACER=trio``, which swaps the Rust ``FramePacer`` for
-``voicecore.bench.trio_pacer.TrioFramePacer``: the Rust pacer's release logic, ported line by
+``harness.trio_pacer.TrioFramePacer``: the Rust pacer's release logic, ported line by
 line, run by a Trio task with ``trio.sleep_until`` on the event loop instead of its own OS
 thread. Same pipeline, same sessions, same client: the only difference is who runs the
 pacer, so the difference in the figures is what the Rust thread buys. Each run checks on
 ``/healthz`` that the server runs the pacer it was asked for.
 
-Run: ``python -m voicecore.bench.stalls --duration 20`` (prints a table, writes JSON).
+Run: ``python -m harness.stalls --duration 20`` (prints a table, writes JSON).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any, Final
 
 import trio
 
-from voicecore.bench import faults, trio_pacer
-from voicecore.bench.impair import launch_server, load_speech, run_client
-from voicecore.contracts import PLAYOUT_TO_CLIENT
+from harness import faults, trio_pacer
+from harness.impair import launch_server, load_speech, run_client
+from voicecore.engine.contracts import PLAYOUT_TO_CLIENT
 
 __all__ = ["PACERS", "SERVERS", "Stall", "main", "measure_stall", "stall_matrix"]
 
@@ -163,8 +163,8 @@ def stall_matrix(*, quick: bool) -> list[tuple[Stall | None, int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m voicecore.bench.stalls``: the stall matrix, both pacers."""
-    parser = argparse.ArgumentParser(prog="python -m voicecore.bench.stalls")
+    """``python -m harness.stalls``: the stall matrix, both pacers."""
+    parser = argparse.ArgumentParser(prog="python -m harness.stalls")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per run")
     parser.add_argument("--quick", action="store_true", help="one fault, short runs")
     parser.add_argument("--json", type=Path, default=Path("stalls.json"))

@@ -22,7 +22,7 @@ Pings are answered and close frames echoed by the protocol itself. A closed conn
 raises ``websockets.exceptions.ConnectionClosed`` (``OK`` for a normal closure) from
 ``receive`` and ``send_nowait``.
 
-Server side (see ``voicecore.server``)::
+Server side (see ``voicecore.server.app``)::
 
     websocket = await accept(stream, respond, max_message_bytes=...)  # None: plain HTTP
     async with trio.open_nursery() as nursery:

@@ -19,7 +19,7 @@ apart from the server's. :func:`ramp` starts ``voicecore serve`` pinned to one c
 growing numbers of clients against it, and reads the server's CPU time and RSS from
 ``/proc`` and its pacer and loop figures from ``/metrics``.
 
-Run ``python -m voicecore.bench.loadgen --help``. Everything listens on and targets
+Run ``python -m harness.loadgen --help``. Everything listens on and targets
 127.0.0.1; every process started is killed (its whole process group) before returning.
 """
 
@@ -62,7 +62,7 @@ __all__ = [
     "run_step",
 ]
 
-SPEECH_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech"
+SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
 """The real speech corpus beside the repository (absent in a user's fresh clone)."""
 
 FULL_STEPS = (10, 25, 50, 100, 150, 200, 300)
@@ -265,7 +265,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
     from websockets.exceptions import ConnectionClosed, WebSocketException
 
     from voicecore.exceptions import SendBufferFullError
-    from voicecore.websocket import connect
+    from voicecore.server.websocket import connect
 
     stats = ClientStats()
     frame_bytes = 2 * cfg.input_rate // 50
@@ -275,7 +275,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
 
     await trio.sleep_until(start + cfg.connect_spread_s * index / max(1, cfg.clients))
     try:
-        # The lean connection the server uses too (voicecore.websocket): a client costs
+        # The lean connection the server uses too (voicecore.server.websocket): a client costs
         # a fraction of websockets.trio's, so one client core can drive the server's.
         ws = await connect(cfg.url)
         async with trio.open_nursery() as connection:
@@ -469,7 +469,7 @@ def run_clients(
             part = LoadConfig(**{**asdict(cfg), "clients": count, "first_index": first})
             first += count
             proc = subprocess.Popen(
-                [sys.executable, "-m", "voicecore.bench.loadgen", "_worker"],
+                [sys.executable, "-m", "harness.loadgen", "_worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -829,13 +829,13 @@ def _row(r: StepResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m voicecore.bench.loadgen``: ramps sessions against a pinned ``voicecore
+    """``python -m harness.loadgen``: ramps sessions against a pinned ``voicecore
     serve`` and prints one line per step, plus a JSON report with ``--json``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_worker"]:
         return _worker_main()
     parser = argparse.ArgumentParser(
-        prog="python -m voicecore.bench.loadgen", description=__doc__.split("\n\n")[0]
+        prog="python -m harness.loadgen", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--providers", choices=("scripted", "config"), default="scripted")
     parser.add_argument(

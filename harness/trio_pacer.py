@@ -6,7 +6,7 @@ pacer thread buys under GC pauses, a hogged GIL, a blocked event loop or a froze
 measured, not claimed. ``TrioFramePacer`` is that replacement, inside the same server:
 
 * the same Python-visible interface as the Rust ``FramePacer`` / ``PacerStream`` as
-  ``PlayoutRouter``, ``voicecore.pacing`` and ``Session`` use them (``open_stream``,
+  ``PlayoutRouter``, ``voicecore.engine.pacing`` and ``Session`` use them (``open_stream``,
   ``push`` returning the samples taken, ``finish``, ``flush`` and its report,
   ``report_playout``, statistics, ``fileno``/``writable_fileno`` as real Linux eventfds,
   ``take_released``, ``now_ns``, ``stop``...);
@@ -24,11 +24,11 @@ measured, not claimed. ``TrioFramePacer`` is that replacement, inside the same s
 
 Its clock is Trio's (``now_ns()`` is ``trio.current_time()`` in ns), so it also runs under
 ``trio.testing.MockClock``. ``PlayoutRouter.run`` starts ``run`` for it (a pacer with an
-``async def run`` is a ``voicecore.pacing.TaskPacer``); when ``run`` ends (cancelled, or
+``async def run`` is a ``voicecore.engine.pacing.TaskPacer``); when ``run`` ends (cancelled, or
 ``stop``) the pacer is stopped.
 
-``voicecore serve`` uses it when ``VOICECORE_BENCH_PACER=trio`` (``pacer_from_env``): the
-stall benchmark (``voicecore.bench.stalls``) runs the same server program with either pacer.
+``python -m harness.serve`` uses it when ``VOICECORE_BENCH_PACER=trio`` (``pacer_from_env``): the
+stall benchmark (``harness.stalls``) runs the same server program with either pacer.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ A session given no router builds and runs its own; several sessions share one li
 With a ``clock="virtual"`` pacer, ``run`` also moves the pacer's clock with Trio's clock
 (``drive_virtual_pacer``), so tests under a ``MockClock`` stay deterministic. A pacer that
 runs as a Trio task (``pacing.TaskPacer``: the benchmark baseline
-``voicecore.bench.trio_pacer.TrioFramePacer``) is started by ``run`` too.
+``harness.trio_pacer.TrioFramePacer``) is started by ``run`` too.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from voicecore import pacing
 from voicecore._core import FramePacer, SocketSink
-from voicecore.pacing import Pacer, PacerStreamLike, ReleasedFrameLike
+from voicecore.engine import pacing
+from voicecore.engine.pacing import Pacer, PacerStreamLike, ReleasedFrameLike
 
 __all__ = ["PlayoutRouter", "drive_virtual_pacer"]
 

@@ -19,7 +19,7 @@ arrives after it ran dry, within the same reply, is an underrun, and the time it
 is the gap), sends ``playout`` reports 4 times a second, barges in on every other reply,
 and measures voice-to-voice and barge-in latency at the client.
 
-Run: ``python -m voicecore.bench.impair --duration 30`` (prints a table and writes JSON).
+Run: ``python -m harness.impair --duration 30`` (prints a table and writes JSON).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect
 
-from voicecore.contracts import PLAYOUT_TO_CLIENT
+from harness import subprocess_env
+from voicecore.engine.contracts import PLAYOUT_TO_CLIENT
 
 __all__ = [
     "PROFILES",
@@ -64,7 +65,7 @@ __all__ = [
     "run_client",
 ]
 
-SPEECH_DIR: Final = Path(__file__).resolve().parents[4] / "shared" / "data" / "speech"
+SPEECH_DIR: Final = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
 """Real speech beside the checkout (16 kHz mono PCM16 WAV); a synthetic voice otherwise."""
 
 MIC_RATE: Final = 16000
@@ -222,7 +223,7 @@ async def launch_server(
     """
     if command is None:
         command = [
-            sys.executable, "-m", "voicecore", "serve", "--providers", "scripted",
+            sys.executable, "-m", "harness.serve", "--providers", "scripted",
             "--host", "127.0.0.1", "--port", "0", "--session-cushion-ms", str(cushion_ms),
         ]  # fmt: skip
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
@@ -230,7 +231,7 @@ async def launch_server(
         list(command),
         stdout=subprocess.PIPE,
         stderr=log,
-        env={**os.environ, **(env or {})},
+        env=subprocess_env(env),
         start_new_session=True,
     )
     try:
@@ -394,7 +395,7 @@ async def run_client(
     asks, listens, barges in on every other reply; returns what it measured.
 
     With ``converse=False`` the client only listens (its mic sends silence): for a server
-    that talks on its own, such as the pacing baseline of ``voicecore.bench.stalls``."""
+    that talks on its own, such as the pacing baseline of ``harness.stalls``."""
     result = ClientResult()
     model = PlayoutModel(result)
     # A hard deadline: a closing handshake stuck behind the proxy must not hang the run.
@@ -589,8 +590,8 @@ async def find_min_cushion(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m voicecore.bench.impair``: every profile, then the cushion search."""
-    parser = argparse.ArgumentParser(prog="python -m voicecore.bench.impair")
+    """``python -m harness.impair``: every profile, then the cushion search."""
+    parser = argparse.ArgumentParser(prog="python -m harness.impair")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated")
     parser.add_argument("--cushions", default="80,120,160,200,240,300", help="ms")

@@ -1,12 +1,12 @@
 """One summary table of the system benchmarks, from pytest-benchmark's JSON report.
 
 ``make bench-system`` runs ``pytest benches/system --benchmark-json=reports/bench-system.json``
-and then ``python -m voicecore.bench.summary reports/bench-system.json``, which prints every
+and then ``python -m harness.summary reports/bench-system.json``, which prints every
 suite's figures (what each benchmark put in ``extra_info``: its table rows and its single
 figures such as ratios and targets) as one table: a line per row, suite and benchmark first.
 ``--markdown`` prints it as a Markdown table (for the README or a CI summary).
 
-Usage: ``python -m voicecore.bench.summary REPORT.json [--markdown] [--suite PREFIX]``.
+Usage: ``python -m harness.summary REPORT.json [--markdown] [--suite PREFIX]``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def format_table(lines: Sequence[Line], *, markdown: bool = False) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Prints the summary of a report; returns 0, 1 if it cannot be read, 2 if empty."""
     parser = argparse.ArgumentParser(
-        prog="python -m voicecore.bench.summary",
+        prog="python -m harness.summary",
         description="Prints one table of the system benchmarks' figures from a "
         "pytest-benchmark JSON report.",
     )

@@ -3,7 +3,7 @@
 Every stage is a ``typing.Protocol``, so a provider is any object with the right methods: no
 base class to inherit, no registration. All of them stream: the STT yields partial
 transcripts while audio still flows, the LLM yields text deltas as they are generated, the TTS
-yields audio chunks as they are synthesized. The engine (``voicecore.session``) passes a
+yields audio chunks as they are synthesized. The engine (``voicecore.engine.session``) passes a
 ``TurnContext`` explicitly to every call; stages keep no module-level state.
 
 Cancellation: the engine runs each agent turn in its own Trio ``CancelScope``. A barge-in
@@ -32,7 +32,7 @@ from voicecore.exceptions import VoicecoreError
 
 if TYPE_CHECKING:
     from voicecore.diagnostics import Timeline
-    from voicecore.history import Message
+    from voicecore.engine.history import Message
     from voicecore.metrics import SessionMetrics, TurnMetrics
 
 __all__ = [

@@ -42,7 +42,7 @@ __all__ = [
     "freeze_bursts",
     "parse_faults",
     "run_faults",
-    "start_from_env",
+    "spec_from_env",
 ]
 
 ENV: Final = "VOICECORE_FAULTS"
@@ -173,19 +173,15 @@ async def run_faults(spec: FaultSpec) -> None:
             thread.join(timeout=1.0 + spec.duration_ms / 1000)
 
 
-def start_from_env(nursery: trio.Nursery) -> FaultSpec | None:
-    """Starts ``run_faults`` in ``nursery`` when ``VOICECORE_FAULTS`` is set (a benchmark
-    option; see the module's docstring); returns the spec, or None when it is unset.
+def spec_from_env() -> FaultSpec | None:
+    """The faults ``VOICECORE_FAULTS`` asks for (see the module's docstring), or None when it
+    is unset; ``python -m harness.serve`` runs them inside the server process.
 
     Raises:
         ValueError: the variable is set to something unparsable.
     """
     text = os.environ.get(ENV, "").strip()
-    if not text:
-        return None
-    spec = parse_faults(text)
-    nursery.start_soon(run_faults, spec)
-    return spec
+    return parse_faults(text) if text else None
 
 
 # --- faults from outside the process ------------------------------------------------------

@@ -37,7 +37,7 @@ need a longer warm-up: each session's bounded windows fill for minutes (the last
 frames' lateness, ~200 s of agent audio; 3,000 timeline events; the history up to its token
 budget), and that filling is not a leak.
 
-Run: ``python -m voicecore.bench.soak --duration-s 600 --sessions 8 --json soak.json``
+Run: ``python -m harness.soak --duration-s 600 --sessions 8 --json soak.json``
 (``--server-env MALLOC_ARENA_MAX=2`` to vary the server's allocator).
 """
 
@@ -425,7 +425,7 @@ class _Player:
         )
 
 
-_QUIET_LOGGER = logging.getLogger("voicecore.bench.soak.abrupt")
+_QUIET_LOGGER = logging.getLogger("harness.soak.abrupt")
 _QUIET_LOGGER.setLevel(logging.CRITICAL + 1)
 _QUIET_LOGGER.propagate = False
 
@@ -806,10 +806,10 @@ def _result(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m voicecore.bench.soak``: runs a soak, prints the figures, optionally
+    """``python -m harness.soak``: runs a soak, prints the figures, optionally
     writes them (with every sample) as JSON; exit status 0 if the target was met, 1 if not."""
     parser = argparse.ArgumentParser(
-        prog="python -m voicecore.bench.soak", description=__doc__.split("\n\n")[0]
+        prog="python -m harness.soak", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--duration-s", type=float, default=300.0, help="run length, s")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent clients")

@@ -45,10 +45,11 @@ from typing import Any, TypeVar
 
 import trio
 
-from voicecore import pacing
 from voicecore._core import FramePacer, Resampler, SampleRing
-from voicecore.chunker import SentenceChunker
-from voicecore.contracts import (
+from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
+from voicecore.engine import pacing
+from voicecore.engine.chunker import SentenceChunker
+from voicecore.engine.contracts import (
     DSP_TO_STT,
     LLM_TO_TTS,
     PLAYOUT_TO_CLIENT,
@@ -59,19 +60,16 @@ from voicecore.contracts import (
     LatencyBudget,
     latency_budget,
 )
-from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
-from voicecore.exceptions import VoicecoreError
-from voicecore.history import ConversationHistory, Message, SpokenReply
-from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
-from voicecore.pacing import (
+from voicecore.engine.history import ConversationHistory, Message, SpokenReply
+from voicecore.engine.pacing import (
     FlushReportLike,
     Pacer,
     PacerStreamLike,
     ReleasedFrameLike,
     StreamStatsLike,
 )
-from voicecore.playout import PlayoutRouter
-from voicecore.stages import (
+from voicecore.engine.playout import PlayoutRouter
+from voicecore.engine.stages import (
     LLM,
     STT,
     STT_SAMPLE_RATE,
@@ -83,7 +81,7 @@ from voicecore.stages import (
     StageTimeoutError,
     TurnContext,
 )
-from voicecore.transport import (
+from voicecore.engine.transport import (
     AgentAudio,
     Clear,
     Event,
@@ -92,7 +90,7 @@ from voicecore.transport import (
     ServerMessage,
     Transport,
 )
-from voicecore.turn_taking import (
+from voicecore.engine.turns import (
     Action,
     EndOfTurn,
     FalseStart,
@@ -101,10 +99,12 @@ from voicecore.turn_taking import (
     TurnTaker,
     UtteranceConfirmed,
 )
+from voicecore.exceptions import VoicecoreError
+from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
 
 __all__ = ["Session", "SessionConfig"]
 
-_log = logging.getLogger("voicecore.session")
+_log = logging.getLogger("voicecore.engine.session")
 T = TypeVar("T")
 PREROLL_MS = 2000
 """Recent 16 kHz audio kept to hand an utterance to the STT from its first speech sample."""
@@ -275,7 +275,7 @@ class Session:
 
     Args:
         transport: the client connection (e.g. ``transport.memory_transport()`` in tests).
-        stt, llm, tts: the providers (see ``voicecore.stages``).
+        stt, llm, tts: the providers (see ``voicecore.engine.stages``).
         vad: the VAD; by default ``EnergyVadStage()`` over the Rust energy VAD.
         history: the conversation; by default a ``ConversationHistory(system_prompt)``.
         system_prompt: the LLM's instructions (when ``history`` is not given).

@@ -45,7 +45,7 @@ __all__ = [
 
 # --- the pacer's interface, structurally ----------------------------------------------------
 # The Rust ``FramePacer`` and the benchmark's pure-Python ``TrioFramePacer``
-# (``voicecore.bench.trio_pacer``) both satisfy these, so the router and sessions can take
+# (``harness.trio_pacer``) both satisfy these, so the router and sessions can take
 # either.
 
 Frame = TypeVar("Frame")

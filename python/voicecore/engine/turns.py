@@ -18,7 +18,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from voicecore.stages import SpeechEnded, SpeechStarted, VadEvent
+from voicecore.engine.stages import SpeechEnded, SpeechStarted, VadEvent
 
 __all__ = [
     "Action",
