@@ -7,6 +7,7 @@ energy VAD detects as speech with sample-accurate boundaries.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,8 @@ import trio
 from voicecore import FramePacer
 from voicecore.engine.session import Session, SessionConfig
 from voicecore.engine.stages import STT
-from voicecore.engine.transport import MemoryClient, ServerMessage, memory_transport
+from voicecore.engine.transport import MemoryClient, memory_transport
+from voicecore.protocol import AgentAudio, ServerMessage, serialize
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 
 RATE = 16000
@@ -70,16 +72,22 @@ async def receive_until(
             return message
 
 
+def wire(message: ServerMessage) -> dict[str, Any]:
+    """A text message as a WebSocket client reads it (``docs/protocol.md``'s JSON object)."""
+    if isinstance(message, AgentAudio):
+        raise TypeError("agent audio is a binary message, not a JSON object")
+    data: dict[str, Any] = json.loads(serialize(message))
+    return data
+
+
 def is_event(type_: str, **fields: Any) -> Callable[[ServerMessage], bool]:
-    """A predicate matching an ``Event`` of ``type_`` whose data has ``fields``."""
+    """A predicate matching a text message of wire ``type_`` whose JSON has ``fields``."""
 
     def match(message: ServerMessage) -> bool:
-        data = getattr(message, "data", None)
-        return (
-            isinstance(data, dict)
-            and data.get("type") == type_
-            and all(data.get(k) == v for k, v in fields.items())
-        )
+        if isinstance(message, AgentAudio):
+            return False
+        data = wire(message)
+        return data["type"] == type_ and all(data.get(k) == v for k, v in fields.items())
 
     return match
 

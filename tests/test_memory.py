@@ -63,7 +63,7 @@ async def test_a_finished_session_is_freed_by_reference_counting(
         # A turn, then a barge-in over its reply (every edge channel and the turn's
         # cancellation are exercised), then the client hangs up.
         await client.stream_audio(noise(500) + voice(1000) + noise(1500) + voice(600))
-        await receive_until(client, is_event("turn_end", turn_id=1, interrupted=True))
+        await receive_until(client, is_event("agent_done", turn_id=1, interrupted=True))
         await client.close()
     session_ref = weakref.ref(session)
     del session

@@ -102,13 +102,6 @@ def test_update_pacer_from_a_real_pacer_on_the_virtual_clock() -> None:
     assert metrics.pacer_lateness_max_ms >= metrics.pacer_lateness_p50_ms >= 0.0
 
 
-def test_observe_frame_counts_late_frames_above_the_threshold() -> None:
-    metrics = SessionMetrics("s1", late_frame_ms=5.0)
-    for lateness in (0.1, 5.0, 5.01, 40.0):
-        metrics.observe_frame(lateness)
-    assert metrics.late_frames == 2
-
-
 def test_count_accumulates_named_edge_counters() -> None:
     metrics = SessionMetrics("s1")
     metrics.count("dsp->stt.dropped")
@@ -126,8 +119,6 @@ def test_count_rejects_bad_input(name: str, n: int) -> None:
 def test_constructor_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="session_id"):
         SessionMetrics("")
-    with pytest.raises(ValueError, match="late_frame_ms"):
-        SessionMetrics("s1", late_frame_ms=-1.0)
 
 
 def test_latency_summary() -> None:

@@ -7,19 +7,21 @@ import pytest
 import trio
 
 from session_helpers import RATE, is_event, noise, receive_until, voice
-from voicecore import FramePacer, ReleasedFrame
+from voicecore import FramePacer, ReleasedFrame, StreamEvent
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.session import Session
-from voicecore.engine.transport import AgentAudio, memory_transport
+from voicecore.engine.transport import memory_transport
+from voicecore.protocol import AgentAudio
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 
 
 async def test_frames_go_to_their_stream_owner(autojump_clock: trio.abc.Clock) -> None:
     got: dict[str, list[ReleasedFrame]] = {"a": [], "b": []}
+    events: list[StreamEvent] = []
     with FramePacer(clock="virtual") as pacer:
         router = PlayoutRouter(pacer)
-        a = router.open_stream(16000, got["a"].extend)
-        b = router.open_stream(48000, got["b"].extend)
+        a = router.open_stream(16000, events.append, got["a"].extend)
+        b = router.open_stream(48000, events.append, got["b"].extend)
         a.push(np.zeros(3200, dtype=np.int16))  # 200 ms
         b.push(np.zeros(4800, dtype=np.int16))  # 100 ms
         async with trio.open_nursery() as nursery:
@@ -29,6 +31,7 @@ async def test_frames_go_to_their_stream_owner(autojump_clock: trio.abc.Clock) -
     assert [f.seq for f in got["a"]] == list(range(10))
     assert [f.seq for f in got["b"]] == list(range(5))
     assert {f.stream_id for f in got["a"]} == {a.id}
+    assert sorted((e.stream_id, e.kind) for e in events) == [(a.id, "started"), (b.id, "started")]
     assert router.unrouted == 0
 
 
@@ -36,9 +39,10 @@ async def test_frames_of_a_closed_stream_are_counted_not_delivered(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     delivered: list[ReleasedFrame] = []
+    events: list[StreamEvent] = []
     with FramePacer(clock="virtual") as pacer:
         router = PlayoutRouter(pacer)
-        stream = router.open_stream(16000, delivered.extend, cushion_ms=120)
+        stream = router.open_stream(16000, events.append, delivered.extend, cushion_ms=120)
         stream.push(np.zeros(16000, dtype=np.int16))
         pacer.advance(0)  # the cushion's burst (6 frames) is released, not yet taken
         router.close_stream(stream)  # its owner goes away while they are in flight
@@ -47,7 +51,15 @@ async def test_frames_of_a_closed_stream_are_counted_not_delivered(
             await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
     assert delivered == []
-    assert router.unrouted == 6
+    assert events == []
+    assert router.unrouted == 6 + 1  # the frames and the stream's "started"
+
+
+def test_a_stream_without_a_sink_needs_a_frame_receiver() -> None:
+    with FramePacer(clock="virtual") as pacer:
+        router = PlayoutRouter(pacer)
+        with pytest.raises(ValueError, match="on_frames"):
+            router.open_stream(16000, print)
 
 
 def test_trio_time_needs_a_running_router() -> None:
@@ -82,12 +94,11 @@ async def test_two_sessions_share_one_pacer(autojump_clock: trio.abc.Clock) -> N
             nursery.start_soon(pairs[0][1].stream_audio, noise(500) + voice(800) + noise(3000))
             nursery.start_soon(pairs[1][1].stream_audio, noise(800) + voice(800) + noise(3000))
             for _, client in pairs:
-                await receive_until(client, is_event("turn_end"))
+                await receive_until(client, is_event("agent_done"))
             nursery.cancel_scope.cancel()
         assert pacer.stats().open_streams == 0
     for i, (_, client) in enumerate(pairs):
         frames = [m for _, m in client.received if isinstance(m, AgentAudio)]
-        assert [f.seq for f in frames] == list(range(len(frames)))
         assert len(frames) * 20 == pytest.approx(60 * len(f"Answer number {i} is here."), abs=40)
         assert sessions[i].metrics.turns[0].voice_to_voice_ms == pytest.approx(500, abs=30)
     assert router.unrouted == 0

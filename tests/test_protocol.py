@@ -27,7 +27,6 @@ from voicecore.protocol import (
     SpeechStart,
     State,
     Transcript,
-    engine_event_message,
     parse_client_message,
     serialize,
 )
@@ -174,25 +173,6 @@ def test_serialize_server_messages() -> None:
     assert metrics["barge_in_ms"] is None  # not reached: null, never left out
     assert json.loads(serialize(Metrics(2, stt_final_ms=float("nan"))))["stt_final_ms"] is None
     assert json.loads(serialize(Transcript(1, "héllo", True)))["text"] == "héllo"
-
-
-def test_engine_events_map_to_protocol_messages() -> None:
-    assert engine_event_message(
-        {"type": "transcript", "turn_id": 1, "text": "hi", "final": False}
-    ) == Transcript(1, "hi", False)
-    assert engine_event_message(
-        {"type": "turn_end", "turn_id": 4, "interrupted": True, "heard": "It is"}
-    ) == AgentDone(4, True, "It is")
-    error = engine_event_message({"type": "error", "turn_id": 2, "stage": "llm", "message": "boom"})
-    assert error == Error(ErrorCode.PROVIDER, "boom", turn_id=2, stage="llm")
-    assert engine_event_message({"type": "error", "stage": "client", "message": "odd"}) == Error(
-        ErrorCode.INVALID_MESSAGE, "odd", stage="client"
-    )
-    metrics = engine_event_message(
-        {"type": "metrics", "turn_id": 1, "stt_final_ms": 80.0, "interrupted": False}
-    )
-    assert metrics == Metrics(1, stt_final_ms=80.0)
-    assert engine_event_message({"type": "internal_thing"}) is None
 
 
 # --- the state machine -----------------------------------------------------------------------

@@ -172,27 +172,23 @@ class SessionMetrics:
       ``update_pacer``);
     * ``overruns``: pushes of agent audio that did not fit the playout queue (the engine
       increments it);
-    * ``late_frames``: frames whose release lateness exceeded ``late_frame_ms`` (counted by
-      ``observe_frame``).
+    * ``late_frames``: frames the pacer released later than its late threshold (the engine
+      counts the pacer's ``"late"`` stream events; the pacer never reports on-time frames).
 
     Pacer lateness (``pacer_lateness_p50_ms``/``p99``/``max``, ms; ``None`` until the first
     ``update_pacer``) comes from the pacer's own statistics.
 
     Args:
         session_id: identifies the session in JSON and as the Prometheus ``session`` label.
-        late_frame_ms: release lateness above which a frame counts as late, in ms.
 
     Raises:
-        ValueError: an empty ``session_id`` or a negative ``late_frame_ms``.
+        ValueError: an empty ``session_id``.
     """
 
-    def __init__(self, session_id: str, *, late_frame_ms: float = 5.0) -> None:
+    def __init__(self, session_id: str) -> None:
         if not session_id:
             raise ValueError("session_id must not be empty")
-        if not late_frame_ms >= 0.0:
-            raise ValueError(f"late_frame_ms must be >= 0 ms, got {late_frame_ms}")
         self.session_id = session_id
-        self.late_frame_ms = late_frame_ms
         self.turns: list[TurnMetrics] = []
         self.underruns = 0
         self.overruns = 0
@@ -228,11 +224,6 @@ class SessionMetrics:
         self.pacer_lateness_p50_ms = stats.lateness_p50_ms
         self.pacer_lateness_p99_ms = stats.lateness_p99_ms
         self.pacer_lateness_max_ms = stats.lateness_max_ms
-
-    def observe_frame(self, lateness_ms: float) -> None:
-        """Counts a released frame as late if its lateness (ms) exceeds ``late_frame_ms``."""
-        if lateness_ms > self.late_frame_ms:
-            self.late_frames += 1
 
     def count(self, name: str, n: int = 1) -> None:
         """Adds ``n`` to the named counter of a pipeline edge, e.g. ``"dsp->stt.dropped"``.

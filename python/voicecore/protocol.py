@@ -62,7 +62,6 @@ __all__ = [
     "State",
     "Step",
     "Transcript",
-    "engine_event_message",
     "parse_client_message",
     "serialize",
 ]
@@ -403,50 +402,6 @@ def serialize(message: ServerMessage) -> str | bytes:
             value = None  # JSON has no NaN or infinity; a latency that is not a number is none
         data[name] = str(value) if isinstance(value, ErrorCode) else value
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def engine_event_message(event: Mapping[str, Any]) -> ServerMessage | None:
-    """The protocol message for one of the engine's JSON events (``transport.Event.data``),
-    or None for an event the protocol does not carry.
-
-    The engine's ``turn_end`` becomes ``agent_done``; its ``error`` events (a stage failed)
-    become ``error`` with code ``provider`` (``invalid_message`` for a client mistake the
-    engine caught).
-    """
-    kind = event.get("type")
-    if kind == "transcript":
-        return Transcript(int(event["turn_id"]), str(event["text"]), bool(event["final"]))
-    if kind == "agent_text":
-        return AgentText(int(event["turn_id"]), str(event["text"]))
-    if kind == "turn_end":
-        return AgentDone(
-            int(event["turn_id"]), bool(event.get("interrupted")), str(event.get("heard", ""))
-        )
-    if kind == "metrics":
-        return Metrics(
-            turn_id=int(event["turn_id"]),
-            voice_to_voice_ms=event.get("voice_to_voice_ms"),
-            stt_final_ms=event.get("stt_final_ms"),
-            llm_first_token_ms=event.get("llm_first_token_ms"),
-            tts_first_audio_ms=event.get("tts_first_audio_ms"),
-            barge_in_ms=event.get("barge_in_ms"),
-            prompt_tokens=event.get("prompt_tokens"),
-            interrupted=bool(event.get("interrupted", False)),
-        )
-    if kind == "error":
-        stage = event.get("stage")
-        turn_id = event.get("turn_id")
-        return Error(
-            ErrorCode.INVALID_MESSAGE if stage == "client" else ErrorCode.PROVIDER,
-            str(event.get("message", "")),
-            turn_id=int(turn_id) if turn_id is not None else None,
-            stage=str(stage) if stage is not None else None,
-        )
-    if kind in ("speech_start", "speech_end"):
-        turn_id = event.get("turn_id")
-        cls = SpeechStart if kind == "speech_start" else SpeechEnd
-        return cls(float(event["time_s"]), int(turn_id) if turn_id is not None else None)
-    return None
 
 
 # --- parsing --------------------------------------------------------------------------------

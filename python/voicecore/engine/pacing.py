@@ -36,10 +36,12 @@ __all__ = [
     "PacerStreamLike",
     "ReleasedFrameLike",
     "ReleasingPacer",
+    "StreamEventLike",
     "StreamStatsLike",
     "TaskPacer",
     "push",
     "receive_released",
+    "receive_reports",
     "released_frames",
 ]
 
@@ -65,6 +67,23 @@ class ReleasedFrameLike(Protocol):
     def deadline_ns(self) -> int: ...
     @property
     def released_ns(self) -> int: ...
+    @property
+    def lateness_ns(self) -> int: ...
+
+
+class StreamEventLike(Protocol):
+    """A stream's lifecycle event (``StreamEvent``): ``kind`` is ``"started"`` (its first
+    frame was released: the agent is audible), ``"drained"`` (after ``finish``, its last
+    sample was released) or ``"late"`` (a frame was released more than the pacer's late
+    threshold after its deadline); ``at_ns`` on the pacer's clock; ``lateness_ns`` of the
+    frame concerned (0 for ``"drained"``)."""
+
+    @property
+    def stream_id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def at_ns(self) -> int: ...
     @property
     def lateness_ns(self) -> int: ...
 
@@ -196,6 +215,7 @@ class Pacer(Protocol):
     ) -> PacerStreamLike: ...
     def fileno(self) -> int: ...
     def take_released(self) -> Sequence[ReleasedFrameLike]: ...
+    def take_events(self) -> Sequence[StreamEventLike]: ...
     def now_ns(self) -> int: ...
     def stats(self) -> PacerTotalsLike: ...
     def stop(self) -> None: ...
@@ -231,6 +251,27 @@ async def receive_released(pacer: ReleasingPacer[Frame]) -> Sequence[Frame]:
         if frames:
             await trio.lowlevel.checkpoint()
             return frames
+        if pacer.stopped:
+            raise PacerStoppedError("the pacer has been stopped")
+        await trio.lowlevel.wait_readable(pacer.fileno())
+
+
+async def receive_reports(
+    pacer: Pacer,
+) -> tuple[Sequence[ReleasedFrameLike], Sequence[StreamEventLike]]:
+    """Waits until the pacer has something to report and returns it: the frames released for
+    streams without a sink, and the streams' lifecycle events (one of the two may be empty,
+    never both).
+
+    Raises:
+        PacerStoppedError: the pacer has stopped and everything it reported has been taken.
+    """
+    while True:
+        frames = pacer.take_released()
+        events = pacer.take_events()
+        if frames or events:
+            await trio.lowlevel.checkpoint()
+            return frames, events
         if pacer.stopped:
             raise PacerStoppedError("the pacer has been stopped")
         await trio.lowlevel.wait_readable(pacer.fileno())

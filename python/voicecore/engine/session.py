@@ -1,27 +1,27 @@
-"""The conversation engine: one voice conversation over one transport.
+"""The conversation engine's Trio adapter: one voice conversation over one transport.
 
-A ``Session`` runs every task of one conversation in one Trio nursery:
+A ``Session`` carries out what its ``TurnMachine`` (``voicecore.engine.turns``, no Trio)
+decides, and runs every task of the conversation in one Trio nursery:
 
 * **reader**: the client's messages; playout reports go to the pacer, and mic audio is
-  processed as it arrives (``MIC_TO_DSP``): resampled to 16 kHz, through the VAD and
-  turn-taking (``TurnTaker``), the speech of a confirmed utterance streamed to its STT task
-  (``DSP_TO_STT``);
-* **stt** (one per utterance): partial transcripts go to the client as they come; the final
-  ends the user's turn (``STT_TO_LLM``);
-* **agent loop**: one agent turn at a time, each in its own ``CancelScope``: the LLM's deltas
-  go through the ``SentenceChunker`` to the TTS (``LLM_TO_TTS``) as soon as a chunk is
-  complete, and the TTS audio, resampled to the client's rate, into a ``PacerStream``
+  processed as it arrives (``MIC_TO_DSP``: inline, no queue): resampled to 16 kHz once, through
+  the VAD into the turn machine, the speech of a confirmed utterance (from its pre-roll on)
+  streamed to its STT task (``DSP_TO_STT``);
+* **stt** (one per user turn): partial transcripts go to the client as they come; finals go
+  to the turn machine, which decides when the user's turn is over (``STT_TO_LLM``);
+* **agent loop**: one reply at a time, each in its own ``CancelScope``: the LLM's deltas go
+  through the ``SentenceChunker`` to the TTS (``LLM_TO_TTS``) as soon as a chunk is complete,
+  and the TTS audio, resampled to the client's rate, into a ``PacerStream``
   (``TTS_TO_PLAYOUT``);
-* **playout**: the frames the Rust pacer releases on their deadlines (``PLAYOUT_TO_CLIENT``)
-  reach the session through a ``PlayoutRouter`` task (its own, or one shared by many
-  sessions). When the transport has an ``audio_sink`` (the WebSocket server's), the pacer
-  thread has already written each frame to the client and the session only keeps its
-  figures; otherwise frames go out as ``AgentAudio`` through the **writer** task
-  (``SESSION_TO_TRANSPORT``), which carries every event and ``Clear`` either way.
+* **playout**: the Rust pacer releases the frames on their deadlines (``PLAYOUT_TO_CLIENT``).
+  When the transport has an ``audio_sink`` (the WebSocket server's), the pacer thread writes
+  each frame to the client itself and the session hears only the stream's lifecycle (its first
+  frame released, drained, late frames) through a ``PlayoutRouter``; otherwise (the in-memory
+  transport) frames come back to the session and go out as ``AgentAudio`` through the
+  **writer** task (``SESSION_TO_TRANSPORT``), which carries every other message either way.
 
-Barge-in: when user speech is confirmed while the agent is active (thinking or speaking), the
-turn's scope is cancelled, its playout stream flushed and a ``Clear`` queued for the client,
-in one synchronous step; the history then keeps only what the user heard.
+Everything the session sends is a ``voicecore.protocol`` message: one vocabulary from the
+engine to the wire.
 
 Example::
 
@@ -34,17 +34,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import trio
 
+from voicecore import protocol
 from voicecore._core import FramePacer, Resampler, SampleRing
 from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
 from voicecore.engine import pacing
@@ -60,15 +59,16 @@ from voicecore.engine.contracts import (
     LatencyBudget,
     latency_budget,
 )
+from voicecore.engine.floor import TurnTaker
 from voicecore.engine.history import ConversationHistory, Message, SpokenReply
 from voicecore.engine.pacing import (
     FlushReportLike,
     Pacer,
     PacerStreamLike,
     ReleasedFrameLike,
-    StreamStatsLike,
+    StreamEventLike,
 )
-from voicecore.engine.playout import PlayoutRouter
+from voicecore.engine.playout import PlayoutRouter, PlayoutTotals
 from voicecore.engine.stages import (
     LLM,
     STT,
@@ -81,30 +81,28 @@ from voicecore.engine.stages import (
     StageTimeoutError,
     TurnContext,
 )
-from voicecore.engine.transport import (
-    AgentAudio,
-    Clear,
-    Event,
-    MicAudio,
-    PlayoutReport,
-    ServerMessage,
-    Transport,
-)
+from voicecore.engine.transport import Transport
 from voicecore.engine.turns import (
-    Action,
-    EndOfTurn,
+    CutReply,
+    DropTurn,
+    EndTranscription,
     FalseStart,
+    FinishReply,
+    ReplyAudible,
     SpeechPaused,
     SpeechResumed,
-    TurnTaker,
-    UtteranceConfirmed,
+    StartReply,
+    StartTranscription,
+    StopTranscription,
+    TurnAction,
+    TurnMachine,
 )
 from voicecore.exceptions import VoicecoreError
-from voicecore.metrics import SessionMetrics, TurnMetrics, percentile
+from voicecore.metrics import SessionMetrics, TurnMetrics
 
 __all__ = ["Session", "SessionConfig"]
 
-_log = logging.getLogger("voicecore.engine.session")
+_log = logging.getLogger("voicecore.session")
 T = TypeVar("T")
 PREROLL_MS = 2000
 """Recent 16 kHz audio kept to hand an utterance to the STT from its first speech sample."""
@@ -198,76 +196,30 @@ async def _next(iterator: AsyncIterator[T], timeout_s: float, what: str) -> T:
     raise StageTimeoutError(f"{what} within {timeout_s:g} s")
 
 
-class _PlayoutTotals:
-    """This session's playout figures over its turns' pacer streams (``PacerStatsLike``):
-    counters summed over the streams, lateness of the frames it sent (percentiles over the
-    most recent ``LATENESS_WINDOW`` frames, maximum over all)."""
-
-    LATENESS_WINDOW = 10_000
-
-    def __init__(self) -> None:
-        self.frames_released = 0
-        self.underruns = 0
-        self.dropped_samples = 0
-        self._lateness: deque[float] = deque(maxlen=self.LATENESS_WINDOW)
-        self._max_ms = 0.0
-
-    def add_stream(self, stats: StreamStatsLike) -> None:
-        self.underruns += stats.underruns
-        self.dropped_samples += stats.dropped_samples
-
-    def observe(self, lateness_ms: float) -> None:
-        self.frames_released += 1
-        self._lateness.append(lateness_ms)
-        self._max_ms = max(self._max_ms, lateness_ms)
-
-    def _quantile(self, q: float) -> float:
-        return percentile(sorted(self._lateness), q) if self._lateness else 0.0
-
-    @property
-    def lateness_p50_ms(self) -> float:
-        return self._quantile(50)
-
-    @property
-    def lateness_p99_ms(self) -> float:
-        return self._quantile(99)
-
-    @property
-    def lateness_max_ms(self) -> float:
-        return self._max_ms
-
-
 @dataclass(eq=False)
-class _Utterance:
-    """One user utterance being transcribed."""
+class _Transcription:
+    """The Trio side of one user turn: its STT call's audio, scope and clock."""
 
     ctx: TurnContext
     audio: EdgeChannel[AudioFrame]
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    finals: list[str] = field(default_factory=list)
-    ended: bool = False
-    stt_done: bool = False
     final_at: float | None = None
-    submitted: bool = False
 
 
 @dataclass(eq=False)
-class _AgentTurn:
-    """One agent reply: from the end of the user's turn until its audio has been played."""
+class _Reply:
+    """The Trio side of one agent reply: its scope, playout stream and what it said."""
 
     ctx: TurnContext
     text: str
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    reply: SpokenReply = field(default_factory=SpokenReply)
+    spoken: SpokenReply = field(default_factory=SpokenReply)
     stream: PacerStreamLike | None = None
     flushed: FlushReportLike | None = None
-    cut: bool = False
     barge_in_t0: float | None = None
     tts_started: float | None = None
-    tts_done: bool = False
+    audible_at: float | None = None
     drained: trio.Event = field(default_factory=trio.Event)
-    speaking: bool = False  # a frame of it has been released
-    finished: bool = False
 
 
 class Session:
@@ -294,6 +246,7 @@ class Session:
         metrics: the session's ``SessionMetrics`` (per-turn latencies, counters).
         history: the conversation history (what the user said and heard).
         timeline: the diagnostics timeline.
+        turns: the turn machine (its state: who holds the floor, which reply runs).
     """
 
     def __init__(
@@ -318,6 +271,14 @@ class Session:
         self.metrics = SessionMetrics(self.session_id)
         self.history = history if history is not None else ConversationHistory(system_prompt)
         self.timeline = timeline if timeline is not None else Timeline(clock=trio.current_time)
+        self.turns = TurnMachine(
+            TurnTaker(
+                sample_rate=STT_SAMPLE_RATE,
+                min_speech_ms=self.config.min_speech_ms,
+                barge_in_min_speech_ms=self.config.barge_in_min_speech_ms,
+                end_of_turn_silence_ms=self.config.end_of_turn_silence_ms,
+            )
+        )
         self._transport = transport
         self._stt, self._llm, self._tts = stt, llm, tts
         self._vad: VAD = vad if vad is not None else EnergyVadStage()
@@ -330,33 +291,24 @@ class Session:
             )
             self._owns_router = True
         self._owns_pacer = pacer is None
-        self._playout = _PlayoutTotals()
+        self._playout = PlayoutTotals()
         self._canary = canary
         self._gc_policy = gc_policy
         self._rate = transport.sample_rate
         self._sink = transport.audio_sink
-        self._log = logging.LoggerAdapter(_log, {"session": self.session_id})
-        self._turn_taker = TurnTaker(
-            sample_rate=STT_SAMPLE_RATE,
-            min_speech_ms=self.config.min_speech_ms,
-            barge_in_min_speech_ms=self.config.barge_in_min_speech_ms,
-            end_of_turn_silence_ms=self.config.end_of_turn_silence_ms,
-        )
         mic_rate = transport.input_rate
         self._to_16k = Resampler(mic_rate, STT_SAMPLE_RATE) if mic_rate != STT_SAMPLE_RATE else None
         self._preroll = SampleRing(PREROLL_MS * STT_SAMPLE_RATE // 1000, "overwrite")
         self._samples = 0  # 16 kHz samples processed
         self._audio_now = 0.0  # Trio time of the end of the last processed audio
-        self._outbound: EdgeChannel[ServerMessage] = self._channel(SESSION_TO_TRANSPORT)
-        self._user_turns: EdgeChannel[_AgentTurn] = self._channel(STT_TO_LLM)
-        self._turn_ids = itertools.count(1)
-        self._utterance: _Utterance | None = None
-        self._turn: _AgentTurn | None = None
+        self._outbound: EdgeChannel[protocol.ServerMessage] = self._channel(SESSION_TO_TRANSPORT)
+        self._replies_waiting: EdgeChannel[_Reply] = self._channel(STT_TO_LLM)
+        self._transcriptions: dict[int, _Transcription] = {}
+        self._replies: dict[int, _Reply] = {}
         self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
-        turn = self._turn.ctx.turn_id if self._turn else None
-        return f"Session({self.session_id!r}, turn={turn})"
+        return f"Session({self.session_id!r}, {self.turns!r})"
 
     @property
     def pacer(self) -> Pacer | None:
@@ -376,12 +328,8 @@ class Session:
 
     @property
     def agent_active(self) -> bool:
-        """Whether an agent turn is pending, thinking or speaking (and not cut off)."""
-        return self._active_turn() is not None
-
-    def _active_turn(self) -> _AgentTurn | None:
-        turn = self._turn
-        return turn if turn is not None and not turn.cut else None
+        """Whether an agent reply is queued, thinking or speaking (and not cut off)."""
+        return self.turns.agent_active
 
     # --- running ---------------------------------------------------------------------------
 
@@ -420,59 +368,45 @@ class Session:
             except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
                 return
             try:
-                if isinstance(message, MicAudio):
+                if isinstance(message, protocol.Audio):
                     # MIC_TO_DSP is inline: no queue, no task switch per frame.
                     pcm = message.pcm
                     self._process(self._to_16k.process(pcm) if self._to_16k is not None else pcm)
-                elif isinstance(message, PlayoutReport):
-                    turn = self._active_turn()
+                elif isinstance(message, protocol.Playout):
                     self.timeline.record("client_cushion", buffered_ms=message.buffered_ms)
-                    if turn is not None and turn.stream is not None:
-                        turn.stream.report_playout(message.buffered_ms)
+                    if self._gc_policy is not None:
+                        self._gc_policy.tick()  # bounds the garbage deferred while speaking
+                    for reply in self._replies.values():
+                        if reply.stream is not None and not self.turns.is_cut(reply.ctx.turn_id):
+                            reply.stream.report_playout(message.buffered_ms)
             except (VoicecoreError, ValueError, TypeError) as exc:
                 # A malformed message (odd PCM16 length, a bogus report) is the client's
                 # mistake: tell it, count it, and keep the conversation going.
                 self.metrics.count("client.rejected_messages")
-                self._send({"type": "error", "stage": "client", "message": str(exc)})
+                self._send(protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, str(exc)))
 
     async def _write(self) -> None:
         async for message in self._outbound:
             await self._transport.send(message)
 
-    def _send(self, data: dict[str, Any]) -> None:
-        self._outbound.send_nowait(Event(data))
+    def _send(self, message: protocol.ServerMessage) -> None:
+        self._outbound.send_nowait(message)
 
-    # --- user side: VAD, turn-taking, STT --------------------------------------------------
+    # --- the turn machine's actions ----------------------------------------------------------
 
-    def _process(self, pcm: bytes) -> None:
-        """VAD and turn-taking over one chunk of 16 kHz audio (synchronous: no await)."""
-        frame = AudioFrame(pcm, STT_SAMPLE_RATE, self._samples)
-        self._samples = frame.end_sample
-        self._audio_now = trio.current_time()
-        self._preroll.push(pcm)
-        events = self._vad.process(frame)
-        utterance = self._utterance
-        actions = self._turn_taker.on_audio(
-            events,
-            speech_until=self._vad.speech_until,
-            stream_end=self._samples,
-            agent_active=self.agent_active,
-        )
-        self._apply(actions)
-        if utterance is not None and utterance is self._utterance and not utterance.audio.closed:
-            utterance.audio.send_nowait(frame)
-
-    def _sample_time(self, sample: int) -> float:
-        """Trio time at which 16 kHz sample ``sample`` was spoken (the mic is real time)."""
-        return self._audio_now - (self._samples - sample) / STT_SAMPLE_RATE
-
-    def _apply(self, actions: list[Action]) -> None:
+    def _act(self, actions: Sequence[TurnAction]) -> None:
+        """Carries out the turn machine's actions, in order (synchronous: no await)."""
         for action in actions:
-            if isinstance(action, UtteranceConfirmed):
-                active = self._active_turn()
-                if active is not None:
-                    self._barge_in(active, time.perf_counter())
-                self._start_utterance(action.start_sample)
+            if isinstance(action, StartTranscription):
+                self._start_transcription(action)
+            elif isinstance(action, StopTranscription):
+                stale = self._transcriptions.pop(action.turn_id, None)
+                if stale is not None:
+                    stale.scope.cancel()
+            elif isinstance(action, SpeechPaused | SpeechResumed):
+                self._speech_paused_or_resumed(action)
+            elif isinstance(action, EndTranscription):
+                self._end_transcription(action)
             elif isinstance(action, FalseStart):
                 self.timeline.record(
                     "false_interruption" if action.during_agent else "false_start",
@@ -482,23 +416,45 @@ class Session:
                 self.metrics.count(
                     "vad.false_interruptions" if action.during_agent else "vad.false_starts"
                 )
-            elif self._utterance is not None:
-                ctx = self._utterance.ctx
-                if isinstance(action, SpeechPaused):
-                    ctx.speech_end = self._sample_time(action.end_sample)
-                    ctx.record("speech_end", sample=action.end_sample)
-                elif isinstance(action, SpeechResumed):
-                    ctx.speech_end = None
-                    ctx.record("speech_resumed", sample=action.sample)
-                elif isinstance(action, EndOfTurn):
-                    self._end_of_turn(self._utterance, action)
+            elif isinstance(action, StartReply):
+                self._start_reply(action)
+            elif isinstance(action, DropTurn):
+                self._drop_turn(action)
+            elif isinstance(action, CutReply):
+                self._cut_reply(action)
+            elif isinstance(action, ReplyAudible):
+                self._reply_audible(action)
+            elif isinstance(action, FinishReply):
+                self._finish_reply(action)
 
-    def _start_utterance(self, start_sample: int) -> None:
-        previous = self._utterance
-        if previous is not None and not previous.submitted:
-            # The user spoke again before the previous utterance's final: a new turn replaces it.
-            previous.scope.cancel()
-        turn_id = next(self._turn_ids)
+    # --- user side: VAD, turn-taking, STT --------------------------------------------------
+
+    def _process(self, pcm: bytes) -> None:
+        """VAD and turn-taking over one chunk of 16 kHz audio (synchronous: no await)."""
+        frame = AudioFrame(pcm, STT_SAMPLE_RATE, self._samples)
+        self._samples = frame.end_sample
+        self._audio_now = trio.current_time()
+        self._preroll.push(pcm)
+        user_turn = self.turns.user_turn
+        self._act(
+            self.turns.audio(
+                self._vad.process(frame),
+                speech_until=self._vad.speech_until,
+                stream_end=self._samples,
+            )
+        )
+        # The frame goes to the utterance it belongs to (not to one confirmed by this frame:
+        # that one got it in its pre-roll).
+        transcription = self._transcriptions.get(user_turn) if user_turn is not None else None
+        if transcription is not None and not transcription.audio.closed:
+            transcription.audio.send_nowait(frame)
+
+    def _sample_time(self, sample: int) -> float:
+        """Trio time at which 16 kHz sample ``sample`` was spoken (the mic is real time)."""
+        return self._audio_now - (self._samples - sample) / STT_SAMPLE_RATE
+
+    def _start_transcription(self, action: StartTranscription) -> None:
+        turn_id, start_sample = action.turn_id, action.start_sample
         ctx = TurnContext(
             turn_id=turn_id,
             session_id=self.session_id,
@@ -508,117 +464,126 @@ class Session:
             session_metrics=self.metrics,
             log=logging.LoggerAdapter(_log, {"session": self.session_id, "turn": turn_id}),
         )
-        utterance = _Utterance(ctx, self._channel(DSP_TO_STT))
+        transcription = _Transcription(ctx, self._channel(DSP_TO_STT))
         # Pre-roll: the speech since its first sample, which the VAD confirmed late.
         held = min(self._samples - start_sample, self._preroll.capacity)
-        utterance.audio.send_nowait(
+        transcription.audio.send_nowait(
             AudioFrame(self._preroll.peek_last_bytes(held), STT_SAMPLE_RATE, self._samples - held)
         )
-        self._utterance = utterance
+        self._transcriptions[turn_id] = transcription
         ctx.record("speech_start", sample=start_sample)
+        self._send(protocol.SpeechStart(start_sample / STT_SAMPLE_RATE, turn_id))
         assert self._nursery is not None
-        self._nursery.start_soon(self._transcribe, utterance)
+        self._nursery.start_soon(self._transcribe, transcription)
 
-    def _end_of_turn(self, utterance: _Utterance, action: EndOfTurn) -> None:
-        utterance.ended = True
-        utterance.ctx.speech_end = self._sample_time(action.end_sample)
-        utterance.ctx.record("end_of_turn", by_stt_final=action.by_stt_final)
-        utterance.audio.close()
-        utterance.scope.deadline = trio.current_time() + self.config.stt_final_timeout_s
-        if utterance.stt_done or action.by_stt_final:
-            self._submit(utterance)
+    def _speech_paused_or_resumed(self, action: SpeechPaused | SpeechResumed) -> None:
+        user_turn = self.turns.user_turn
+        transcription = self._transcriptions.get(user_turn) if user_turn is not None else None
+        if transcription is None:
+            return
+        ctx = transcription.ctx
+        if isinstance(action, SpeechPaused):
+            ctx.speech_end = self._sample_time(action.end_sample)
+            ctx.record("speech_end", sample=action.end_sample)
+            self._send(protocol.SpeechEnd(action.end_sample / STT_SAMPLE_RATE, ctx.turn_id))
+        else:
+            ctx.speech_end = None
+            ctx.record("speech_resumed", sample=action.sample)
 
-    async def _transcribe(self, utterance: _Utterance) -> None:
-        ctx = utterance.ctx
-        with utterance.scope:
+    def _end_transcription(self, action: EndTranscription) -> None:
+        transcription = self._transcriptions.get(action.turn_id)
+        if transcription is None:
+            return
+        ctx = transcription.ctx
+        ctx.speech_end = self._sample_time(action.end_sample)
+        ctx.record("end_of_turn", by_stt_final=action.by_stt_final)
+        transcription.audio.close()
+        transcription.scope.deadline = trio.current_time() + self.config.stt_final_timeout_s
+
+    async def _transcribe(self, transcription: _Transcription) -> None:
+        ctx = transcription.ctx
+        turn_id = ctx.turn_id
+        with transcription.scope:
             try:
-                async with _closing(self._stt.transcribe(utterance.audio, ctx)) as transcripts:
-                    async for transcript in transcripts:
-                        self._send(
-                            {
-                                "type": "transcript",
-                                "turn_id": ctx.turn_id,
-                                "text": transcript.text,
-                                "final": transcript.is_final,
-                            }
-                        )
-                        if not transcript.is_final:
-                            continue
-                        utterance.finals.append(transcript.text)
-                        utterance.final_at = trio.current_time()
-                        ctx.record("stt_final", text=transcript.text)
-                        if not utterance.ended and utterance is self._utterance:
-                            speech_until = self._vad.speech_until
-                            self._apply(self._turn_taker.on_stt_final(speech_until=speech_until))
-                        if utterance.ended:
-                            break
+                async with _closing(self._stt.transcribe(transcription.audio, ctx)) as results:
+                    async for result in results:
+                        if not self.turns.transcribing(turn_id):
+                            break  # answered, dropped or replaced: nothing more is wanted
+                        self._send(protocol.Transcript(turn_id, result.text, result.is_final))
+                        if result.is_final:
+                            transcription.final_at = trio.current_time()
+                            ctx.record("stt_final", text=result.text)
+                            self._act(
+                                self.turns.stt_final(
+                                    turn_id, result.text, speech_until=self._vad.speech_until
+                                )
+                            )
             except Exception as exc:
                 self._error(ctx, "stt", exc)
-                utterance.submitted = True  # dropped: nothing to answer
-                utterance.audio.close()
+                transcription.audio.close()
+                self._act(self.turns.stt_done(turn_id, failed=True))
                 return
-        utterance.stt_done = True
-        if utterance.scope.cancelled_caught and not utterance.submitted:
-            if utterance.ended:
-                self._error(
-                    ctx,
-                    "stt",
-                    StageTimeoutError(f"no final within {self.config.stt_final_timeout_s:g} s"),
-                )
-            else:
-                return  # replaced by a newer utterance
-        if utterance.ended:
-            self._submit(utterance)
+        if transcription.scope.cancelled_caught and self.turns.transcribing(turn_id):
+            timeout = self.config.stt_final_timeout_s
+            self._error(ctx, "stt", StageTimeoutError(f"no final within {timeout:g} s"))
+            self._act(self.turns.stt_timed_out(turn_id))
+        else:
+            self._act(self.turns.stt_done(turn_id))
 
-    def _submit(self, utterance: _Utterance) -> None:
+    def _start_reply(self, action: StartReply) -> None:
         """Hands the finished user turn to the agent loop (synchronous)."""
-        if utterance.submitted:
-            return
-        utterance.submitted = True
-        ctx = utterance.ctx
-        if ctx.speech_end is not None and utterance.final_at is not None:
-            ctx.metrics.stt_final_ms = 1000 * (utterance.final_at - ctx.speech_end)
-        text = " ".join(t.strip() for t in utterance.finals if t.strip())
-        if not text:
-            ctx.log.info("turn %d: nothing recognized, no reply", ctx.turn_id)
-            return
-        turn = _AgentTurn(ctx, text)
+        transcription = self._transcriptions.pop(action.turn_id)
+        ctx = transcription.ctx
+        if ctx.speech_end is not None and transcription.final_at is not None:
+            ctx.metrics.stt_final_ms = 1000 * (transcription.final_at - ctx.speech_end)
+        reply = _Reply(ctx, action.text)
+        self._replies[action.turn_id] = reply
         try:
-            self._user_turns.send_nowait(turn)
+            self._replies_waiting.send_nowait(reply)
         except trio.WouldBlock:
             self._error(ctx, "engine", RuntimeError("too many user turns waiting"))
-            return
-        self._turn = turn
+            self._act(self.turns.reply_failed(action.turn_id))
+
+    def _drop_turn(self, action: DropTurn) -> None:
+        transcription = self._transcriptions.pop(action.turn_id, None)
+        if transcription is not None:
+            transcription.ctx.log.info("turn %d: no reply (%s)", action.turn_id, action.reason)
+            transcription.audio.close()
 
     def _error(self, ctx: TurnContext, stage: str, exc: BaseException) -> None:
         ctx.log.warning("turn %d: %s failed: %r", ctx.turn_id, stage, exc)
         ctx.record("error", stage=stage, error=repr(exc))
         self.metrics.count(f"{stage}.errors")
         self._send(
-            {
-                "type": "error",
-                "turn_id": ctx.turn_id,
-                "stage": stage,
-                "message": f"{type(exc).__name__}: {exc}",
-            }
+            protocol.Error(
+                protocol.ErrorCode.PROVIDER,
+                f"{type(exc).__name__}: {exc}",
+                turn_id=ctx.turn_id,
+                stage=stage,
+            )
         )
 
     # --- agent side: LLM -> chunker -> TTS -> pacer ----------------------------------------
 
     async def _agent_loop(self) -> None:
-        async for turn in self._user_turns:
-            try:
-                await self._run_turn(turn)
-            except BaseException:
-                self._cut(turn)  # the session is ending: what was not played is not heard
-                raise
-            finally:
-                self._finish_turn(turn)
+        try:
+            async for reply in self._replies_waiting:
+                turn_id = reply.ctx.turn_id
+                self._act(self.turns.reply_started(turn_id))
+                try:
+                    await self._run_reply(reply)
+                except BaseException:
+                    self._act(self.turns.close())  # ending: what was not played is not heard
+                    raise
+                finally:
+                    self._act(self.turns.reply_finished(turn_id))
+        finally:
+            self._act(self.turns.close())  # replies still queued are finished unheard
 
-    async def _run_turn(self, turn: _AgentTurn) -> None:
-        ctx = turn.ctx
-        with turn.scope:
-            self.history.add_user(turn.text)
+    async def _run_reply(self, reply: _Reply) -> None:
+        ctx = reply.ctx
+        with reply.scope:
+            self.history.add_user(reply.text)
             messages = self.history.messages()
             ctx.metrics.prompt_tokens = self.history.prompt_tokens()
             ctx.log.info(
@@ -633,29 +598,28 @@ class Session:
             assert self._router is not None
             stream = self._router.open_stream(
                 self._rate,
-                functools.partial(self._on_frames, turn),
+                functools.partial(self._on_stream_event, reply),
+                None if self._sink is not None else functools.partial(self._on_frames, reply),
                 cushion_ms=self.config.cushion_ms,
                 queue_ms=self.config.queue_ms,
                 sink=self._sink,
             )
-            turn.stream = stream
+            reply.stream = stream
             chunks: EdgeChannel[str] = self._channel(LLM_TO_TTS)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._generate, turn, messages, chunks)
-                await self._speak(turn, chunks, stream)
-            if turn.cut:
+                nursery.start_soon(self._generate, reply, messages, chunks)
+                await self._speak(reply, chunks, stream)
+            if self.turns.is_cut(ctx.turn_id):
                 return
             stream.finish()
-            turn.tts_done = True
-            self._check_drained(turn)
-            await turn.drained.wait()
+            await reply.drained.wait()
             # The client still holds its cushion: the agent speaks until it has played it.
             await trio.sleep(stream.stats().client_buffered_ms / 1000)
 
     async def _generate(
-        self, turn: _AgentTurn, messages: list[Message], chunks: EdgeChannel[str]
+        self, reply: _Reply, messages: list[Message], chunks: EdgeChannel[str]
     ) -> None:
-        ctx = turn.ctx
+        ctx = reply.ctx
         chunker = SentenceChunker(first_chunk_min_words=self.config.first_chunk_min_words)
         started = trio.current_time()
         timeout = self.config.llm_first_token_timeout_s
@@ -675,19 +639,19 @@ class Session:
             for chunk in chunker.flush():
                 await chunks.send(chunk)
         except Exception as exc:
-            self._fail(turn, "llm", exc)
+            self._fail(reply, "llm", exc)
         finally:
             chunks.close()
 
     async def _speak(
-        self, turn: _AgentTurn, chunks: EdgeChannel[str], stream: PacerStreamLike
+        self, reply: _Reply, chunks: EdgeChannel[str], stream: PacerStreamLike
     ) -> None:
-        ctx = turn.ctx
+        ctx = reply.ctx
         resampler: Resampler | None = None
         async for text in chunks:
-            self._send({"type": "agent_text", "turn_id": ctx.turn_id, "text": text})
-            if turn.tts_started is None:
-                turn.tts_started = trio.current_time()
+            self._send(protocol.AgentText(ctx.turn_id, text))
+            if reply.tts_started is None:
+                reply.tts_started = trio.current_time()
             samples = 0
             timeout = self.config.tts_first_audio_timeout_s
             try:
@@ -700,7 +664,7 @@ class Session:
                         timeout = self.config.tts_chunk_timeout_s
                         if ctx.metrics.tts_first_audio_ms is None:
                             ctx.metrics.tts_first_audio_ms = 1000 * (
-                                trio.current_time() - turn.tts_started
+                                trio.current_time() - reply.tts_started
                             )
                             ctx.record("tts_first_audio")
                         if chunk.sample_rate == self._rate:
@@ -709,117 +673,106 @@ class Session:
                             if resampler is None or resampler.in_rate != chunk.sample_rate:
                                 resampler = Resampler(chunk.sample_rate, self._rate)
                             pcm = resampler.process(chunk.pcm)
-                        if turn.scope.cancel_called:
-                            return  # resumed after a barge-in: queue nothing more
+                        if reply.scope.cancel_called:
+                            return  # cut: queue nothing more
                         samples += len(pcm)
                         await pacing.push(stream, pcm)
             except Exception as exc:
-                self._fail(turn, "tts", exc)
+                self._fail(reply, "tts", exc)
                 return
             finally:
                 if samples:
-                    turn.reply.add(text, samples)
-        if resampler is not None and not turn.scope.cancel_called:
+                    reply.spoken.add(text, samples)
+        if resampler is not None and not reply.scope.cancel_called:
             await pacing.push(stream, resampler.flush())
 
-    def _check_drained(self, turn: _AgentTurn) -> None:
-        if turn.tts_done and turn.stream is not None and turn.stream.stats().queued_samples == 0:
-            turn.drained.set()
+    def _on_stream_event(self, reply: _Reply, event: StreamEventLike) -> None:
+        """The pacer's news of ``reply``'s stream (synchronous, on the router's task)."""
+        if event.kind == "started":
+            assert self._router is not None
+            reply.audible_at = self._router.trio_time(event.at_ns)
+            self._act(self.turns.reply_audible(reply.ctx.turn_id))
+        elif event.kind == "drained":
+            reply.drained.set()
+        elif event.kind == "late":
+            assert self._router is not None
+            self.metrics.late_frames += 1
+            self.timeline.record_at(
+                self._router.trio_time(event.at_ns),
+                "frame_late",
+                turn_id=reply.ctx.turn_id,
+                lateness_ms=event.lateness_ns / 1e6,
+            )
 
-    def _on_frames(self, turn: _AgentTurn, frames: list[ReleasedFrameLike]) -> None:
-        """The pacer released frames of ``turn``'s stream: to the client, unless the pacer
-        wrote them to the transport's sink itself; the turn's figures (synchronous)."""
-        if turn.cut:
-            # Released just before the flush: never sent, or (with a sink) sent just ahead of
-            # the clear that makes the client drop them. Counted either way.
+    def _on_frames(self, reply: _Reply, frames: list[ReleasedFrameLike]) -> None:
+        """Frames of ``reply``'s stream released with no socket sink: they go to the client
+        as ``AgentAudio`` messages (synchronous, on the router's task)."""
+        if self.turns.is_cut(reply.ctx.turn_id):
+            # Released just before the flush: never sent. Counted.
             self.metrics.count(f"{PLAYOUT_TO_CLIENT.name}.stale_frames", len(frames))
             return
-        assert self._router is not None
-        ctx = turn.ctx
         for frame in frames:
-            released = self._router.trio_time(frame.released_ns)
-            lateness_ms = frame.lateness_ns / 1e6
-            if not turn.speaking:
-                turn.speaking = True
-                if ctx.speech_end is not None:
-                    ctx.metrics.voice_to_voice_ms = 1000 * (released - ctx.speech_end)
-                if self._gc_policy is not None:
-                    self._gc_policy.agent_speaking(True, who=self)
-            self.timeline.record_at(
-                released,
-                "audio_released",
-                turn_id=ctx.turn_id,
-                seq=frame.seq,
-                lateness_ms=lateness_ms,
-            )
-            self.metrics.observe_frame(lateness_ms)
-            self._playout.observe(lateness_ms)
-            if self._sink is None:  # else the pacer already wrote it to the client
-                self._outbound.send_nowait(
-                    AgentAudio(frame.pcm16, self._rate, ctx.turn_id, frame.seq)
-                )
-        self._check_drained(turn)
+            self._outbound.send_nowait(protocol.AgentAudio(frame.pcm16))
+
+    def _reply_audible(self, action: ReplyAudible) -> None:
+        reply = self._replies[action.turn_id]
+        ctx = reply.ctx
+        if ctx.speech_end is not None and reply.audible_at is not None:
+            ctx.metrics.voice_to_voice_ms = 1000 * (reply.audible_at - ctx.speech_end)
+        ctx.record("agent_audible")
         if self._gc_policy is not None:
-            self._gc_policy.tick()  # bounds the garbage deferred while speaking
+            self._gc_policy.agent_speaking(True, who=self)
 
-    # --- ending turns: completion, barge-in, failure ---------------------------------------
+    # --- ending replies: completion, barge-in, failure ---------------------------------------
 
-    def _cut(self, turn: _AgentTurn) -> None:
-        """Cancels the turn, flushes its playout and clears the client: one synchronous step."""
-        if turn.cut:
-            return
-        turn.cut = True
-        turn.scope.cancel()
-        if turn.stream is not None:
-            turn.flushed = turn.stream.flush()
-        turn_id = turn.ctx.turn_id
-        self._outbound.purge(lambda m: isinstance(m, AgentAudio) and m.turn_id == turn_id)
-        self._outbound.push_front(Clear(turn_id))
-        if self._user_turns.purge(lambda t: t is turn):
-            self._finish_turn(turn)  # never started: nothing else will finish it
+    def _cut_reply(self, action: CutReply) -> None:
+        """Cancels the reply, flushes its playout and clears the client: one synchronous step."""
+        reply = self._replies[action.turn_id]
+        t0 = time.perf_counter()
+        reply.scope.cancel()
+        if reply.stream is not None:
+            reply.flushed = reply.stream.flush()
+        self._outbound.purge(lambda m: isinstance(m, protocol.AgentAudio))
+        self._outbound.push_front(protocol.Clear(action.turn_id))
+        if not action.started:
+            self._replies_waiting.purge(lambda r: r is reply)
+        if action.barge_in:
+            reply.barge_in_t0 = t0
+            step_ms = 1000 * (time.perf_counter() - t0)  # cancelled, flushed, clear queued
+            flushed = reply.flushed
+            # What the user would still have heard without the flush and the clear: the
+            # queued audio plus what the client holds.
+            stale_ms = (
+                flushed.dropped_ms + flushed.released_ms - flushed.heard_ms if flushed else 0.0
+            )
+            reply.ctx.record("barge_in", step_ms=step_ms, stale_audio_ms=stale_ms)
+            self.metrics.count("turns.barge_ins")
 
-    def _barge_in(self, turn: _AgentTurn, t0: float) -> None:
-        turn.barge_in_t0 = t0
-        self._cut(turn)
-        step_ms = 1000 * (time.perf_counter() - t0)  # cancel requested, flushed, clear queued
-        flushed = turn.flushed
-        # What the user would still have heard without the flush and the clear: the queued
-        # audio plus what the client holds.
-        stale_ms = flushed.dropped_ms + flushed.released_ms - flushed.heard_ms if flushed else 0.0
-        turn.ctx.record("barge_in", step_ms=step_ms, stale_audio_ms=stale_ms)
-        self.metrics.count("turns.barge_ins")
+    def _fail(self, reply: _Reply, stage: str, exc: Exception) -> None:
+        self._error(reply.ctx, stage, exc)
+        self._act(self.turns.reply_failed(reply.ctx.turn_id))
 
-    def _fail(self, turn: _AgentTurn, stage: str, exc: Exception) -> None:
-        self._error(turn.ctx, stage, exc)
-        self._cut(turn)
-
-    def _finish_turn(self, turn: _AgentTurn) -> None:
-        """Records what was heard, the metrics, and frees the turn (synchronous)."""
-        if turn.finished:
-            return
-        turn.finished = True
-        ctx = turn.ctx
-        if turn.cut:
-            heard_samples = turn.flushed.heard_samples if turn.flushed is not None else 0
-            heard = turn.reply.heard_text(heard_samples)
+    def _finish_reply(self, action: FinishReply) -> None:
+        """Records what was heard, the metrics, and frees the reply (synchronous)."""
+        reply = self._replies.pop(action.turn_id)
+        ctx = reply.ctx
+        if action.interrupted:
+            heard_samples = reply.flushed.heard_samples if reply.flushed is not None else 0
+            heard = reply.spoken.heard_text(heard_samples)
         else:
-            heard = turn.reply.text
-        self.history.add_agent(heard, interrupted=turn.cut)
-        ctx.metrics.interrupted = turn.cut
-        if turn.barge_in_t0 is not None:
-            ctx.metrics.barge_in_ms = 1000 * (time.perf_counter() - turn.barge_in_t0)
-        if turn.stream is not None:
-            self._playout.add_stream(turn.stream.stats())
+            heard = reply.spoken.text
+        self.history.add_agent(heard, interrupted=action.interrupted)
+        ctx.metrics.interrupted = action.interrupted
+        if reply.barge_in_t0 is not None:
+            ctx.metrics.barge_in_ms = 1000 * (time.perf_counter() - reply.barge_in_t0)
+        if reply.stream is not None:
+            self._playout.add_stream(reply.stream.stats())
             assert self._router is not None
-            self._router.close_stream(turn.stream)
-        if self._turn is turn:
-            self._turn = None
-        if turn.speaking and self._gc_policy is not None:
+            self._router.close_stream(reply.stream)
+        if action.audible and self._gc_policy is not None:
             self._gc_policy.agent_speaking(False, who=self)
         self.metrics.add_turn(ctx.metrics)
         self.metrics.update_pacer(self._playout)
-        ctx.record("turn_cancelled" if turn.cut else "turn_end")
-        self._send({"type": "metrics", **ctx.metrics.to_dict()})
-        self._send(
-            {"type": "turn_end", "turn_id": ctx.turn_id, "interrupted": turn.cut, "heard": heard}
-        )
+        ctx.record("turn_cancelled" if action.interrupted else "turn_end")
+        self._send(protocol.Metrics(**ctx.metrics.to_dict()))
+        self._send(protocol.AgentDone(ctx.turn_id, action.interrupted, heard))

@@ -1,23 +1,25 @@
-"""How a session talks to its client: the ``Transport`` protocol, its messages, and an
-in-memory transport for tests and examples.
+"""How a session talks to its client: the ``Transport`` protocol, and an in-memory transport
+for tests and examples.
 
-A transport carries, from the client: the user's mic audio (PCM16 at the client's rate) and
-control messages (playout reports: how much agent audio the client holds); to the client:
-paced agent audio frames, ``Clear`` (drop the agent audio you hold: barge-in) and JSON events
-(transcripts, agent text, metrics, errors). The message types are plain dataclasses with no
-I/O, so a WebSocket transport only maps them to and from frames.
+A transport carries, from the client: the user's mic audio (``protocol.Audio``, PCM16 at the
+client's rate) and playout reports (``protocol.Playout``: how much agent audio the client
+holds); to the client: the protocol's server messages (``voicecore.protocol``: transcripts,
+agent text, paced ``AgentAudio`` frames unless the pacer writes them to the socket itself,
+``Clear`` on barge-in, metrics, errors). One vocabulary from the engine to the wire: a
+WebSocket transport only serializes what the session hands it.
 
 Example (a test playing the client)::
 
     transport, client = memory_transport(16000)
     nursery.start_soon(Session(transport, stt=stt, llm=llm, tts=tts).run)
     await client.stream_audio(pcm16)        # as a live mic: one 20 ms frame per 20 ms
-    async for message in client:            # AgentAudio, Clear, Event
+    async for message in client:            # protocol.ServerMessage
         ...
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -25,82 +27,27 @@ from typing import Any, Protocol, runtime_checkable
 import trio
 
 from voicecore._core import SocketSink
+from voicecore.protocol import (
+    AgentAudio,
+    AgentText,
+    Audio,
+    Clear,
+    Playout,
+    ServerMessage,
+    serialize,
+)
 
 __all__ = [
-    "AgentAudio",
-    "Clear",
-    "ClientMessage",
-    "Event",
+    "EngineInput",
     "MemoryClient",
     "MemoryTransport",
-    "MicAudio",
-    "PlayoutReport",
-    "ServerMessage",
     "Transport",
     "memory_transport",
 ]
 
-
-@dataclass(frozen=True, slots=True)
-class MicAudio:
-    """Client -> server: the user's audio, mono PCM16 little-endian at the client's rate."""
-
-    pcm: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PlayoutReport:
-    """Client -> server: the client holds ``buffered_ms`` ms of agent audio not yet played."""
-
-    buffered_ms: float
-
-
-ClientMessage = MicAudio | PlayoutReport
-"""What a client sends."""
-
-
-@dataclass(frozen=True, slots=True)
-class AgentAudio:
-    """Server -> client: one paced frame of the agent's voice.
-
-    Attributes:
-        pcm: mono PCM16 little-endian, one frame (e.g. 20 ms) at ``sample_rate``.
-        sample_rate: Hz (the client's rate).
-        turn_id: the turn it belongs to (a ``Clear`` names the turn to drop).
-        seq: the frame's position in its turn's stream (0, 1, 2...).
-    """
-
-    pcm: bytes
-    sample_rate: int
-    turn_id: int
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Clear:
-    """Server -> client: drop every frame of ``turn_id`` you hold (barge-in)."""
-
-    turn_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Server -> client: a JSON event, e.g. ``{"type": "transcript", "text": ..., "final": ...}``.
-
-    Types the engine sends: ``"transcript"``, ``"agent_text"``, ``"turn_end"``, ``"metrics"``,
-    ``"error"``; every event carries ``"type"`` and, within a turn, ``"turn_id"``.
-    """
-
-    data: dict[str, Any]
-
-    @property
-    def type(self) -> str:
-        """The event's ``"type"`` field."""
-        return str(self.data.get("type", ""))
-
-
-ServerMessage = AgentAudio | Clear | Event
-"""What a session sends."""
+EngineInput = Audio | Playout
+"""What a transport hands the session from the client (``hello`` and ``bye`` are the
+transport's own business)."""
 
 
 @runtime_checkable
@@ -125,18 +72,19 @@ class Transport(Protocol):
 
     @property
     def input_rate(self) -> int:
-        """The mic audio's rate in Hz (what ``MicAudio`` carries)."""
+        """The mic audio's rate in Hz (what ``protocol.Audio`` carries)."""
         ...
 
     @property
     def audio_sink(self) -> SocketSink | None:
         """Where the pacer writes the agent's audio frames itself, on their deadlines and
         whatever the event loop is doing (the client's socket); None: the session sends
-        them as ``AgentAudio`` messages."""
+        them as ``protocol.AgentAudio`` messages."""
         ...
 
-    async def receive(self) -> ClientMessage:
-        """The client's next message; raises ``trio.EndOfChannel`` when the client is gone."""
+    async def receive(self) -> EngineInput:
+        """The client's next mic audio or playout report; raises ``trio.EndOfChannel`` when
+        the client is gone."""
         ...
 
     async def send(self, message: ServerMessage) -> None:
@@ -157,12 +105,12 @@ class MemoryTransport:
 
     sample_rate: int
     input_rate: int
-    _incoming: trio.MemoryReceiveChannel[ClientMessage]
+    _incoming: trio.MemoryReceiveChannel[EngineInput]
     _outgoing: trio.MemorySendChannel[ServerMessage]
     audio_sink: None = None
-    """No socket: agent audio travels as ``AgentAudio`` messages."""
+    """No socket: agent audio travels as ``protocol.AgentAudio`` messages."""
 
-    async def receive(self) -> ClientMessage:
+    async def receive(self) -> EngineInput:
         """The client's next message; ``trio.EndOfChannel`` once the client closed."""
         return await self._incoming.receive()
 
@@ -186,13 +134,13 @@ class MemoryClient:
     """
 
     sample_rate: int
-    _outgoing: trio.MemorySendChannel[ClientMessage]
+    _outgoing: trio.MemorySendChannel[EngineInput]
     _incoming: trio.MemoryReceiveChannel[ServerMessage]
     received: list[tuple[float, ServerMessage]] = field(default_factory=list)
 
     async def send_audio(self, pcm: bytes) -> None:
         """Sends mic audio (mono PCM16 bytes at ``sample_rate``)."""
-        await self._outgoing.send(MicAudio(pcm))
+        await self._outgoing.send(Audio(pcm))
 
     async def stream_audio(self, pcm: bytes, *, frame_ms: int = 20) -> None:
         """Sends ``pcm`` as a live mic would: one ``frame_ms`` frame per ``frame_ms`` of Trio time.
@@ -210,7 +158,7 @@ class MemoryClient:
         """Tells the server how much agent audio the client holds, in ms."""
         if not math.isfinite(buffered_ms) or buffered_ms < 0:
             raise ValueError(f"buffered_ms must be a finite number >= 0, got {buffered_ms}")
-        await self._outgoing.send(PlayoutReport(buffered_ms))
+        await self._outgoing.send(Playout(buffered_ms))
 
     async def receive(self) -> ServerMessage:
         """The server's next message (also appended to ``received``)."""
@@ -238,20 +186,26 @@ class MemoryClient:
         await self._outgoing.aclose()
 
     def audio(self, turn_id: int | None = None) -> list[AgentAudio]:
-        """The agent audio frames received so far (of one turn, if given)."""
-        return [
-            m
-            for _, m in self.received
-            if isinstance(m, AgentAudio) and (turn_id is None or m.turn_id == turn_id)
-        ]
+        """The agent audio frames received so far (of one turn, if given: a turn's frames
+        follow its first ``agent_text``, as on the wire, where frames carry no turn id)."""
+        frames: list[AgentAudio] = []
+        current: int | None = None
+        for _, message in self.received:
+            if isinstance(message, AgentText):
+                current = message.turn_id
+            elif isinstance(message, AgentAudio) and (turn_id is None or current == turn_id):
+                frames.append(message)
+        return frames
 
     def events(self, type: str | None = None) -> list[dict[str, Any]]:
-        """The JSON events received so far (of one ``type``, if given)."""
-        return [
-            m.data
-            for _, m in self.received
-            if isinstance(m, Event) and (type is None or m.type == type)
+        """The text messages received so far, as a WebSocket client would read them (the
+        JSON objects of ``docs/protocol.md``), of one ``type`` if given."""
+        events = [
+            json.loads(serialize(message))
+            for _, message in self.received
+            if not isinstance(message, AgentAudio)
         ]
+        return [e for e in events if type is None or e["type"] == type]
 
     def clears(self) -> list[Clear]:
         """The ``Clear`` messages received so far."""
@@ -269,7 +223,7 @@ def memory_transport(
         buffer: messages each direction holds before ``send`` waits.
     """
     mic_rate = sample_rate if input_rate is None else input_rate
-    to_server, from_client = trio.open_memory_channel[ClientMessage](buffer)
+    to_server, from_client = trio.open_memory_channel[EngineInput](buffer)
     to_client, from_server = trio.open_memory_channel[ServerMessage](buffer)
     return (
         MemoryTransport(sample_rate, mic_rate, from_client, to_client),

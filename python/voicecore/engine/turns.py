@@ -1,205 +1,389 @@
-"""Turn-taking as a pure state machine (no Trio, no I/O): who holds the floor, and when.
+"""The turn lifecycle as a pure state machine: no Trio, no I/O, no clock.
 
-``TurnTaker`` reads the VAD's events and the progress of the audio stream (sample indices of
-the 16 kHz stream) and says what happened: an utterance is confirmed (it lasted the minimum
-speech duration; while the agent is active, the longer barge-in minimum), discarded (a cough
-or a click), paused, resumed, or ended. It measures durations on the audio clock (samples),
-so its decisions do not depend on scheduling jitter and are exact in tests.
+``TurnMachine`` owns every decision about a conversation's turns, from the user's first
+speech sample to the end of the agent's reply, the way websockets' sans-I/O core owns a
+connection: the session (its Trio adapter) feeds it what happened and carries out the actions
+it returns, in order. Every transition is a unit test without a network or an event loop.
 
-End of turn: ``end_of_turn_silence_ms`` of silence after the speech ended, or at once when an
-STT final arrives during that silence (``on_stt_final``). A final that arrives before the VAD
-has reported the end (its hangover delays the end event) counts as soon as the end comes,
-provided no speech followed the final.
+A user turn::
+
+    (VAD) speech confirmed --> TRANSCRIBING --end of turn--> ENDED --final(s) + STT done-->
+        StartReply (something was recognized) | DropTurn (nothing, STT failed or timed out)
+    a newer utterance confirmed before the reply starts --> StopTranscription (replaced)
+
+An agent reply::
+
+    QUEUED --reply_started--> THINKING --reply_audible--> AUDIBLE --reply_finished--> done
+       \\______________________\\_________________________\\--- user speech confirmed ---> CUT
+                                                                  (barge-in) or failure
+
+Inputs: ``audio`` (the VAD's events and the stream's progress), ``stt_final``, ``stt_done``,
+``reply_started``, ``reply_audible``, ``reply_failed``, ``reply_finished``, ``close``.
+Outputs (actions, dataclasses): what the session must do now. Who holds the floor (speech
+confirmed, paused, resumed, ended) is decided on the 16 kHz audio clock by ``TurnTaker``
+(``voicecore.engine.floor``), which this machine drives.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from voicecore.engine.stages import SpeechEnded, SpeechStarted, VadEvent
+from voicecore.engine.floor import (
+    EndOfTurn,
+    FalseStart,
+    SpeechPaused,
+    SpeechResumed,
+    TurnTaker,
+    UtteranceConfirmed,
+)
+from voicecore.engine.stages import VadEvent
 
 __all__ = [
-    "Action",
-    "EndOfTurn",
+    "CutReply",
+    "DropTurn",
+    "EndTranscription",
     "FalseStart",
+    "FinishReply",
+    "ReplyAudible",
     "SpeechPaused",
     "SpeechResumed",
-    "TurnTaker",
-    "UtteranceConfirmed",
+    "StartReply",
+    "StartTranscription",
+    "StopTranscription",
+    "TurnAction",
+    "TurnMachine",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class UtteranceConfirmed:
-    """Speech from ``start_sample`` lasted the minimum: a real utterance (a barge-in if the
-    agent was active)."""
+# --- actions ----------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True, slots=True)
+class StartTranscription:
+    """User speech from ``start_sample`` was confirmed: open user turn ``turn_id`` and stream
+    its audio (from ``start_sample``: the pre-roll the VAD confirmed late) to a new STT call."""
+
+    turn_id: int
     start_sample: int
-    barge_in: bool
 
 
 @dataclass(frozen=True, slots=True)
-class FalseStart:
-    """Speech from ``start_sample`` to ``end_sample`` was too short: ignored (a cough, a click;
-    during agent audio, a false interruption)."""
+class StopTranscription:
+    """User turn ``turn_id`` was replaced by a newer utterance before it was answered: cancel
+    its STT call; it gets no reply."""
 
-    start_sample: int
-    end_sample: int
-    during_agent: bool
+    turn_id: int
 
 
 @dataclass(frozen=True, slots=True)
-class SpeechPaused:
-    """The confirmed utterance's speech stopped at ``end_sample``; the end-of-turn silence runs."""
+class EndTranscription:
+    """The user's turn ``turn_id`` is over (their speech ended at ``end_sample``): no more
+    audio for its STT call, whose final is now due (``by_stt_final``: a final ended it)."""
 
-    end_sample: int
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechResumed:
-    """The user spoke again before the end of turn: the same utterance goes on."""
-
-    sample: int
-
-
-@dataclass(frozen=True, slots=True)
-class EndOfTurn:
-    """The user's turn is over; their speech ended at ``end_sample``."""
-
+    turn_id: int
     end_sample: int
     by_stt_final: bool
 
 
-Action = UtteranceConfirmed | FalseStart | SpeechPaused | SpeechResumed | EndOfTurn
-"""What ``TurnTaker`` reports."""
+@dataclass(frozen=True, slots=True)
+class StartReply:
+    """Answer user turn ``turn_id``, whose recognized text is ``text``: queue the reply."""
+
+    turn_id: int
+    text: str
 
 
-class _State(enum.Enum):
-    IDLE = "idle"
-    PENDING = "pending"  # speech started, not yet long enough
-    SPEAKING = "speaking"  # confirmed utterance, speech ongoing
-    PAUSED = "paused"  # confirmed utterance, silence running
+@dataclass(frozen=True, slots=True)
+class DropTurn:
+    """User turn ``turn_id`` ended with nothing to answer (``reason``: ``"empty"``, nothing
+    recognized; ``"stt_failed"``; ``"stt_timeout"``: no final in time)."""
+
+    turn_id: int
+    reason: str
 
 
-class TurnTaker:
-    """Turn-taking decisions on the 16 kHz audio clock.
+@dataclass(frozen=True, slots=True)
+class CutReply:
+    """Stop reply ``turn_id`` now: cancel its work, flush its playout, clear the client.
 
-    Args:
-        sample_rate: rate of the VAD stream, in Hz.
-        min_speech_ms: speech shorter than this (ms) starts no utterance.
-        barge_in_min_speech_ms: while the agent is active, speech must last this long (ms) to
-            interrupt it; shorter speech is a false interruption.
-        end_of_turn_silence_ms: silence (ms) after speech that ends the user's turn.
-
-    Raises:
-        ValueError: a negative duration or a non-positive rate.
+    ``barge_in``: the user interrupted it (else it failed or the session is ending);
+    ``started``: its work had begun (else it was still queued and never ran).
     """
 
-    def __init__(
-        self,
-        *,
-        sample_rate: int = 16000,
-        min_speech_ms: float = 200.0,
-        barge_in_min_speech_ms: float = 300.0,
-        end_of_turn_silence_ms: float = 500.0,
-    ) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate}")
-        for name, value in (
-            ("min_speech_ms", min_speech_ms),
-            ("barge_in_min_speech_ms", barge_in_min_speech_ms),
-            ("end_of_turn_silence_ms", end_of_turn_silence_ms),
-        ):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0 ms, got {value}")
-        self.sample_rate = sample_rate
-        self._min_speech = round(min_speech_ms * sample_rate / 1000)
-        self._barge_in_min = round(barge_in_min_speech_ms * sample_rate / 1000)
-        self._silence = round(end_of_turn_silence_ms * sample_rate / 1000)
-        self._tolerance = sample_rate // 50  # one 20 ms frame of VAD resolution
-        self._final_until: int | None = None
-        self._state = _State.IDLE
-        self._start = 0
-        self._end = 0
-        self._agent_active = False
+    turn_id: int
+    barge_in: bool
+    started: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAudible:
+    """The first frame of reply ``turn_id`` was released: the agent is speaking."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinishReply:
+    """Reply ``turn_id`` is over (``interrupted``: it was cut): record what was heard."""
+
+    turn_id: int
+    interrupted: bool
+    audible: bool
+
+
+TurnAction = (
+    StartTranscription
+    | StopTranscription
+    | EndTranscription
+    | SpeechPaused
+    | SpeechResumed
+    | FalseStart
+    | StartReply
+    | DropTurn
+    | CutReply
+    | ReplyAudible
+    | FinishReply
+)
+"""What ``TurnMachine`` asks the session to do (``SpeechPaused``, ``SpeechResumed`` and
+``FalseStart`` come from the floor, ``voicecore.engine.floor``)."""
+
+
+# --- state ------------------------------------------------------------------------------------
+
+
+class _UserPhase(enum.Enum):
+    TRANSCRIBING = "transcribing"  # the user holds the floor (speaking or pausing)
+    ENDED = "ended"  # their turn is over; waiting for the STT's final(s)
+    ANSWERED = "answered"  # handed over (StartReply) or dropped
+
+
+@dataclass(eq=False, slots=True)
+class _UserTurn:
+    turn_id: int
+    phase: _UserPhase = _UserPhase.TRANSCRIBING
+    finals: list[str] = field(default_factory=list)
+    stt_done: bool = False
+
+
+class _ReplyPhase(enum.Enum):
+    QUEUED = "queued"
+    THINKING = "thinking"  # LLM/TTS running, nothing audible yet
+    AUDIBLE = "audible"  # a frame has been released
+    CUT = "cut"  # barge-in or failure; finishing
+
+
+@dataclass(eq=False, slots=True)
+class _Reply:
+    turn_id: int
+    phase: _ReplyPhase = _ReplyPhase.QUEUED
+    audible: bool = False
+
+
+class TurnMachine:
+    """The turn lifecycle of one conversation (see the module's docstring).
+
+    Args:
+        floor: who holds the floor, on the 16 kHz audio clock (a ``TurnTaker``).
+
+    Every method returns the actions to carry out now, in order; none blocks or reads a clock.
+    Inputs about turns the machine no longer tracks (a late final of a replaced utterance, a
+    frame released just before a cut) are ignored: the session may report them without
+    checking.
+    """
+
+    def __init__(self, floor: TurnTaker | None = None) -> None:
+        self.floor = floor if floor is not None else TurnTaker()
+        self._turn_ids = itertools.count(1)
+        self._user: _UserTurn | None = None
+        self._replies: dict[int, _Reply] = {}
 
     def __repr__(self) -> str:
-        return f"TurnTaker(state={self._state.value}, start={self._start}, end={self._end})"
+        user = f"{self._user.turn_id}:{self._user.phase.value}" if self._user else None
+        replies = {r.turn_id: r.phase.value for r in self._replies.values()}
+        return f"TurnMachine(user={user}, replies={replies}, floor={self.floor.state})"
+
+    # --- what the session asks -----------------------------------------------------------------
 
     @property
-    def state(self) -> str:
-        """``"idle"``, ``"pending"``, ``"speaking"`` or ``"paused"``."""
-        return self._state.value
+    def agent_active(self) -> bool:
+        """A reply is queued, thinking or audible (and not cut): user speech interrupts it."""
+        return any(r.phase is not _ReplyPhase.CUT for r in self._replies.values())
 
-    def _threshold(self) -> int:
-        return max(self._min_speech, self._barge_in_min) if self._agent_active else self._min_speech
+    @property
+    def agent_audible(self) -> bool:
+        """A reply not cut has released audio (the client plays, or will play, the agent)."""
+        return any(r.phase is _ReplyPhase.AUDIBLE for r in self._replies.values())
 
-    def on_audio(
-        self,
-        events: Sequence[VadEvent],
-        *,
-        speech_until: int,
-        stream_end: int,
-        agent_active: bool,
-    ) -> list[Action]:
-        """Takes the VAD's events for the audio up to ``stream_end`` (samples received).
+    @property
+    def user_turn(self) -> int | None:
+        """The user turn being transcribed or awaiting its final, if any."""
+        user = self._user
+        return user.turn_id if user is not None and user.phase is not _UserPhase.ANSWERED else None
 
-        Args:
-            events: the VAD's events completed by this audio, oldest first.
-            speech_until: the VAD's ``speech_until`` (one past the last speech sample).
-            stream_end: samples of the stream received so far.
-            agent_active: the agent is replying (thinking or speaking) now.
-        """
-        actions: list[Action] = []
-        for event in events:
-            if isinstance(event, SpeechStarted):
-                if self._state is _State.IDLE:
-                    self._state, self._start = _State.PENDING, event.sample
-                    self._agent_active = agent_active
-                    self._final_until = None
-                elif self._state is _State.PAUSED:
-                    self._state = _State.SPEAKING
-                    self._final_until = None
-                    actions.append(SpeechResumed(event.sample))
-            elif isinstance(event, SpeechEnded):
-                if self._state is _State.PENDING:
-                    if event.sample - self._start >= self._threshold():
-                        actions.append(UtteranceConfirmed(self._start, self._agent_active))
-                        self._state, self._end = _State.PAUSED, event.sample
-                        actions.append(SpeechPaused(event.sample))
-                    else:
-                        actions.append(FalseStart(self._start, event.sample, self._agent_active))
-                        self._state = _State.IDLE
-                elif self._state is _State.SPEAKING:
-                    self._state, self._end = _State.PAUSED, event.sample
-                    actions.append(SpeechPaused(event.sample))
-                    final = self._final_until
-                    if final is not None and event.sample <= final + self._tolerance:
-                        self._state = _State.IDLE
-                        actions.append(EndOfTurn(event.sample, by_stt_final=True))
-        if self._state is _State.PENDING and speech_until - self._start >= self._threshold():
-            self._state = _State.SPEAKING
-            actions.append(UtteranceConfirmed(self._start, self._agent_active))
-        # Speech frames during the pause (a resumption the VAD has not confirmed yet) restart
-        # the silence, so the turn does not end under the user's next words.
-        silent_since = max(self._end, speech_until)
-        if self._state is _State.PAUSED and stream_end - silent_since >= self._silence:
-            self._state = _State.IDLE
-            actions.append(EndOfTurn(self._end, by_stt_final=False))
+    def is_cut(self, turn_id: int) -> bool:
+        """Reply ``turn_id`` was cut (or is no longer tracked): its audio must not be sent."""
+        reply = self._replies.get(turn_id)
+        return reply is None or reply.phase is _ReplyPhase.CUT
+
+    # --- the user side -----------------------------------------------------------------------
+
+    def audio(
+        self, events: Sequence[VadEvent], *, speech_until: int, stream_end: int
+    ) -> list[TurnAction]:
+        """The VAD's events for the mic audio up to ``stream_end`` (16 kHz samples), and its
+        ``speech_until`` (one past the last speech sample)."""
+        floor_actions = self.floor.on_audio(
+            events,
+            speech_until=speech_until,
+            stream_end=stream_end,
+            agent_active=self.agent_active,
+        )
+        actions: list[TurnAction] = []
+        for action in floor_actions:
+            actions += self._floor_action(action)
         return actions
 
-    def on_stt_final(self, *, speech_until: int) -> list[Action]:
-        """An STT final arrived (``speech_until``: the VAD's, now).
+    def stt_final(self, turn_id: int, text: str, *, speech_until: int) -> list[TurnAction]:
+        """User turn ``turn_id``'s STT gave a final transcript ``text`` (the VAD's
+        ``speech_until`` now). During the end-of-turn silence a final ends the turn at once;
+        after the end of turn it is the awaited final: the turn is answered."""
+        user = self._user
+        if user is None or user.turn_id != turn_id or user.phase is _UserPhase.ANSWERED:
+            return []
+        user.finals.append(text)
+        if user.phase is _UserPhase.ENDED:
+            return self._answer(user)
+        actions: list[TurnAction] = []
+        for action in self.floor.on_stt_final(speech_until=speech_until):
+            actions += self._floor_action(action)
+        return actions
 
-        During the end-of-turn silence, the turn ends now. While the VAD still reports speech
-        (its end event lags the speech by its hangover), the turn ends when that end comes,
-        unless the user spoke on after the final.
-        """
-        if self._state is _State.PAUSED:
-            self._state = _State.IDLE
-            return [EndOfTurn(self._end, by_stt_final=True)]
-        if self._state is _State.SPEAKING:
-            self._final_until = speech_until
+    def stt_done(self, turn_id: int, *, failed: bool = False) -> list[TurnAction]:
+        """User turn ``turn_id``'s STT call is over: its transcripts ran out, or it raised
+        (``failed``: the turn is dropped)."""
+        user = self._user
+        if user is None or user.turn_id != turn_id or user.phase is _UserPhase.ANSWERED:
+            return []
+        user.stt_done = True
+        if failed:
+            user.phase = _UserPhase.ANSWERED
+            return [DropTurn(turn_id, "stt_failed")]
+        if user.phase is _UserPhase.ENDED:
+            return self._answer(user)
         return []
+
+    def stt_timed_out(self, turn_id: int) -> list[TurnAction]:
+        """User turn ``turn_id``'s final did not come within the deadline after its end: the
+        finals that came before it are answered, else the turn is dropped."""
+        user = self._user
+        if user is None or user.turn_id != turn_id or user.phase is not _UserPhase.ENDED:
+            return []
+        if user.finals:
+            return self._answer(user)
+        user.phase = _UserPhase.ANSWERED
+        return [DropTurn(turn_id, "stt_timeout")]
+
+    def transcribing(self, turn_id: int) -> bool:
+        """User turn ``turn_id`` still wants transcripts (not yet answered, dropped or
+        replaced)."""
+        user = self._user
+        return (
+            user is not None and user.turn_id == turn_id and user.phase is not _UserPhase.ANSWERED
+        )
+
+    def _floor_action(self, action: object) -> list[TurnAction]:
+        if isinstance(action, UtteranceConfirmed):
+            return self._confirmed(action)
+        if isinstance(action, FalseStart):
+            return [action]
+        user = self._user
+        if user is None or user.phase is not _UserPhase.TRANSCRIBING:
+            return []
+        if isinstance(action, SpeechPaused | SpeechResumed):
+            return [action]
+        if isinstance(action, EndOfTurn):
+            user.phase = _UserPhase.ENDED
+            actions: list[TurnAction] = [
+                EndTranscription(user.turn_id, action.end_sample, action.by_stt_final)
+            ]
+            if user.stt_done or action.by_stt_final:
+                actions += self._answer(user)
+            return actions
+        raise TypeError(f"unknown floor action {action!r}")
+
+    def _confirmed(self, action: UtteranceConfirmed) -> list[TurnAction]:
+        actions: list[TurnAction] = []
+        for reply in list(self._replies.values()):
+            if reply.phase is not _ReplyPhase.CUT:
+                actions += self._cut(reply, barge_in=True)
+        previous = self._user
+        if previous is not None and previous.phase is not _UserPhase.ANSWERED:
+            # The user spoke again before the previous utterance was answered: the new one
+            # replaces it (its words are not lost: the floor's utterance spans both).
+            previous.phase = _UserPhase.ANSWERED
+            actions.append(StopTranscription(previous.turn_id))
+        user = _UserTurn(next(self._turn_ids))
+        self._user = user
+        actions.append(StartTranscription(user.turn_id, action.start_sample))
+        return actions
+
+    def _answer(self, user: _UserTurn) -> list[TurnAction]:
+        user.phase = _UserPhase.ANSWERED
+        text = " ".join(t.strip() for t in user.finals if t.strip())
+        if not text:
+            return [DropTurn(user.turn_id, "empty")]
+        self._replies[user.turn_id] = _Reply(user.turn_id)
+        return [StartReply(user.turn_id, text)]
+
+    # --- the agent side ----------------------------------------------------------------------
+
+    def reply_started(self, turn_id: int) -> list[TurnAction]:
+        """The agent began reply ``turn_id`` (its LLM call)."""
+        reply = self._replies.get(turn_id)
+        if reply is not None and reply.phase is _ReplyPhase.QUEUED:
+            reply.phase = _ReplyPhase.THINKING
+        return []
+
+    def reply_audible(self, turn_id: int) -> list[TurnAction]:
+        """The pacer released reply ``turn_id``'s first frame."""
+        reply = self._replies.get(turn_id)
+        if reply is None or reply.audible or reply.phase is _ReplyPhase.CUT:
+            return []
+        reply.audible = True
+        reply.phase = _ReplyPhase.AUDIBLE
+        return [ReplyAudible(turn_id)]
+
+    def reply_failed(self, turn_id: int) -> list[TurnAction]:
+        """A stage of reply ``turn_id`` failed: cut it (what was heard stays heard)."""
+        reply = self._replies.get(turn_id)
+        if reply is None or reply.phase is _ReplyPhase.CUT:
+            return []
+        return self._cut(reply, barge_in=False)
+
+    def reply_finished(self, turn_id: int) -> list[TurnAction]:
+        """Reply ``turn_id``'s work is over: played out, or ended after a cut."""
+        reply = self._replies.pop(turn_id, None)
+        if reply is None:
+            return []
+        return [FinishReply(turn_id, reply.phase is _ReplyPhase.CUT, reply.audible)]
+
+    def close(self) -> list[TurnAction]:
+        """The session is ending: every reply still running is cut (what was not played is
+        not heard) and every queued one finished."""
+        actions: list[TurnAction] = []
+        for reply in list(self._replies.values()):
+            if reply.phase is not _ReplyPhase.CUT:
+                actions += self._cut(reply, barge_in=False)
+        return actions
+
+    def _cut(self, reply: _Reply, *, barge_in: bool) -> list[TurnAction]:
+        started = reply.phase is not _ReplyPhase.QUEUED
+        reply.phase = _ReplyPhase.CUT
+        actions: list[TurnAction] = [CutReply(reply.turn_id, barge_in, started)]
+        if not started:
+            # Never started: nothing else will finish it.
+            actions += self.reply_finished(reply.turn_id)
+        return actions

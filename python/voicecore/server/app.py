@@ -54,7 +54,7 @@ from websockets.http11 import Request, Response
 from voicecore import protocol
 from voicecore._core import FramePacer
 from voicecore.diagnose import TimelineRecorder
-from voicecore.diagnostics import Diagnostics
+from voicecore.diagnostics import Diagnostics, Timeline
 from voicecore.engine.pacing import Pacer
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.session import Session
@@ -73,7 +73,7 @@ from voicecore.server.http import (
     static_response,
     text_response,
 )
-from voicecore.server.transport import WebSocketTransport, _SpeechTimeline
+from voicecore.server.transport import WebSocketTransport
 from voicecore.server.websocket import accept
 
 _log = logging.getLogger("voicecore.server.app")
@@ -83,6 +83,11 @@ KEEPALIVE_INTERVAL_S: Final = 20.0
 KEEPALIVE_TIMEOUT_S: Final = 20.0
 """Every connection is pinged this often, and cut when a ping is not answered this fast: a
 client that vanished without closing (a killed tab, a dropped network) frees its session."""
+
+SERVER_TIMELINE_EVENTS: Final = 3_000
+"""Events each session's timeline keeps (stage events, cushion reports about four a second,
+late frames; ~340 bytes an event, ~1 MB): bounds a long call's diagnostic memory. The soak
+benchmark measured 20,000 (~7 MB a session) as most of the server's growth in long calls."""
 
 # --- settings --------------------------------------------------------------------------------
 
@@ -465,7 +470,7 @@ class VoiceServer:
                 providers=providers,
                 pacer=self.router,
                 session_id=session_id,
-                timeline=_SpeechTimeline(transport.send_message),
+                timeline=Timeline(clock=trio.current_time, max_events=SERVER_TIMELINE_EVENTS),
             )
             connection.session = session
             if self._recorder is not None:

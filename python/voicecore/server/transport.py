@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, Final
 
 import trio
 from websockets.exceptions import ConnectionClosed
 
 from voicecore import protocol
 from voicecore._core import SocketSink
-from voicecore.diagnostics import Timeline
-from voicecore.engine.stages import STT_SAMPLE_RATE
-from voicecore.engine.transport import (
-    AgentAudio,
-    Clear,
-    ClientMessage,
-    Event,
-    MicAudio,
-    PlayoutReport,
-)
-from voicecore.engine.transport import ServerMessage as EngineMessage
+from voicecore.engine.transport import EngineInput
 from voicecore.exceptions import SendBufferFullError
 from voicecore.metrics import SessionMetrics
 from voicecore.protocol import (
@@ -36,32 +24,6 @@ from voicecore.server.websocket import WebSocket
 
 _log = logging.getLogger("voicecore.server")
 
-SERVER_TIMELINE_EVENTS: Final = 3_000
-"""Events each session's timeline keeps (about a minute of released frames and stage
-events, ~1 MB at ~340 bytes an event): bounds a long call's diagnostic memory. The soak
-benchmark measured 20,000 (~7 MB a session) as most of the server's growth in long calls."""
-
-
-# --- the transport ---------------------------------------------------------------------------
-
-
-class _SpeechTimeline(Timeline):
-    """A session's timeline that also tells the client when the VAD confirms user speech
-    and when it pauses (the engine records those as stage events, on its timeline only)."""
-
-    def __init__(self, forward: Callable[[ServerMessage], None]) -> None:
-        super().__init__(clock=trio.current_time, max_events=SERVER_TIMELINE_EVENTS)
-        self._forward = forward
-
-    def record(self, kind: str, **fields: Any) -> None:
-        """Records the event; ``speech_start``/``speech_end`` also go to the client."""
-        super().record(kind, **fields)
-        if kind in ("speech_start", "speech_end") and "sample" in fields:
-            event = {"type": kind, "time_s": fields["sample"] / STT_SAMPLE_RATE, **fields}
-            message = protocol.engine_event_message(event)
-            if message is not None:
-                self._forward(message)
-
 
 class WebSocketTransport:
     """A ``voicecore.engine.transport.Transport`` over one WebSocket connection, protocol v1.
@@ -69,7 +31,7 @@ class WebSocketTransport:
     Receive side: every message goes through the connection's ``ProtocolSession``; errors
     are answered (and, when fatal, end the connection with their close code); mic audio is
     handed to the engine at the client's ``input_rate`` (the engine resamples it to 16 kHz
-    once) and playout reports as ``PlayoutReport``.
+    once) and playout reports as ``protocol.Playout``.
 
     Send side: bounded, and it never waits. Agent audio does not pass through here: the
     pacer thread writes each frame into the connection's ``SocketSink`` itself
@@ -188,16 +150,16 @@ class WebSocketTransport:
                 self._ws.max_pending_bytes = 2 * hello.output_rate * self._send_queue_ms // 1000
                 return hello
 
-    async def receive(self) -> ClientMessage:
+    async def receive(self) -> EngineInput:
         """The client's next mic audio or playout report (``Transport.receive``)."""
         while True:
             message = (await self._next_step()).message
             if isinstance(message, protocol.Audio):
-                return MicAudio(message.pcm)
+                return message
             if isinstance(message, protocol.Playout):
                 self._count_underruns(message)
                 self.playout = message
-                return PlayoutReport(message.buffered_ms)
+                return message
 
     def _count_underruns(self, report: protocol.Playout) -> None:
         previous = self.playout.underruns if self.playout is not None else None
@@ -220,21 +182,9 @@ class WebSocketTransport:
 
     # send side
 
-    async def send(self, message: EngineMessage) -> None:
+    async def send(self, message: ServerMessage) -> None:
         """Queues one engine message for the client (``Transport.send``; never waits)."""
-        if isinstance(message, AgentAudio):
-            self._enqueue(message.pcm)
-        elif isinstance(message, Clear):
-            self.send_message(protocol.Clear(message.turn_id))
-        elif isinstance(message, Event):
-            try:
-                converted = protocol.engine_event_message(message.data)
-            except (KeyError, TypeError, ValueError):
-                # A malformed engine event must not end the conversation: log it, skip it.
-                _log.exception("%s: cannot send event %r", self.protocol.session_id, message)
-                return
-            if converted is not None:
-                self.send_message(converted)
+        self.send_message(message)
 
     def send_message(self, message: ServerMessage) -> None:
         """Queues one protocol message for the client (never waits)."""

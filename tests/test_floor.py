@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voicecore.engine.stages import SpeechEnded, SpeechStarted
-from voicecore.engine.turns import (
+from voicecore.engine.floor import (
     EndOfTurn,
     FalseStart,
     SpeechPaused,
