@@ -9,7 +9,8 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use voicecore_core::pacer::{
-    ClockKind, EventFd, FlushReport, FramePacer, LatenessSummary, StreamConfig, StreamInfo,
+    ClockKind, EventFd, FlushReport, FramePacer, LatenessSummary, PacerError, StreamConfig,
+    StreamInfo,
 };
 
 use crate::audio::{self, AudioInput, Samples};
@@ -143,7 +144,7 @@ impl PyFramePacer {
         let core = &slf.get().core;
         let (info, writable) = audio::detach(slf.py(), || {
             let info = core.open_stream(&config)?;
-            Ok((info, core.writable_event(info.id)?))
+            Ok::<_, PacerError>((info, core.writable_event(info.id)?))
         })
         .map_err(to_py_err)?;
         Ok(PyPacerStream {

@@ -10,7 +10,7 @@ use voicecore_core::vad::{
     EnergyVad, EnergyVadConfig, FeatureConfig, FeatureExtractor, Features, FrameDecision,
     SpeechEvent, SpeechEventKind,
 };
-use voicecore_core::Error;
+use voicecore_core::VadError;
 
 use crate::audio::{detach, AudioInput, Samples};
 use crate::errors::{to_py_err, ConfigError};
@@ -36,7 +36,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Python ints are unbounded: reject values outside `u32` (negative ones above all) with a
 /// ConfigError rather than the OverflowError pyo3 would raise.
 fn to_u32(name: &'static str, value: i64, expected: &'static str) -> PyResult<u32> {
-    u32::try_from(value).map_err(|_| to_py_err(Error::invalid(name, value, expected)))
+    u32::try_from(value).map_err(|_| {
+        ConfigError::new_err(format!("{name} = {value} is invalid; expected {expected}"))
+    })
 }
 
 /// Per-frame VAD features (level, zero-crossing rate, spectral shape, log-mel energies).
@@ -195,7 +197,7 @@ fn features_of_frames<S: voicecore_core::vad::Sample>(
     extractor: &mut FeatureExtractor,
     features: &mut Features,
     samples: &[S],
-) -> Result<FeatureColumns, Error> {
+) -> Result<FeatureColumns, VadError> {
     let n_frames = samples.len() / extractor.frame_len();
     let mut columns = FeatureColumns {
         rms_dbfs: Vec::with_capacity(n_frames),
@@ -305,11 +307,9 @@ impl PySpeechEvent {
         };
         let sample_rate = to_u32("sample_rate", sample_rate, "a positive rate in Hz")?;
         if sample_rate == 0 {
-            return Err(to_py_err(Error::invalid(
-                "sample_rate",
-                0,
-                "a positive rate in Hz",
-            )));
+            return Err(ConfigError::new_err(
+                "sample_rate = 0 is invalid; expected a positive rate in Hz",
+            ));
         }
         Ok(Self {
             event: SpeechEvent { kind, sample },

@@ -45,7 +45,10 @@ pub use stats::LatenessHistogram;
 pub use stream::{Counters, FlushReport, StreamConfig, StreamInfo, SUPPORTED_RATES};
 pub use wake::EventFd;
 
-use crate::error::{Error, Result};
+pub use crate::error::PacerError;
+
+/// Result of the pacer's operations.
+type Result<T> = std::result::Result<T, PacerError>;
 use stream::{Phase, Stream};
 use sync::PiMutex;
 
@@ -186,7 +189,7 @@ impl Engine {
 
     fn check_running(&self) -> Result<()> {
         if self.stopped {
-            Err(Error::PacerStopped)
+            Err(PacerError::Stopped)
         } else {
             Ok(())
         }
@@ -194,7 +197,9 @@ impl Engine {
 
     fn stream(&mut self, id: u64) -> Result<&mut Stream> {
         self.check_running()?;
-        self.streams.get_mut(&id).ok_or(Error::UnknownStream { id })
+        self.streams
+            .get_mut(&id)
+            .ok_or(PacerError::UnknownStream { id })
     }
 
     /// Puts stream `id` in the heap at its next deadline (older entries become stale).
@@ -354,7 +359,7 @@ impl FramePacer {
         let frame_ms = u32::try_from(frame_ms)
             .ok()
             .filter(|ms| FRAME_DURATIONS_MS.contains(ms))
-            .ok_or_else(|| Error::invalid("frame_ms", frame_ms, "10, 20 or 40 (ms)"))?;
+            .ok_or(PacerError::UnsupportedFrameDuration { frame_ms })?;
         let shared = Arc::new(Shared {
             engine: PiMutex::new(Engine {
                 frame_ms,
@@ -466,8 +471,9 @@ impl FramePacer {
     /// Non-finite samples are refused, since no PCM16 value means NaN.
     pub fn push_f32(&self, id: u64, samples: &[f32]) -> Result<usize> {
         if let Some(index) = samples.iter().position(|sample| !sample.is_finite()) {
-            return Err(Error::InvalidAudio {
-                reason: format!("sample {index} is {}, not a finite number", samples[index]),
+            return Err(PacerError::NonFiniteSample {
+                index,
+                value: samples[index],
             });
         }
         // Converted outside the lock, so the pacer thread never waits for it.
@@ -603,27 +609,21 @@ impl FramePacer {
         let mut engine = self.shared.engine.lock();
         engine.check_running()?;
         if self.clock != ClockKind::Virtual {
-            return Err(Error::invalid(
-                "clock",
-                "\"real\"",
-                "\"virtual\" to advance time by hand",
-            ));
+            return Err(PacerError::NotVirtual);
         }
         if now_ns < engine.virtual_now_ns {
-            return Err(Error::invalid(
-                "now_ns",
-                now_ns,
-                "a time no earlier than the pacer's virtual now",
-            ));
+            return Err(PacerError::TimeBackwards {
+                requested_ns: now_ns,
+                now_ns: engine.virtual_now_ns,
+            });
         }
         // Each step serves every frame slot on the way (a starved stream counts one underrun
         // per slot), so the work is bounded by bounding the step.
         if now_ns - engine.virtual_now_ns > MAX_VIRTUAL_STEP_NS {
-            return Err(Error::invalid(
-                "now_ns",
-                now_ns,
-                "at most 3600 s past the pacer's virtual now per call",
-            ));
+            return Err(PacerError::StepTooLong {
+                requested_ns: now_ns,
+                now_ns: engine.virtual_now_ns,
+            });
         }
         engine.run_due(&self.shared.handoff, &self.shared.released, now_ns);
         Ok(())
@@ -632,11 +632,7 @@ impl FramePacer {
     /// Virtual clock only: advances time by `duration_ns` (>= 0).
     pub fn advance_ns(&self, duration_ns: i64) -> Result<()> {
         if duration_ns < 0 {
-            return Err(Error::invalid(
-                "duration",
-                duration_ns,
-                "a duration of at least 0",
-            ));
+            return Err(PacerError::NegativeDuration { duration_ns });
         }
         let now = self.now_ns();
         self.advance_to(now.saturating_add(duration_ns))
@@ -644,7 +640,7 @@ impl FramePacer {
 
     /// Stops the pacer: the thread exits, every stream's producer and the consumer wake, and
     /// every further call except the statistics and [`take_released`](Self::take_released)
-    /// fails with [`Error::PacerStopped`]. Idempotent.
+    /// fails with [`PacerError::Stopped`]. Idempotent.
     pub fn stop(&self) {
         {
             let mut engine = self.shared.engine.lock();

@@ -54,12 +54,13 @@ use std::sync::Arc;
 
 use super::stats::LatenessHistogram;
 use super::wake::EventFd;
-use crate::error::{Error, Result};
+use crate::error::PacerError;
 use crate::sink::SocketSink;
 
 /// Sample rates a stream may use, in Hz.
 pub const SUPPORTED_RATES: [u32; 8] = [8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
-const SUPPORTED_TEXT: &str = "8000, 12000, 16000, 22050, 24000, 32000, 44100 or 48000 Hz \
+pub(crate) const SUPPORTED_TEXT: &str =
+    "8000, 12000, 16000, 22050, 24000, 32000, 44100 or 48000 Hz \
      (22050 only with 20 or 40 ms frames, where a frame is a whole number of samples)";
 
 /// Half of a report's phase error corrects the model at once.
@@ -128,45 +129,48 @@ pub struct StreamInfo {
 
 impl StreamInfo {
     /// Validates `config` for a pacer releasing `frame_ms` frames.
-    pub(crate) fn validate(id: u64, config: &StreamConfig, frame_ms: u32) -> Result<Self> {
+    pub(crate) fn validate(
+        id: u64,
+        config: &StreamConfig,
+        frame_ms: u32,
+    ) -> Result<Self, PacerError> {
         let rate = u32::try_from(config.sample_rate)
             .ok()
             .filter(|rate| SUPPORTED_RATES.contains(rate))
             .filter(|rate| (*rate as u64 * frame_ms as u64) % 1000 == 0);
         let Some(sample_rate) = rate else {
             return Err(match u32::try_from(config.sample_rate) {
-                Ok(rate) => Error::UnsupportedSampleRate {
-                    rate,
-                    supported: SUPPORTED_TEXT,
+                Ok(rate) => PacerError::UnsupportedSampleRate { rate, frame_ms },
+                Err(_) => PacerError::InvalidSampleRate {
+                    sample_rate: config.sample_rate,
                 },
-                Err(_) => Error::invalid("sample_rate", config.sample_rate, SUPPORTED_TEXT),
             });
         };
         if config.channels != 1 {
-            return Err(Error::invalid("channels", config.channels, "1 (mono)"));
+            return Err(PacerError::UnsupportedChannels {
+                channels: config.channels,
+            });
         }
         let frame = frame_ms as i64;
         if !(frame..=10_000).contains(&config.cushion_ms) {
-            return Err(Error::invalid(
-                "cushion_ms",
-                config.cushion_ms,
-                "at least one frame (frame_ms) and at most 10000 ms",
-            ));
+            return Err(PacerError::InvalidCushion {
+                cushion_ms: config.cushion_ms,
+                frame_ms,
+            });
         }
         let max_lead_ms = config.max_lead_ms.unwrap_or(config.cushion_ms + 4 * frame);
         if !(config.cushion_ms + frame..=20_000).contains(&max_lead_ms) {
-            return Err(Error::invalid(
-                "max_lead_ms",
+            return Err(PacerError::InvalidMaxLead {
                 max_lead_ms,
-                "at least cushion_ms + frame_ms and at most 20000 ms",
-            ));
+                cushion_ms: config.cushion_ms,
+                frame_ms,
+            });
         }
         if !(frame..=600_000).contains(&config.queue_ms) {
-            return Err(Error::invalid(
-                "queue_ms",
-                config.queue_ms,
-                "at least one frame (frame_ms) and at most 600000 ms",
-            ));
+            return Err(PacerError::InvalidQueue {
+                queue_ms: config.queue_ms,
+                frame_ms,
+            });
         }
         Ok(Self {
             id,
@@ -469,13 +473,9 @@ impl Stream {
 
     /// Takes a client playout report (`buffered_ms` held at the client, now) into the model;
     /// returns whether the stream's deadline must be recomputed (it is playing).
-    pub fn report(&mut self, buffered_ms: f64, now_ns: i64) -> Result<bool> {
+    pub fn report(&mut self, buffered_ms: f64, now_ns: i64) -> Result<bool, PacerError> {
         if !(0.0..=MAX_REPORTED_MS).contains(&buffered_ms) {
-            return Err(Error::invalid(
-                "buffered_ms",
-                buffered_ms,
-                "a finite number of ms from 0 to 60000",
-            ));
+            return Err(PacerError::InvalidPlayoutReport { buffered_ms });
         }
         let buffered = (buffered_ms * self.info.sample_rate as f64 / 1000.0).round() as i64;
         let measured = (self.released - buffered).clamp(0, self.released);

@@ -278,13 +278,10 @@ fn one_thread_serves_many_streams_in_deadline_order() {
 
 #[test]
 fn bad_inputs_are_refused_with_precise_errors() {
-    assert!(matches!(
-        FramePacer::new(15, ClockKind::Virtual, false),
-        Err(Error::InvalidParameter {
-            name: "frame_ms",
-            ..
-        })
-    ));
+    assert_eq!(
+        FramePacer::new(15, ClockKind::Virtual, false).unwrap_err(),
+        PacerError::UnsupportedFrameDuration { frame_ms: 15 }
+    );
     let pacer = virtual_pacer();
     let config = StreamConfig::default();
     let cases = [
@@ -293,76 +290,114 @@ fn bad_inputs_are_refused_with_precise_errors() {
                 sample_rate: 11_025,
                 ..config.clone()
             },
-            "sample_rate",
+            PacerError::UnsupportedSampleRate {
+                rate: 11_025,
+                frame_ms: 20,
+            },
         ),
         (
             StreamConfig {
                 sample_rate: -1,
                 ..config.clone()
             },
-            "sample_rate",
+            PacerError::InvalidSampleRate { sample_rate: -1 },
         ),
         (
             StreamConfig {
                 channels: 2,
                 ..config.clone()
             },
-            "channels",
+            PacerError::UnsupportedChannels { channels: 2 },
         ),
         (
             StreamConfig {
                 cushion_ms: 0,
                 ..config.clone()
             },
-            "cushion_ms",
+            PacerError::InvalidCushion {
+                cushion_ms: 0,
+                frame_ms: 20,
+            },
         ),
         (
             StreamConfig {
                 queue_ms: -5,
                 ..config.clone()
             },
-            "queue_ms",
+            PacerError::InvalidQueue {
+                queue_ms: -5,
+                frame_ms: 20,
+            },
         ),
         (
             StreamConfig {
                 max_lead_ms: Some(130),
                 ..config.clone()
             },
-            "max_lead_ms",
+            PacerError::InvalidMaxLead {
+                max_lead_ms: 130,
+                cushion_ms: 120,
+                frame_ms: 20,
+            },
         ),
     ];
-    for (config, name) in cases {
-        let error = pacer.open_stream(&config).unwrap_err();
-        let named = match &error {
-            Error::InvalidParameter { name, .. } => *name,
-            Error::UnsupportedSampleRate { .. } => "sample_rate",
-            other => panic!("unexpected {other:?}"),
-        };
-        assert_eq!(named, name);
+    for (config, expected) in cases {
+        assert_eq!(pacer.open_stream(&config).unwrap_err(), expected);
     }
     let pacer10 = FramePacer::new(10, ClockKind::Virtual, false).unwrap();
-    assert!(matches!(
+    assert_eq!(
         pacer10.open_stream(&StreamConfig {
             sample_rate: 22_050,
             ..config.clone()
         }),
-        Err(Error::UnsupportedSampleRate { rate: 22_050, .. })
-    ));
+        Err(PacerError::UnsupportedSampleRate {
+            rate: 22_050,
+            frame_ms: 10
+        })
+    );
     let stream = open(&pacer, 120, 2000);
-    assert!(pacer.report_playout(stream.id, f64::NAN).is_err());
-    assert!(pacer.report_playout(stream.id, -1.0).is_err());
-    assert!(pacer.push_f32(stream.id, &[0.0, f32::INFINITY]).is_err());
-    assert!(pacer.advance_to(-1).is_err());
-    assert!(pacer.advance_ns(3_601_000 * MS).is_err());
+    assert!(matches!(
+        pacer.report_playout(stream.id, f64::NAN),
+        Err(PacerError::InvalidPlayoutReport { buffered_ms }) if buffered_ms.is_nan()
+    ));
+    assert_eq!(
+        pacer.report_playout(stream.id, -1.0),
+        Err(PacerError::InvalidPlayoutReport { buffered_ms: -1.0 })
+    );
+    assert_eq!(
+        pacer.push_f32(stream.id, &[0.0, f32::INFINITY]),
+        Err(PacerError::NonFiniteSample {
+            index: 1,
+            value: f32::INFINITY
+        })
+    );
+    assert_eq!(
+        pacer.advance_to(-1),
+        Err(PacerError::TimeBackwards {
+            requested_ns: -1,
+            now_ns: 0
+        })
+    );
+    assert_eq!(
+        pacer.advance_ns(3_601_000 * MS),
+        Err(PacerError::StepTooLong {
+            requested_ns: 3_601_000 * MS,
+            now_ns: 0
+        })
+    );
+    assert_eq!(
+        pacer.advance_ns(-1),
+        Err(PacerError::NegativeDuration { duration_ns: -1 })
+    );
     pacer.close_stream(stream.id).unwrap();
     assert_eq!(
         pacer.push(stream.id, &[0; 4]),
-        Err(Error::UnknownStream { id: stream.id })
+        Err(PacerError::UnknownStream { id: stream.id })
     );
-    assert_eq!(pacer.flush(99), Err(Error::UnknownStream { id: 99 }));
+    assert_eq!(pacer.flush(99), Err(PacerError::UnknownStream { id: 99 }));
     pacer.stop();
-    assert_eq!(pacer.open_stream(&config), Err(Error::PacerStopped));
-    assert_eq!(pacer.advance_ns(1), Err(Error::PacerStopped));
+    assert_eq!(pacer.open_stream(&config), Err(PacerError::Stopped));
+    assert_eq!(pacer.advance_ns(1), Err(PacerError::Stopped));
 }
 
 #[test]
