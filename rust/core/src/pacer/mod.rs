@@ -7,18 +7,22 @@
 //!
 //! The thread sleeps on a `timerfd` armed with the absolute deadline of the earliest stream
 //! (never a relative sleep, so nothing accumulates) and an eventfd that API calls write when
-//! they change the schedule. It asks for SCHED_FIFO (see [`priority`]). Released frames go
-//! into a hand-off queue and an eventfd becomes readable, which Trio awaits with
-//! `wait_readable`; a full playout queue tells its producer when space is back through a
+//! they change the schedule. It asks for SCHED_FIFO (see [`priority`]). Released frames and
+//! stream lifecycle events ([`StreamEvent`]: a stream `started`, a finished utterance
+//! `drained`) go into a hand-off queue and one eventfd becomes readable, which Trio awaits
+//! with `wait_readable`; a full playout queue tells its producer when space is back through a
 //! per-stream eventfd. No thread here ever touches Python.
 //!
 //! With [`ClockKind::Virtual`] there is no thread: [`FramePacer::advance_to`] processes every
 //! deadline up to the given virtual time on the caller's thread, so tests are deterministic.
 //!
-//! A stream may have a [`SocketSink`](crate::sink::SocketSink): the releasing code then writes each frame to the
-//! client's socket itself, as a WebSocket binary message, before the frame enters the hand-off
-//! queue, so the client's audio never waits for the consumer (a blocked event loop, a GC
-//! pause). A wake that releases frames also flushes every sink's leftover bytes.
+//! A stream may have a [`SocketSink`](crate::sink::SocketSink): the releasing code then writes
+//! each frame to the client's socket itself, as a WebSocket binary message, so the client's
+//! audio never waits for the consumer (a blocked event loop, a GC pause). Such a stream's
+//! frames do not enter the hand-off queue at all: Rust owns the audio it sent, and the
+//! consumer, which only needs to know when the agent became audible and when it finished,
+//! gets the stream's events and statistics instead of a copy of every frame. A wake that
+//! releases frames also flushes every sink's leftover bytes.
 //!
 //! Locking: short critical sections, all [`sync::PiMutex`] (priority inheritance), so a
 //! preempted Python thread holding one cannot delay the real-time thread: the engine (streams
@@ -80,6 +84,46 @@ impl ReleasedFrame {
     pub fn lateness_ns(&self) -> i64 {
         self.released_ns - self.deadline_ns
     }
+}
+
+/// What happened to a stream, for the consumer's lifecycle bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEventKind {
+    /// The stream's first frame was released: its audio became audible (on the wire for a
+    /// stream with a sink). Once per stream, never again (not even after a flush).
+    Started {
+        /// That frame's release lateness (release time minus deadline), in ns.
+        lateness_ns: i64,
+    },
+    /// After [`FramePacer::finish`], the last queued sample has been released. Once per
+    /// utterance: new audio pushed before the queue drained continues the utterance, and a
+    /// [`FramePacer::flush`] cancels it (no `Drained` follows a flush until new audio is
+    /// pushed and finished).
+    Drained,
+}
+
+impl StreamEventKind {
+    /// `"started"` or `"drained"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Started { .. } => "started",
+            Self::Drained => "drained",
+        }
+    }
+}
+
+/// One lifecycle event of a stream, queued for the consumer beside the released frames.
+///
+/// Every stream emits them, with or without a sink, so the consumer has one lifecycle path;
+/// a stream with a sink emits nothing else (its frames are on the wire, not in the queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// The stream it belongs to.
+    pub stream_id: u64,
+    /// What happened.
+    pub kind: StreamEventKind,
+    /// When, in ns of the pacer's clock.
+    pub at_ns: i64,
 }
 
 /// Lateness quantiles, in ns.
@@ -155,25 +199,33 @@ struct Engine {
     next_id: u64,
     streams: HashMap<u64, Stream>,
     heap: BinaryHeap<Reverse<Due>>,
-    /// Frames released during one wake, published to the hand-off queue in one go.
+    /// Frames released during one wake, published to the hand-off queue in one go (only of
+    /// streams without a sink).
     staging: Vec<ReleasedFrame>,
+    /// Stream events of one wake, published with the frames.
+    staged_events: Vec<StreamEvent>,
+    /// Frames released during the current wake, sinks included.
+    released_this_wake: usize,
     /// Frame buffers ready for reuse, refilled from the hand-off queue's returns.
     spare: Vec<Vec<i16>>,
     totals: Counters,
     lateness: LatenessHistogram,
 }
 
-/// Released frames on their way to the consumer, and buffers on their way back.
+/// Released frames and stream events on their way to the consumer, and buffers on their way
+/// back.
 #[derive(Default)]
 struct Handoff {
     ready: VecDeque<ReleasedFrame>,
+    events: VecDeque<StreamEvent>,
     returned: Vec<Vec<i16>>,
 }
 
 struct Shared {
     engine: PiMutex<Engine>,
     handoff: PiMutex<Handoff>,
-    /// Readable when `handoff.ready` may hold frames (or the pacer stopped).
+    /// Readable when `handoff.ready` or `handoff.events` may hold something (or the pacer
+    /// stopped).
     released: EventFd,
     /// Wakes the pacer thread early: the schedule changed, or stop.
     wake: EventFd,
@@ -246,25 +298,45 @@ impl Engine {
             // A recycled buffer: allocation only until the consumer has returned a few.
             let mut buffer = self.spare.pop().unwrap_or_default();
             let seq = stream.release_into(&mut buffer);
-            // On the wire before the consumer hears of it; a refusal (slow or gone peer) is
-            // counted and pacing goes on.
-            if let Some(sink) = &stream.sink {
-                if sink.write_ws_binary_pcm16(&buffer).is_err() {
-                    stream.counters.sink_refused += 1;
-                    self.totals.sink_refused += 1;
-                }
-            }
             let lateness = now_ns - due.deadline_ns;
             stream.lateness.record(lateness);
             self.lateness.record(lateness);
             self.totals.frames_released += 1;
-            self.staging.push(ReleasedFrame {
-                stream_id: due.id,
-                seq,
-                samples: buffer,
-                deadline_ns: due.deadline_ns,
-                released_ns: now_ns,
-            });
+            self.released_this_wake += 1;
+            if stream.mark_started() {
+                self.staged_events.push(StreamEvent {
+                    stream_id: due.id,
+                    kind: StreamEventKind::Started {
+                        lateness_ns: lateness,
+                    },
+                    at_ns: now_ns,
+                });
+            }
+            if stream.take_drained() {
+                self.staged_events.push(StreamEvent {
+                    stream_id: due.id,
+                    kind: StreamEventKind::Drained,
+                    at_ns: now_ns,
+                });
+            }
+            if let Some(sink) = &stream.sink {
+                // On the wire, and that is all: the consumer gets no copy of this audio (it
+                // only needs the events and the statistics). A refusal (slow or gone peer)
+                // is counted and pacing goes on.
+                if sink.write_ws_binary_pcm16(&buffer).is_err() {
+                    stream.counters.sink_refused += 1;
+                    self.totals.sink_refused += 1;
+                }
+                self.spare.push(buffer);
+            } else {
+                self.staging.push(ReleasedFrame {
+                    stream_id: due.id,
+                    seq,
+                    samples: buffer,
+                    deadline_ns: due.deadline_ns,
+                    released_ns: now_ns,
+                });
+            }
             let next = stream.next_deadline_ns();
             self.schedule(due.id, false, next);
             return;
@@ -306,7 +378,8 @@ impl Engine {
         if self.clock == ClockKind::Virtual {
             self.virtual_now_ns = self.virtual_now_ns.max(until_ns);
         }
-        if !self.staging.is_empty() {
+        if self.released_this_wake > 0 {
+            self.released_this_wake = 0;
             // Bytes a full socket kept back (behind a frame or a Python write) drain here,
             // without waiting for Python.
             for sink in self
@@ -316,8 +389,11 @@ impl Engine {
             {
                 sink.flush();
             }
+        }
+        if !self.staging.is_empty() || !self.staged_events.is_empty() {
             let mut handoff = handoff.lock();
             handoff.ready.extend(self.staging.drain(..));
+            handoff.events.extend(self.staged_events.drain(..));
             let wanted = MAX_SPARE_BUFFERS.saturating_sub(self.spare.len());
             let available = handoff.returned.len();
             self.spare
@@ -370,6 +446,8 @@ impl FramePacer {
                 streams: HashMap::new(),
                 heap: BinaryHeap::with_capacity(64),
                 staging: Vec::with_capacity(64),
+                staged_events: Vec::with_capacity(64),
+                released_this_wake: 0,
                 spare: Vec::with_capacity(MAX_SPARE_BUFFERS),
                 totals: Counters::default(),
                 lateness: LatenessHistogram::new(),
@@ -419,7 +497,8 @@ impl FramePacer {
         self.shared.engine.lock().stopped
     }
 
-    /// The eventfd that is readable while released frames may be waiting (and after stop).
+    /// The eventfd that is readable while released frames or stream events may be waiting
+    /// (and after stop).
     pub fn released_fd(&self) -> RawFd {
         self.shared.released.raw_fd()
     }
@@ -487,10 +566,23 @@ impl FramePacer {
     /// Pads the stream's partial last frame with silence and marks the end of an utterance:
     /// once its queue drains, the stream goes idle without counting underruns. Returns the
     /// number of silent samples added (0 when the queue ended on a frame boundary).
+    ///
+    /// A [`StreamEventKind::Drained`] event follows once the last queued sample has been
+    /// released (at once when nothing is queued).
     pub fn finish(&self, id: u64) -> Result<usize> {
         let mut engine = self.shared.engine.lock();
         let now = engine.now_ns();
-        let (padding, schedule) = engine.stream(id)?.finish(now);
+        let stream = engine.stream(id)?;
+        let (padding, schedule) = stream.finish(now);
+        if stream.take_drained() {
+            // Engine lock, then hand-off lock: the documented order.
+            self.shared.handoff.lock().events.push_back(StreamEvent {
+                stream_id: id,
+                kind: StreamEventKind::Drained,
+                at_ns: now,
+            });
+            self.shared.released.signal();
+        }
         if schedule {
             engine.reschedule(id);
             drop(engine);
@@ -502,9 +594,9 @@ impl FramePacer {
     /// Drops the stream's queued audio and its released frames not yet taken, at once, and
     /// says how much was dropped and how much had gone out; nothing of the dropped audio is
     /// released afterwards. The stream goes idle: its next audio starts with a fresh burst
-    /// (the caller tells the client to clear its buffer). A stream with a sink keeps its
-    /// released frames in the hand-off queue: they are already on the wire, so they count as
-    /// released, not dropped.
+    /// (the caller tells the client to clear its buffer). A stream with a sink has no frames
+    /// in the hand-off queue: its released frames are already on the wire, so they count as
+    /// released, not dropped. No [`StreamEventKind::Drained`] follows a flush.
     pub fn flush(&self, id: u64) -> Result<FlushReport> {
         let mut engine = self.shared.engine.lock();
         let has_sink = engine.stream(id)?.sink.is_some();
@@ -583,13 +675,29 @@ impl FramePacer {
         }
     }
 
-    /// Moves the released frames waiting for the consumer into `out`, oldest first, and
-    /// clears the released eventfd. Works after stop, to drain what was released before.
+    /// Moves the released frames waiting for the consumer into `out`, oldest first (frames of
+    /// streams without a sink only), and clears the released eventfd unless stream events
+    /// are still waiting. Works after stop, to drain what was released before.
     pub fn take_released(&self, out: &mut Vec<ReleasedFrame>) {
+        let mut handoff = self.shared.handoff.lock();
         // Clear the flag before taking: a frame released in between re-raises it, so none is
         // ever left without a wake-up.
         self.shared.released.drain();
-        out.extend(self.shared.handoff.lock().ready.drain(..));
+        out.extend(handoff.ready.drain(..));
+        if !handoff.events.is_empty() {
+            self.shared.released.signal();
+        }
+    }
+
+    /// Moves the stream events waiting for the consumer into `out`, oldest first, and clears
+    /// the released eventfd unless released frames are still waiting. Works after stop.
+    pub fn take_events(&self, out: &mut Vec<StreamEvent>) {
+        let mut handoff = self.shared.handoff.lock();
+        self.shared.released.drain();
+        out.extend(handoff.events.drain(..));
+        if !handoff.ready.is_empty() {
+            self.shared.released.signal();
+        }
     }
 
     /// Gives frame buffers back for reuse, so the pacer thread does not allocate per frame.

@@ -259,6 +259,11 @@ pub(crate) struct Stream {
     pub lateness: LatenessHistogram,
     /// Where released frames go on the wire directly (see [`StreamConfig::sink`]).
     pub sink: Option<Arc<SocketSink>>,
+    /// A frame has been released (the `started` event was emitted).
+    started: bool,
+    /// The queue has drained since the last accepted push (the `drained` event was
+    /// emitted), or a flush cancelled the utterance: no `drained` until new audio comes.
+    drained: bool,
 }
 
 impl Stream {
@@ -293,6 +298,25 @@ impl Stream {
             counters: Counters::default(),
             lateness: LatenessHistogram::new(),
             sink,
+            started: false,
+            drained: false,
+        }
+    }
+
+    /// True exactly once: at the first frame this stream releases (the `started` event).
+    pub fn mark_started(&mut self) -> bool {
+        !std::mem::replace(&mut self.started, true)
+    }
+
+    /// True exactly once per utterance: when, after [`finish`](Self::finish), the queue is
+    /// empty (the `drained` event). A push of new audio starts a new utterance; a flush
+    /// cancels the current one without a `drained`.
+    pub fn take_drained(&mut self) -> bool {
+        if self.finishing && self.queue.is_empty() && !self.drained {
+            self.drained = true;
+            true
+        } else {
+            false
         }
     }
 
@@ -396,13 +420,15 @@ impl Stream {
         }
         if accepted > 0 {
             self.finishing = false;
+            self.drained = false;
         }
         let schedule = accepted > 0 && self.waiting_for_audio() && self.resume(now_ns);
         (accepted, schedule)
     }
 
     /// Pads the queued tail with silence to a frame boundary and lets the stream go idle,
-    /// without an underrun, once it drains. Returns (padded samples, must be scheduled).
+    /// without an underrun, once it drains. Returns (padded samples, must be scheduled);
+    /// when the queue is empty already, [`take_drained`](Self::take_drained) is true at once.
     ///
     /// The padding may take the queue past its capacity by less than one frame: refusing it
     /// would leave the last words of an utterance stuck.
@@ -454,6 +480,8 @@ impl Stream {
         self.counters.dropped_samples += dropped;
         self.counters.flushes += 1;
         self.finishing = false;
+        // The utterance was cut, not played out: no `drained` for it.
+        self.drained = true;
         self.phase = Phase::Idle;
         self.generation += 1;
         self.anchor_ns = now_ns;
