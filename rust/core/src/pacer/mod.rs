@@ -60,6 +60,9 @@ use sync::PiMutex;
 pub const FRAME_DURATIONS_MS: [u32; 3] = [10, 20, 40];
 /// Most spare frame buffers kept for reuse; beyond, returned buffers are freed.
 const MAX_SPARE_BUFFERS: usize = 512;
+/// Most stream events kept for the consumer; beyond, the oldest are dropped (only a consumer
+/// that never takes them lets this many pile up).
+pub const MAX_PENDING_EVENTS: usize = 4096;
 /// Longest step of virtual time per `advance_to` call: one hour.
 const MAX_VIRTUAL_STEP_NS: i64 = 3_600_000_000_000;
 
@@ -219,6 +222,21 @@ struct Handoff {
     ready: VecDeque<ReleasedFrame>,
     events: VecDeque<StreamEvent>,
     returned: Vec<Vec<i16>>,
+    /// A consumer has called [`FramePacer::take_released`]: frames still waiting after a
+    /// [`FramePacer::take_events`] keep the descriptor readable.
+    frames_wanted: bool,
+    /// A consumer has called [`FramePacer::take_events`]: events still waiting after a
+    /// [`FramePacer::take_released`] keep the descriptor readable. Until then a consumer
+    /// that only takes frames is not woken again and again by events it never takes.
+    events_wanted: bool,
+}
+
+impl Handoff {
+    fn push_events(&mut self, events: impl IntoIterator<Item = StreamEvent>) {
+        self.events.extend(events);
+        let excess = self.events.len().saturating_sub(MAX_PENDING_EVENTS);
+        self.events.drain(..excess);
+    }
 }
 
 struct Shared {
@@ -393,7 +411,7 @@ impl Engine {
         if !self.staging.is_empty() || !self.staged_events.is_empty() {
             let mut handoff = handoff.lock();
             handoff.ready.extend(self.staging.drain(..));
-            handoff.events.extend(self.staged_events.drain(..));
+            handoff.push_events(self.staged_events.drain(..));
             let wanted = MAX_SPARE_BUFFERS.saturating_sub(self.spare.len());
             let available = handoff.returned.len();
             self.spare
@@ -576,11 +594,11 @@ impl FramePacer {
         let (padding, schedule) = stream.finish(now);
         if stream.take_drained() {
             // Engine lock, then hand-off lock: the documented order.
-            self.shared.handoff.lock().events.push_back(StreamEvent {
+            self.shared.handoff.lock().push_events([StreamEvent {
                 stream_id: id,
                 kind: StreamEventKind::Drained,
                 at_ns: now,
-            });
+            }]);
             self.shared.released.signal();
         }
         if schedule {
@@ -676,26 +694,35 @@ impl FramePacer {
     }
 
     /// Moves the released frames waiting for the consumer into `out`, oldest first (frames of
-    /// streams without a sink only), and clears the released eventfd unless stream events
-    /// are still waiting. Works after stop, to drain what was released before.
+    /// streams without a sink only), and clears the released eventfd, unless stream events
+    /// still wait for a consumer that takes them (one that has called
+    /// [`take_events`](Self::take_events)). Works after stop, to drain what was released
+    /// before.
     pub fn take_released(&self, out: &mut Vec<ReleasedFrame>) {
         let mut handoff = self.shared.handoff.lock();
-        // Clear the flag before taking: a frame released in between re-raises it, so none is
-        // ever left without a wake-up.
+        handoff.frames_wanted = true;
+        // Clear the flag before taking (a release publishes under this lock and signals after
+        // it), so nothing is ever left without a wake-up.
         self.shared.released.drain();
         out.extend(handoff.ready.drain(..));
-        if !handoff.events.is_empty() {
+        if handoff.events_wanted && !handoff.events.is_empty() {
             self.shared.released.signal();
         }
     }
 
     /// Moves the stream events waiting for the consumer into `out`, oldest first, and clears
-    /// the released eventfd unless released frames are still waiting. Works after stop.
+    /// the released eventfd, unless released frames still wait for a consumer that takes
+    /// them. Works after stop.
+    ///
+    /// The descriptor is readable whenever a frame or an event has been published; once a
+    /// consumer takes both kinds, it stays readable while either kind waits, so one wake-up
+    /// followed by both takes never misses anything.
     pub fn take_events(&self, out: &mut Vec<StreamEvent>) {
         let mut handoff = self.shared.handoff.lock();
+        handoff.events_wanted = true;
         self.shared.released.drain();
         out.extend(handoff.events.drain(..));
-        if !handoff.ready.is_empty() {
+        if handoff.frames_wanted && !handoff.ready.is_empty() {
             self.shared.released.signal();
         }
     }

@@ -847,9 +847,30 @@ mod events {
     }
 
     #[test]
+    fn a_consumer_of_frames_alone_is_not_woken_again_by_events_it_never_takes() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert!(readable(&pacer));
+        assert_eq!(take(&pacer).len(), 1);
+        assert!(!readable(&pacer), "no busy loop on the started event");
+        // The events were kept (bounded), for a consumer that starts taking them.
+        assert_eq!(take_events(&pacer), vec![started(stream.id, 0, 0)]);
+        for _ in 0..MAX_PENDING_EVENTS + 10 {
+            pacer.finish(stream.id).unwrap();
+            pacer.push(stream.id, &ramp(0, 320)).unwrap();
+            pacer.advance_ns(20 * MS).unwrap();
+        }
+        assert_eq!(take_events(&pacer).len(), MAX_PENDING_EVENTS);
+    }
+
+    #[test]
     fn one_descriptor_stays_readable_while_frames_or_events_wait() {
         let pacer = virtual_pacer();
         let stream = open(&pacer, 20, 2000);
+        // A consumer of both kinds (as after its first wake-up).
+        assert!(take_events(&pacer).is_empty());
         pacer.push(stream.id, &ramp(0, 320)).unwrap();
         pacer.advance_ns(0).unwrap();
         assert!(readable(&pacer));
