@@ -141,7 +141,8 @@ def test_the_descriptor_wakes_for_events(
     sink = SocketSink(ours.fileno())
     stream = pacer.open_stream(16000, cushion_ms=20, sink=sink)
     fd = pacer.fileno()
-    assert pacer.take_events() == [] and not readable(fd)
+    assert pacer.take_events() == []
+    assert not readable(fd)
     stream.push(np.ones(FRAME, dtype=np.int16))
     assert not readable(fd), "virtual time releases only in advance()"
     pacer.advance(0)
