@@ -36,6 +36,13 @@ def test_every_public_class_and_method_has_a_docstring() -> None:
             assert inspect.getdoc(member), f"{name}.{attr} has no docstring"
 
 
+def test_pacer_surface() -> None:
+    # The engine's lifecycle path: stream events beside released frames.
+    assert voicecore.StreamEvent is voicecore._core.StreamEvent
+    assert "StreamEvent" in voicecore.__all__
+    assert callable(voicecore.FramePacer.take_events)
+
+
 def test_native_classes_live_in_the_private_module() -> None:
     for name in voicecore.__all__:
         value = getattr(voicecore, name)

@@ -187,22 +187,23 @@ def test_a_closed_peer_and_close_raise_connection_reset(
             other_peer.recv(1)
 
 
-def test_virtual_pacer_frames_are_on_the_wire_when_handed_over(
+def test_virtual_pacer_frames_go_on_the_wire_and_are_not_handed_over(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = pair
     sink = SocketSink(ours.fileno())
     with FramePacer(20, clock="virtual") as pacer:
         stream = pacer.open_stream(16000, sink=sink)
-        stream.push(np.arange(10 * FRAME, dtype=np.int16))
+        audio = np.arange(10 * FRAME, dtype=np.int16)
+        stream.push(audio)
         pacer.advance(60)
-        handed = pacer.take_released()
         wire = parse_frames(receive_all(peer))
-        assert len(handed) == len(wire) == 9  # a 120 ms burst, then 3 paced frames
-        assert [bytes(frame.data) for frame in wire] == [frame.pcm16 for frame in handed]
+        assert len(wire) == 9  # a 120 ms burst, then 3 paced frames
+        assert b"".join(bytes(frame.data) for frame in wire) == audio[: 9 * FRAME].tobytes()
+        assert pacer.take_released() == []  # Rust owns the audio it sent
         sink.close()
         pacer.advance(20)
-        assert len(pacer.take_released()) == 1  # pacing goes on without the sink
+        assert stream.stats().frames_released == 10  # pacing goes on without the sink
         assert stream.stats().sink_refused == 1
         assert pacer.stats().sink_refused == 1
 
@@ -230,9 +231,11 @@ def test_the_pacer_thread_sends_while_python_is_blocked(
         # 2 burst frames + one per 20 ms for 300 ms = 17; allow a slow, shared machine.
         assert len(during) >= 10
         assert all(len(frame.data) == 2 * FRAME for frame in during)
-        # Python hears of a frame only once it is on the wire.
-        handed = pacer.take_released()
+        # Python gets no copy of the frames, only the stream's "started" event.
+        assert pacer.take_released() == []
+        assert [event.kind for event in pacer.take_events()] == ["started"]
         on_wire = during + parse_frames(receive_all(peer))
-        assert len(on_wire) >= len(handed) > 0
-        assert stream.stats().sink_refused == 0
+        stats = stream.stats()
+        assert stats.frames_released >= len(on_wire) > 0
+        assert stats.sink_refused == 0
     sink.close()

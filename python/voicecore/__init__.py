@@ -18,6 +18,7 @@ from voicecore._core import SampleRing as SampleRing
 from voicecore._core import SinkStats as SinkStats
 from voicecore._core import SocketSink as SocketSink
 from voicecore._core import SpeechEvent as SpeechEvent
+from voicecore._core import StreamEvent as StreamEvent
 from voicecore._core import StreamStats as StreamStats
 from voicecore._core import VadFeatures as VadFeatures
 from voicecore._core import VadFrames as VadFrames
@@ -102,6 +103,7 @@ __all__ = [
     "SpeechEvent",
     "SpokenReply",
     "StageTimeoutError",
+    "StreamEvent",
     "StreamStats",
     "Timeline",
     "Transcript",

@@ -22,6 +22,7 @@ __all__ = [
     "SinkStats",
     "SocketSink",
     "SpeechEvent",
+    "StreamEvent",
     "StreamStats",
     "VadFeatures",
     "VadFrames",
@@ -400,12 +401,26 @@ class FramePacer:
         sink: SocketSink | None = None,
     ) -> PacerStream:
         """Opens a mono playout stream (rates in Hz, durations in ms); returns its handle.
+
         With a ``sink``, the pacer thread writes each released frame to it itself, as one
-        WebSocket binary message, before handing the frame over."""
+        WebSocket binary message, and that is all: the frame is not handed over
+        (``take_released()`` never returns it). Rust owns the audio it sent; Python, which
+        would only copy it into bytes and throw it away, learns what it needs from the
+        stream's ``StreamEvent``s (``take_events()``), ``flush()`` and ``stats()``."""
     def fileno(self) -> int:
-        """Readable while released frames may be waiting (and once stopped); do not close."""
+        """Readable while released frames or stream events may be waiting (and once stopped);
+        do not close. After a wake-up call both ``take_events()`` and ``take_released()``."""
     def take_released(self) -> list[ReleasedFrame]:
-        """Every released frame waiting, oldest first; clears ``fileno()``."""
+        """Every released frame waiting, oldest first: frames of streams *without* a sink only
+        (the in-memory transport needs their audio). Clears ``fileno()`` unless stream events
+        still wait for a consumer of ``take_events()``."""
+    def take_events(self) -> list[StreamEvent]:
+        """Every stream event waiting (``"started"``, ``"drained"``), oldest first, of every
+        stream, with or without a sink: one lifecycle path for the engine. Clears
+        ``fileno()`` unless released frames still wait. Once a consumer calls both takes,
+        ``fileno()`` stays readable while either kind waits (a frames-only consumer is not
+        woken again for events it never takes; at most 4096 events are kept). Works after
+        ``stop()``."""
     def now_ns(self) -> int:
         """Now on the pacer's clock, in ns."""
     def advance(self, ms: float) -> None:
@@ -425,7 +440,7 @@ class PacerStream:
 
     @property
     def id(self) -> int:
-        """The stream id (``ReleasedFrame.stream_id`` of its frames)."""
+        """The stream id (``ReleasedFrame.stream_id`` and ``StreamEvent.stream_id`` of it)."""
     @property
     def sample_rate(self) -> int:
         """Sample rate, in Hz."""
@@ -445,9 +460,12 @@ class PacerStream:
         """Queues audio at the stream's rate; returns how many samples fit."""
     def finish(self) -> int:
         """Pads the partial last frame with silence (returns the samples added); ends an
-        utterance, so the stream goes idle without underruns once drained."""
+        utterance, so the stream goes idle without underruns once drained, and a
+        ``"drained"`` ``StreamEvent`` is queued when the last sample has been released (at
+        once if nothing is queued)."""
     def flush(self) -> FlushReport:
-        """Drops queued and not-yet-taken audio at once; says what was dropped and heard."""
+        """Drops queued and not-yet-taken audio at once; says what was dropped and heard.
+        No ``"drained"`` event follows: the utterance was cut, not played out."""
     def report_playout(self, buffered_ms: float) -> None:
         """The client holds ``buffered_ms`` ms of this stream's audio now."""
     def close(self) -> None:
@@ -473,6 +491,36 @@ class ReleasedFrame:
     def released_ns(self) -> int: ...
     @property
     def lateness_ns(self) -> int: ...
+
+@final
+class StreamEvent:
+    """A lifecycle event of a pacer stream, from ``FramePacer.take_events()``.
+
+    Why: a stream with a ``SocketSink`` has its frames written to the client by the pacer
+    thread and never copied for Python, so Python needs another way to know when the agent
+    became audible and when it has finished; every stream emits these events (with or
+    without a sink), so the engine has one lifecycle path.
+
+    * ``"started"``: the stream's first frame was released (the agent became audible).
+      Once per stream; ``lateness_ns`` is that frame's release lateness.
+    * ``"drained"``: after ``PacerStream.finish()``, the last queued sample has been
+      released. Once per utterance (audio pushed before the drain continues it); never
+      after ``flush()`` until new audio is pushed and finished; nothing after ``close()``.
+      ``lateness_ns`` is None.
+    """
+
+    @property
+    def stream_id(self) -> int:
+        """The stream it belongs to (``PacerStream.id``)."""
+    @property
+    def kind(self) -> Literal["started", "drained"]:
+        """``"started"`` or ``"drained"``."""
+    @property
+    def at_ns(self) -> int:
+        """When, in ns of the pacer's clock (the clock of ``FramePacer.now_ns()``)."""
+    @property
+    def lateness_ns(self) -> int | None:
+        """``"started"``: the first frame's release lateness in ns; ``"drained"``: None."""
 
 @final
 class FlushReport:

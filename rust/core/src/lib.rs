@@ -20,4 +20,4 @@ pub mod ring;
 pub mod sink;
 pub mod vad;
 
-pub use error::{Error, Result};
+pub use error::{OsError, PacerError, ResampleError, RingError, SinkError, VadError};

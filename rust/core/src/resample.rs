@@ -39,7 +39,7 @@
 mod design;
 mod dot;
 
-use crate::error::{Error, Result};
+pub use crate::error::ResampleError;
 use design::PolyphaseFilter;
 use dot::Kernel;
 
@@ -62,7 +62,7 @@ pub const MAX_PHASES: u32 = 2048;
 /// unusual pairs with a large `L` and a large downsampling factor come near it.
 pub const MAX_COEFFICIENTS: usize = 1 << 22;
 
-/// What [`Error::UnsupportedSampleRate`] lists as accepted.
+/// What [`ResampleError::UnsupportedRate`] lists as accepted.
 pub const SUPPORTED_RATES: &str = "8000, 11025, 16000, 22050, 24000, 32000, 44100 or 48000 Hz \
      (any pair); other integer rates from 1000 to 384000 Hz work when their ratio to the \
      other rate reduces to L/M with L (output side) at most 2048 and a filter table of at \
@@ -139,26 +139,25 @@ pub struct Resampler {
 impl Resampler {
     /// A resampler from `in_rate` to `out_rate` Hz.
     ///
-    /// Fails with [`Error::UnsupportedSampleRate`] for a rate outside
-    /// [`MIN_RATE`]..=[`MAX_RATE`], or a pair whose reduced ratio needs more than
-    /// [`MAX_PHASES`] phases or [`MAX_COEFFICIENTS`] coefficients (reported against
-    /// `out_rate`).
-    pub fn new(in_rate: u32, out_rate: u32) -> Result<Self> {
+    /// Fails with [`ResampleError::UnsupportedRate`] for a rate outside
+    /// [`MIN_RATE`]..=[`MAX_RATE`], or [`ResampleError::RatioTooComplex`] for a pair whose
+    /// reduced ratio needs more than [`MAX_PHASES`] phases or [`MAX_COEFFICIENTS`]
+    /// coefficients.
+    pub fn new(in_rate: u32, out_rate: u32) -> Result<Self, ResampleError> {
         for rate in [in_rate, out_rate] {
             if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-                return Err(Error::UnsupportedSampleRate {
-                    rate,
-                    supported: SUPPORTED_RATES,
-                });
+                return Err(ResampleError::UnsupportedRate { rate });
             }
         }
         let common = gcd(in_rate, out_rate);
         let (up, down) = (out_rate / common, in_rate / common);
         let table_len = up as usize * 2 * design::half_length(in_rate, out_rate);
         if up > MAX_PHASES || table_len > MAX_COEFFICIENTS {
-            return Err(Error::UnsupportedSampleRate {
-                rate: out_rate,
-                supported: SUPPORTED_RATES,
+            return Err(ResampleError::RatioTooComplex {
+                in_rate,
+                out_rate,
+                phases: up,
+                coefficients: table_len,
             });
         }
         let (up, down) = (up as usize, down as usize);
@@ -232,16 +231,19 @@ impl Resampler {
     /// Resamples `input`, writing the outputs now due to the front of `output`; returns how
     /// many were written ([`output_len`](Self::output_len) of `input.len()`).
     ///
-    /// Fails with [`Error::InvalidParameter`], consuming nothing, if `output` is shorter
-    /// than that.
-    pub fn process_into<S: Sample>(&mut self, input: &[S], output: &mut [S]) -> Result<usize> {
+    /// Fails with [`ResampleError::OutputTooShort`], consuming nothing, if `output` is
+    /// shorter than that.
+    pub fn process_into<S: Sample>(
+        &mut self,
+        input: &[S],
+        output: &mut [S],
+    ) -> Result<usize, ResampleError> {
         let needed = self.output_len(input.len());
         if output.len() < needed {
-            return Err(Error::invalid(
-                "output length",
-                output.len(),
-                "at least Resampler::output_len(input.len()) samples",
-            ));
+            return Err(ResampleError::OutputTooShort {
+                len: output.len(),
+                needed,
+            });
         }
         Ok(self.run(input, output))
     }
@@ -258,15 +260,14 @@ impl Resampler {
     /// with zeros) to the front of `output`, returns how many, and resets the resampler for
     /// a new stream.
     ///
-    /// Fails with [`Error::InvalidParameter`], changing nothing, if `output` is shorter than
-    /// the latency.
-    pub fn flush_into<S: Sample>(&mut self, output: &mut [S]) -> Result<usize> {
+    /// Fails with [`ResampleError::OutputTooShort`], changing nothing, if `output` is
+    /// shorter than the latency.
+    pub fn flush_into<S: Sample>(&mut self, output: &mut [S]) -> Result<usize, ResampleError> {
         if output.len() < self.latency {
-            return Err(Error::invalid(
-                "output length",
-                output.len(),
-                "at least Resampler::latency() samples",
-            ));
+            return Err(ResampleError::OutputTooShort {
+                len: output.len(),
+                needed: self.latency,
+            });
         }
         self.finish(&mut output[..self.latency]);
         Ok(self.latency)
@@ -700,20 +701,27 @@ mod tests {
             (0, 16_000, 0),
             (999, 16_000, 999),
             (48_000, 384_001, 384_001),
-            (1000, 383_999, 383_999),
-            (383_999, 1024, 1024),
         ] {
             let error = Resampler::new(from, to).unwrap_err();
-            assert_eq!(
-                error,
-                Error::UnsupportedSampleRate {
-                    rate: bad,
-                    supported: SUPPORTED_RATES
-                }
+            assert_eq!(error, ResampleError::UnsupportedRate { rate: bad });
+            assert!(error.to_string().contains("44100"));
+        }
+        // In range, but too many phases (or coefficients) for the pair.
+        for (from, to) in [(1000, 383_999), (383_999, 1024)] {
+            let error = Resampler::new(from, to).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ResampleError::RatioTooComplex { in_rate, out_rate, .. }
+                        if (in_rate, out_rate) == (from, to)
+                ),
+                "{error}"
             );
             assert!(error.to_string().contains("44100"));
         }
         assert!(Resampler::new(1000, 384_000).is_ok());
+        let error = Resampler::new(383_999, 1024).unwrap_err();
+        assert!(error.to_string().contains("L/M"), "{error}");
     }
 
     #[test]
@@ -723,7 +731,13 @@ mod tests {
         let error = resampler
             .process_into(&[0.1f32; 480], &mut short)
             .unwrap_err();
-        assert!(matches!(error, Error::InvalidParameter { .. }));
+        assert_eq!(
+            error,
+            ResampleError::OutputTooShort {
+                len: 10,
+                needed: 960
+            }
+        );
         assert!(resampler.flush_into(&mut short).is_err());
         assert_eq!(resampler.output_len(480), 960);
     }

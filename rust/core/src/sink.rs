@@ -11,9 +11,9 @@
 //! Writes never block. What the kernel does not take at once waits in a bounded pending
 //! buffer, sent ahead of any later write (by the next write, by [`SocketSink::flush`], or by
 //! the pacer's next wake). A write that would take the pending bytes past the bound is refused
-//! whole ([`Error::SinkFull`]): the peer reads too slowly, and a partial message would corrupt
+//! whole ([`SinkError::Full`]): the peer reads too slowly, and a partial message would corrupt
 //! the stream. A send error other than "would block" (peer gone, reset) marks the sink broken:
-//! pending bytes are dropped and every later write fails with [`Error::SinkClosed`].
+//! pending bytes are dropped and every later write fails with [`SinkError::Closed`].
 //!
 //! The sink does not own the descriptor (Python's socket object does). [`SocketSink::close`]
 //! guarantees the descriptor is never touched again once it returns, so Python calls it before
@@ -28,7 +28,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::RawFd;
 
-use crate::error::{Error, Result};
+pub use crate::error::SinkError;
+
+/// Result of the sink's operations.
+type Result<T> = std::result::Result<T, SinkError>;
 use crate::pacer::sync::PiMutex;
 
 /// The first byte of a server-to-client binary message: FIN (one frame) + opcode 2 (binary).
@@ -183,15 +186,11 @@ impl SocketSink {
     /// A sink writing to the socket `fd` (which it does not own), holding at most
     /// `max_pending_bytes` (>= 1) the kernel has not yet taken.
     ///
-    /// Fails with [`Error::InvalidParameter`] when `fd` is not an open socket or the bound is
-    /// 0.
+    /// Fails with [`SinkError::BadDescriptor`] or [`SinkError::NotASocket`] when `fd` is not
+    /// an open socket, [`SinkError::InvalidBound`] when the bound is 0.
     pub fn new(fd: RawFd, max_pending_bytes: usize) -> Result<Self> {
         if max_pending_bytes == 0 {
-            return Err(Error::invalid(
-                "max_pending_bytes",
-                max_pending_bytes,
-                "at least 1 byte",
-            ));
+            return Err(SinkError::InvalidBound { max_pending_bytes });
         }
         // SAFETY: `stat` is plain old data, so all-zero is a valid value; fstat only writes it.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
@@ -199,18 +198,10 @@ impl SocketSink {
         // it return -1 (EBADF), which is handled.
         let status = unsafe { libc::fstat(fd, &mut stat) };
         if status != 0 {
-            return Err(Error::invalid(
-                "fd",
-                fd,
-                "an open file descriptor of a connected socket",
-            ));
+            return Err(SinkError::BadDescriptor { fd });
         }
         if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return Err(Error::invalid(
-                "fd",
-                fd,
-                "a socket (this descriptor is not one)",
-            ));
+            return Err(SinkError::NotASocket { fd });
         }
         Ok(Self {
             fd,
@@ -239,15 +230,11 @@ impl SocketSink {
         self.state.lock().max_pending_bytes
     }
 
-    /// Changes the bound (>= 1 byte; [`Error::InvalidParameter`] otherwise). Bytes already
+    /// Changes the bound (>= 1 byte; [`SinkError::InvalidBound`] otherwise). Bytes already
     /// pending stay, even above a lower bound: only later writes are refused.
     pub fn set_max_pending_bytes(&self, max_pending_bytes: usize) -> Result<()> {
         if max_pending_bytes == 0 {
-            return Err(Error::invalid(
-                "max_pending_bytes",
-                max_pending_bytes,
-                "at least 1 byte",
-            ));
+            return Err(SinkError::InvalidBound { max_pending_bytes });
         }
         self.state.lock().max_pending_bytes = max_pending_bytes;
         Ok(())
@@ -281,8 +268,8 @@ impl SocketSink {
 
     /// Writes `data` as one unit, never blocking, and returns the bytes pending afterwards.
     ///
-    /// All or nothing: [`Error::SinkFull`] (nothing queued) when the pending bytes would pass
-    /// the bound; [`Error::SinkClosed`] when the sink is closed or the connection broke
+    /// All or nothing: [`SinkError::Full`] (nothing queued) when the pending bytes would pass
+    /// the bound; [`SinkError::Closed`] when the sink is closed or the connection broke
     /// (including by this very send).
     pub fn write(&self, data: &[u8]) -> Result<usize> {
         let mut state = self.state.lock();
@@ -297,7 +284,7 @@ impl SocketSink {
         let mut state = self.state.lock();
         if state.audio_stopped {
             state.stats.refused += 1;
-            return Err(Error::SinkClosed {
+            return Err(SinkError::Closed {
                 broken: state.broken,
             });
         }
@@ -356,14 +343,14 @@ impl SocketSink {
     fn write_locked(&self, state: &mut SinkState, data: &[u8]) -> Result<usize> {
         if state.closed || state.broken {
             state.stats.refused += 1;
-            return Err(Error::SinkClosed {
+            return Err(SinkError::Closed {
                 broken: state.broken,
             });
         }
         let pending = state.pending_len();
         if pending + data.len() > state.max_pending_bytes {
             state.stats.refused += 1;
-            return Err(Error::SinkFull {
+            return Err(SinkError::Full {
                 requested: data.len(),
                 pending,
                 bound: state.max_pending_bytes,
@@ -383,7 +370,7 @@ impl SocketSink {
                 }
                 Sent::Failed => {
                     state.mark_broken();
-                    return Err(Error::SinkClosed { broken: true });
+                    return Err(SinkError::Closed { broken: true });
                 }
             }
         } else {
@@ -393,7 +380,7 @@ impl SocketSink {
             state.message_ends.push_back(end);
             self.flush_locked(state);
             if state.broken {
-                return Err(Error::SinkClosed { broken: true });
+                return Err(SinkError::Closed { broken: true });
             }
         }
         state.stats.messages += 1;
@@ -477,18 +464,17 @@ mod tests {
         let file = std::fs::File::open("/dev/null").unwrap();
         assert!(matches!(
             SocketSink::new(file.as_raw_fd(), 1024),
-            Err(Error::InvalidParameter { name: "fd", .. })
+            Err(SinkError::NotASocket { .. })
         ));
         assert!(matches!(
             SocketSink::new(-1, 1024),
-            Err(Error::InvalidParameter { name: "fd", .. })
+            Err(SinkError::BadDescriptor { fd: -1 })
         ));
         let (ours, _peer) = pair();
         assert!(matches!(
             SocketSink::new(ours.as_raw_fd(), 0),
-            Err(Error::InvalidParameter {
-                name: "max_pending_bytes",
-                ..
+            Err(SinkError::InvalidBound {
+                max_pending_bytes: 0
             })
         ));
     }
@@ -583,7 +569,7 @@ mod tests {
         let error = sink.write(&vec![1u8; room + 1]).unwrap_err();
         assert_eq!(
             error,
-            Error::SinkFull {
+            SinkError::Full {
                 requested: room + 1,
                 pending,
                 bound: 10_000
@@ -637,7 +623,7 @@ mod tests {
         sink.stop_audio();
         assert_eq!(
             sink.write_ws_binary_pcm16(&[1, 2]),
-            Err(Error::SinkClosed { broken: false })
+            Err(SinkError::Closed { broken: false })
         );
         assert_eq!(sink.write(b"close"), Ok(0));
         assert_eq!(read_exact(&mut peer, 5), b"close");
@@ -651,7 +637,7 @@ mod tests {
         fill(&sink);
         sink.set_max_pending_bytes(1).unwrap();
         assert_eq!(sink.max_pending_bytes(), 1);
-        assert!(matches!(sink.write(b"x"), Err(Error::SinkFull { .. })));
+        assert!(matches!(sink.write(b"x"), Err(SinkError::Full { .. })));
     }
 
     #[test]
@@ -659,12 +645,12 @@ mod tests {
         let (ours, peer) = pair();
         let sink = SocketSink::new(ours.as_raw_fd(), 1024).unwrap();
         drop(peer);
-        assert_eq!(sink.write(b"x"), Err(Error::SinkClosed { broken: true }));
+        assert_eq!(sink.write(b"x"), Err(SinkError::Closed { broken: true }));
         assert!(sink.is_broken());
         assert_eq!(sink.flush(), 0);
         assert_eq!(
             sink.write_ws_binary_pcm16(&[1, 2]),
-            Err(Error::SinkClosed { broken: true })
+            Err(SinkError::Closed { broken: true })
         );
         assert_eq!(sink.stats().refused, 1);
     }
@@ -677,7 +663,7 @@ mod tests {
         sink.close();
         assert!(sink.is_closed());
         assert_eq!(sink.pending_bytes(), 0);
-        assert_eq!(sink.write(b"x"), Err(Error::SinkClosed { broken: false }));
+        assert_eq!(sink.write(b"x"), Err(SinkError::Closed { broken: false }));
         assert_eq!(sink.flush(), 0);
         // The descriptor is still open (the sink does not own it) and got nothing more.
         drop(sink);

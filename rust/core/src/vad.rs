@@ -18,9 +18,9 @@ mod mel;
 mod noise;
 
 pub use energy::{EnergyVad, EnergyVadConfig, FrameDecision, SpeechEvent, SpeechEventKind};
-pub use features::{FeatureConfig, FeatureExtractor, Features, SILENCE_DBFS};
+pub use features::{FeatureConfig, FeatureExtractor, Features, MAX_MELS, SILENCE_DBFS};
 
-use crate::error::{Error, Result};
+pub use crate::error::VadError;
 
 /// A sample type the VAD can read: converted to `f32` in [-1, 1] on the way in.
 pub trait Sample: Copy + Send + Sync + 'static {
@@ -43,24 +43,16 @@ impl Sample for f32 {
     }
 }
 
-/// The sample rates the VAD works at, for error messages.
-const SUPPORTED_RATES: &str = "8000 or 16000 Hz";
-/// The frame durations the VAD works at, for error messages.
-const SUPPORTED_FRAMES: &str = "10, 20 or 30 (ms)";
-
 /// Validates a (sample rate, frame duration) pair and returns the frame length in samples.
 ///
 /// Only the durations webrtcvad accepts are allowed (10/20/30 ms): they are what telephony
 /// and WebRTC stacks deliver, and they keep the FFT sizes small.
-pub(crate) fn frame_length(sample_rate: u32, frame_ms: u32) -> Result<usize> {
+pub(crate) fn frame_length(sample_rate: u32, frame_ms: u32) -> Result<usize, VadError> {
     if sample_rate != 8000 && sample_rate != 16000 {
-        return Err(Error::UnsupportedSampleRate {
-            rate: sample_rate,
-            supported: SUPPORTED_RATES,
-        });
+        return Err(VadError::UnsupportedRate { rate: sample_rate });
     }
     if !matches!(frame_ms, 10 | 20 | 30) {
-        return Err(Error::invalid("frame_ms", frame_ms, SUPPORTED_FRAMES));
+        return Err(VadError::UnsupportedFrameDuration { frame_ms });
     }
     Ok((sample_rate / 1000 * frame_ms) as usize)
 }
@@ -80,19 +72,16 @@ mod tests {
     fn unsupported_rate_and_duration_are_refused() {
         assert!(matches!(
             frame_length(44100, 20),
-            Err(Error::UnsupportedSampleRate { rate: 44100, .. })
+            Err(VadError::UnsupportedRate { rate: 44100 })
         ));
-        assert!(matches!(
+        assert_eq!(
             frame_length(16000, 25),
-            Err(Error::InvalidParameter {
-                name: "frame_ms",
-                ..
-            })
-        ));
-        assert!(matches!(
+            Err(VadError::UnsupportedFrameDuration { frame_ms: 25 })
+        );
+        assert_eq!(
             frame_length(16000, 0),
-            Err(Error::InvalidParameter { .. })
-        ));
+            Err(VadError::UnsupportedFrameDuration { frame_ms: 0 })
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use proptest::prelude::*;
 use voicecore_core::resample::{Resampler, COMMON_RATES, MAX_RATE, MIN_RATE};
 use voicecore_core::ring::{sample_ring, OverflowPolicy, RingStats};
-use voicecore_core::Error;
+use voicecore_core::ResampleError;
 
 /// 64 cases unless `PROPTEST_CASES` says otherwise (proptest's own default is 256).
 fn config() -> ProptestConfig {
@@ -300,10 +300,13 @@ proptest! {
             }
             // Refusals, out of range or too complex a ratio, say which rate is the problem.
             Err(error) => {
-                let names_a_rate = matches!(
-                    error,
-                    Error::UnsupportedSampleRate { rate, .. } if rate == in_rate || rate == out_rate
-                );
+                let names_a_rate = match error {
+                    ResampleError::UnsupportedRate { rate } => rate == in_rate || rate == out_rate,
+                    ResampleError::RatioTooComplex { in_rate: a, out_rate: b, .. } => {
+                        (a, b) == (in_rate, out_rate)
+                    }
+                    ResampleError::OutputTooShort { .. } => false,
+                };
                 prop_assert!(names_a_rate, "unexpected error: {}", error);
             }
         }

@@ -3,10 +3,16 @@
 //! The exception classes are defined in Python (`voicecore/exceptions.py`) so that they can
 //! subclass both `VoicecoreError` and the builtin they mean (`ValueError`, `TypeError`),
 //! which a class created in Rust cannot.
+//!
+//! Each core domain has its own error enum; each gets one [`IntoPyErr`] impl below whose
+//! `match` is exhaustive, with no catch-all arm: a variant added in the core does not compile
+//! here until it is mapped to its precise exception. (`impl From<RingError> for PyErr` is not
+//! possible in this crate, which owns neither type, hence the local trait.) Call sites write
+//! `.map_err(to_py_err)` whatever the domain.
 
 use pyo3::exceptions::PyConnectionResetError;
 use pyo3::PyErr;
-use voicecore_core::Error;
+use voicecore_core::{OsError, PacerError, ResampleError, RingError, SinkError, VadError};
 
 pyo3::import_exception!(voicecore.exceptions, ConfigError);
 pyo3::import_exception!(voicecore.exceptions, UnsupportedSampleRateError);
@@ -17,21 +23,98 @@ pyo3::import_exception!(voicecore.exceptions, PacerStoppedError);
 pyo3::import_exception!(voicecore.exceptions, ResourceError);
 pyo3::import_exception!(voicecore.exceptions, SendBufferFullError);
 
-/// Maps a core error to its precise Python exception, keeping the core's message.
-pub fn to_py_err(error: Error) -> PyErr {
-    let message = error.to_string();
-    match error {
-        Error::UnsupportedSampleRate { .. } => UnsupportedSampleRateError::new_err(message),
-        Error::InvalidParameter { .. } => ConfigError::new_err(message),
-        Error::InvalidAudio { .. } => AudioFormatError::new_err(message),
-        Error::UnknownStream { .. } => UnknownStreamError::new_err(message),
-        Error::PacerStopped => PacerStoppedError::new_err(message),
-        Error::Os { .. } => ResourceError::new_err(message),
-        Error::SinkFull { .. } => SendBufferFullError::new_err(message),
-        // The builtin: code that already handles a dropped connection keeps working.
-        Error::SinkClosed { .. } => PyConnectionResetError::new_err(message),
-        // `Error` is non-exhaustive for downstream crates; a new variant must get its own arm.
-        #[allow(unreachable_patterns)]
-        _ => ConfigError::new_err(message),
+/// A core error that maps to one precise Python exception, keeping the core's message.
+pub trait IntoPyErr: std::fmt::Display {
+    /// The Python exception for this error.
+    fn into_py_err(self) -> PyErr;
+}
+
+/// Maps any core error to its Python exception (for `.map_err(to_py_err)`).
+pub fn to_py_err<E: IntoPyErr>(error: E) -> PyErr {
+    error.into_py_err()
+}
+
+impl IntoPyErr for OsError {
+    fn into_py_err(self) -> PyErr {
+        ResourceError::new_err(self.to_string())
+    }
+}
+
+impl IntoPyErr for RingError {
+    fn into_py_err(self) -> PyErr {
+        let message = self.to_string();
+        match self {
+            RingError::InvalidCapacity { .. }
+            | RingError::OutOfMemory { .. }
+            | RingError::UnknownPolicy { .. }
+            | RingError::NegativeCount { .. } => ConfigError::new_err(message),
+        }
+    }
+}
+
+impl IntoPyErr for ResampleError {
+    fn into_py_err(self) -> PyErr {
+        let message = self.to_string();
+        match self {
+            ResampleError::UnsupportedRate { .. } | ResampleError::RatioTooComplex { .. } => {
+                UnsupportedSampleRateError::new_err(message)
+            }
+            ResampleError::OutputTooShort { .. } => ConfigError::new_err(message),
+        }
+    }
+}
+
+impl IntoPyErr for VadError {
+    fn into_py_err(self) -> PyErr {
+        let message = self.to_string();
+        match self {
+            VadError::UnsupportedRate { .. } => UnsupportedSampleRateError::new_err(message),
+            VadError::UnsupportedFrameDuration { .. }
+            | VadError::TooManyMelBands { .. }
+            | VadError::MelBandsTooNarrow { .. }
+            | VadError::InvalidSetting { .. } => ConfigError::new_err(message),
+            VadError::WrongFrameLength { .. } => AudioFormatError::new_err(message),
+        }
+    }
+}
+
+impl IntoPyErr for PacerError {
+    fn into_py_err(self) -> PyErr {
+        let message = self.to_string();
+        match self {
+            PacerError::UnsupportedSampleRate { .. } => {
+                UnsupportedSampleRateError::new_err(message)
+            }
+            PacerError::UnsupportedFrameDuration { .. }
+            | PacerError::UnknownClock { .. }
+            | PacerError::InvalidSampleRate { .. }
+            | PacerError::UnsupportedChannels { .. }
+            | PacerError::InvalidCushion { .. }
+            | PacerError::InvalidMaxLead { .. }
+            | PacerError::InvalidQueue { .. }
+            | PacerError::InvalidPlayoutReport { .. }
+            | PacerError::NotVirtual
+            | PacerError::TimeBackwards { .. }
+            | PacerError::StepTooLong { .. }
+            | PacerError::NegativeDuration { .. } => ConfigError::new_err(message),
+            PacerError::NonFiniteSample { .. } => AudioFormatError::new_err(message),
+            PacerError::UnknownStream { .. } => UnknownStreamError::new_err(message),
+            PacerError::Stopped => PacerStoppedError::new_err(message),
+            PacerError::Os(error) => error.into_py_err(),
+        }
+    }
+}
+
+impl IntoPyErr for SinkError {
+    fn into_py_err(self) -> PyErr {
+        let message = self.to_string();
+        match self {
+            SinkError::BadDescriptor { .. }
+            | SinkError::NotASocket { .. }
+            | SinkError::InvalidBound { .. } => ConfigError::new_err(message),
+            SinkError::Full { .. } => SendBufferFullError::new_err(message),
+            // The builtin: code that already handles a dropped connection keeps working.
+            SinkError::Closed { .. } => PyConnectionResetError::new_err(message),
+        }
     }
 }

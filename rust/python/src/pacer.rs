@@ -9,7 +9,8 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use voicecore_core::pacer::{
-    ClockKind, EventFd, FlushReport, FramePacer, LatenessSummary, StreamConfig, StreamInfo,
+    ClockKind, EventFd, FramePacer, LatenessSummary, PacerError, StreamConfig, StreamEventKind,
+    StreamInfo,
 };
 
 use crate::audio::{self, AudioInput, Samples};
@@ -20,6 +21,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFramePacer>()?;
     m.add_class::<PyPacerStream>()?;
     m.add_class::<PyReleasedFrame>()?;
+    m.add_class::<PyStreamEvent>()?;
     m.add_class::<PyFlushReport>()?;
     m.add_class::<PyPacerStats>()?;
     m.add_class::<PyStreamStats>()?;
@@ -41,17 +43,19 @@ fn ms_of_samples(samples: u64, sample_rate: u32) -> f64 {
 /// buffered at the client, and a maximum lead over the client's playback. A new stream sends
 /// a burst up to the cushion, then one frame per frame period on deadlines ``t0 + n * frame``
 /// of ``CLOCK_MONOTONIC`` (the clock of ``time.monotonic_ns()``); client playout reports keep
-/// the cushion on target under clock drift. Released frames wait in a queue: ``fileno()`` is
-/// readable while there may be some, and ``take_released()`` takes them (Trio:
-/// ``trio.lowlevel.wait_readable(pacer.fileno())``, see ``voicecore.pacing``).
+/// the cushion on target under clock drift. Released frames (of streams without a sink) and
+/// stream events (``StreamEvent``: a stream started, a finished utterance drained) wait in a
+/// queue: ``fileno()`` is readable while there may be some, and ``take_released()`` and
+/// ``take_events()`` take them (Trio: ``trio.lowlevel.wait_readable(pacer.fileno())``, see
+/// ``voicecore.pacing``).
 ///
 /// The thread asks for SCHED_FIFO scheduling, else the lowest nice value it may take, and
 /// ``scheduling`` says what it got. With ``clock="virtual"`` there is no thread: time starts
 /// at 0 and only ``advance``/``advance_to`` move it, releasing what falls due on the caller's
 /// thread, so tests are deterministic (pair it with ``trio.testing.MockClock``).
 ///
-/// Use as a context manager, or call ``stop()``; afterwards every call but ``stats()`` and
-/// ``take_released()`` raises ``PacerStoppedError``.
+/// Use as a context manager, or call ``stop()``; afterwards every call but ``stats()``,
+/// ``take_released()`` and ``take_events()`` raises ``PacerStoppedError``.
 ///
 /// Args:
 ///     frame_ms: frame duration in ms: 10, 20 or 40.
@@ -115,9 +119,11 @@ impl PyFramePacer {
     ///         (>= cushion_ms + frame_ms); ``None`` means ``cushion_ms + 4 * frame_ms``.
     ///     queue_ms: capacity of the playout queue, in ms (>= frame_ms).
     ///     sink: a ``SocketSink`` to which the pacer thread writes each released frame
-    ///         itself, as one WebSocket binary message, before handing it over: the client's
-    ///         audio then never waits for Python. Frames it refuses count in
-    ///         ``StreamStats.sink_refused`` (they are still handed over).
+    ///         itself, as one WebSocket binary message: the client's audio then never waits
+    ///         for Python. Such a stream's frames are *not* handed over (``take_released()``
+    ///         never returns them; Python gets no copy of the audio it would only discard):
+    ///         its ``StreamEvent``s and ``stats()`` say what Python needs. Frames the sink
+    ///         refuses count in ``StreamStats.sink_refused``.
     ///
     /// Raises:
     ///     UnsupportedSampleRateError, ConfigError: a value out of range.
@@ -143,24 +149,22 @@ impl PyFramePacer {
         let core = &slf.get().core;
         let (info, writable) = audio::detach(slf.py(), || {
             let info = core.open_stream(&config)?;
-            Ok((info, core.writable_event(info.id)?))
+            Ok::<_, PacerError>((info, core.writable_event(info.id)?))
         })
         .map_err(to_py_err)?;
-        Ok(PyPacerStream {
-            pacer: slf.clone().unbind(),
-            info,
-            writable,
-        })
+        Ok(PyPacerStream::new(slf.clone().unbind(), info, writable))
     }
 
-    /// The descriptor that is readable while released frames may be waiting (and once the
-    /// pacer has stopped). Owned by the pacer: do not close it.
+    /// The descriptor that is readable while released frames or stream events may be waiting
+    /// (and once the pacer has stopped). Owned by the pacer: do not close it.
     fn fileno(&self) -> i32 {
         self.core.released_fd()
     }
 
-    /// Takes every released frame waiting, oldest first (an empty list if none), and makes
-    /// ``fileno()`` unreadable until the next release. Works after ``stop()``.
+    /// Takes every released frame waiting, oldest first (an empty list if none): frames of
+    /// streams without a sink only. ``fileno()`` becomes unreadable until the next release or
+    /// event, unless stream events still wait for a consumer of ``take_events()``. Works
+    /// after ``stop()``.
     fn take_released(&self, py: Python<'_>) -> PyResult<Vec<PyReleasedFrame>> {
         let mut frames = Vec::new();
         audio::detach(py, || self.core.take_released(&mut frames));
@@ -180,6 +184,30 @@ impl PyFramePacer {
         // The buffers go back to the pacer thread, which then allocates nothing per frame.
         audio::detach(py, || self.core.recycle(frames));
         Ok(objects)
+    }
+
+    /// Takes every stream event waiting (``"started"``, ``"drained"``), oldest first (an empty
+    /// list if none). ``fileno()`` becomes readable whenever a frame or an event is queued;
+    /// once a consumer has called both ``take_events()`` and ``take_released()``, it stays
+    /// readable while either kind waits, so one wake-up followed by both calls misses
+    /// nothing. (A consumer that never calls ``take_events()`` is not woken again for events
+    /// it does not take; at most 4096 events are kept, oldest dropped.) Works after
+    /// ``stop()``.
+    fn take_events(&self, py: Python<'_>) -> Vec<PyStreamEvent> {
+        let mut events = Vec::new();
+        audio::detach(py, || self.core.take_events(&mut events));
+        events
+            .into_iter()
+            .map(|event| PyStreamEvent {
+                stream_id: event.stream_id,
+                kind: event.kind.name(),
+                at_ns: event.at_ns,
+                lateness_ns: match event.kind {
+                    StreamEventKind::Started { lateness_ns } => Some(lateness_ns),
+                    StreamEventKind::Drained => None,
+                },
+            })
+            .collect()
     }
 
     /// Now on the pacer's clock, in ns (``CLOCK_MONOTONIC``, or the virtual time).
@@ -264,13 +292,43 @@ impl PyFramePacer {
 #[pyclass(module = "voicecore._core", name = "PacerStream", frozen)]
 pub struct PyPacerStream {
     pacer: Py<PyFramePacer>,
-    info: StreamInfo,
     // Shared with the core stream, so the descriptor stays open while this handle lives,
     // even after close (a Trio task may still be waiting on it).
     writable: Arc<EventFd>,
+    /// The stream id (``ReleasedFrame.stream_id`` and ``StreamEvent.stream_id`` of it).
+    #[pyo3(get)]
+    id: u64,
+    /// Sample rate, in Hz.
+    #[pyo3(get)]
+    sample_rate: u32,
+    /// Samples per frame.
+    #[pyo3(get)]
+    frame_samples: usize,
+    /// Target client cushion, in ms.
+    #[pyo3(get)]
+    cushion_ms: u32,
+    /// Maximum lead over the client's playback, in ms.
+    #[pyo3(get)]
+    max_lead_ms: u32,
+    /// Playout queue capacity, in ms.
+    #[pyo3(get)]
+    queue_ms: u32,
 }
 
 impl PyPacerStream {
+    fn new(pacer: Py<PyFramePacer>, info: StreamInfo, writable: Arc<EventFd>) -> Self {
+        Self {
+            pacer,
+            writable,
+            id: info.id,
+            sample_rate: info.sample_rate,
+            frame_samples: info.frame_samples,
+            cushion_ms: info.cushion_ms,
+            max_lead_ms: info.max_lead_ms,
+            queue_ms: info.queue_ms,
+        }
+    }
+
     fn core(&self) -> &FramePacer {
         &self.pacer.get().core
     }
@@ -278,42 +336,6 @@ impl PyPacerStream {
 
 #[pymethods]
 impl PyPacerStream {
-    /// The stream id (``ReleasedFrame.stream_id`` of its frames).
-    #[getter]
-    fn id(&self) -> u64 {
-        self.info.id
-    }
-
-    /// Sample rate, in Hz.
-    #[getter]
-    fn sample_rate(&self) -> u32 {
-        self.info.sample_rate
-    }
-
-    /// Samples per frame.
-    #[getter]
-    fn frame_samples(&self) -> usize {
-        self.info.frame_samples
-    }
-
-    /// Target client cushion, in ms.
-    #[getter]
-    fn cushion_ms(&self) -> u32 {
-        self.info.cushion_ms
-    }
-
-    /// Maximum lead over the client's playback, in ms.
-    #[getter]
-    fn max_lead_ms(&self) -> u32 {
-        self.info.max_lead_ms
-    }
-
-    /// Playout queue capacity, in ms.
-    #[getter]
-    fn queue_ms(&self) -> u32 {
-        self.info.queue_ms
-    }
-
     /// Queues audio (PCM16 bytes-like, or a 1-D numpy int16/float32 array at the stream's
     /// rate) and returns how many samples fit; push the rest after ``writable_fileno()``
     /// becomes readable.
@@ -327,7 +349,7 @@ impl PyPacerStream {
     fn push(&self, py: Python<'_>, audio: &Bound<'_, PyAny>) -> PyResult<usize> {
         let input = AudioInput::extract(audio)?;
         let core = self.core();
-        let id = self.info.id;
+        let id = self.id;
         audio::detach(py, || match input.samples() {
             Samples::I16(samples) => core.push(id, samples),
             Samples::F32(samples) => core.push_f32(id, samples),
@@ -336,23 +358,26 @@ impl PyPacerStream {
     }
 
     /// Ends an utterance: pads the partial last frame with silence and returns the number of
-    /// silent samples added; once the queue drains the stream goes idle without underruns.
+    /// silent samples added; once the queue drains the stream goes idle without underruns,
+    /// and a ``"drained"`` ``StreamEvent`` is queued (at once if nothing is queued).
     fn finish(&self, py: Python<'_>) -> PyResult<usize> {
         let core = self.core();
-        audio::detach(py, || core.finish(self.info.id)).map_err(to_py_err)
+        audio::detach(py, || core.finish(self.id)).map_err(to_py_err)
     }
 
     /// Drops the queued audio and the released frames not yet taken, at once; nothing of it
     /// is released afterwards. Returns what was dropped and what had gone out (tell the
     /// client to clear its buffer: the next audio starts with a fresh cushion). With a sink,
-    /// released frames are already on the wire: they stay in ``take_released()`` and count as
-    /// released, not dropped.
+    /// released frames are already on the wire: they count as released, not dropped. No
+    /// ``"drained"`` event follows a flush (the utterance was cut, not played out).
     fn flush(&self, py: Python<'_>) -> PyResult<PyFlushReport> {
         let core = self.core();
-        let report = audio::detach(py, || core.flush(self.info.id)).map_err(to_py_err)?;
+        let report = audio::detach(py, || core.flush(self.id)).map_err(to_py_err)?;
         Ok(PyFlushReport {
-            report,
-            sample_rate: self.info.sample_rate,
+            dropped_samples: report.dropped_samples,
+            released_samples: report.released_samples,
+            client_buffered_samples: report.client_buffered_samples,
+            sample_rate: self.sample_rate,
         })
     }
 
@@ -363,14 +388,14 @@ impl PyPacerStream {
     ///     ConfigError: negative, non-finite, or above 60000 ms.
     fn report_playout(&self, py: Python<'_>, buffered_ms: f64) -> PyResult<()> {
         let core = self.core();
-        audio::detach(py, || core.report_playout(self.info.id, buffered_ms)).map_err(to_py_err)
+        audio::detach(py, || core.report_playout(self.id, buffered_ms)).map_err(to_py_err)
     }
 
     /// Closes the stream, dropping its queued audio. Further calls raise
     /// ``UnknownStreamError``.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let core = self.core();
-        audio::detach(py, || core.close_stream(self.info.id)).map_err(to_py_err)
+        audio::detach(py, || core.close_stream(self.id)).map_err(to_py_err)
     }
 
     /// The descriptor that becomes readable when a cut-short ``push`` may go on (the queue
@@ -383,8 +408,8 @@ impl PyPacerStream {
     /// This stream's statistics.
     fn stats(&self, py: Python<'_>) -> PyResult<PyStreamStats> {
         let core = self.core();
-        let stats = audio::detach(py, || core.stream_stats(self.info.id)).map_err(to_py_err)?;
-        let ms = |samples: u64| ms_of_samples(samples, self.info.sample_rate);
+        let stats = audio::detach(py, || core.stream_stats(self.id)).map_err(to_py_err)?;
+        let ms = |samples: u64| ms_of_samples(samples, self.sample_rate);
         Ok(PyStreamStats {
             frames_released: stats.counters.frames_released,
             underruns: stats.counters.underruns,
@@ -404,12 +429,12 @@ impl PyPacerStream {
     fn __repr__(&self) -> String {
         format!(
             "PacerStream(id={}, sample_rate={}, frame_samples={}, cushion_ms={}, max_lead_ms={}, queue_ms={})",
-            self.info.id,
-            self.info.sample_rate,
-            self.info.frame_samples,
-            self.info.cushion_ms,
-            self.info.max_lead_ms,
-            self.info.queue_ms
+            self.id,
+            self.sample_rate,
+            self.frame_samples,
+            self.cushion_ms,
+            self.max_lead_ms,
+            self.queue_ms
         )
     }
 }
@@ -446,52 +471,80 @@ impl PyReleasedFrame {
     }
 }
 
+/// A lifecycle event of a pacer stream (from ``FramePacer.take_events()``).
+///
+/// Every stream emits them, with or without a sink, so the engine has one lifecycle path.
+/// A stream with a ``SocketSink`` emits nothing else: its frames go on the wire from the
+/// pacer thread and are never copied for Python, so these events (and ``stats()``) are how
+/// Python learns that the agent became audible and that it finished.
+///
+/// ``kind`` is ``"started"`` (the stream's first frame was released: the agent became
+/// audible; once per stream, ``lateness_ns`` is that frame's release lateness) or
+/// ``"drained"`` (after ``finish()``, the last queued sample has been released; once per
+/// utterance, never after a ``flush()`` until new audio is pushed and finished;
+/// ``lateness_ns`` is None).
+#[pyclass(module = "voicecore._core", name = "StreamEvent", frozen, get_all)]
+pub struct PyStreamEvent {
+    /// The stream it belongs to (``PacerStream.id``).
+    stream_id: u64,
+    /// ``"started"`` or ``"drained"``.
+    kind: &'static str,
+    /// When, in ns of the pacer's clock (the clock of ``FramePacer.now_ns()``).
+    at_ns: i64,
+    /// ``"started"``: the first frame's release lateness, in ns; ``"drained"``: None.
+    lateness_ns: Option<i64>,
+}
+
+#[pymethods]
+impl PyStreamEvent {
+    fn __repr__(&self) -> String {
+        let lateness = match self.lateness_ns {
+            Some(ns) => format!(", lateness_ns={ns}"),
+            None => String::new(),
+        };
+        format!(
+            "StreamEvent(stream_id={}, kind={:?}, at_ns={}{lateness})",
+            self.stream_id, self.kind, self.at_ns
+        )
+    }
+}
+
 /// What ``PacerStream.flush`` dropped and what had already gone out.
 ///
 /// ``heard_samples`` (released minus what the client is estimated to still hold) is what the
 /// user has heard, for a conversation history that keeps only that.
 #[pyclass(module = "voicecore._core", name = "FlushReport", frozen)]
 pub struct PyFlushReport {
-    report: FlushReport,
+    /// Samples discarded: still queued, plus released frames not yet taken.
+    #[pyo3(get)]
+    dropped_samples: u64,
+    /// Samples released and handed over (or written to the sink) since the stream opened.
+    #[pyo3(get)]
+    released_samples: u64,
+    /// Of those, the samples the client is estimated to hold unplayed.
+    #[pyo3(get)]
+    client_buffered_samples: u64,
     sample_rate: u32,
 }
 
 #[pymethods]
 impl PyFlushReport {
-    /// Samples discarded: still queued, plus released frames not yet taken.
-    #[getter]
-    fn dropped_samples(&self) -> u64 {
-        self.report.dropped_samples
-    }
-
-    /// Samples released and handed over since the stream opened.
-    #[getter]
-    fn released_samples(&self) -> u64 {
-        self.report.released_samples
-    }
-
-    /// Of those, the samples the client is estimated to hold unplayed.
-    #[getter]
-    fn client_buffered_samples(&self) -> u64 {
-        self.report.client_buffered_samples
-    }
-
     /// ``released_samples - client_buffered_samples``: what the user has heard.
     #[getter]
     fn heard_samples(&self) -> u64 {
-        self.report.released_samples - self.report.client_buffered_samples
+        self.released_samples - self.client_buffered_samples
     }
 
     /// ``dropped_samples`` in ms.
     #[getter]
     fn dropped_ms(&self) -> f64 {
-        ms_of_samples(self.report.dropped_samples, self.sample_rate)
+        ms_of_samples(self.dropped_samples, self.sample_rate)
     }
 
     /// ``released_samples`` in ms.
     #[getter]
     fn released_ms(&self) -> f64 {
-        ms_of_samples(self.report.released_samples, self.sample_rate)
+        ms_of_samples(self.released_samples, self.sample_rate)
     }
 
     /// ``heard_samples`` in ms.
@@ -503,70 +556,41 @@ impl PyFlushReport {
     fn __repr__(&self) -> String {
         format!(
             "FlushReport(dropped_samples={}, released_samples={}, client_buffered_samples={})",
-            self.report.dropped_samples,
-            self.report.released_samples,
-            self.report.client_buffered_samples
+            self.dropped_samples, self.released_samples, self.client_buffered_samples
         )
     }
 }
 
-/// Statistics of a ``FramePacer`` over its life (closed streams included).
+/// Statistics of a ``FramePacer`` over its life (closed streams included). The lateness
+/// figures come from the pacer's own histogram of every frame it released (sinks included).
 #[pyclass(module = "voicecore._core", name = "PacerStats", frozen)]
 pub struct PyPacerStats {
+    /// The scheduling class the pacer thread obtained.
+    #[pyo3(get)]
     scheduling: String,
+    /// Streams open now.
+    #[pyo3(get)]
     open_streams: usize,
+    /// Frames released.
+    #[pyo3(get)]
     frames_released: u64,
+    /// Frame slots that found a playing stream's queue short of a frame.
+    #[pyo3(get)]
     underruns: u64,
+    /// Flushes.
+    #[pyo3(get)]
     flushes: u64,
+    /// Samples dropped by flushes and closes.
+    #[pyo3(get)]
     dropped_samples: u64,
+    /// Released frames a stream's ``SocketSink`` refused (full, closed or broken).
+    #[pyo3(get)]
     sink_refused: u64,
     lateness: LatenessSummary,
 }
 
 #[pymethods]
 impl PyPacerStats {
-    /// The scheduling class the pacer thread obtained.
-    #[getter]
-    fn scheduling(&self) -> &str {
-        &self.scheduling
-    }
-
-    /// Streams open now.
-    #[getter]
-    fn open_streams(&self) -> usize {
-        self.open_streams
-    }
-
-    /// Frames released.
-    #[getter]
-    fn frames_released(&self) -> u64 {
-        self.frames_released
-    }
-
-    /// Frame slots that found a playing stream's queue short of a frame.
-    #[getter]
-    fn underruns(&self) -> u64 {
-        self.underruns
-    }
-
-    /// Flushes.
-    #[getter]
-    fn flushes(&self) -> u64 {
-        self.flushes
-    }
-
-    /// Samples dropped by flushes and closes.
-    #[getter]
-    fn dropped_samples(&self) -> u64 {
-        self.dropped_samples
-    }
-
-    /// Released frames a stream's ``SocketSink`` refused (full, closed or broken).
-    #[getter]
-    fn sink_refused(&self) -> u64 {
-        self.sink_refused
-    }
-
     /// Median release lateness (release time minus deadline), in ms.
     #[getter]
     fn lateness_p50_ms(&self) -> f64 {
@@ -602,91 +626,48 @@ impl PyPacerStats {
     }
 }
 
-/// Statistics of one ``PacerStream``.
+/// Statistics of one ``PacerStream``. The lateness figures come from the stream's own
+/// histogram in the pacer (every frame it released, written to a sink or handed over).
 #[pyclass(module = "voicecore._core", name = "StreamStats", frozen)]
 pub struct PyStreamStats {
+    /// Frames released.
+    #[pyo3(get)]
     frames_released: u64,
+    /// Frame slots that found the queue short of a frame while playing.
+    #[pyo3(get)]
     underruns: u64,
+    /// Flushes.
+    #[pyo3(get)]
     flushes: u64,
+    /// Samples dropped by flushes.
+    #[pyo3(get)]
     dropped_samples: u64,
+    /// Released frames the stream's ``SocketSink`` refused (full, closed or broken).
+    #[pyo3(get)]
     sink_refused: u64,
+    /// Samples waiting in the playout queue.
+    #[pyo3(get)]
     queued_samples: u64,
+    /// Audio waiting in the playout queue, in ms.
+    #[pyo3(get)]
     queued_ms: f64,
+    /// Samples released (handed over, or written to the sink) since the stream opened.
+    #[pyo3(get)]
     released_samples: u64,
+    /// The pacer's estimate of the audio the client holds now, in ms.
+    #[pyo3(get)]
     client_buffered_ms: f64,
+    /// Estimated client clock drift in parts per million (positive: it plays fast).
+    #[pyo3(get)]
     client_rate_ppm: i64,
+    /// Whether the stream is scheduled (playing, or starved and waiting for audio).
+    #[pyo3(get)]
     playing: bool,
     lateness: LatenessSummary,
 }
 
 #[pymethods]
 impl PyStreamStats {
-    /// Frames released.
-    #[getter]
-    fn frames_released(&self) -> u64 {
-        self.frames_released
-    }
-
-    /// Frame slots that found the queue short of a frame while playing.
-    #[getter]
-    fn underruns(&self) -> u64 {
-        self.underruns
-    }
-
-    /// Flushes.
-    #[getter]
-    fn flushes(&self) -> u64 {
-        self.flushes
-    }
-
-    /// Samples dropped by flushes.
-    #[getter]
-    fn dropped_samples(&self) -> u64 {
-        self.dropped_samples
-    }
-
-    /// Released frames the stream's ``SocketSink`` refused (full, closed or broken).
-    #[getter]
-    fn sink_refused(&self) -> u64 {
-        self.sink_refused
-    }
-
-    /// Samples waiting in the playout queue.
-    #[getter]
-    fn queued_samples(&self) -> u64 {
-        self.queued_samples
-    }
-
-    /// Audio waiting in the playout queue, in ms.
-    #[getter]
-    fn queued_ms(&self) -> f64 {
-        self.queued_ms
-    }
-
-    /// Samples released and handed over since the stream opened.
-    #[getter]
-    fn released_samples(&self) -> u64 {
-        self.released_samples
-    }
-
-    /// The pacer's estimate of the audio the client holds now, in ms.
-    #[getter]
-    fn client_buffered_ms(&self) -> f64 {
-        self.client_buffered_ms
-    }
-
-    /// Estimated client clock drift in parts per million (positive: it plays fast).
-    #[getter]
-    fn client_rate_ppm(&self) -> i64 {
-        self.client_rate_ppm
-    }
-
-    /// Whether the stream is scheduled (playing, or starved and waiting for audio).
-    #[getter]
-    fn playing(&self) -> bool {
-        self.playing
-    }
-
     /// Median release lateness, in ms.
     #[getter]
     fn lateness_p50_ms(&self) -> f64 {

@@ -66,8 +66,15 @@ struct Stream {
 #[pyclass(module = "voicecore._core", name = "Resampler", frozen)]
 pub struct PyResampler {
     stream: Mutex<Stream>,
+    /// Input sample rate in Hz.
+    #[pyo3(get)]
     in_rate: u32,
+    /// Output sample rate in Hz.
+    #[pyo3(get)]
     out_rate: u32,
+    /// Delay of the output behind the input, in output samples (the filter's look-ahead);
+    /// also the number of samples ``flush()`` returns.
+    #[pyo3(get)]
     latency: usize,
     ratio: (usize, usize),
     taps: usize,
@@ -108,25 +115,6 @@ impl PyResampler {
             in_rate,
             out_rate,
         })
-    }
-
-    /// Input sample rate in Hz.
-    #[getter]
-    fn in_rate(&self) -> u32 {
-        self.in_rate
-    }
-
-    /// Output sample rate in Hz.
-    #[getter]
-    fn out_rate(&self) -> u32 {
-        self.out_rate
-    }
-
-    /// Delay of the output behind the input, in output samples (the filter's look-ahead);
-    /// also the number of samples ``flush()`` returns.
-    #[getter]
-    fn latency(&self) -> usize {
-        self.latency
     }
 
     /// Number of output samples ``process`` will return for ``input_len`` more input

@@ -16,10 +16,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use voicecore_core::ring::{
-    sample_ring, Consumer, Monitor, OverflowPolicy, Producer, RingStats, CAPACITY_EXPECTED,
-};
-use voicecore_core::Error;
+use voicecore_core::ring::{sample_ring, Consumer, Monitor, OverflowPolicy, Producer, RingStats};
+use voicecore_core::RingError;
 
 use crate::audio::{self, AudioInput, Samples};
 use crate::errors::{to_py_err, AudioFormatError, AudioTypeError};
@@ -38,8 +36,7 @@ fn lock<T>(half: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A sample count from Python: negative counts are refused (zero is a valid, empty request).
 fn sample_count(name: &'static str, value: i64) -> PyResult<usize> {
-    usize::try_from(value)
-        .map_err(|_| to_py_err(Error::invalid(name, value, "a sample count >= 0")))
+    usize::try_from(value).map_err(|_| to_py_err(RingError::NegativeCount { name, value }))
 }
 
 /// Lock-free single-producer/single-consumer ring of PCM16 samples.
@@ -75,8 +72,11 @@ impl PySampleRing {
     #[new]
     fn new(capacity: i64, policy: &str) -> PyResult<Self> {
         let policy: OverflowPolicy = policy.parse().map_err(to_py_err)?;
-        let capacity = usize::try_from(capacity)
-            .map_err(|_| to_py_err(Error::invalid("capacity", capacity, CAPACITY_EXPECTED)))?;
+        let capacity = usize::try_from(capacity).map_err(|_| {
+            to_py_err(RingError::InvalidCapacity {
+                capacity: i128::from(capacity),
+            })
+        })?;
         let (producer, consumer) = sample_ring(capacity, policy).map_err(to_py_err)?;
         let monitor = producer.monitor();
         Ok(Self {

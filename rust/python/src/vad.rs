@@ -10,7 +10,7 @@ use voicecore_core::vad::{
     EnergyVad, EnergyVadConfig, FeatureConfig, FeatureExtractor, Features, FrameDecision,
     SpeechEvent, SpeechEventKind,
 };
-use voicecore_core::Error;
+use voicecore_core::VadError;
 
 use crate::audio::{detach, AudioInput, Samples};
 use crate::errors::{to_py_err, ConfigError};
@@ -36,7 +36,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Python ints are unbounded: reject values outside `u32` (negative ones above all) with a
 /// ConfigError rather than the OverflowError pyo3 would raise.
 fn to_u32(name: &'static str, value: i64, expected: &'static str) -> PyResult<u32> {
-    u32::try_from(value).map_err(|_| to_py_err(Error::invalid(name, value, expected)))
+    u32::try_from(value).map_err(|_| {
+        ConfigError::new_err(format!("{name} = {value} is invalid; expected {expected}"))
+    })
 }
 
 /// Per-frame VAD features (level, zero-crossing rate, spectral shape, log-mel energies).
@@ -195,7 +197,7 @@ fn features_of_frames<S: voicecore_core::vad::Sample>(
     extractor: &mut FeatureExtractor,
     features: &mut Features,
     samples: &[S],
-) -> Result<FeatureColumns, Error> {
+) -> Result<FeatureColumns, VadError> {
     let n_frames = samples.len() / extractor.frame_len();
     let mut columns = FeatureColumns {
         rms_dbfs: Vec::with_capacity(n_frames),
@@ -305,11 +307,9 @@ impl PySpeechEvent {
         };
         let sample_rate = to_u32("sample_rate", sample_rate, "a positive rate in Hz")?;
         if sample_rate == 0 {
-            return Err(to_py_err(Error::invalid(
-                "sample_rate",
-                0,
-                "a positive rate in Hz",
-            )));
+            return Err(ConfigError::new_err(
+                "sample_rate = 0 is invalid; expected a positive rate in Hz",
+            ));
         }
         Ok(Self {
             event: SpeechEvent { kind, sample },
@@ -359,50 +359,30 @@ impl PySpeechEvent {
 /// completed by the call.
 #[pyclass(name = "VadFrames", module = "voicecore._core", frozen)]
 pub struct PyVadFrames {
+    /// The speech events completed by the call.
+    #[pyo3(get)]
     events: Py<PyList>,
+    /// Stream index of the first frame below (frame i covers samples
+    /// `i * frame_length .. (i + 1) * frame_length`).
+    #[pyo3(get)]
     first_frame: u64,
+    /// float32 speech score per frame in dB, 0 at the noise floor: `10 log10(1 + L)`, `L`
+    /// the mean over eight bands (80-7500 Hz) of the likelihood ratio `g - ln g - 1` of
+    /// each band's power over its noise floor `g`.
+    #[pyo3(get)]
     scores: Py<PyAny>,
+    /// bool per frame: the frame alone is speech (score >= threshold_db and level >=
+    /// min_level_dbfs), before hangover and minimum durations.
+    #[pyo3(get)]
     is_speech: Py<PyAny>,
+    /// bool per frame: inside a speech segment after that frame (causal; see
+    /// `EnergyVad` for the confirmation delay).
+    #[pyo3(get)]
     in_segment: Py<PyAny>,
 }
 
 #[pymethods]
 impl PyVadFrames {
-    /// The speech events completed by the call.
-    #[getter]
-    fn events(&self, py: Python<'_>) -> Py<PyList> {
-        self.events.clone_ref(py)
-    }
-
-    /// Stream index of the first frame below (frame i covers samples
-    /// `i * frame_length .. (i + 1) * frame_length`).
-    #[getter]
-    fn first_frame(&self) -> u64 {
-        self.first_frame
-    }
-
-    /// float32 speech score per frame in dB, 0 at the noise floor: `10 log10(1 + L)`, `L`
-    /// the mean over eight bands (80-7500 Hz) of the likelihood ratio `g - ln g - 1` of
-    /// each band's power over its noise floor `g`.
-    #[getter]
-    fn scores(&self, py: Python<'_>) -> Py<PyAny> {
-        self.scores.clone_ref(py)
-    }
-
-    /// bool per frame: the frame alone is speech (score >= threshold_db and level >=
-    /// min_level_dbfs), before hangover and minimum durations.
-    #[getter]
-    fn is_speech(&self, py: Python<'_>) -> Py<PyAny> {
-        self.is_speech.clone_ref(py)
-    }
-
-    /// bool per frame: inside a speech segment after that frame (causal; see
-    /// `EnergyVad` for the confirmation delay).
-    #[getter]
-    fn in_segment(&self, py: Python<'_>) -> Py<PyAny> {
-        self.in_segment.clone_ref(py)
-    }
-
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
         self.scores.bind(py).len()
     }

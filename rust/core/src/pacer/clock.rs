@@ -5,7 +5,7 @@
 //! Python can be compared with Python's own clock. Virtual time starts at 0 and only moves
 //! when a test advances it, which makes every release instant predictable.
 
-use crate::error::{Error, Result};
+use crate::error::PacerError;
 
 /// Which clock a [`FramePacer`](super::FramePacer) releases frames against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +19,11 @@ pub enum ClockKind {
 
 impl ClockKind {
     /// Parses `"real"` or `"virtual"`.
-    pub fn parse(name: &str) -> Result<Self> {
+    pub fn parse(name: &str) -> Result<Self, PacerError> {
         match name {
             "real" => Ok(Self::Real),
             "virtual" => Ok(Self::Virtual),
-            other => Err(Error::invalid(
-                "clock",
-                format!("{other:?}"),
-                "\"real\" or \"virtual\"",
-            )),
+            other => Err(PacerError::UnknownClock { name: other.into() }),
         }
     }
 
@@ -82,7 +78,7 @@ mod tests {
         );
         assert!(matches!(
             ClockKind::parse("wall"),
-            Err(Error::InvalidParameter { name: "clock", .. })
+            Err(PacerError::UnknownClock { .. })
         ));
         let spec = timespec_of(3_000_000_005);
         assert_eq!((spec.tv_sec, spec.tv_nsec), (3, 5));

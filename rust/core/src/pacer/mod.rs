@@ -7,18 +7,22 @@
 //!
 //! The thread sleeps on a `timerfd` armed with the absolute deadline of the earliest stream
 //! (never a relative sleep, so nothing accumulates) and an eventfd that API calls write when
-//! they change the schedule. It asks for SCHED_FIFO (see [`priority`]). Released frames go
-//! into a hand-off queue and an eventfd becomes readable, which Trio awaits with
-//! `wait_readable`; a full playout queue tells its producer when space is back through a
+//! they change the schedule. It asks for SCHED_FIFO (see [`priority`]). Released frames and
+//! stream lifecycle events ([`StreamEvent`]: a stream `started`, a finished utterance
+//! `drained`) go into a hand-off queue and one eventfd becomes readable, which Trio awaits
+//! with `wait_readable`; a full playout queue tells its producer when space is back through a
 //! per-stream eventfd. No thread here ever touches Python.
 //!
 //! With [`ClockKind::Virtual`] there is no thread: [`FramePacer::advance_to`] processes every
 //! deadline up to the given virtual time on the caller's thread, so tests are deterministic.
 //!
-//! A stream may have a [`SocketSink`](crate::sink::SocketSink): the releasing code then writes each frame to the
-//! client's socket itself, as a WebSocket binary message, before the frame enters the hand-off
-//! queue, so the client's audio never waits for the consumer (a blocked event loop, a GC
-//! pause). A wake that releases frames also flushes every sink's leftover bytes.
+//! A stream may have a [`SocketSink`](crate::sink::SocketSink): the releasing code then writes
+//! each frame to the client's socket itself, as a WebSocket binary message, so the client's
+//! audio never waits for the consumer (a blocked event loop, a GC pause). Such a stream's
+//! frames do not enter the hand-off queue at all: Rust owns the audio it sent, and the
+//! consumer, which only needs to know when the agent became audible and when it finished,
+//! gets the stream's events and statistics instead of a copy of every frame. A wake that
+//! releases frames also flushes every sink's leftover bytes.
 //!
 //! Locking: short critical sections, all [`sync::PiMutex`] (priority inheritance), so a
 //! preempted Python thread holding one cannot delay the real-time thread: the engine (streams
@@ -45,7 +49,10 @@ pub use stats::LatenessHistogram;
 pub use stream::{Counters, FlushReport, StreamConfig, StreamInfo, SUPPORTED_RATES};
 pub use wake::EventFd;
 
-use crate::error::{Error, Result};
+pub use crate::error::PacerError;
+
+/// Result of the pacer's operations.
+type Result<T> = std::result::Result<T, PacerError>;
 use stream::{Phase, Stream};
 use sync::PiMutex;
 
@@ -53,6 +60,9 @@ use sync::PiMutex;
 pub const FRAME_DURATIONS_MS: [u32; 3] = [10, 20, 40];
 /// Most spare frame buffers kept for reuse; beyond, returned buffers are freed.
 const MAX_SPARE_BUFFERS: usize = 512;
+/// Most stream events kept for the consumer; beyond, the oldest are dropped (only a consumer
+/// that never takes them lets this many pile up).
+pub const MAX_PENDING_EVENTS: usize = 4096;
 /// Longest step of virtual time per `advance_to` call: one hour.
 const MAX_VIRTUAL_STEP_NS: i64 = 3_600_000_000_000;
 
@@ -77,6 +87,46 @@ impl ReleasedFrame {
     pub fn lateness_ns(&self) -> i64 {
         self.released_ns - self.deadline_ns
     }
+}
+
+/// What happened to a stream, for the consumer's lifecycle bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEventKind {
+    /// The stream's first frame was released: its audio became audible (on the wire for a
+    /// stream with a sink). Once per stream, never again (not even after a flush).
+    Started {
+        /// That frame's release lateness (release time minus deadline), in ns.
+        lateness_ns: i64,
+    },
+    /// After [`FramePacer::finish`], the last queued sample has been released. Once per
+    /// utterance: new audio pushed before the queue drained continues the utterance, and a
+    /// [`FramePacer::flush`] cancels it (no `Drained` follows a flush until new audio is
+    /// pushed and finished).
+    Drained,
+}
+
+impl StreamEventKind {
+    /// `"started"` or `"drained"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Started { .. } => "started",
+            Self::Drained => "drained",
+        }
+    }
+}
+
+/// One lifecycle event of a stream, queued for the consumer beside the released frames.
+///
+/// Every stream emits them, with or without a sink, so the consumer has one lifecycle path;
+/// a stream with a sink emits nothing else (its frames are on the wire, not in the queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// The stream it belongs to.
+    pub stream_id: u64,
+    /// What happened.
+    pub kind: StreamEventKind,
+    /// When, in ns of the pacer's clock.
+    pub at_ns: i64,
 }
 
 /// Lateness quantiles, in ns.
@@ -152,25 +202,48 @@ struct Engine {
     next_id: u64,
     streams: HashMap<u64, Stream>,
     heap: BinaryHeap<Reverse<Due>>,
-    /// Frames released during one wake, published to the hand-off queue in one go.
+    /// Frames released during one wake, published to the hand-off queue in one go (only of
+    /// streams without a sink).
     staging: Vec<ReleasedFrame>,
+    /// Stream events of one wake, published with the frames.
+    staged_events: Vec<StreamEvent>,
+    /// Frames released during the current wake, sinks included.
+    released_this_wake: usize,
     /// Frame buffers ready for reuse, refilled from the hand-off queue's returns.
     spare: Vec<Vec<i16>>,
     totals: Counters,
     lateness: LatenessHistogram,
 }
 
-/// Released frames on their way to the consumer, and buffers on their way back.
+/// Released frames and stream events on their way to the consumer, and buffers on their way
+/// back.
 #[derive(Default)]
 struct Handoff {
     ready: VecDeque<ReleasedFrame>,
+    events: VecDeque<StreamEvent>,
     returned: Vec<Vec<i16>>,
+    /// A consumer has called [`FramePacer::take_released`]: frames still waiting after a
+    /// [`FramePacer::take_events`] keep the descriptor readable.
+    frames_wanted: bool,
+    /// A consumer has called [`FramePacer::take_events`]: events still waiting after a
+    /// [`FramePacer::take_released`] keep the descriptor readable. Until then a consumer
+    /// that only takes frames is not woken again and again by events it never takes.
+    events_wanted: bool,
+}
+
+impl Handoff {
+    fn push_events(&mut self, events: impl IntoIterator<Item = StreamEvent>) {
+        self.events.extend(events);
+        let excess = self.events.len().saturating_sub(MAX_PENDING_EVENTS);
+        self.events.drain(..excess);
+    }
 }
 
 struct Shared {
     engine: PiMutex<Engine>,
     handoff: PiMutex<Handoff>,
-    /// Readable when `handoff.ready` may hold frames (or the pacer stopped).
+    /// Readable when `handoff.ready` or `handoff.events` may hold something (or the pacer
+    /// stopped).
     released: EventFd,
     /// Wakes the pacer thread early: the schedule changed, or stop.
     wake: EventFd,
@@ -186,7 +259,7 @@ impl Engine {
 
     fn check_running(&self) -> Result<()> {
         if self.stopped {
-            Err(Error::PacerStopped)
+            Err(PacerError::Stopped)
         } else {
             Ok(())
         }
@@ -194,7 +267,9 @@ impl Engine {
 
     fn stream(&mut self, id: u64) -> Result<&mut Stream> {
         self.check_running()?;
-        self.streams.get_mut(&id).ok_or(Error::UnknownStream { id })
+        self.streams
+            .get_mut(&id)
+            .ok_or(PacerError::UnknownStream { id })
     }
 
     /// Puts stream `id` in the heap at its next deadline (older entries become stale).
@@ -241,25 +316,45 @@ impl Engine {
             // A recycled buffer: allocation only until the consumer has returned a few.
             let mut buffer = self.spare.pop().unwrap_or_default();
             let seq = stream.release_into(&mut buffer);
-            // On the wire before the consumer hears of it; a refusal (slow or gone peer) is
-            // counted and pacing goes on.
-            if let Some(sink) = &stream.sink {
-                if sink.write_ws_binary_pcm16(&buffer).is_err() {
-                    stream.counters.sink_refused += 1;
-                    self.totals.sink_refused += 1;
-                }
-            }
             let lateness = now_ns - due.deadline_ns;
             stream.lateness.record(lateness);
             self.lateness.record(lateness);
             self.totals.frames_released += 1;
-            self.staging.push(ReleasedFrame {
-                stream_id: due.id,
-                seq,
-                samples: buffer,
-                deadline_ns: due.deadline_ns,
-                released_ns: now_ns,
-            });
+            self.released_this_wake += 1;
+            if stream.mark_started() {
+                self.staged_events.push(StreamEvent {
+                    stream_id: due.id,
+                    kind: StreamEventKind::Started {
+                        lateness_ns: lateness,
+                    },
+                    at_ns: now_ns,
+                });
+            }
+            if stream.take_drained() {
+                self.staged_events.push(StreamEvent {
+                    stream_id: due.id,
+                    kind: StreamEventKind::Drained,
+                    at_ns: now_ns,
+                });
+            }
+            if let Some(sink) = &stream.sink {
+                // On the wire, and that is all: the consumer gets no copy of this audio (it
+                // only needs the events and the statistics). A refusal (slow or gone peer)
+                // is counted and pacing goes on.
+                if sink.write_ws_binary_pcm16(&buffer).is_err() {
+                    stream.counters.sink_refused += 1;
+                    self.totals.sink_refused += 1;
+                }
+                self.spare.push(buffer);
+            } else {
+                self.staging.push(ReleasedFrame {
+                    stream_id: due.id,
+                    seq,
+                    samples: buffer,
+                    deadline_ns: due.deadline_ns,
+                    released_ns: now_ns,
+                });
+            }
             let next = stream.next_deadline_ns();
             self.schedule(due.id, false, next);
             return;
@@ -301,7 +396,8 @@ impl Engine {
         if self.clock == ClockKind::Virtual {
             self.virtual_now_ns = self.virtual_now_ns.max(until_ns);
         }
-        if !self.staging.is_empty() {
+        if self.released_this_wake > 0 {
+            self.released_this_wake = 0;
             // Bytes a full socket kept back (behind a frame or a Python write) drain here,
             // without waiting for Python.
             for sink in self
@@ -311,8 +407,11 @@ impl Engine {
             {
                 sink.flush();
             }
+        }
+        if !self.staging.is_empty() || !self.staged_events.is_empty() {
             let mut handoff = handoff.lock();
             handoff.ready.extend(self.staging.drain(..));
+            handoff.push_events(self.staged_events.drain(..));
             let wanted = MAX_SPARE_BUFFERS.saturating_sub(self.spare.len());
             let available = handoff.returned.len();
             self.spare
@@ -354,7 +453,7 @@ impl FramePacer {
         let frame_ms = u32::try_from(frame_ms)
             .ok()
             .filter(|ms| FRAME_DURATIONS_MS.contains(ms))
-            .ok_or_else(|| Error::invalid("frame_ms", frame_ms, "10, 20 or 40 (ms)"))?;
+            .ok_or(PacerError::UnsupportedFrameDuration { frame_ms })?;
         let shared = Arc::new(Shared {
             engine: PiMutex::new(Engine {
                 frame_ms,
@@ -365,6 +464,8 @@ impl FramePacer {
                 streams: HashMap::new(),
                 heap: BinaryHeap::with_capacity(64),
                 staging: Vec::with_capacity(64),
+                staged_events: Vec::with_capacity(64),
+                released_this_wake: 0,
                 spare: Vec::with_capacity(MAX_SPARE_BUFFERS),
                 totals: Counters::default(),
                 lateness: LatenessHistogram::new(),
@@ -414,7 +515,8 @@ impl FramePacer {
         self.shared.engine.lock().stopped
     }
 
-    /// The eventfd that is readable while released frames may be waiting (and after stop).
+    /// The eventfd that is readable while released frames or stream events may be waiting
+    /// (and after stop).
     pub fn released_fd(&self) -> RawFd {
         self.shared.released.raw_fd()
     }
@@ -466,8 +568,9 @@ impl FramePacer {
     /// Non-finite samples are refused, since no PCM16 value means NaN.
     pub fn push_f32(&self, id: u64, samples: &[f32]) -> Result<usize> {
         if let Some(index) = samples.iter().position(|sample| !sample.is_finite()) {
-            return Err(Error::InvalidAudio {
-                reason: format!("sample {index} is {}, not a finite number", samples[index]),
+            return Err(PacerError::NonFiniteSample {
+                index,
+                value: samples[index],
             });
         }
         // Converted outside the lock, so the pacer thread never waits for it.
@@ -481,10 +584,23 @@ impl FramePacer {
     /// Pads the stream's partial last frame with silence and marks the end of an utterance:
     /// once its queue drains, the stream goes idle without counting underruns. Returns the
     /// number of silent samples added (0 when the queue ended on a frame boundary).
+    ///
+    /// A [`StreamEventKind::Drained`] event follows once the last queued sample has been
+    /// released (at once when nothing is queued).
     pub fn finish(&self, id: u64) -> Result<usize> {
         let mut engine = self.shared.engine.lock();
         let now = engine.now_ns();
-        let (padding, schedule) = engine.stream(id)?.finish(now);
+        let stream = engine.stream(id)?;
+        let (padding, schedule) = stream.finish(now);
+        if stream.take_drained() {
+            // Engine lock, then hand-off lock: the documented order.
+            self.shared.handoff.lock().push_events([StreamEvent {
+                stream_id: id,
+                kind: StreamEventKind::Drained,
+                at_ns: now,
+            }]);
+            self.shared.released.signal();
+        }
         if schedule {
             engine.reschedule(id);
             drop(engine);
@@ -496,9 +612,9 @@ impl FramePacer {
     /// Drops the stream's queued audio and its released frames not yet taken, at once, and
     /// says how much was dropped and how much had gone out; nothing of the dropped audio is
     /// released afterwards. The stream goes idle: its next audio starts with a fresh burst
-    /// (the caller tells the client to clear its buffer). A stream with a sink keeps its
-    /// released frames in the hand-off queue: they are already on the wire, so they count as
-    /// released, not dropped.
+    /// (the caller tells the client to clear its buffer). A stream with a sink has no frames
+    /// in the hand-off queue: its released frames are already on the wire, so they count as
+    /// released, not dropped. No [`StreamEventKind::Drained`] follows a flush.
     pub fn flush(&self, id: u64) -> Result<FlushReport> {
         let mut engine = self.shared.engine.lock();
         let has_sink = engine.stream(id)?.sink.is_some();
@@ -577,13 +693,38 @@ impl FramePacer {
         }
     }
 
-    /// Moves the released frames waiting for the consumer into `out`, oldest first, and
-    /// clears the released eventfd. Works after stop, to drain what was released before.
+    /// Moves the released frames waiting for the consumer into `out`, oldest first (frames of
+    /// streams without a sink only), and clears the released eventfd, unless stream events
+    /// still wait for a consumer that takes them (one that has called
+    /// [`take_events`](Self::take_events)). Works after stop, to drain what was released
+    /// before.
     pub fn take_released(&self, out: &mut Vec<ReleasedFrame>) {
-        // Clear the flag before taking: a frame released in between re-raises it, so none is
-        // ever left without a wake-up.
+        let mut handoff = self.shared.handoff.lock();
+        handoff.frames_wanted = true;
+        // Clear the flag before taking (a release publishes under this lock and signals after
+        // it), so nothing is ever left without a wake-up.
         self.shared.released.drain();
-        out.extend(self.shared.handoff.lock().ready.drain(..));
+        out.extend(handoff.ready.drain(..));
+        if handoff.events_wanted && !handoff.events.is_empty() {
+            self.shared.released.signal();
+        }
+    }
+
+    /// Moves the stream events waiting for the consumer into `out`, oldest first, and clears
+    /// the released eventfd, unless released frames still wait for a consumer that takes
+    /// them. Works after stop.
+    ///
+    /// The descriptor is readable whenever a frame or an event has been published; once a
+    /// consumer takes both kinds, it stays readable while either kind waits, so one wake-up
+    /// followed by both takes never misses anything.
+    pub fn take_events(&self, out: &mut Vec<StreamEvent>) {
+        let mut handoff = self.shared.handoff.lock();
+        handoff.events_wanted = true;
+        self.shared.released.drain();
+        out.extend(handoff.events.drain(..));
+        if handoff.frames_wanted && !handoff.ready.is_empty() {
+            self.shared.released.signal();
+        }
     }
 
     /// Gives frame buffers back for reuse, so the pacer thread does not allocate per frame.
@@ -603,27 +744,21 @@ impl FramePacer {
         let mut engine = self.shared.engine.lock();
         engine.check_running()?;
         if self.clock != ClockKind::Virtual {
-            return Err(Error::invalid(
-                "clock",
-                "\"real\"",
-                "\"virtual\" to advance time by hand",
-            ));
+            return Err(PacerError::NotVirtual);
         }
         if now_ns < engine.virtual_now_ns {
-            return Err(Error::invalid(
-                "now_ns",
-                now_ns,
-                "a time no earlier than the pacer's virtual now",
-            ));
+            return Err(PacerError::TimeBackwards {
+                requested_ns: now_ns,
+                now_ns: engine.virtual_now_ns,
+            });
         }
         // Each step serves every frame slot on the way (a starved stream counts one underrun
         // per slot), so the work is bounded by bounding the step.
         if now_ns - engine.virtual_now_ns > MAX_VIRTUAL_STEP_NS {
-            return Err(Error::invalid(
-                "now_ns",
-                now_ns,
-                "at most 3600 s past the pacer's virtual now per call",
-            ));
+            return Err(PacerError::StepTooLong {
+                requested_ns: now_ns,
+                now_ns: engine.virtual_now_ns,
+            });
         }
         engine.run_due(&self.shared.handoff, &self.shared.released, now_ns);
         Ok(())
@@ -632,11 +767,7 @@ impl FramePacer {
     /// Virtual clock only: advances time by `duration_ns` (>= 0).
     pub fn advance_ns(&self, duration_ns: i64) -> Result<()> {
         if duration_ns < 0 {
-            return Err(Error::invalid(
-                "duration",
-                duration_ns,
-                "a duration of at least 0",
-            ));
+            return Err(PacerError::NegativeDuration { duration_ns });
         }
         let now = self.now_ns();
         self.advance_to(now.saturating_add(duration_ns))
@@ -644,7 +775,7 @@ impl FramePacer {
 
     /// Stops the pacer: the thread exits, every stream's producer and the consumer wake, and
     /// every further call except the statistics and [`take_released`](Self::take_released)
-    /// fails with [`Error::PacerStopped`]. Idempotent.
+    /// fails with [`PacerError::Stopped`]. Idempotent.
     pub fn stop(&self) {
         {
             let mut engine = self.shared.engine.lock();

@@ -54,12 +54,13 @@ use std::sync::Arc;
 
 use super::stats::LatenessHistogram;
 use super::wake::EventFd;
-use crate::error::{Error, Result};
+use crate::error::PacerError;
 use crate::sink::SocketSink;
 
 /// Sample rates a stream may use, in Hz.
 pub const SUPPORTED_RATES: [u32; 8] = [8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
-const SUPPORTED_TEXT: &str = "8000, 12000, 16000, 22050, 24000, 32000, 44100 or 48000 Hz \
+pub(crate) const SUPPORTED_TEXT: &str =
+    "8000, 12000, 16000, 22050, 24000, 32000, 44100 or 48000 Hz \
      (22050 only with 20 or 40 ms frames, where a frame is a whole number of samples)";
 
 /// Half of a report's phase error corrects the model at once.
@@ -128,45 +129,48 @@ pub struct StreamInfo {
 
 impl StreamInfo {
     /// Validates `config` for a pacer releasing `frame_ms` frames.
-    pub(crate) fn validate(id: u64, config: &StreamConfig, frame_ms: u32) -> Result<Self> {
+    pub(crate) fn validate(
+        id: u64,
+        config: &StreamConfig,
+        frame_ms: u32,
+    ) -> Result<Self, PacerError> {
         let rate = u32::try_from(config.sample_rate)
             .ok()
             .filter(|rate| SUPPORTED_RATES.contains(rate))
             .filter(|rate| (*rate as u64 * frame_ms as u64) % 1000 == 0);
         let Some(sample_rate) = rate else {
             return Err(match u32::try_from(config.sample_rate) {
-                Ok(rate) => Error::UnsupportedSampleRate {
-                    rate,
-                    supported: SUPPORTED_TEXT,
+                Ok(rate) => PacerError::UnsupportedSampleRate { rate, frame_ms },
+                Err(_) => PacerError::InvalidSampleRate {
+                    sample_rate: config.sample_rate,
                 },
-                Err(_) => Error::invalid("sample_rate", config.sample_rate, SUPPORTED_TEXT),
             });
         };
         if config.channels != 1 {
-            return Err(Error::invalid("channels", config.channels, "1 (mono)"));
+            return Err(PacerError::UnsupportedChannels {
+                channels: config.channels,
+            });
         }
         let frame = frame_ms as i64;
         if !(frame..=10_000).contains(&config.cushion_ms) {
-            return Err(Error::invalid(
-                "cushion_ms",
-                config.cushion_ms,
-                "at least one frame (frame_ms) and at most 10000 ms",
-            ));
+            return Err(PacerError::InvalidCushion {
+                cushion_ms: config.cushion_ms,
+                frame_ms,
+            });
         }
         let max_lead_ms = config.max_lead_ms.unwrap_or(config.cushion_ms + 4 * frame);
         if !(config.cushion_ms + frame..=20_000).contains(&max_lead_ms) {
-            return Err(Error::invalid(
-                "max_lead_ms",
+            return Err(PacerError::InvalidMaxLead {
                 max_lead_ms,
-                "at least cushion_ms + frame_ms and at most 20000 ms",
-            ));
+                cushion_ms: config.cushion_ms,
+                frame_ms,
+            });
         }
         if !(frame..=600_000).contains(&config.queue_ms) {
-            return Err(Error::invalid(
-                "queue_ms",
-                config.queue_ms,
-                "at least one frame (frame_ms) and at most 600000 ms",
-            ));
+            return Err(PacerError::InvalidQueue {
+                queue_ms: config.queue_ms,
+                frame_ms,
+            });
         }
         Ok(Self {
             id,
@@ -255,6 +259,11 @@ pub(crate) struct Stream {
     pub lateness: LatenessHistogram,
     /// Where released frames go on the wire directly (see [`StreamConfig::sink`]).
     pub sink: Option<Arc<SocketSink>>,
+    /// A frame has been released (the `started` event was emitted).
+    started: bool,
+    /// The queue has drained since the last accepted push (the `drained` event was
+    /// emitted), or a flush cancelled the utterance: no `drained` until new audio comes.
+    drained: bool,
 }
 
 impl Stream {
@@ -289,6 +298,25 @@ impl Stream {
             counters: Counters::default(),
             lateness: LatenessHistogram::new(),
             sink,
+            started: false,
+            drained: false,
+        }
+    }
+
+    /// True exactly once: at the first frame this stream releases (the `started` event).
+    pub fn mark_started(&mut self) -> bool {
+        !std::mem::replace(&mut self.started, true)
+    }
+
+    /// True exactly once per utterance: when, after [`finish`](Self::finish), the queue is
+    /// empty (the `drained` event). A push of new audio starts a new utterance; a flush
+    /// cancels the current one without a `drained`.
+    pub fn take_drained(&mut self) -> bool {
+        if self.finishing && self.queue.is_empty() && !self.drained {
+            self.drained = true;
+            true
+        } else {
+            false
         }
     }
 
@@ -392,13 +420,15 @@ impl Stream {
         }
         if accepted > 0 {
             self.finishing = false;
+            self.drained = false;
         }
         let schedule = accepted > 0 && self.waiting_for_audio() && self.resume(now_ns);
         (accepted, schedule)
     }
 
     /// Pads the queued tail with silence to a frame boundary and lets the stream go idle,
-    /// without an underrun, once it drains. Returns (padded samples, must be scheduled).
+    /// without an underrun, once it drains. Returns (padded samples, must be scheduled);
+    /// when the queue is empty already, [`take_drained`](Self::take_drained) is true at once.
     ///
     /// The padding may take the queue past its capacity by less than one frame: refusing it
     /// would leave the last words of an utterance stuck.
@@ -450,6 +480,8 @@ impl Stream {
         self.counters.dropped_samples += dropped;
         self.counters.flushes += 1;
         self.finishing = false;
+        // The utterance was cut, not played out: no `drained` for it.
+        self.drained = true;
         self.phase = Phase::Idle;
         self.generation += 1;
         self.anchor_ns = now_ns;
@@ -469,13 +501,9 @@ impl Stream {
 
     /// Takes a client playout report (`buffered_ms` held at the client, now) into the model;
     /// returns whether the stream's deadline must be recomputed (it is playing).
-    pub fn report(&mut self, buffered_ms: f64, now_ns: i64) -> Result<bool> {
+    pub fn report(&mut self, buffered_ms: f64, now_ns: i64) -> Result<bool, PacerError> {
         if !(0.0..=MAX_REPORTED_MS).contains(&buffered_ms) {
-            return Err(Error::invalid(
-                "buffered_ms",
-                buffered_ms,
-                "a finite number of ms from 0 to 60000",
-            ));
+            return Err(PacerError::InvalidPlayoutReport { buffered_ms });
         }
         let buffered = (buffered_ms * self.info.sample_rate as f64 / 1000.0).round() as i64;
         let measured = (self.released - buffered).clamp(0, self.released);

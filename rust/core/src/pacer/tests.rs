@@ -27,6 +27,12 @@ fn take(pacer: &FramePacer) -> Vec<ReleasedFrame> {
     frames
 }
 
+fn take_events(pacer: &FramePacer) -> Vec<StreamEvent> {
+    let mut events = Vec::new();
+    pacer.take_events(&mut events);
+    events
+}
+
 /// Audio whose sample `i` is `i % 30_000`, so every frame says where it came from.
 fn ramp(start: usize, len: usize) -> Vec<i16> {
     (start..start + len).map(|i| (i % 30_000) as i16).collect()
@@ -278,13 +284,10 @@ fn one_thread_serves_many_streams_in_deadline_order() {
 
 #[test]
 fn bad_inputs_are_refused_with_precise_errors() {
-    assert!(matches!(
-        FramePacer::new(15, ClockKind::Virtual, false),
-        Err(Error::InvalidParameter {
-            name: "frame_ms",
-            ..
-        })
-    ));
+    assert_eq!(
+        FramePacer::new(15, ClockKind::Virtual, false).unwrap_err(),
+        PacerError::UnsupportedFrameDuration { frame_ms: 15 }
+    );
     let pacer = virtual_pacer();
     let config = StreamConfig::default();
     let cases = [
@@ -293,76 +296,114 @@ fn bad_inputs_are_refused_with_precise_errors() {
                 sample_rate: 11_025,
                 ..config.clone()
             },
-            "sample_rate",
+            PacerError::UnsupportedSampleRate {
+                rate: 11_025,
+                frame_ms: 20,
+            },
         ),
         (
             StreamConfig {
                 sample_rate: -1,
                 ..config.clone()
             },
-            "sample_rate",
+            PacerError::InvalidSampleRate { sample_rate: -1 },
         ),
         (
             StreamConfig {
                 channels: 2,
                 ..config.clone()
             },
-            "channels",
+            PacerError::UnsupportedChannels { channels: 2 },
         ),
         (
             StreamConfig {
                 cushion_ms: 0,
                 ..config.clone()
             },
-            "cushion_ms",
+            PacerError::InvalidCushion {
+                cushion_ms: 0,
+                frame_ms: 20,
+            },
         ),
         (
             StreamConfig {
                 queue_ms: -5,
                 ..config.clone()
             },
-            "queue_ms",
+            PacerError::InvalidQueue {
+                queue_ms: -5,
+                frame_ms: 20,
+            },
         ),
         (
             StreamConfig {
                 max_lead_ms: Some(130),
                 ..config.clone()
             },
-            "max_lead_ms",
+            PacerError::InvalidMaxLead {
+                max_lead_ms: 130,
+                cushion_ms: 120,
+                frame_ms: 20,
+            },
         ),
     ];
-    for (config, name) in cases {
-        let error = pacer.open_stream(&config).unwrap_err();
-        let named = match &error {
-            Error::InvalidParameter { name, .. } => *name,
-            Error::UnsupportedSampleRate { .. } => "sample_rate",
-            other => panic!("unexpected {other:?}"),
-        };
-        assert_eq!(named, name);
+    for (config, expected) in cases {
+        assert_eq!(pacer.open_stream(&config).unwrap_err(), expected);
     }
     let pacer10 = FramePacer::new(10, ClockKind::Virtual, false).unwrap();
-    assert!(matches!(
+    assert_eq!(
         pacer10.open_stream(&StreamConfig {
             sample_rate: 22_050,
             ..config.clone()
         }),
-        Err(Error::UnsupportedSampleRate { rate: 22_050, .. })
-    ));
+        Err(PacerError::UnsupportedSampleRate {
+            rate: 22_050,
+            frame_ms: 10
+        })
+    );
     let stream = open(&pacer, 120, 2000);
-    assert!(pacer.report_playout(stream.id, f64::NAN).is_err());
-    assert!(pacer.report_playout(stream.id, -1.0).is_err());
-    assert!(pacer.push_f32(stream.id, &[0.0, f32::INFINITY]).is_err());
-    assert!(pacer.advance_to(-1).is_err());
-    assert!(pacer.advance_ns(3_601_000 * MS).is_err());
+    assert!(matches!(
+        pacer.report_playout(stream.id, f64::NAN),
+        Err(PacerError::InvalidPlayoutReport { buffered_ms }) if buffered_ms.is_nan()
+    ));
+    assert_eq!(
+        pacer.report_playout(stream.id, -1.0),
+        Err(PacerError::InvalidPlayoutReport { buffered_ms: -1.0 })
+    );
+    assert_eq!(
+        pacer.push_f32(stream.id, &[0.0, f32::INFINITY]),
+        Err(PacerError::NonFiniteSample {
+            index: 1,
+            value: f32::INFINITY
+        })
+    );
+    assert_eq!(
+        pacer.advance_to(-1),
+        Err(PacerError::TimeBackwards {
+            requested_ns: -1,
+            now_ns: 0
+        })
+    );
+    assert_eq!(
+        pacer.advance_ns(3_601_000 * MS),
+        Err(PacerError::StepTooLong {
+            requested_ns: 3_601_000 * MS,
+            now_ns: 0
+        })
+    );
+    assert_eq!(
+        pacer.advance_ns(-1),
+        Err(PacerError::NegativeDuration { duration_ns: -1 })
+    );
     pacer.close_stream(stream.id).unwrap();
     assert_eq!(
         pacer.push(stream.id, &[0; 4]),
-        Err(Error::UnknownStream { id: stream.id })
+        Err(PacerError::UnknownStream { id: stream.id })
     );
-    assert_eq!(pacer.flush(99), Err(Error::UnknownStream { id: 99 }));
+    assert_eq!(pacer.flush(99), Err(PacerError::UnknownStream { id: 99 }));
     pacer.stop();
-    assert_eq!(pacer.open_stream(&config), Err(Error::PacerStopped));
-    assert_eq!(pacer.advance_ns(1), Err(Error::PacerStopped));
+    assert_eq!(pacer.open_stream(&config), Err(PacerError::Stopped));
+    assert_eq!(pacer.advance_ns(1), Err(PacerError::Stopped));
 }
 
 #[test]
@@ -532,21 +573,29 @@ mod sink {
     }
 
     #[test]
-    fn released_frames_go_on_the_wire_before_the_hand_off() {
+    fn released_frames_go_on_the_wire_and_not_to_the_consumer() {
         let pacer = virtual_pacer();
         let (ours, mut peer) = UnixStream::pair().unwrap();
         let sink = Arc::new(SocketSink::new(ours.as_raw_fd(), 1 << 20).unwrap());
         let stream = open_with_sink(&pacer, &sink);
         pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
         pacer.advance_ns(0).unwrap();
-        // The burst (6 frames) is on the wire, and handed over too.
+        // The burst (6 frames) is on the wire, in order; the consumer gets no copy of it,
+        // only the stream's `started` event.
         let wire = read_messages(&mut peer);
-        let handed = take(&pacer);
         assert_eq!(wire.len(), 6);
-        assert_eq!(handed.len(), 6);
-        for (message, frame) in wire.iter().zip(&handed) {
-            assert_eq!(message, &frame.samples);
+        for (index, message) in wire.iter().enumerate() {
+            assert_eq!(message, &ramp(index * 320, 320));
         }
+        assert!(take(&pacer).is_empty());
+        assert_eq!(
+            take_events(&pacer),
+            vec![StreamEvent {
+                stream_id: stream.id,
+                kind: StreamEventKind::Started { lateness_ns: 0 },
+                at_ns: 0
+            }]
+        );
         pacer.advance_ns(100 * MS).unwrap();
         assert_eq!(read_messages(&mut peer).len(), 5);
         assert_eq!(sink.stats().messages, 11);
@@ -565,7 +614,10 @@ mod sink {
         sink.close();
         pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
         pacer.advance_ns(100 * MS).unwrap();
-        assert_eq!(take(&pacer).len(), 11);
+        assert!(
+            take(&pacer).is_empty(),
+            "refused or not, sink frames are not handed over"
+        );
         let counters = pacer.stream_stats(stream.id).unwrap().counters;
         assert_eq!(counters.frames_released, 11);
         assert_eq!(counters.sink_refused, 11);
@@ -597,7 +649,7 @@ mod sink {
     }
 
     #[test]
-    fn flush_keeps_frames_already_on_the_wire() {
+    fn flush_counts_frames_already_on_the_wire_as_released() {
         let pacer = virtual_pacer();
         let (ours, _peer) = UnixStream::pair().unwrap();
         let sink = Arc::new(SocketSink::new(ours.as_raw_fd(), 1 << 20).unwrap());
@@ -607,11 +659,7 @@ mod sink {
         let report = pacer.flush(stream.id).unwrap();
         assert_eq!(report.released_samples, 6 * 320);
         assert_eq!(report.dropped_samples, 16_000 - 6 * 320);
-        assert_eq!(
-            take(&pacer).len(),
-            6,
-            "sent frames stay visible to the consumer"
-        );
+        assert!(take(&pacer).is_empty());
     }
 
     #[test]
@@ -626,5 +674,216 @@ mod sink {
         let received = read_messages(&mut peer).len();
         assert!(received >= 10, "{received} frames on the wire");
         pacer.stop();
+    }
+}
+
+/// Stream lifecycle events: `started` once per stream, `drained` once per finished utterance.
+mod events {
+    use super::*;
+
+    fn started(id: u64, at_ns: i64, lateness_ns: i64) -> StreamEvent {
+        StreamEvent {
+            stream_id: id,
+            kind: StreamEventKind::Started { lateness_ns },
+            at_ns,
+        }
+    }
+
+    fn drained(id: u64, at_ns: i64) -> StreamEvent {
+        StreamEvent {
+            stream_id: id,
+            kind: StreamEventKind::Drained,
+            at_ns,
+        }
+    }
+
+    /// Whether the pacer's descriptor is readable now (without clearing it).
+    fn readable(pacer: &FramePacer) -> bool {
+        let mut fd = libc::pollfd {
+            fd: pacer.released_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call; a zero timeout never blocks.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready == 1 && fd.revents & libc::POLLIN != 0
+    }
+
+    #[test]
+    fn started_once_per_stream_at_its_first_release() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        pacer.advance_ns(50 * MS).unwrap();
+        assert!(take_events(&pacer).is_empty(), "no audio, no event");
+        pacer.push(stream.id, &ramp(0, 3 * 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take_events(&pacer), vec![started(stream.id, 50 * MS, 0)]);
+        pacer.advance_ns(100 * MS).unwrap();
+        assert_eq!(take(&pacer).len(), 3);
+        // Neither an underrun, nor a flush and a fresh burst, starts it again.
+        pacer.flush(stream.id).unwrap();
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(100 * MS).unwrap();
+        assert_eq!(take(&pacer).len(), 1);
+        assert!(take_events(&pacer).is_empty());
+        // Each stream has its own.
+        let other = open(&pacer, 20, 2000);
+        pacer.push(other.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take_events(&pacer), vec![started(other.id, 250 * MS, 0)]);
+    }
+
+    #[test]
+    fn started_carries_the_lateness_of_the_first_frame() {
+        let pacer = FramePacer::new(20, ClockKind::Real, false).unwrap();
+        let stream = open(&pacer, 20, 2000);
+        let before = pacer.now_ns();
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        let mut events = Vec::new();
+        for _ in 0..200 {
+            pacer.take_events(&mut events);
+            if !events.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        pacer.stop();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let StreamEventKind::Started { lateness_ns } = events[0].kind else {
+            panic!("{events:?}");
+        };
+        assert!(events[0].at_ns >= before);
+        assert!((0..1_000 * MS).contains(&lateness_ns), "{lateness_ns}");
+        let stats = pacer.stream_stats(stream.id);
+        assert!(stats.is_err(), "stopped");
+        assert_eq!(pacer.stats().lateness.count, 1, "the pacer-wide histogram");
+    }
+
+    #[test]
+    fn drained_when_the_last_frame_of_a_finished_utterance_is_released() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        pacer.push(stream.id, &ramp(0, 500)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take_events(&pacer), vec![started(stream.id, 0, 0)]);
+        assert_eq!(pacer.finish(stream.id).unwrap(), 140);
+        assert!(
+            take_events(&pacer).is_empty(),
+            "a padded frame is still queued"
+        );
+        pacer.advance_ns(20 * MS - 1).unwrap();
+        assert!(take_events(&pacer).is_empty());
+        pacer.advance_ns(1).unwrap();
+        assert_eq!(take_events(&pacer), vec![drained(stream.id, 20 * MS)]);
+        assert_eq!(take(&pacer).len(), 2);
+        pacer.advance_ns(1000 * MS).unwrap();
+        pacer.finish(stream.id).unwrap();
+        assert!(take_events(&pacer).is_empty(), "once per utterance");
+        // A new utterance drains again.
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.finish(stream.id).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take_events(&pacer), vec![drained(stream.id, 1020 * MS)]);
+    }
+
+    #[test]
+    fn finish_with_nothing_queued_drains_at_once() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        pacer.advance_ns(5 * MS).unwrap();
+        assert!(!readable(&pacer));
+        assert_eq!(pacer.finish(stream.id).unwrap(), 0);
+        assert!(readable(&pacer), "the event wakes the consumer");
+        assert_eq!(take_events(&pacer), vec![drained(stream.id, 5 * MS)]);
+        assert!(!readable(&pacer));
+    }
+
+    #[test]
+    fn audio_pushed_before_the_drain_continues_the_utterance() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        pacer.push(stream.id, &ramp(0, 640)).unwrap();
+        pacer.finish(stream.id).unwrap();
+        pacer.push(stream.id, &ramp(640, 320)).unwrap();
+        pacer.advance_ns(100 * MS).unwrap();
+        assert_eq!(take(&pacer).len(), 3);
+        assert_eq!(
+            take_events(&pacer),
+            vec![started(stream.id, 0, 0)],
+            "not finished any more"
+        );
+        pacer.finish(stream.id).unwrap();
+        assert_eq!(take_events(&pacer), vec![drained(stream.id, 100 * MS)]);
+    }
+
+    #[test]
+    fn no_drained_after_a_flush_or_a_close() {
+        let pacer = virtual_pacer();
+        let flushed = open(&pacer, 20, 2000);
+        let closed = open(&pacer, 20, 2000);
+        for id in [flushed.id, closed.id] {
+            pacer.push(id, &ramp(0, 1000)).unwrap();
+            pacer.finish(id).unwrap();
+        }
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(
+            take_events(&pacer).len(),
+            2,
+            "both started, neither drained"
+        );
+        pacer.flush(flushed.id).unwrap();
+        pacer.close_stream(closed.id).unwrap();
+        pacer.advance_ns(1000 * MS).unwrap();
+        pacer.finish(flushed.id).unwrap();
+        assert!(
+            take_events(&pacer).is_empty(),
+            "a flush cancels the utterance"
+        );
+        // New audio after the flush is a new utterance, which drains.
+        pacer.push(flushed.id, &ramp(0, 320)).unwrap();
+        pacer.finish(flushed.id).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take_events(&pacer), vec![drained(flushed.id, 1000 * MS)]);
+    }
+
+    #[test]
+    fn a_consumer_of_frames_alone_is_not_woken_again_by_events_it_never_takes() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert!(readable(&pacer));
+        assert_eq!(take(&pacer).len(), 1);
+        assert!(!readable(&pacer), "no busy loop on the started event");
+        // The events were kept (bounded), for a consumer that starts taking them.
+        assert_eq!(take_events(&pacer), vec![started(stream.id, 0, 0)]);
+        for _ in 0..MAX_PENDING_EVENTS + 10 {
+            pacer.finish(stream.id).unwrap();
+            pacer.push(stream.id, &ramp(0, 320)).unwrap();
+            pacer.advance_ns(20 * MS).unwrap();
+        }
+        assert_eq!(take_events(&pacer).len(), MAX_PENDING_EVENTS);
+    }
+
+    #[test]
+    fn one_descriptor_stays_readable_while_frames_or_events_wait() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        // A consumer of both kinds (as after its first wake-up).
+        assert!(take_events(&pacer).is_empty());
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert!(readable(&pacer));
+        assert_eq!(take(&pacer).len(), 1);
+        assert!(readable(&pacer), "the started event still waits");
+        assert_eq!(take_events(&pacer).len(), 1);
+        assert!(!readable(&pacer));
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.finish(stream.id).unwrap();
+        pacer.advance_ns(20 * MS).unwrap();
+        assert_eq!(take_events(&pacer), vec![drained(stream.id, 20 * MS)]);
+        assert!(readable(&pacer), "the frame still waits");
+        assert_eq!(take(&pacer).len(), 1);
+        assert!(!readable(&pacer));
     }
 }

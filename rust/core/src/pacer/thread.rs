@@ -5,14 +5,14 @@ use std::sync::{mpsc, Arc};
 use super::priority::{configure_current_thread, Scheduling};
 use super::wake::DeadlineTimer;
 use super::Shared;
-use crate::error::{Error, Result};
+use crate::error::{OsError, PacerError};
 
 /// Starts the pacer thread; returns once it has configured its scheduling (so the caller can
 /// report what it got).
 pub(super) fn spawn(
     shared: Arc<Shared>,
     realtime: bool,
-) -> Result<(Scheduling, std::thread::JoinHandle<()>)> {
+) -> Result<(Scheduling, std::thread::JoinHandle<()>), PacerError> {
     let timer = DeadlineTimer::new()?;
     let (report, scheduling) = mpsc::channel();
     let handle = std::thread::Builder::new()
@@ -22,11 +22,11 @@ pub(super) fn spawn(
             let _ = report.send(configure_current_thread(realtime));
             run(&shared, &timer);
         })
-        .map_err(|error| Error::Os {
+        .map_err(|error| OsError {
             operation: "spawning the pacer thread",
             message: error.to_string(),
         })?;
-    let scheduling = scheduling.recv().map_err(|_| Error::Os {
+    let scheduling = scheduling.recv().map_err(|_| OsError {
         operation: "starting the pacer thread",
         message: "the thread exited before reporting its scheduling".into(),
     })?;

@@ -7,17 +7,9 @@
 //! it changes the schedule. Released frames and queue space are announced to Python the
 //! same way, through eventfds Trio waits on with `trio.lowlevel.wait_readable`.
 
-use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::error::{Error, Result};
-
-fn os_error(operation: &'static str) -> Error {
-    Error::Os {
-        operation,
-        message: io::Error::last_os_error().to_string(),
-    }
-}
+use crate::error::OsError;
 
 /// A non-blocking, close-on-exec Linux eventfd used as a level-triggered "something
 /// happened" flag: readable from the first [`signal`](Self::signal) until [`drain`](Self::drain).
@@ -28,11 +20,11 @@ pub struct EventFd {
 
 impl EventFd {
     /// Creates the eventfd.
-    pub fn new() -> Result<Self> {
+    pub fn new() -> Result<Self, OsError> {
         // SAFETY: plain syscall wrapper; the flags are valid for eventfd(2).
         let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if raw < 0 {
-            return Err(os_error("eventfd"));
+            return Err(OsError::last("eventfd"));
         }
         Ok(Self {
             // SAFETY: `raw` is a fresh descriptor that nothing else owns.
@@ -72,7 +64,7 @@ pub struct DeadlineTimer {
 
 impl DeadlineTimer {
     /// Creates a disarmed timer.
-    pub fn new() -> Result<Self> {
+    pub fn new() -> Result<Self, OsError> {
         // SAFETY: plain syscall wrapper with valid flags.
         let raw = unsafe {
             libc::timerfd_create(
@@ -81,7 +73,7 @@ impl DeadlineTimer {
             )
         };
         if raw < 0 {
-            return Err(os_error("timerfd_create"));
+            return Err(OsError::last("timerfd_create"));
         }
         Ok(Self {
             // SAFETY: `raw` is a fresh descriptor that nothing else owns.

@@ -76,7 +76,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+pub use crate::error::RingError;
 
 // loom is a dev-dependency, so only the unit-test build under `--cfg loom` swaps in its
 // model-checked atomics; a normal build with that flag (an integration test) keeps std's.
@@ -131,18 +131,14 @@ impl fmt::Display for OverflowPolicy {
 }
 
 impl FromStr for OverflowPolicy {
-    type Err = Error;
+    type Err = RingError;
 
     /// Parses `"overwrite"` or `"reject"` (the names of [`OverflowPolicy::name`]).
-    fn from_str(name: &str) -> Result<Self> {
+    fn from_str(name: &str) -> Result<Self, RingError> {
         match name {
             "overwrite" => Ok(OverflowPolicy::OverwriteOldest),
             "reject" => Ok(OverflowPolicy::Reject),
-            other => Err(Error::invalid(
-                "policy",
-                format!("{other:?}"),
-                "\"overwrite\" or \"reject\"",
-            )),
+            other => Err(RingError::UnknownPolicy { name: other.into() }),
         }
     }
 }
@@ -175,16 +171,21 @@ pub struct RingStats {
 /// Creates a ring holding `capacity` samples and returns its two halves.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] if `capacity` is 0 or above [`MAX_CAPACITY`], or if the memory
-/// cannot be allocated.
-pub fn sample_ring(capacity: usize, policy: OverflowPolicy) -> Result<(Producer, Consumer)> {
+/// [`RingError::InvalidCapacity`] if `capacity` is 0 or above [`MAX_CAPACITY`],
+/// [`RingError::OutOfMemory`] if the memory cannot be allocated.
+pub fn sample_ring(
+    capacity: usize,
+    policy: OverflowPolicy,
+) -> Result<(Producer, Consumer), RingError> {
     if capacity == 0 || capacity > MAX_CAPACITY {
-        return Err(Error::invalid("capacity", capacity, CAPACITY_EXPECTED));
+        return Err(RingError::InvalidCapacity {
+            capacity: capacity as i128,
+        });
     }
     let mut slots = Vec::new();
     slots
         .try_reserve_exact(capacity)
-        .map_err(|_| Error::invalid("capacity", capacity, CAPACITY_EXPECTED))?;
+        .map_err(|_| RingError::OutOfMemory { capacity })?;
     slots.extend((0..capacity).map(|_| AtomicI16::new(0)));
     let shared = Arc::new(Shared {
         slots: slots.into_boxed_slice(),

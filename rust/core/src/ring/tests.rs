@@ -27,16 +27,14 @@ impl Rng {
 fn rejects_zero_and_oversized_capacities() {
     for capacity in [0, MAX_CAPACITY + 1, usize::MAX] {
         let error = sample_ring(capacity, OverflowPolicy::Reject).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                Error::InvalidParameter {
-                    name: "capacity",
-                    ..
-                }
-            ),
+        assert_eq!(
+            error,
+            RingError::InvalidCapacity {
+                capacity: capacity as i128
+            },
             "{error}"
         );
+        assert!(error.to_string().contains("67108864"), "{error}");
     }
     assert_eq!(ring(1, OverflowPolicy::Reject).0.capacity(), 1);
 }
@@ -47,6 +45,12 @@ fn policy_names_round_trip_and_unknown_names_are_refused() {
         assert_eq!(policy.name().parse::<OverflowPolicy>(), Ok(policy));
     }
     let error = "drop".parse::<OverflowPolicy>().unwrap_err();
+    assert_eq!(
+        error,
+        RingError::UnknownPolicy {
+            name: "drop".into()
+        }
+    );
     assert_eq!(
         error.to_string(),
         "policy = \"drop\" is invalid; expected \"overwrite\" or \"reject\""

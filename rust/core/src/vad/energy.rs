@@ -4,7 +4,7 @@
 use super::features::{FeatureConfig, FeatureExtractor, Features, SILENCE_DBFS};
 use super::noise::NoiseFloor;
 use super::{frame_length, Sample};
-use crate::error::{Error, Result};
+use crate::error::VadError;
 
 /// The sub-bands whose signal-to-noise ratios make the score, in Hz. Roughly octave-wide
 /// as webrtcvad's, from voice pitch to fricatives, so that coloured noise (pink noise is
@@ -172,11 +172,20 @@ pub struct EnergyVad {
     peak_decay_per_frame: f32,
 }
 
-fn check_range(name: &'static str, value: f32, ok: bool, expected: &'static str) -> Result<()> {
+fn check_range(
+    name: &'static str,
+    value: f32,
+    ok: bool,
+    expected: &'static str,
+) -> Result<(), VadError> {
     if value.is_finite() && ok {
         Ok(())
     } else {
-        Err(Error::invalid(name, value, expected))
+        Err(VadError::InvalidSetting {
+            name,
+            value,
+            expected,
+        })
     }
 }
 
@@ -186,10 +195,11 @@ fn frames_for(ms: f32, frame_ms: u32) -> u64 {
 }
 
 impl EnergyVad {
-    /// Builds a detector. Errors: [`Error::UnsupportedSampleRate`] for a rate other than
-    /// 8000/16000 Hz, [`Error::InvalidParameter`] for any setting out of its range (see the
+    /// Builds a detector. Errors: [`VadError::UnsupportedRate`] for a rate other than
+    /// 8000/16000 Hz, [`VadError::UnsupportedFrameDuration`] for a frame other than
+    /// 10/20/30 ms, [`VadError::InvalidSetting`] for any setting out of its range (see the
     /// fields of [`EnergyVadConfig`]).
-    pub fn new(config: EnergyVadConfig) -> Result<Self> {
+    pub fn new(config: EnergyVadConfig) -> Result<Self, VadError> {
         let frame_len = frame_length(config.sample_rate, config.frame_ms)?;
         let c = &config;
         check_range(
@@ -686,7 +696,8 @@ mod tests {
         for config in bad {
             assert!(matches!(
                 EnergyVad::new(config),
-                Err(Error::InvalidParameter { .. })
+                Err(VadError::InvalidSetting { .. }
+                    | VadError::UnsupportedFrameDuration { frame_ms: 25 })
             ));
         }
         assert!(matches!(
@@ -694,7 +705,7 @@ mod tests {
                 sample_rate: 22050,
                 ..Default::default()
             }),
-            Err(Error::UnsupportedSampleRate { .. })
+            Err(VadError::UnsupportedRate { rate: 22050 })
         ));
     }
 }

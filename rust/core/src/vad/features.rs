@@ -8,7 +8,7 @@ use realfft::{RealFftPlanner, RealToComplex};
 
 use super::mel::MelFilterbank;
 use super::{frame_length, Sample};
-use crate::error::{Error, Result};
+use crate::error::VadError;
 
 /// The level reported for digital silence, in dBFS: the floor under every level and band
 /// energy so that silence gives finite numbers instead of `-inf`.
@@ -24,7 +24,7 @@ const BIN_FLOOR: f32 = 1e-20;
 pub(crate) const SPEECH_BAND_HZ: (f32, f32) = (300.0, 3400.0);
 
 /// Largest number of mel bands accepted (more is finer than any 30 ms spectrum resolves).
-const MAX_MELS: usize = 128;
+pub const MAX_MELS: usize = 128;
 
 /// How to cut and describe frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,13 +122,16 @@ impl std::fmt::Debug for FeatureExtractor {
 impl FeatureExtractor {
     /// Plans the FFT and builds the window and mel filterbank for `config`.
     ///
-    /// Errors: [`Error::UnsupportedSampleRate`] for a rate other than 8000/16000 Hz,
-    /// [`Error::InvalidParameter`] for a frame duration other than 10/20/30 ms or a mel
-    /// band count out of range.
-    pub fn new(config: FeatureConfig) -> Result<Self> {
+    /// Errors: [`VadError::UnsupportedRate`] for a rate other than 8000/16000 Hz,
+    /// [`VadError::UnsupportedFrameDuration`] for a frame duration other than 10/20/30 ms,
+    /// [`VadError::TooManyMelBands`] or [`VadError::MelBandsTooNarrow`] for a mel band count
+    /// out of range.
+    pub fn new(config: FeatureConfig) -> Result<Self, VadError> {
         let frame_len = frame_length(config.sample_rate, config.frame_ms)?;
         if config.n_mels > MAX_MELS {
-            return Err(Error::invalid("n_mels", config.n_mels, "0..=128"));
+            return Err(VadError::TooManyMelBands {
+                n_mels: config.n_mels,
+            });
         }
         let fft_len = frame_len.next_power_of_two();
         let n_bins = fft_len / 2 + 1;
@@ -193,17 +196,14 @@ impl FeatureExtractor {
     /// into `out`, allocating nothing (beyond sizing `out.log_mel` once if it has the wrong
     /// length).
     ///
-    /// Errors: [`Error::InvalidAudio`] if the frame has the wrong length.
-    pub fn compute<S: Sample>(&mut self, frame: &[S], out: &mut Features) -> Result<()> {
+    /// Errors: [`VadError::WrongFrameLength`] if the frame has the wrong length.
+    pub fn compute<S: Sample>(&mut self, frame: &[S], out: &mut Features) -> Result<(), VadError> {
         if frame.len() != self.frame_len {
-            return Err(Error::InvalidAudio {
-                reason: format!(
-                    "a {} ms frame at {} Hz is {} samples; got {}",
-                    self.config.frame_ms,
-                    self.config.sample_rate,
-                    self.frame_len,
-                    frame.len()
-                ),
+            return Err(VadError::WrongFrameLength {
+                len: frame.len(),
+                expected: self.frame_len,
+                frame_ms: self.config.frame_ms,
+                sample_rate: self.config.sample_rate,
             });
         }
         out.log_mel.resize(self.config.n_mels, 0.0);
@@ -445,7 +445,11 @@ mod tests {
         let mut out = extractor.new_features();
         assert!(matches!(
             extractor.compute(&[0i16; 319], &mut out),
-            Err(Error::InvalidAudio { .. })
+            Err(VadError::WrongFrameLength {
+                len: 319,
+                expected: 320,
+                ..
+            })
         ));
         assert!(FeatureExtractor::new(FeatureConfig {
             n_mels: 129,

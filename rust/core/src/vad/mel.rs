@@ -1,7 +1,7 @@
 //! A triangular mel filterbank over a one-sided power spectrum, built once and applied
 //! without allocating.
 
-use crate::error::{Error, Result};
+use crate::error::VadError;
 
 /// Lowest edge of the filterbank in Hz; below it there is only hum and DC (Kaldi's default).
 const LOW_EDGE_HZ: f32 = 20.0;
@@ -36,7 +36,7 @@ impl MelFilterbank {
     /// Builds the bank for a power spectrum of `n_bins` bins (`fft_len / 2 + 1`) at
     /// `sample_rate`. Refuses a bank in which some band would cover no bin at all: its energy
     /// would always be zero, which is a configuration mistake rather than a feature.
-    pub(crate) fn new(n_mels: usize, n_bins: usize, sample_rate: u32) -> Result<Self> {
+    pub(crate) fn new(n_mels: usize, n_bins: usize, sample_rate: u32) -> Result<Self, VadError> {
         let nyquist = sample_rate as f32 / 2.0;
         let bin_hz = nyquist / (n_bins - 1) as f32;
         let low = hz_to_mel(LOW_EDGE_HZ);
@@ -66,12 +66,11 @@ impl MelFilterbank {
                 }
             }
             let Some(first_bin) = first_bin else {
-                return Err(Error::invalid(
-                    "n_mels",
+                return Err(VadError::MelBandsTooNarrow {
                     n_mels,
-                    "fewer mel bands for this frame size (every band must cover at least one \
-                     FFT bin; use a longer frame or fewer bands)",
-                ));
+                    n_bins,
+                    sample_rate,
+                });
             };
             bands.push(Band {
                 first_bin,
@@ -125,7 +124,7 @@ mod tests {
     fn too_many_bands_for_the_spectrum_are_refused() {
         assert!(matches!(
             MelFilterbank::new(128, 65, 8000),
-            Err(Error::InvalidParameter { name: "n_mels", .. })
+            Err(VadError::MelBandsTooNarrow { n_mels: 128, .. })
         ));
     }
 }
