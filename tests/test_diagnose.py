@@ -1,5 +1,6 @@
-"""voicecore.diagnose: gaps found in a timeline and lined up with their causes, the text
-summary, the picture, the recorder behind ``serve --timeline``, and ``voicecore diagnose``."""
+"""voicecore.diagnose: replies and gaps found in a timeline and lined up with their causes,
+the text summary, the picture, the recorder behind ``serve --timeline``, and ``voicecore
+diagnose``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import trio.testing
 
 from voicecore.diagnose import (
     MATPLOTLIB_MISSING,
+    Reply,
     TimelineRecorder,
     find_gaps,
+    find_replies,
     plot,
     summarize,
     window,
@@ -24,12 +27,21 @@ from voicecore.diagnostics import Timeline
 from voicecore.server.cli import main
 
 
-def frames(timeline: Timeline, start: float, stop: float, **fields: Any) -> None:
-    """Frames released every 20 ms in [start, stop) seconds."""
-    t = start
-    while t < stop - 1e-9:
-        timeline.record_at(t, "audio_released", lateness_ms=0.1, **fields)
-        t += 0.02
+def reply(
+    timeline: Timeline,
+    start: float,
+    end: float | None,
+    *,
+    session: str = "s1",
+    turn_id: int = 1,
+    cancelled: bool = False,
+) -> None:
+    """A reply audible from ``start`` until ``end`` (played out, or cut when ``cancelled``;
+    ``None``: still playing when the timeline was written)."""
+    timeline.record_at(start, "agent_audible", session=session, turn_id=turn_id)
+    if end is not None:
+        kind = "turn_cancelled" if cancelled else "turn_end"
+        timeline.record_at(end, kind, session=session, turn_id=turn_id)
 
 
 def cushion(timeline: Timeline, start: float, stop: float, level: Any, **fields: Any) -> None:
@@ -40,59 +52,115 @@ def cushion(timeline: Timeline, start: float, stop: float, level: Any, **fields:
         t += 0.25
 
 
+def cushion_dry_at(t: float) -> bool:
+    """Where ``stalled_reply``'s client had nothing buffered in the middle of the reply."""
+    return 3.25 <= t < 3.5 or 4.5 <= t < 4.75
+
+
 def stalled_reply() -> Timeline:
-    """One session's reply from 1 s to 5 s; frames stop 3.0-3.3 s (a GC pause at 2.98 s)
-    and the client's cushion is empty at 3.25 s; a loop lag far away at 4.5 s."""
+    """Session s1's reply 1, audible from 1 s to 5 s. A 400 ms GC pause at 2.9 s starves the
+    pacer's queue (no frame is late: the pacer had nothing to release) and the client's
+    cushion is empty at 3.25 s; the whole process frozen 4.0-4.3 s: a frame released 300 ms
+    late, the event loop woke 300 ms late, and the cushion is empty at 4.5 s. A frame 12 ms
+    late at 2 s is under the release gap threshold; a loop lag far away at 1.5 s; the
+    cushion is empty before the reply filled it and after it ended (not gaps)."""
     timeline = Timeline()
-    frames(timeline, 1.0, 3.0, session="s1", turn_id=1)
-    frames(timeline, 3.3, 5.0, session="s1", turn_id=1)
-    cushion(timeline, 1.0, 5.0, lambda t: 0.0 if 3.2 <= t < 3.3 else 120.0, session="s1")
-    timeline.record_at(2.98, "gc_pause", duration_ms=300.0, generation=2)
-    timeline.record_at(4.5, "loop_lag", lag_ms=8.0)
     timeline.record_at(0.9, "turn_start", session="s1", turn_id=1)
+    reply(timeline, 1.0, 5.0)
+    cushion(
+        timeline,
+        1.0,
+        6.0,
+        lambda t: 0.0 if t < 1.2 or t >= 5.2 or cushion_dry_at(t) else 120.0,
+        session="s1",
+    )
+    timeline.record_at(1.5, "loop_lag", lag_ms=8.0)
+    timeline.record_at(2.0, "frame_late", lateness_ms=12.0, session="s1", turn_id=1)
+    timeline.record_at(2.9, "gc_pause", duration_ms=400.0, generation=2)
+    timeline.record_at(4.3, "frame_late", lateness_ms=300.0, session="s1", turn_id=1)
+    timeline.record_at(4.31, "loop_lag", lag_ms=300.0)
     return timeline
 
 
-def test_a_release_gap_and_a_cushion_gap_are_lined_up_with_the_gc_pause() -> None:
-    gaps = find_gaps(stalled_reply())
-    assert [(g.kind, g.stream) for g in gaps] == [("release", "s1 turn 1"), ("cushion", "s1")]
-    release, starved = gaps
-    assert (release.start, release.end) == pytest.approx((2.98, 3.3))
-    assert release.duration_ms == pytest.approx(320.0)
-    assert (starved.start, starved.end) == pytest.approx((3.25, 3.5))
-    for gap in gaps:
-        assert [c["kind"] for c in gap.causes] == ["gc_pause"]  # the loop lag is too far
-
-
-def test_steady_frames_and_a_full_cushion_have_no_gap() -> None:
+def test_replies_run_from_audible_to_their_end() -> None:
     timeline = Timeline()
-    frames(timeline, 1.0, 4.0, session="s1", turn_id=1)
+    reply(timeline, 1.0, 2.0, cancelled=True)  # a barge-in
+    timeline.record_at(2.2, "turn_cancelled", session="s1", turn_id=2)  # cut before audible
+    reply(timeline, 2.5, 3.5, turn_id=3)
+    reply(timeline, 1.5, None, session="s2")  # still playing when the timeline was written
+    timeline.record_at(0.5, "turn_end", session="s3", turn_id=9)  # its audible was evicted
+    assert find_replies(timeline) == [
+        Reply("s1", 1, 1.0, 2.0, cancelled=True),
+        Reply("s2", 1, 1.5, None),
+        Reply("s1", 3, 2.5, 3.5),
+    ]
+    assert Reply("s2", 1, 1.5, None).playing_at(100.0)
+    assert not Reply("s1", 3, 2.5, 3.5).playing_at(3.5)
+
+
+def test_a_gc_pause_under_a_cushion_gap_and_a_freeze_under_a_release_gap() -> None:
+    gaps = find_gaps(stalled_reply())
+    assert [(g.kind, g.stream) for g in gaps] == [
+        ("cushion", "s1"),
+        ("release", "s1 turn 1"),
+        ("cushion", "s1"),
+    ]
+    starved, frozen, drained = gaps
+    assert (starved.start, starved.end) == pytest.approx((3.25, 3.5))
+    assert [c["kind"] for c in starved.causes] == ["gc_pause"]  # the freeze is too far
+    assert (frozen.start, frozen.end) == pytest.approx((4.0, 4.3))
+    assert frozen.duration_ms == pytest.approx(300.0)
+    assert frozen.detail == "no frame for 320 ms (one released 300 ms late)"
+    for gap in (frozen, drained):
+        assert [(c["kind"], c["t"]) for c in gap.causes] == [
+            ("frame_late", 4.3),  # the 12 ms late frame is no cause
+            ("loop_lag", 4.31),
+        ]
+    assert (drained.start, drained.end) == pytest.approx((4.5, 4.75))
+
+
+def test_the_release_gap_threshold_is_gap_factor_frames_without_one() -> None:
+    timeline = Timeline()
+    # 20 + 30 ms without a frame is 2.5 frames, the default limit: not yet a gap
+    timeline.record_at(1.0, "frame_late", lateness_ms=30.0, session="s1", turn_id=1)
+    timeline.record_at(2.0, "frame_late", lateness_ms=31.0, session="s1", turn_id=1)
+    (gap,) = find_gaps(timeline)
+    assert (gap.start, gap.end) == pytest.approx((1.969, 2.0))
+    assert len(find_gaps(timeline, gap_factor=2.0)) == 2
+    assert find_gaps(timeline, frame_ms=40.0) == []
+
+
+def test_a_reply_with_a_full_cushion_and_frames_barely_late_has_no_gap() -> None:
+    timeline = Timeline()
+    reply(timeline, 1.0, 4.0)
     cushion(timeline, 1.0, 4.0, lambda t: 110.0, session="s1")
     timeline.record_at(2.0, "loop_lag", lag_ms=40.0)  # absorbed by the cushion
+    timeline.record_at(2.5, "frame_late", lateness_ms=8.0, session="s1", turn_id=1)
     assert find_gaps(timeline) == []
 
 
-def test_a_pause_covered_by_the_clients_cushion_is_not_a_gap() -> None:
+def test_an_empty_cushion_outside_a_filled_reply_is_not_a_gap() -> None:
     timeline = Timeline()
-    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
-    frames(timeline, 2.4, 3.0, session="s1", turn_id=1)  # the pacer holds back 400 ms
-    cushion(timeline, 1.0, 3.0, lambda t: 600.0, session="s1")
-    assert find_gaps(timeline) == []
-
-
-def test_an_empty_cushion_between_replies_or_before_the_first_frame_is_not_a_gap() -> None:
-    timeline = Timeline()
-    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
-    frames(timeline, 2.5, 3.5, session="s1", turn_id=2)  # a barge-in: turn 2 right after
+    reply(timeline, 1.0, 2.0, cancelled=True)  # a barge-in: the client drops its cushion
+    reply(timeline, 2.5, 3.5, turn_id=2)
+    reply(timeline, 0.0, 4.0, session="s2")  # another session's reply covers everything
     cushion(timeline, 0.0, 4.0, lambda t: 100.0 if 1.2 <= t < 2.0 else 0.0, session="s1")
     assert find_gaps(timeline) == []
 
 
+def test_a_reply_without_an_end_is_still_playing() -> None:
+    timeline = Timeline()
+    reply(timeline, 1.0, None)
+    cushion(timeline, 1.0, 3.0, lambda t: 0.0 if t >= 2.5 else 100.0, session="s1")
+    (gap,) = find_gaps(timeline)
+    assert (gap.kind, gap.start, gap.end) == ("cushion", 2.5, 2.75)
+    assert gap.detail == "client cushion down to 0 ms for 250 ms"
+
+
 def test_a_late_frame_is_reported_as_a_frozen_process() -> None:
     timeline = Timeline()
-    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
-    timeline.record_at(2.3, "audio_released", lateness_ms=280.0, session="s1", turn_id=1)
-    frames(timeline, 2.32, 3.0, session="s1", turn_id=1)
+    reply(timeline, 1.0, 3.0)
+    timeline.record_at(2.3, "frame_late", lateness_ms=280.0, session="s1", turn_id=1)
     (gap,) = find_gaps(timeline)
     assert [c["lateness_ms"] for c in gap.causes] == [280.0]
     text = summarize(timeline, [gap])
@@ -110,22 +178,25 @@ def test_find_gaps_refuses_bad_parameters() -> None:
         find_gaps(timeline, cause_margin_s=-1)
 
 
-def test_summary_lists_each_gap_with_its_causes() -> None:
+def test_summary_lists_the_replies_and_each_gap_with_its_causes() -> None:
     text = summarize(stalled_reply())
-    assert "2 gap(s)" in text
-    assert "s1 turn 1: release gap, no frame for 320 ms" in text
-    assert "GC pause 300 ms, generation 2" in text
-    assert "longest GC pause 300 ms" in text
+    assert "1 replies on 1 sessions (0 cut short, 0 without an end), 2 frames released late" in text
+    assert "3 gap(s)" in text
+    assert "s1: cushion gap, client cushion down to 0 ms for 250 ms" in text
+    assert "s1 turn 1: release gap, no frame for 320 ms (one released 300 ms late)" in text
+    assert "GC pause 400 ms, generation 2" in text
+    assert "the pacer released a frame 300 ms late (at +300 ms)" in text
+    assert "longest GC pause 400 ms, latest frame 300.0 ms late" in text
     assert summarize(Timeline()) == "the timeline is empty"
     quiet = Timeline()
-    frames(quiet, 0.0, 1.0, session="s1", turn_id=1)
+    reply(quiet, 0.0, 1.0)
     assert summarize(quiet).endswith("no gap found")
 
 
 def test_a_gap_without_a_recorded_cause_says_where_else_to_look() -> None:
     timeline = Timeline()
-    frames(timeline, 1.0, 2.0, session="s1", turn_id=1)
-    frames(timeline, 2.5, 3.0, session="s1", turn_id=1)
+    reply(timeline, 1.0, 3.0)
+    cushion(timeline, 1.0, 3.0, lambda t: 0.0 if 2.0 <= t < 2.25 else 100.0, session="s1")
     assert "no cause recorded nearby" in summarize(timeline)
 
 
@@ -143,6 +214,8 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     out = plot(stalled_reply(), tmp_path / "t.png", since=0.5)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 20_000  # six panels, not an empty canvas
+    inside = plot(stalled_reply(), tmp_path / "inside.png", since=2.0, until=3.0)
+    assert inside.stat().st_size > 20_000  # a window inside a reply that began before it
     with pytest.raises(ValueError, match="empty"):
         plot(Timeline(), tmp_path / "empty.png")
 
@@ -169,8 +242,8 @@ def test_voicecore_diagnose_prints_the_gaps_and_draws_them(
     path.write_text(stalled_reply().to_json(), encoding="utf-8")
     assert main(["diagnose", str(path), "--since", "1.5", "--until", "4"]) == 0
     out = capsys.readouterr().out
-    assert "2 gap(s)" in out
-    assert "GC pause 300 ms" in out
+    assert "3 gap(s)" in out
+    assert "GC pause 400 ms" in out
     assert (tmp_path / "timeline.png").stat().st_size > 20_000
     assert main(["diagnose", str(path), "--no-plot", "-o", str(tmp_path / "no.png")]) == 0
     assert not (tmp_path / "no.png").exists()

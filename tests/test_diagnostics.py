@@ -81,10 +81,10 @@ def test_events_are_in_time_order_and_filterable() -> None:
     timeline = Timeline(clock=clock)
     clock.now = 3.0
     timeline.record("loop_lag", lag_ms=12.0)
-    timeline.record_at(1.0, "audio_released", seq=0)  # measured elsewhere, recorded late
-    timeline.record_at(2.0, "audio_released", seq=1)
+    timeline.record_at(1.0, "frame_late", lateness_ms=9.0)  # measured elsewhere, recorded late
+    timeline.record_at(2.0, "frame_late", lateness_ms=40.0)
     assert [e["t"] for e in timeline.events()] == [1.0, 2.0, 3.0]
-    assert [e["seq"] for e in timeline.events("audio_released")] == [0, 1]
+    assert [e["lateness_ms"] for e in timeline.events("frame_late")] == [9.0, 40.0]
     assert [e["t"] for e in timeline.events(since=1.5)] == [2.0, 3.0]
     assert [e["t"] for e in timeline.events(until=2.0)] == [1.0, 2.0]
     assert timeline.events("gc_pause") == []
@@ -583,7 +583,7 @@ def test_throttle_sampler_rejects_a_bad_interval() -> None:
 def test_causes_near_a_gap() -> None:
     timeline = Timeline(clock=FakeClock())
     timeline.record_at(0.90, "gc_pause", duration_ms=40.0)
-    timeline.record_at(1.00, "audio_released", seq=50)
+    timeline.record_at(1.00, "agent_audible", turn_id=1)  # a stage of the reply, not a cause
     timeline.record_at(1.05, "loop_lag", lag_ms=60.0)
     timeline.record_at(1.60, "cpu_throttled", throttled_ms=80.0)
     causes = timeline.causes_near(1.0, window_s=0.2)

@@ -1,21 +1,26 @@
 """From a recorded timeline to a picture: which cause lines up with an audio gap.
 
 ``voicecore serve --timeline PATH`` records the server's timeline (the process probes of
-``voicecore.diagnostics`` and every session's stage events and released frames, on one
-clock) to a JSON file; ``voicecore diagnose PATH`` reads it back and
+``voicecore.diagnostics`` and every session's events, on one clock) to a JSON file;
+``voicecore diagnose PATH`` reads it back. The Rust pacer thread writes the agent's frames to
+the client's socket itself, so a session records its replies, not each frame:
+``agent_audible`` (a reply's first frame was released), ``turn_end`` / ``turn_cancelled``
+(the reply played out / was cut by a barge-in or a failure), ``frame_late`` (a frame released
+more than the pacer's late threshold, 5 ms by default, after its deadline; on-time frames are
+not reported), the client's ``client_cushion`` reports and the stage events. From them it
 
-* finds the **gaps** (``find_gaps``): a stream whose frames were released more than
-  ``gap_factor`` frames apart in the middle of a reply (the pacer was starved or stopped),
-  and a client cushion that ran nearly dry while a reply was playing (the client was
-  about to underrun: frames reached it late);
-* lists, for each gap, the **causes** whose stretch of time overlaps it:
-  event-loop lag, GC pauses, cgroup CPU throttling, and frames the pacer released late
-  (the process frozen or denied the CPU);
-* draws (``plot``, matplotlib) stacked panels on one time axis: frames released per stream,
-  the client cushion, event-loop lag, GC pauses, CPU throttling and pacer lateness (the
-  pacer thread never takes the GIL: frames released late mean the whole process was
-  frozen or denied the CPU), and stage events as labelled vertical lines. Every gap is a
-  red band across all panels, so the cause under it is plain to see.
+* finds the **replies** (``find_replies``): each session's turns, audible from
+  ``agent_audible`` to their ``turn_end`` or ``turn_cancelled``;
+* finds the **gaps** (``find_gaps``): a frame released so late that its stream went more
+  than ``gap_factor`` frames without one (the pacer thread never takes the GIL: the whole
+  process was frozen or denied the CPU), and a client cushion that ran nearly dry in the
+  middle of a reply (the client was about to underrun: frames reached it late);
+* lists, for each gap, the **causes** whose stretch of time overlaps it: event-loop lag, GC
+  pauses, cgroup CPU throttling, and frames the pacer released late;
+* draws (``plot``, matplotlib) stacked panels on one time axis: the replies (one row per
+  session, a bar from audible to end), the client cushion, event-loop lag, GC pauses, CPU
+  throttling and the late frames' lateness, and stage events as labelled vertical lines.
+  Every gap is a red band across all panels, so the cause under it is plain to see.
 
 Times in the file and here are seconds on one clock (``time.monotonic`` for a server
 recording); the picture shows them relative to the first event. Durations are in ms.
@@ -24,7 +29,6 @@ recording); the picture shows them relative to the first event. Durations are in
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import os
 import sys
@@ -44,10 +48,12 @@ __all__ = [
     "DEFAULT_FRAME_MS",
     "MATPLOTLIB_MISSING",
     "Gap",
+    "Reply",
     "TimelineRecorder",
     "add_diagnose_arguments",
     "diagnose_command",
     "find_gaps",
+    "find_replies",
     "plot",
     "summarize",
     "window",
@@ -63,8 +69,60 @@ MATPLOTLIB_MISSING: Final = (
 )
 """What ``plot`` raises (``ModuleNotFoundError``) and the CLI prints without matplotlib."""
 
-PROBE_KINDS: Final[frozenset[str]] = CAUSE_KINDS | {"audio_released", "client_cushion"}
+REPLY_KINDS: Final[frozenset[str]] = frozenset({"agent_audible", "turn_end", "turn_cancelled"})
+"""The kinds that bound a reply: audible from its first frame until it played out or was cut."""
+
+PANEL_KINDS: Final[frozenset[str]] = CAUSE_KINDS | REPLY_KINDS | {"frame_late", "client_cushion"}
 """Kinds drawn in their own panels; every other kind is a stage event (a labelled line)."""
+
+
+# --- replies -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply of the agent: audible from its first released frame until its end.
+
+    Attributes:
+        session: the session it was spoken in.
+        turn_id: its turn.
+        start: when its first frame was released (``agent_audible``), seconds.
+        end: when it played out or was cut (``turn_end`` / ``turn_cancelled``), seconds;
+            ``None`` when the timeline holds no end (still playing when it was written).
+        cancelled: it was cut (``turn_cancelled``: a barge-in or a failure).
+    """
+
+    session: str
+    turn_id: Any
+    start: float
+    end: float | None
+    cancelled: bool = False
+
+    def playing_at(self, t: float) -> bool:
+        """Whether ``t`` (seconds) is strictly inside the reply."""
+        return self.start < t and (self.end is None or t < self.end)
+
+
+def find_replies(timeline: Timeline) -> list[Reply]:
+    """The replies of ``timeline`` in order of their start: each ``agent_audible`` paired
+    with the next ``turn_end`` or ``turn_cancelled`` of the same session and turn. A turn
+    cancelled before it became audible (a barge-in during the agent's thinking) is not a
+    reply; an end whose ``agent_audible`` was evicted from the timeline is ignored."""
+    audible: dict[tuple[str, Any], float] = {}
+    found: list[Reply] = []
+    for event in timeline.events():
+        kind = event["kind"]
+        if kind not in REPLY_KINDS:
+            continue
+        key = (_session_of(event), event.get("turn_id"))
+        t = float(event["t"])
+        if kind == "agent_audible":
+            audible.setdefault(key, t)
+        elif key in audible:
+            cancelled = kind == "turn_cancelled"
+            found.append(Reply(key[0], key[1], audible.pop(key), t, cancelled))
+    found += [Reply(session, turn, start, None) for (session, turn), start in audible.items()]
+    return sorted(found, key=lambda r: r.start)
 
 
 # --- gaps --------------------------------------------------------------------------------------
@@ -78,10 +136,12 @@ class Gap:
         start: when the gap began, seconds on the timeline's clock.
         end: when it ended, seconds.
         stream: the stream it happened on (``"<session> turn <n>"``, or the session).
-        kind: ``"release"`` (frames released too far apart) or ``"cushion"`` (the client's
-            buffered audio fell below the threshold while a reply was playing).
+        kind: ``"release"`` (a frame released too late: the stream went without one) or
+            ``"cushion"`` (the client's buffered audio fell below the threshold while a
+            reply was playing).
         detail: a short human description (how long, how low).
-        causes: the cause events (loop lag, GC pause, CPU throttling) recorded around it.
+        causes: the cause events (loop lag, GC pause, CPU throttling, a late frame)
+            recorded around it.
     """
 
     start: float
@@ -106,16 +166,10 @@ def _stream_of(event: dict[str, Any]) -> str:
     return _session_of(event) if turn is None else f"{_session_of(event)} turn {turn}"
 
 
-def _frames_by_stream(timeline: Timeline) -> dict[str, list[dict[str, Any]]]:
-    streams: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for event in timeline.events("audio_released"):
-        streams[_stream_of(event)].append(event)
-    return dict(streams)
-
-
 def _extent(event: dict[str, Any]) -> tuple[float, float]:
     """The stretch of time (seconds) a cause event covers: a loop lag is stamped when the
-    stall ended, a GC pause when it began, a throttling sample at the end of its interval."""
+    stall ended, a GC pause when it began, a throttling sample at the end of its interval,
+    a late frame when it was released."""
     t = float(event["t"])
     kind = event["kind"]
     if kind == "loop_lag":
@@ -124,7 +178,7 @@ def _extent(event: dict[str, Any]) -> tuple[float, float]:
         return t, t + float(event.get("duration_ms", 0.0)) / 1000.0
     if kind == "cpu_throttled":
         return t - float(event.get("throttled_ms", 0.0)) / 1000.0, t
-    return t - float(event.get("lateness_ms", 0.0)) / 1000.0, t  # a late frame
+    return t - float(event.get("lateness_ms", 0.0)) / 1000.0, t  # frame_late
 
 
 def _cause_window(
@@ -147,7 +201,7 @@ def _cause_window(
     late = [
         e
         for e in candidates
-        if e["kind"] == "audio_released"
+        if e["kind"] == "frame_late"
         and float(e.get("lateness_ms", 0.0)) > late_ms
         and _extent(e)[0] <= hi
         and _extent(e)[1] >= lo
@@ -163,27 +217,28 @@ def find_gaps(
     frame_ms: float = DEFAULT_FRAME_MS,
     gap_factor: float = 2.5,
     cushion_low_ms: float | None = None,
-    reply_margin_s: float = 1.0,
     cause_margin_s: float = 0.25,
 ) -> list[Gap]:
     """The gaps of ``timeline``, in time order, each with the causes recorded around it.
 
-    * A **release gap**: two consecutive frames of one stream (a session's turn) more than
-      ``gap_factor * frame_ms`` apart, unless a client report before or during it shows
-      enough audio buffered to cover the wait (the pacer holds frames back on purpose while
-      the client has more than its target buffered).
+    * A **release gap**: a ``frame_late`` more than ``(gap_factor - 1) * frame_ms`` late. A
+      frame released ``L`` ms late means its stream went ``frame_ms + L`` ms without a
+      frame; the gap is the stretch ``[t - L, t]`` before its release. (A pacer holding
+      frames back while the client has plenty buffered moves their deadlines: not late.)
     * A **cushion gap**: ``client_cushion`` reports below ``cushion_low_ms`` in the middle of
-      a reply (frames of the same turn released within ``reply_margin_s`` seconds before and
-      after the report; a cushion draining after a reply's last frame, or emptied by a
-      barge-in, is normal). It lasts until the next report above the threshold.
+      a reply of the same session (between its ``agent_audible`` and its end, once its
+      cushion had been filled: a reply starts from an empty cushion, and a cushion draining
+      after the reply's end, or emptied by a barge-in, is normal). It lasts until the next
+      report above the threshold.
 
     Args:
-        timeline: the recorded events (``audio_released`` with ``turn_id``/``session``,
-            ``client_cushion`` with ``buffered_ms``, and the cause kinds).
+        timeline: the recorded events (``agent_audible``, ``turn_end``, ``turn_cancelled``
+            and ``frame_late`` with ``session``/``turn_id``, ``client_cushion`` with
+            ``buffered_ms``, and the cause kinds).
         frame_ms: the frame duration, in ms (> 0).
-        gap_factor: the release gap threshold, in frames (> 1).
+        gap_factor: the release gap threshold: a stream this many frames' time without a
+            frame (> 1).
         cushion_low_ms: the cushion gap threshold, in ms (default: one frame).
-        reply_margin_s: see cushion gaps, in seconds (>= 0).
         cause_margin_s: how far around a gap causes are looked for, in seconds (>= 0).
 
     Raises:
@@ -193,33 +248,26 @@ def find_gaps(
         raise ValueError(f"frame_ms must be > 0 ms, got {frame_ms}")
     if not gap_factor > 1.0:
         raise ValueError(f"gap_factor must be > 1, got {gap_factor}")
-    if reply_margin_s < 0.0 or cause_margin_s < 0.0:
-        raise ValueError("reply_margin_s and cause_margin_s must be >= 0 s")
+    if cause_margin_s < 0.0:
+        raise ValueError(f"cause_margin_s must be >= 0 s, got {cause_margin_s}")
     low_ms = frame_ms if cushion_low_ms is None else cushion_low_ms
-    limit_s = gap_factor * frame_ms / 1000.0
+    limit_ms = (gap_factor - 1.0) * frame_ms
+    gaps: list[Gap] = []
+    for event in timeline.events("frame_late"):
+        late_ms = float(event.get("lateness_ms", 0.0))
+        if late_ms <= limit_ms:
+            continue
+        start, end = _extent(event)
+        detail = f"no frame for {frame_ms + late_ms:.0f} ms (one released {late_ms:.0f} ms late)"
+        gaps.append(Gap(start, end, _stream_of(event), "release", detail))
+    replies: dict[str, list[Reply]] = defaultdict(list)
+    for reply in find_replies(timeline):
+        replies[reply.session].append(reply)
     reports: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for report in timeline.events("client_cushion"):
         reports[_session_of(report)].append(report)
-    gaps: list[Gap] = []
-    frames = _frames_by_stream(timeline)
-    for stream, events in frames.items():
-        session_reports = reports.get(_session_of(events[0]), [])
-        for before, after in itertools.pairwise(events):
-            start, end = float(before["t"]), float(after["t"])
-            if end - start <= limit_s:
-                continue
-            if _covered(session_reports, start, end):
-                continue  # the client had enough buffered: the pacer was holding back
-            detail = f"no frame for {(end - start) * 1000:.0f} ms"
-            gaps.append(Gap(start, end, stream, "release", detail))
-    turns_at: dict[str, list[tuple[float, Any]]] = defaultdict(list)
-    for events in frames.values():
-        for event in events:
-            turns_at[_session_of(event)].append((float(event["t"]), event.get("turn_id")))
     for session, session_reports in reports.items():
-        gaps += _cushion_gaps(
-            session, session_reports, turns_at.get(session, []), low_ms, reply_margin_s
-        )
+        gaps += _cushion_gaps(session, session_reports, replies.get(session, []), low_ms)
     gaps.sort(key=lambda g: g.start)
     return [
         Gap(
@@ -234,27 +282,8 @@ def find_gaps(
     ]
 
 
-def _covered(reports: list[dict[str, Any]], start: float, end: float) -> bool:
-    """Whether the client reported enough audio buffered to play through ``end``: the last
-    report before ``start``, or one during the pause (after a catch-up burst the pacer
-    holds frames back until the client's cushion is back on target)."""
-    last_before = None
-    for report in reports:
-        t = float(report["t"])
-        buffered_s = float(report.get("buffered_ms", 0.0)) / 1000.0
-        if t <= start:
-            last_before = (t, buffered_s)
-        elif t < end and t + buffered_s >= end:
-            return True
-    return last_before is not None and start + last_before[1] >= end
-
-
 def _cushion_gaps(
-    session: str,
-    reports: list[dict[str, Any]],
-    released: list[tuple[float, Any]],
-    low_ms: float,
-    reply_margin_s: float,
+    session: str, reports: list[dict[str, Any]], replies: list[Reply], low_ms: float
 ) -> list[Gap]:
     """The cushion gaps of one session: runs of low reports in the middle of a reply whose
     cushion had been filled (a reply starts from an empty cushion: not a gap)."""
@@ -265,9 +294,7 @@ def _cushion_gaps(
         current = reports[index] if index < len(reports) else None
         if current is not None:
             t = float(current["t"])
-            turns_before = {turn for r, turn in released if t - reply_margin_s <= r < t}
-            turns_after = {turn for r, turn in released if t < r <= t + reply_margin_s}
-            playing = turns_before & turns_after
+            playing = {r.turn_id for r in replies if r.playing_at(t)}
             if float(current.get("buffered_ms", math.inf)) >= low_ms:
                 filled |= playing
             elif playing & filled:
@@ -275,9 +302,10 @@ def _cushion_gaps(
                 continue
         if run:
             lowest = min(float(r["buffered_ms"]) for r in run)
+            start_t = float(run[0]["t"])
             end_t = float(current["t"]) if current is not None else float(run[-1]["t"])
-            detail = f"client cushion down to {lowest:.0f} ms"
-            gaps.append(Gap(float(run[0]["t"]), end_t, session, "cushion", detail))
+            detail = f"client cushion down to {lowest:.0f} ms for {(end_t - start_t) * 1000:.0f} ms"
+            gaps.append(Gap(start_t, end_t, session, "cushion", detail))
             run = []
     return gaps
 
@@ -288,7 +316,7 @@ def _describe_cause(event: dict[str, Any], gap: Gap) -> str:
     when = f"{offset_ms:+.0f} ms"
     if kind == "loop_lag":
         return f"event loop lagged {float(event.get('lag_ms', 0.0)):.0f} ms (woke at {when})"
-    if kind == "audio_released":
+    if kind == "frame_late":
         return (
             f"the pacer released a frame {float(event['lateness_ms']):.0f} ms late (at {when}): "
             "the whole process was frozen or denied the CPU"
@@ -317,10 +345,14 @@ def summarize(timeline: Timeline, gaps: Iterable[Gap] | None = None) -> str:
     counts: dict[str, int] = defaultdict(int)
     for event in events:
         counts[str(event["kind"])] += 1
-    streams = len(_frames_by_stream(timeline))
+    replies = find_replies(timeline)
+    sessions = len({r.session for r in replies})
+    cut = sum(1 for r in replies if r.cancelled)
+    unended = sum(1 for r in replies if r.end is None)
     lines = [
-        f"{len(events)} events over {span:.1f} s ({timeline.evicted} evicted), "
-        f"{counts['audio_released']} frames released on {streams} streams",
+        f"{len(events)} events over {span:.1f} s ({timeline.evicted} evicted)",
+        f"{len(replies)} replies on {sessions} sessions ({cut} cut short, {unended} without "
+        f"an end), {counts['frame_late']} frames released late",
         "causes recorded: "
         + ", ".join(f"{counts[k]} {k}" for k in sorted(CAUSE_KINDS))
         + _worst(timeline),
@@ -330,10 +362,7 @@ def summarize(timeline: Timeline, gaps: Iterable[Gap] | None = None) -> str:
         return "\n".join(lines)
     lines.append(f"{len(gap_list)} gap(s):")
     for gap in gap_list:
-        lines.append(
-            f"  {gap.start - origin:8.3f} s  {gap.stream}: {gap.kind} gap, {gap.detail}"
-            f" ({gap.duration_ms:.0f} ms)"
-        )
+        lines.append(f"  {gap.start - origin:8.3f} s  {gap.stream}: {gap.kind} gap, {gap.detail}")
         if not gap.causes:
             lines.append(
                 "      no cause recorded nearby: a slow provider (queue starved), the "
@@ -348,7 +377,7 @@ def _worst(timeline: Timeline) -> str:
     worst: list[str] = []
     lags = [float(e.get("lag_ms", 0.0)) for e in timeline.events("loop_lag")]
     pauses = [float(e.get("duration_ms", 0.0)) for e in timeline.events("gc_pause")]
-    late = [float(e.get("lateness_ms", 0.0)) for e in timeline.events("audio_released")]
+    late = [float(e.get("lateness_ms", 0.0)) for e in timeline.events("frame_late")]
     if lags:
         worst.append(f"longest loop lag {max(lags):.0f} ms")
     if pauses:
@@ -359,6 +388,9 @@ def _worst(timeline: Timeline) -> str:
 
 
 # --- the picture ---------------------------------------------------------------------------------
+
+REPLY_LABELS_MAX: Final = 40
+"""Up to this many replies in the picture, each bar is labelled with its turn."""
 
 
 def plot(
@@ -372,12 +404,13 @@ def plot(
 ) -> Path:
     """Draws the timeline to ``path`` (PNG, SVG or PDF by its suffix) and returns the path.
 
-    Panels, top to bottom, sharing the time axis (seconds from the first event): frames
-    released (one row per stream, late frames in red), client cushion (ms per session),
-    event-loop lag (a bar spanning each stall, height its length), GC pauses (bars by
-    generation), CPU throttling and pacer lateness, and stage events (labelled lines).
-    Gaps are red bands across every panel. ``since``/``until`` (seconds on the timeline's
-    clock) draw only that stretch (e.g. from the first session, past the server's start-up).
+    Panels, top to bottom, sharing the time axis (seconds from the first event): replies
+    (one row per session, a bar from ``agent_audible`` to the reply's end, coloured by how
+    it ended), client cushion (ms per session), event-loop lag (a bar spanning each stall,
+    height its length), GC pauses (bars by generation), CPU throttling and the lateness of
+    late frames, and stage events (labelled lines). Gaps are red bands across every panel.
+    ``since``/``until`` (seconds on the timeline's clock) draw only that stretch (e.g. from
+    the first session, past the server's start-up).
 
     Raises:
         ModuleNotFoundError: matplotlib is not installed (message: ``MATPLOTLIB_MISSING``).
@@ -391,10 +424,12 @@ def plot(
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(MATPLOTLIB_MISSING) from exc
     gap_list = list(gaps) if gaps is not None else find_gaps(timeline)
+    reply_list = find_replies(timeline)  # before windowing: a reply may begin before it
     if since is not None or until is not None:
         timeline = window(timeline, since, until)
         lo, hi = since if since is not None else -math.inf, until if until is not None else math.inf
         gap_list = [g for g in gap_list if g.end >= lo and g.start <= hi]
+        reply_list = [r for r in reply_list if r.start <= hi and (r.end is None or r.end >= lo)]
     events = timeline.events()
     if not events:
         raise ValueError("the timeline is empty: nothing to draw")
@@ -411,20 +446,51 @@ def plot(
         figsize=(14, 12),
         gridspec_kw={"height_ratios": [2.2, 1.6, 1.2, 1.2, 1.2, 1.4]},
     )
-    released, cushion, lag, gc_ax, cpu, stages = axes
+    replies_ax, cushion, lag, gc_ax, cpu, stages = axes
 
-    frames = _frames_by_stream(timeline)
-    names = sorted(frames, key=lambda s: float(frames[s][0]["t"]))
-    for row, name in enumerate(names):
-        on_time = [rel(e["t"]) for e in frames[name] if float(e.get("lateness_ms", 0.0)) <= 5.0]
-        late = [rel(e["t"]) for e in frames[name] if float(e.get("lateness_ms", 0.0)) > 5.0]
-        released.vlines(on_time, row - 0.35, row + 0.35, color="tab:blue", linewidth=0.6)
-        released.vlines(late, row - 0.45, row + 0.45, color="tab:red", linewidth=1.2)
-    released.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=7)
-    released.set_ylim(-0.8, max(len(names), 1) - 0.2)
-    released.set_ylabel("frames\nreleased")
-    if not names:
-        _empty(released, "no audio_released events")
+    names: list[str] = []
+    for reply in reply_list:
+        if reply.session not in names:
+            names.append(reply.session)
+    rows = {name: row for row, name in enumerate(names)}
+    for label, color, chosen in (
+        (
+            "played out",
+            "tab:blue",
+            [r for r in reply_list if r.end is not None and not r.cancelled],
+        ),
+        ("cut (barge-in or failure)", "tab:orange", [r for r in reply_list if r.cancelled]),
+        ("no end recorded", "0.6", [r for r in reply_list if r.end is None]),
+    ):
+        if chosen:
+            starts = [rel(r.start) for r in chosen]
+            stops = [end if r.end is None else rel(r.end) for r in chosen]
+            replies_ax.barh(
+                [rows[r.session] for r in chosen],
+                [max(stop - start, end / 800.0) for start, stop in zip(starts, stops, strict=True)],
+                left=starts,
+                height=0.7,
+                align="center",
+                color=color,
+                label=label,
+            )
+    if len(reply_list) <= REPLY_LABELS_MAX:
+        for reply in reply_list:
+            replies_ax.text(
+                max(rel(reply.start), 0.0),
+                rows[reply.session],
+                f" #{reply.turn_id}",
+                fontsize=7,
+                va="center",
+                ha="left",
+            )
+    replies_ax.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=7)
+    replies_ax.set_ylim(-0.8, max(len(names), 1) - 0.2)
+    replies_ax.set_ylabel("replies\n(audible)")
+    if names:
+        replies_ax.legend(fontsize=7, loc="upper right")
+    else:
+        _empty(replies_ax, "no agent_audible events")
 
     by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in timeline.events("client_cushion"):
@@ -460,12 +526,15 @@ def plot(
     pauses = timeline.events("gc_pause")
     colors = {0: "tab:green", 1: "tab:olive", 2: "tab:purple"}
     for generation, color in colors.items():
-        chosen = [e for e in pauses if e.get("generation", 0) == generation]
-        if chosen:
+        chosen_pauses = [e for e in pauses if e.get("generation", 0) == generation]
+        if chosen_pauses:
             gc_ax.bar(
-                [rel(e["t"]) for e in chosen],
-                [float(e.get("duration_ms", 0.0)) for e in chosen],
-                width=[max(float(e.get("duration_ms", 0.0)) / 1000.0, end / 800.0) for e in chosen],
+                [rel(e["t"]) for e in chosen_pauses],
+                [float(e.get("duration_ms", 0.0)) for e in chosen_pauses],
+                width=[
+                    max(float(e.get("duration_ms", 0.0)) / 1000.0, end / 800.0)
+                    for e in chosen_pauses
+                ],
                 align="edge",
                 color=color,
                 label=f"generation {generation}",
@@ -485,17 +554,15 @@ def plot(
             color="tab:brown",
             label="cgroup throttled (ms per sample)",
         )
-    late_frames = [
-        e for e in timeline.events("audio_released") if float(e.get("lateness_ms", 0.0)) > 0.0
-    ]
+    late_frames = timeline.events("frame_late")
     if late_frames:
         cpu.plot(
             [rel(e["t"]) for e in late_frames],
-            [float(e["lateness_ms"]) for e in late_frames],
+            [float(e.get("lateness_ms", 0.0)) for e in late_frames],
             ".",
-            markersize=2,
+            markersize=4,
             color="tab:red",
-            label="pacer lateness (ms): process frozen or CPU denied",
+            label="late frames (ms past the deadline): process frozen or CPU denied",
         )
     cpu.set_ylabel("CPU throttled /\nfrozen (ms)")
     cpu.set_ylim(bottom=0)
@@ -504,7 +571,7 @@ def plot(
     else:
         _empty(cpu, "no throttling, no late frame")
 
-    stage_events = [e for e in events if e["kind"] not in PROBE_KINDS]
+    stage_events = [e for e in events if e["kind"] not in PANEL_KINDS]
     levels = 6
     for index, event in enumerate(stage_events):
         x = rel(event["t"])

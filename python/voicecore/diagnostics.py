@@ -3,8 +3,9 @@
 A gap in the agent's audio has a handful of usual causes in a Python server: the event loop
 was blocked (a CPU-bound call on it, a slow callback), the garbage collector paused the
 process, or the container ran out of CPU quota and was throttled. This module measures each
-of them onto one ``Timeline``, next to the engine's own events (audio released, client
-cushion, stage events), so that a gap can be lined up with its cause:
+of them onto one ``Timeline``, next to the engine's own events (a reply becoming audible,
+frames the pacer released late, the client's cushion, stage events), so that a gap can be
+lined up with its cause:
 
 * ``LoopLagCanary``: a Trio task that sleeps a fixed interval and records how late it woke;
 * ``GcMonitor``: a ``gc.callbacks`` hook recording each collection's pause;
@@ -71,10 +72,12 @@ class Timeline:
     """A bounded, thread-safe record of timestamped events on one clock.
 
     Each event is a dict ``{"t": seconds, "kind": str, **fields}``. Kinds used by voicecore:
-    ``"audio_released"``, ``"client_cushion"``, ``"loop_lag"``, ``"gc_pause"``,
-    ``"cpu_throttled"`` and the engine's stage events (``"speech_start"``, ``"speech_end"``,
-    ``"stt_final"``, ``"llm_first_token"``, ``"tts_first_audio"``, ``"turn_start"``,
-    ``"turn_cancelled"``, ``"barge_in"``, ...).
+    a reply's lifecycle (``"agent_audible"``: its first frame released; ``"turn_end"`` /
+    ``"turn_cancelled"``: played out / cut), ``"frame_late"`` (a frame released more than the
+    pacer's late threshold after its deadline, with ``lateness_ms``; on-time frames are not
+    recorded), ``"client_cushion"``, ``"loop_lag"``, ``"gc_pause"``, ``"cpu_throttled"`` and
+    the engine's stage events (``"speech_start"``, ``"speech_end"``, ``"stt_final"``,
+    ``"llm_first_token"``, ``"tts_first_audio"``, ``"turn_start"``, ``"barge_in"``, ...).
 
     When full, the oldest events are evicted (counted in ``evicted``): a long session keeps
     its recent history at a bounded memory cost.
