@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from voicecore.engine.stages import SpeechEnded, SpeechStarted
 from voicecore.engine.floor import (
     EndOfTurn,
     FalseStart,
@@ -13,6 +12,7 @@ from voicecore.engine.floor import (
     TurnTaker,
     UtteranceConfirmed,
 )
+from voicecore.engine.stages import SpeechEnded, SpeechStarted
 
 MS = 16  # samples per ms at 16 kHz
 

@@ -11,7 +11,6 @@ import pytest
 from voicecore import protocol
 from voicecore.protocol import (
     AgentAudio,
-    AgentDone,
     Audio,
     Bye,
     Clear,

@@ -415,8 +415,8 @@ class FramePacer:
         (the in-memory transport needs their audio). Clears ``fileno()`` unless stream events
         still wait for a consumer of ``take_events()``."""
     def take_events(self) -> list[StreamEvent]:
-        """Every stream event waiting (``"started"``, ``"drained"``), oldest first, of every
-        stream, with or without a sink: one lifecycle path for the engine. Clears
+        """Every stream event waiting (``"started"``, ``"drained"``, ``"late"``), oldest
+        first, of every stream, with or without a sink: one lifecycle path for the engine. Clears
         ``fileno()`` unless released frames still wait. Once a consumer calls both takes,
         ``fileno()`` stays readable while either kind waits (a frames-only consumer is not
         woken again for events it never takes; at most 4096 events are kept). Works after
@@ -507,20 +507,24 @@ class StreamEvent:
       released. Once per utterance (audio pushed before the drain continues it); never
       after ``flush()`` until new audio is pushed and finished; nothing after ``close()``.
       ``lateness_ns`` is None.
+    * ``"late"``: a frame was released more than 5 ms after its deadline (only late frames
+      are reported: the pacer thread never takes the GIL, so a late frame means the whole
+      process was frozen or denied the CPU); ``lateness_ns`` is its lateness.
     """
 
     @property
     def stream_id(self) -> int:
         """The stream it belongs to (``PacerStream.id``)."""
     @property
-    def kind(self) -> Literal["started", "drained"]:
-        """``"started"`` or ``"drained"``."""
+    def kind(self) -> Literal["started", "drained", "late"]:
+        """``"started"``, ``"drained"`` or ``"late"``."""
     @property
     def at_ns(self) -> int:
         """When, in ns of the pacer's clock (the clock of ``FramePacer.now_ns()``)."""
     @property
     def lateness_ns(self) -> int | None:
-        """``"started"``: the first frame's release lateness in ns; ``"drained"``: None."""
+        """``"started"``/``"late"``: that frame's release lateness in ns; ``"drained"``:
+        None."""
 
 @final
 class FlushReport:

@@ -76,7 +76,7 @@ class StreamEventLike(Protocol):
     frame was released: the agent is audible), ``"drained"`` (after ``finish``, its last
     sample was released) or ``"late"`` (a frame was released more than the pacer's late
     threshold after its deadline); ``at_ns`` on the pacer's clock; ``lateness_ns`` of the
-    frame concerned (0 for ``"drained"``)."""
+    frame concerned (None for ``"drained"``)."""
 
     @property
     def stream_id(self) -> int: ...
@@ -85,7 +85,7 @@ class StreamEventLike(Protocol):
     @property
     def at_ns(self) -> int: ...
     @property
-    def lateness_ns(self) -> int: ...
+    def lateness_ns(self) -> int | None: ...
 
 
 class FlushReportLike(Protocol):

@@ -102,7 +102,7 @@ from voicecore.metrics import SessionMetrics, TurnMetrics
 
 __all__ = ["Session", "SessionConfig"]
 
-_log = logging.getLogger("voicecore.session")
+_log = logging.getLogger("voicecore.engine.session")
 T = TypeVar("T")
 PREROLL_MS = 2000
 """Recent 16 kHz audio kept to hand an utterance to the STT from its first speech sample."""
@@ -383,7 +383,9 @@ class Session:
                 # A malformed message (odd PCM16 length, a bogus report) is the client's
                 # mistake: tell it, count it, and keep the conversation going.
                 self.metrics.count("client.rejected_messages")
-                self._send(protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, str(exc)))
+                self._send(
+                    protocol.Error(protocol.ErrorCode.INVALID_MESSAGE, str(exc), stage="client")
+                )
 
     async def _write(self) -> None:
         async for message in self._outbound:
@@ -694,7 +696,7 @@ class Session:
             self._act(self.turns.reply_audible(reply.ctx.turn_id))
         elif event.kind == "drained":
             reply.drained.set()
-        elif event.kind == "late":
+        elif event.kind == "late" and event.lateness_ns is not None:
             assert self._router is not None
             self.metrics.late_frames += 1
             self.timeline.record_at(

@@ -22,7 +22,7 @@ from voicecore.protocol import (
 )
 from voicecore.server.websocket import WebSocket
 
-_log = logging.getLogger("voicecore.server")
+_log = logging.getLogger("voicecore.server.transport")
 
 
 class WebSocketTransport:

@@ -186,7 +186,7 @@ impl PyFramePacer {
         Ok(objects)
     }
 
-    /// Takes every stream event waiting (``"started"``, ``"drained"``), oldest first (an empty
+    /// Takes every stream event waiting (``"started"``, ``"drained"``, ``"late"``), oldest first (an empty
     /// list if none). ``fileno()`` becomes readable whenever a frame or an event is queued;
     /// once a consumer has called both ``take_events()`` and ``take_released()``, it stays
     /// readable while either kind waits, so one wake-up followed by both calls misses
@@ -203,7 +203,8 @@ impl PyFramePacer {
                 kind: event.kind.name(),
                 at_ns: event.at_ns,
                 lateness_ns: match event.kind {
-                    StreamEventKind::Started { lateness_ns } => Some(lateness_ns),
+                    StreamEventKind::Started { lateness_ns }
+                    | StreamEventKind::Late { lateness_ns } => Some(lateness_ns),
                     StreamEventKind::Drained => None,
                 },
             })
@@ -482,16 +483,17 @@ impl PyReleasedFrame {
 /// audible; once per stream, ``lateness_ns`` is that frame's release lateness) or
 /// ``"drained"`` (after ``finish()``, the last queued sample has been released; once per
 /// utterance, never after a ``flush()`` until new audio is pushed and finished;
-/// ``lateness_ns`` is None).
+/// ``lateness_ns`` is None) or ``"late"`` (a frame was released more than 5 ms after its
+/// deadline: only late frames are reported; ``lateness_ns`` is its lateness).
 #[pyclass(module = "voicecore._core", name = "StreamEvent", frozen, get_all)]
 pub struct PyStreamEvent {
     /// The stream it belongs to (``PacerStream.id``).
     stream_id: u64,
-    /// ``"started"`` or ``"drained"``.
+    /// ``"started"``, ``"drained"`` or ``"late"``.
     kind: &'static str,
     /// When, in ns of the pacer's clock (the clock of ``FramePacer.now_ns()``).
     at_ns: i64,
-    /// ``"started"``: the first frame's release lateness, in ns; ``"drained"``: None.
+    /// ``"started"``/``"late"``: that frame's release lateness, in ns; ``"drained"``: None.
     lateness_ns: Option<i64>,
 }
 

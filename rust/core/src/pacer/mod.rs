@@ -63,6 +63,10 @@ const MAX_SPARE_BUFFERS: usize = 512;
 /// Most stream events kept for the consumer; beyond, the oldest are dropped (only a consumer
 /// that never takes them lets this many pile up).
 pub const MAX_PENDING_EVENTS: usize = 4096;
+/// Release lateness above which a frame is reported as [`StreamEventKind::Late`], in ns: a
+/// quarter of the shortest frame, far above the pacer's normal p99 (microseconds) and far
+/// below an audible gap; only a frozen or CPU-starved process releases that late.
+pub const LATE_FRAME_NS: i64 = 5_000_000;
 /// Longest step of virtual time per `advance_to` call: one hour.
 const MAX_VIRTUAL_STEP_NS: i64 = 3_600_000_000_000;
 
@@ -103,14 +107,22 @@ pub enum StreamEventKind {
     /// [`FramePacer::flush`] cancels it (no `Drained` follows a flush until new audio is
     /// pushed and finished).
     Drained,
+    /// A frame was released more than [`LATE_FRAME_NS`] after its deadline. Only late frames
+    /// are reported (the consumer's diagnostics line them up with their causes); on-time
+    /// frames are counted in the statistics only.
+    Late {
+        /// That frame's release lateness, in ns.
+        lateness_ns: i64,
+    },
 }
 
 impl StreamEventKind {
-    /// `"started"` or `"drained"`.
+    /// `"started"`, `"drained"` or `"late"`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Started { .. } => "started",
             Self::Drained => "drained",
+            Self::Late { .. } => "late",
         }
     }
 }
@@ -325,6 +337,15 @@ impl Engine {
                 self.staged_events.push(StreamEvent {
                     stream_id: due.id,
                     kind: StreamEventKind::Started {
+                        lateness_ns: lateness,
+                    },
+                    at_ns: now_ns,
+                });
+            }
+            if lateness > LATE_FRAME_NS {
+                self.staged_events.push(StreamEvent {
+                    stream_id: due.id,
+                    kind: StreamEventKind::Late {
                         lateness_ns: lateness,
                     },
                     at_ns: now_ns,

@@ -887,3 +887,33 @@ mod events {
         assert!(!readable(&pacer));
     }
 }
+
+#[test]
+fn only_late_frames_are_reported_late() {
+    let pacer = virtual_pacer();
+    let stream = open(&pacer, 20, 2000);
+    pacer.push(stream.id, &ramp(0, 3200)).unwrap(); // 200 ms
+    pacer.advance_ns(40 * MS).unwrap(); // on time (the virtual clock is never late)
+    assert!(take_events(&pacer)
+        .iter()
+        .all(|e| !matches!(e.kind, StreamEventKind::Late { .. })));
+    {
+        // The pacer thread wakes 7 ms late for one frame, then 1 ms late for the next.
+        let mut engine = pacer.shared.engine.lock();
+        let due = engine.next_due().unwrap();
+        engine.serve(due, due.deadline_ns + 7 * MS);
+        let due = engine.next_due().unwrap();
+        engine.serve(due, due.deadline_ns + MS);
+    }
+    pacer.advance_ns(0).unwrap(); // hands the staged events over
+    let late: Vec<(i64, i64)> = take_events(&pacer)
+        .iter()
+        .filter_map(|e| match e.kind {
+            StreamEventKind::Late { lateness_ns } => Some((e.stream_id as i64, lateness_ns)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late, vec![(stream.id as i64, 7 * MS)]);
+    assert!(7 * MS > LATE_FRAME_NS && MS < LATE_FRAME_NS);
+    assert_eq!(StreamEventKind::Late { lateness_ns: 1 }.name(), "late");
+}
