@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import trio
 
+from harness.speech import RATE, noise, voice
 from voicecore import EnergyVad, FramePacer
 from voicecore.engine.session import Session, SessionConfig
 from voicecore.engine.stages import EnergyVadStage
@@ -36,22 +36,9 @@ from voicecore.engine.transport import AgentAudio, Clear, Event, MemoryClient, m
 from voicecore.metrics import percentile
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 
-RATE = 16000
 SILENCE_MS = 500.0
 V2V_TARGET_MS = 10.0
 BARGE_IN_TARGET_MS = 5.0
-_rng = np.random.default_rng(7)
-
-
-def noise(ms: float) -> bytes:
-    return _rng.normal(0, 30, int(RATE * ms / 1000)).astype("<i2").tobytes()
-
-
-def voice(ms: float) -> bytes:
-    t = np.arange(int(RATE * ms / 1000)) / RATE
-    harmonics = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))
-    x = 3000 * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + _rng.normal(0, 30, t.size)
-    return x.astype("<i2").tobytes()
 
 
 def summary(values: list[float]) -> dict[str, float]:

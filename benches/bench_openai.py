@@ -1,7 +1,8 @@
 """The OpenAI-compatible LLM provider's own cost, against a loopback SSE server.
 
-A model server is not measured here (the server, in its own process so that it does not
-compete for this one's GIL, streams canned chunks as fast as it can);
+A model server is not measured here (the server, ``harness.openai_server.StreamingServer``,
+in its own process so that it does not compete for this one's GIL, streams canned chunks as
+fast as it can);
 what is measured is what ``OpenAILLM`` adds on top of the HTTP client, beside the baseline a
 user would write instead: httpx's ``client.stream`` + ``aiter_lines`` + ``json.loads`` in an
 async generator, with no deadlines, no retries and no strict parsing.
@@ -21,109 +22,22 @@ from __future__ import annotations
 
 import gc
 import json
-import socket
 import statistics
-import subprocess
-import sys
-import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import trio
 
+from harness.openai_server import STALL_AFTER, StreamingServer
 from voicecore.engine.history import Message
 from voicecore.engine.stages import TurnContext
 from voicecore.metrics import percentile
 from voicecore.providers.openai import OpenAILLM
 
 MESSAGES = [Message("user", "Tell me a story.")]
-STALL_AFTER = 5
-
-
-def _event(content: str) -> bytes:
-    chunk = {"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
-    data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """``{"max_tokens": n}`` streams n deltas then [DONE]; ``{"stall": true}`` streams a few
-    and waits for the client to close, recording when it did."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-    def setup(self) -> None:
-        super().setup()
-        # As production servers do (asyncio, uvicorn): no Nagle delay on small writes.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        if request.get("stall"):
-            for index in range(STALL_AFTER):
-                self.wfile.write(_event(f" w{index}"))
-            self.connection.settimeout(5.0)
-            try:
-                gone = self.connection.recv(1) == b""
-            except OSError:
-                gone = True
-            if gone:  # CLOCK_MONOTONIC: the same clock in every process
-                print(f"closed {time.monotonic()}", flush=True)
-            self.close_connection = True
-            return
-        for index in range(int(request["max_tokens"])):
-            self.wfile.write(_event(f" w{index}"))
-        done = b"data: [DONE]\n\n"
-        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
-
-
-def _serve() -> None:
-    """The server process: prints its port, serves until its stdin closes."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"port {server.server_address[1]}", flush=True)
-    sys.stdin.read()
-
-
-class _ServerProcess:
-    """Runs ``_serve`` in a child process; ``closed_at`` collects its disconnect times."""
-
-    def __init__(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, __file__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._process.stdout is not None
-        self._stdout = self._process.stdout
-        self.port = int(self._stdout.readline().split()[1])
-        self.closed_at: list[float] = []
-        self._reader = threading.Thread(target=self._read)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self._stdout:
-            self.closed_at.append(float(line.split()[1]))
-
-    def close(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        self._process.wait(timeout=10)
-        self._reader.join()
-        self._stdout.close()
 
 
 def _ctx() -> TurnContext:
@@ -237,8 +151,8 @@ async def _measure_one(
 
 
 def test_llm_streaming_overhead(benchmark: Any, report: Any, quick: bool) -> None:
-    server = _ServerProcess()
-    base_url = f"http://127.0.0.1:{server.port}/v1"
+    server = StreamingServer()
+    base_url = server.base_url
     deltas, rounds, cancels = (500, 3, 10) if quick else (2000, 9, 50)
     results: dict[str, Any] = {}
 
@@ -263,7 +177,3 @@ def test_llm_streaming_overhead(benchmark: Any, report: Any, quick: bool) -> Non
     report.figure("baseline_abandoned_generators", base["abandoned_generators"])
     assert ours["abandoned_generators"] == 0
     assert ours["cancel_max_ms"] < 100
-
-
-if __name__ == "__main__":
-    _serve()

@@ -3,19 +3,12 @@
 Each simulated client speaks the wire protocol (docs/protocol.md) like the web page does:
 ``hello``, then 20 ms mic frames of real speech (../shared/data/speech, looped with a pause
 after each utterance so the agent can answer) on a real-time clock with absolute deadlines,
-``playout`` reports about 4 times a second, and a playout model of the page's player
-(``web/lib/ring.mjs``): it starts a reply once 40 ms are buffered (or after waiting 40 ms),
-drains in real time, and
-counts an underrun when it ran dry inside a reply and audio then resumed (dry at the
-reply's end, ``agent_done``, is the reply ending, not a gap).
-
-For each agent frame that arrives while a reply plays, the model records its *lateness*:
-``cushion_ms - buffered_ms`` at its arrival. 0 means the frame arrived with a full cushion
-still ahead of it; ``cushion_ms`` means it arrived just as the player needed it; above the
-cushion, the player had been silent for the excess (an underrun).
+``playout`` reports about 4 times a second, and the page's player (``harness.player``:
+underruns, and each frame's lateness against the cushion).
 
 The clients run in worker subprocesses (each a Trio run of many clients), pinned to a CPU
-apart from the server's. :func:`ramp` starts ``voicecore serve`` pinned to one core, runs
+apart from the server's. :func:`ramp` starts the server (``harness.launcher``) pinned to one
+core, runs
 growing numbers of clients against it, and reads the server's CPU time and RSS from
 ``/proc`` and its pacer and loop figures from ``/metrics``.
 
@@ -40,171 +33,34 @@ import sys
 import threading
 import time
 import urllib.request
-import wave
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+
+from harness import subprocess_env
+from harness.client import BYE, hello, playout_report
+from harness.launcher import ServerProcess, pin_to
+from harness.player import PlayoutModel
+from harness.speech import mic_clips
 
 __all__ = [
     "ClientStats",
     "LoadConfig",
-    "PlayoutModel",
-    "ServerProcess",
     "StepResult",
-    "load_mic_audio",
     "main",
     "ramp",
     "run_clients",
     "run_step",
 ]
 
-SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
-"""The real speech corpus beside the repository (absent in a user's fresh clone)."""
-
 FULL_STEPS = (10, 25, 50, 100, 150, 200, 300)
 """Session counts of a full ramp with instant providers."""
 
 OFFLINE_STEPS = (2, 5, 10, 20, 30)
 """Session counts of a full ramp with the offline defaults (Sphinx, espeak: far heavier)."""
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-# --- mic audio --------------------------------------------------------------------------------
-
-
-def load_mic_audio(
-    speech_dir: Path | None = None, rate: int = 16000
-) -> tuple[list[npt.NDArray[np.int16]], str]:
-    """The utterances the clients speak, and where they come from.
-
-    Reads every 16-bit mono WAV at ``rate`` Hz in ``speech_dir`` (default :data:`SPEECH_DIR`).
-    When there is none, returns one synthetic voiced signal instead (a 140 Hz pulse train with
-    a syllable envelope, which the energy VAD hears as speech) and says so in the source.
-
-    Returns:
-        ``(utterances, source)``: PCM16 arrays at ``rate`` Hz, and ``"speech:<dir>"`` or
-        ``"synthetic"``.
-    """
-    folder = speech_dir or SPEECH_DIR
-    clips: list[npt.NDArray[np.int16]] = []
-    for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
-        with wave.open(str(path), "rb") as wav:
-            if wav.getsampwidth() != 2 or wav.getnchannels() != 1 or wav.getframerate() != rate:
-                continue
-            clips.append(np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").copy())
-    if clips:
-        return clips, f"speech:{folder}"
-    t = np.arange(int(1.5 * rate)) / rate
-    pulses = np.sign(np.sin(2 * np.pi * 140 * t)) * (np.sin(2 * np.pi * 140 * t) > 0.95)
-    envelope = 0.5 * (1 - np.cos(2 * np.pi * 4 * t))  # four syllables a second
-    voiced = 8000 * pulses * envelope + 600 * np.sin(2 * np.pi * 420 * t) * envelope
-    return [voiced.astype(np.int16)], "synthetic"
-
-
-# --- the client's player ----------------------------------------------------------------------
-
-
-class PlayoutModel:
-    """The web page's player in continuous time (``web/lib/ring.mjs``), driven by events.
-
-    States: idle (between replies), waiting (a reply's first audio is buffering: the page
-    starts once ``start_ms`` is buffered, the reply is complete, or it has waited
-    ``start_ms``), playing (draining ``buffered_ms`` in real time), starved (dry inside a
-    reply). All times are in seconds of one monotonic clock, all durations in ms.
-
-    Args:
-        cushion_ms: the server's cushion (``ready.cushion_ms``), the lateness reference.
-        frame_ms: the duration of one agent frame.
-        start_ms: the page's start threshold (``startMs``, 40 ms by default).
-    """
-
-    def __init__(self, cushion_ms: float, frame_ms: float, start_ms: float = 40.0) -> None:
-        self.cushion_ms = cushion_ms
-        self.frame_ms = frame_ms
-        self.start_ms = start_ms
-        self.buffered_ms = 0.0
-        self.played_ms = 0.0
-        self.underruns = 0
-        self.underrun_ms = 0.0
-        self.lateness_ms: list[float] = []
-        """Lateness of every frame that arrived while a reply played (see the module doc)."""
-        self.gaps: list[tuple[int, float]] = []
-        """Each underrun as (index of the frame that ended it within its reply, gap in ms)."""
-        self._reply_frames = 0
-        self._state = "idle"
-        self._last = 0.0
-        self._dry_at = 0.0
-        self._wait_until = 0.0
-        self._written_ms = 0.0
-        self._done_at_ms = -1.0
-
-    def __repr__(self) -> str:
-        return (
-            f"PlayoutModel({self._state}, buffered={self.buffered_ms:.0f} ms, "
-            f"underruns={self.underruns})"
-        )
-
-    def advance(self, now: float) -> None:
-        """Plays out the audio due between the last event and ``now`` (seconds)."""
-        if self._state == "waiting" and now >= self._wait_until:
-            self._state = "playing"  # waited the threshold's duration: playback began then
-            self._last = self._wait_until
-        if self._state == "playing":
-            elapsed_ms = max(0.0, (now - self._last) * 1000.0)
-            if self.buffered_ms >= elapsed_ms:
-                self.buffered_ms -= elapsed_ms
-                self.played_ms += elapsed_ms
-            else:
-                self._dry_at = self._last + self.buffered_ms / 1000.0
-                self.played_ms += self.buffered_ms
-                self.buffered_ms = 0.0
-                # Dry exactly at the reply's end is the reply finishing (ring.mjs: DONE_AT).
-                self._state = "idle" if self._written_ms == self._done_at_ms else "starved"
-        self._last = now
-
-    def frame(self, now: float) -> None:
-        """An agent frame arrived at ``now``: records its lateness, counts a gap it ends."""
-        self.advance(now)
-        if self._state == "playing":
-            self.lateness_ms.append(self.cushion_ms - self.buffered_ms)
-        elif self._state == "starved":
-            gap_ms = (now - self._dry_at) * 1000.0
-            self.lateness_ms.append(self.cushion_ms + gap_ms)
-            self.underruns += 1
-            self.underrun_ms += gap_ms
-            self.gaps.append((self._reply_frames, gap_ms))
-        elif self._state == "idle":
-            self._reply_frames = 0
-            self._state = "waiting"
-            self._wait_until = now + self.start_ms / 1000.0
-        self._reply_frames += 1
-        self.buffered_ms += self.frame_ms
-        self._written_ms += self.frame_ms
-        if self._state == "starved" or (
-            self._state == "waiting" and self.buffered_ms >= self.start_ms
-        ):
-            self._state = "playing"
-
-    def done(self, now: float) -> None:
-        """``agent_done``: the reply ends where the audio received so far ends."""
-        self.advance(now)
-        self._done_at_ms = self._written_ms
-        if self._state == "starved":
-            self._state = "idle"
-        elif self._state == "waiting":
-            self._state = "playing"  # the whole reply is there: no reason to wait
-
-    def clear(self, now: float) -> None:
-        """``clear`` (barge-in): the buffered audio is dropped, the player goes idle."""
-        self.advance(now)
-        self.buffered_ms = 0.0
-        self._state = "idle"
 
 
 # --- one client -------------------------------------------------------------------------------
@@ -224,7 +80,7 @@ class LoadConfig:
         output_rate: agent audio rate asked in ``hello`` (the web page asks 48 kHz).
         pause_s: silence after each utterance, long enough for the agent's reply.
         report_every_s: ``playout`` report period.
-        speech_dir: where the WAVs are; None: :data:`SPEECH_DIR`.
+        speech_dir: where the WAVs are; None: :data:`harness.speech.SPEECH_DIR`.
     """
 
     url: str
@@ -280,15 +136,13 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
         ws = await connect(cfg.url)
         async with trio.open_nursery() as connection:
             connection.start_soon(ws.run_writer)
-            hello = {
-                "type": "hello",
-                "protocol": 1,
-                "input_rate": cfg.input_rate,
-                "output_rate": cfg.output_rate,
-                "frame_ms": 20,
-                "client": "voicecore-loadgen/1",
-            }
-            ws.send_nowait(json.dumps(hello))
+            ws.send_nowait(
+                hello(
+                    input_rate=cfg.input_rate,
+                    output_rate=cfg.output_rate,
+                    client="voicecore-loadgen/1",
+                )
+            )
             ready = json.loads(await ws.receive())
             if ready.get("type") != "ready":
                 stats.error = f"no ready: {ready}"
@@ -316,14 +170,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
             async def report() -> None:
                 while trio.current_time() < end:
                     await trio.sleep(cfg.report_every_s)
-                    player.advance(trio.current_time())
-                    message = {
-                        "type": "playout",
-                        "buffered_ms": round(player.buffered_ms, 1),
-                        "played_ms": round(player.played_ms, 1),
-                        "underruns": player.underruns,
-                    }
-                    ws.send_nowait(json.dumps(message))
+                    ws.send_nowait(playout_report(player, trio.current_time()))
 
             async def listen() -> None:
                 while True:
@@ -362,7 +209,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                 nursery.start_soon(guarded, report, False)
                 nursery.start_soon(guarded, speak, True)
             with contextlib.suppress(ConnectionClosed, SendBufferFullError):
-                ws.send_nowait(json.dumps({"type": "bye"}))
+                ws.send_nowait(BYE)
             stats.underruns = player.underruns
             stats.underrun_ms = player.underrun_ms
             stats.lateness_ms = player.lateness_ms
@@ -377,7 +224,7 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
 async def _run_worker(cfg: LoadConfig) -> list[ClientStats]:
     import trio
 
-    arrays, _ = load_mic_audio(Path(cfg.speech_dir) if cfg.speech_dir else None, cfg.input_rate)
+    arrays, _ = mic_clips(Path(cfg.speech_dir) if cfg.speech_dir else None, cfg.input_rate)
     # Every utterance followed by a pause for the agent's reply, in whole 20 ms frames; one
     # copy shared by the worker's clients.
     pause = np.zeros(int(cfg.pause_s * cfg.input_rate), dtype=np.int16)
@@ -422,16 +269,6 @@ def _worker_main() -> int:
 # --- processes --------------------------------------------------------------------------------
 
 
-def _pin(cpus: set[int] | None) -> Callable[[], None]:
-    """A ``preexec_fn`` that pins the child to ``cpus`` (a no-op when None)."""
-
-    def pin() -> None:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
-    return pin
-
-
 def _cpu_sets() -> tuple[set[int] | None, set[int] | None]:
     """(server CPUs, client CPUs): the first CPU we may use for the server, the rest for the
     clients; nothing pinned on a single-CPU machine."""
@@ -473,8 +310,9 @@ def run_clients(
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
+                env=subprocess_env(),
                 start_new_session=True,
-                preexec_fn=_pin(cpus),
+                preexec_fn=pin_to(cpus),
             )
             procs.append(proc)
             assert proc.stdin is not None
@@ -501,110 +339,37 @@ def run_clients(
             _kill_group(proc)
 
 
-class ServerProcess:
-    """``voicecore serve`` on 127.0.0.1 (a free port), pinned to ``cpus``, in its own process
-    group; a context manager that kills the group on exit.
+def rss_mb(server: ServerProcess) -> float:
+    """The server's resident memory, MiB."""
+    return server.rss_kb() / 1024
 
-    Args:
-        providers: ``"scripted"`` (instant test doubles) or ``"config"`` (offline defaults).
-        max_sessions: the server's session limit.
-        cpus: the CPUs to pin it to (None: unpinned).
-        extra_args: further ``voicecore serve`` flags.
-    """
 
-    def __init__(
-        self,
-        providers: str,
-        max_sessions: int,
-        cpus: set[int] | None,
-        extra_args: Sequence[str] = (),
-    ) -> None:
-        self.providers = providers
-        self.max_sessions = max_sessions
-        self.cpus = cpus
-        self.extra_args = list(extra_args)
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    def __repr__(self) -> str:
-        return f"ServerProcess({self.providers}, port={self.port}, cpus={self.cpus})"
-
-    def __enter__(self) -> ServerProcess:
-        args = [sys.executable, "-m", "voicecore", "serve", "--host", "127.0.0.1"]
-        args += ["--port", "0", "--providers", self.providers]
-        args += ["--max-sessions", str(self.max_sessions), *self.extra_args]
-        self.proc = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-            preexec_fn=_pin(self.cpus),
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in self.proc.stdout:
-            if match := re.search(r"serving on http://127\.0\.0\.1:(\d+)", line):
-                self.port = int(match.group(1))
-                break
-            if time.monotonic() > deadline:
-                break
-        if not self.port:
-            self.__exit__()
-            raise RuntimeError("voicecore serve did not start (no 'serving on' line)")
-        # Keep reading what it prints, so a full pipe can never block the server.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            _kill_group(self.proc)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-
-    @property
-    def url(self) -> str:
-        """The WebSocket URL."""
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server has used, in seconds (``/proc/<pid>/stat``)."""
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
-
-    def rss_mb(self) -> float:
-        """The server's resident memory, in MiB (``/proc/<pid>/statm``)."""
-        assert self.proc is not None
-        pages = int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1])
-        return pages * _PAGE / 2**20
-
-    def metrics(self) -> dict[str, float]:
-        """Worst-case figures from ``/metrics``: the largest per-session pacer lateness
-        (p99, max), the event loop's lag (p99, max) and the longest GC pause, in ms; {} if
-        unreadable."""
-        try:
-            url = f"http://127.0.0.1:{self.port}/metrics"
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                text = reply.read().decode()
-        except OSError:
-            return {}
-        figures: dict[str, float] = {}
-        for name, key in (
-            ("voicecore_pacer_lateness_p99_seconds", "pacer_late_p99_ms"),
-            ("voicecore_pacer_lateness_max_seconds", "pacer_late_max_ms"),
-            ("voicecore_loop_lag_p99_seconds", "loop_lag_p99_ms"),
-            ("voicecore_loop_lag_max_seconds", "loop_lag_max_ms"),
-            ("voicecore_gc_pause_max_seconds", "gc_pause_max_ms"),
-        ):
-            values = [
-                float(v)
-                for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-                if v not in ("NaN", "nan")
-            ]
-            if values:
-                figures[key] = max(values) * 1000.0
-        return figures
+def server_metrics(port: int) -> dict[str, float]:
+    """Worst-case figures from the server's ``/metrics``: the largest per-session pacer
+    lateness (p99, max), the event loop's lag (p99, max) and the longest GC pause, in ms;
+    {} if unreadable."""
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    figures: dict[str, float] = {}
+    for name, key in (
+        ("voicecore_pacer_lateness_p99_seconds", "pacer_late_p99_ms"),
+        ("voicecore_pacer_lateness_max_seconds", "pacer_late_max_ms"),
+        ("voicecore_loop_lag_p99_seconds", "loop_lag_p99_ms"),
+        ("voicecore_loop_lag_max_seconds", "loop_lag_max_ms"),
+        ("voicecore_gc_pause_max_seconds", "gc_pause_max_ms"),
+    ):
+        values = [
+            float(v)
+            for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+            if v not in ("NaN", "nan")
+        ]
+        if values:
+            figures[key] = max(values) * 1000.0
+    return figures
 
 
 # --- a step and a ramp ------------------------------------------------------------------------
@@ -688,20 +453,21 @@ def run_step(
     server_args: Sequence[str] = (),
     speech_dir: Path | None = None,
 ) -> StepResult:
-    """Runs ``sessions`` clients for ``duration_s`` against a fresh ``voicecore serve
-    --providers <providers>`` pinned to one core (clients on the others).
+    """Runs ``sessions`` clients for ``duration_s`` against a fresh ``python -m harness.serve
+    --providers <providers>`` (``harness.launcher``) pinned to one core (clients on the others).
 
     The server's CPU and RSS are sampled after every client has connected plus 2 s of
     warm-up, and again 1 s before the clients leave; the CPU share is over that window.
     """
     server_cpus, client_cpus = _cpu_sets()
     spread = min(5.0, 0.03 * sessions)
-    _, source = load_mic_audio(speech_dir)
-    with ServerProcess(providers, sessions + 5, server_cpus, server_args) as server:
+    _, source = mic_clips(speech_dir)
+    args = ["--providers", providers, "--max-sessions", str(sessions + 5), *server_args]
+    with ServerProcess(args, cpus=server_cpus) as server:
         time.sleep(0.5)
-        rss_idle = server.rss_mb()
+        rss_idle = rss_mb(server)
         cfg = LoadConfig(
-            url=server.url,
+            url=server.ws_url,
             clients=sessions,
             duration_s=duration_s,
             connect_spread_s=spread,
@@ -719,8 +485,8 @@ def run_step(
             samples["t0"], samples["cpu0"] = time.monotonic(), server.cpu_seconds()
             time.sleep(max(0.1, stop_at - time.monotonic()))
             samples["t1"], samples["cpu1"] = time.monotonic(), server.cpu_seconds()
-            samples["rss"] = server.rss_mb()
-            samples["metrics"] = server.metrics()
+            samples["rss"] = rss_mb(server)
+            samples["metrics"] = server_metrics(server.port)
 
         sampler = threading.Thread(target=sample_server, daemon=True)
         sampler.start()

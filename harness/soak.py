@@ -1,10 +1,10 @@
 """Soak test: many turns with barge-ins and reconnects against ``voicecore serve``, with the
 server's memory and open file descriptors sampled over time (issue 6).
 
-The server runs as ``voicecore serve --providers scripted`` in a subprocess (its own process
-group, 127.0.0.1, an ephemeral port), so what is measured is voicecore's own footprint:
-sessions, turns, cancellations, pacer streams, connections. ``sessions`` clients converse
-over real WebSockets in a loop:
+The server runs as ``python -m harness.serve --providers scripted`` in a subprocess
+(``harness.launcher``: its own process group, 127.0.0.1, an ephemeral port), so what is
+measured is voicecore's own footprint: sessions, turns, cancellations, pacer streams,
+connections. ``sessions`` clients converse over real WebSockets in a loop:
 
 * a turn: the client speaks one utterance (a loud voiced sound, then silence long enough to
   end the turn), sent at once (turn-taking runs on the sample clock, so this is a turn at
@@ -15,7 +15,8 @@ over real WebSockets in a loop:
 * every ``reconnect_every`` turns the client leaves, alternately with ``bye`` and by
   dropping the connection without a close handshake, and connects again.
 
-The client reports playout (``buffered_ms``) from a simulated player 4 times a second. The
+The client reports playout (``buffered_ms``) 4 times a second from the page's player
+(``harness.player``). The
 server's VmRSS (``/proc/<pid>/status``) and open descriptors (``/proc/<pid>/fd``) are
 sampled every ``sample_interval_s``. Growth is the least-squares slope against completed
 turns after warm-up (by default the first half of the run: allocator pools, caches, the
@@ -47,12 +48,9 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,10 +60,14 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection, connect
 
+from harness.client import BYE, FRAME_MS, MIC_RATE, REPORT_PERIOD_S, hello, playout_report
+from harness.launcher import ServerProcess
+from harness.player import PlayoutModel
+from harness.speech import noise, voice
+
 __all__ = [
     "GcSample",
     "Sample",
-    "ServerProcess",
     "SoakResult",
     "growth_per_1000_turns",
     "main",
@@ -73,12 +75,6 @@ __all__ = [
     "run_soak",
 ]
 
-INPUT_RATE = 16000
-"""The clients' mic rate, Hz (the engine's own rate: no resampling on the way in)."""
-OUTPUT_RATE = 24000
-"""The agent audio rate the clients ask for, Hz (the scripted TTS's rate)."""
-FRAME_MS = 20
-"""The agent audio frame, ms (the server's default)."""
 TURN_TIMEOUT_S = 15.0
 """A turn that produces no ``agent_done`` within this is counted as stuck; the client then
 reconnects (the full scripted reply is about 3 s)."""
@@ -87,20 +83,6 @@ RSS_TARGET_MB_PER_1000 = 1.0
 FD_TARGET_PER_1000 = 1.0
 """Open descriptors growth after warm-up below 1 per 1,000 turns (a leak leaks per turn or
 per connection, so any real leak shows as at least several per 1,000 turns)."""
-
-
-def _utterance(rng: np.random.Generator) -> bytes:
-    """One user utterance as PCM16 at INPUT_RATE: 300 ms of a faint noise floor (the energy
-    VAD judges speech against it), 600 ms of a loud voiced sound (150 Hz harmonics, 4 Hz
-    modulation; longer than the 300 ms a barge-in needs), then 700 ms of the noise floor,
-    longer than the end-of-turn silence (500 ms) so the turn ends."""
-    t = np.arange(INPUT_RATE * 600 // 1000) / INPUT_RATE
-    harmonics = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))
-    voiced = 3000 * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
-    lead, silence = np.zeros(INPUT_RATE * 300 // 1000), np.zeros(INPUT_RATE * 700 // 1000)
-    signal_ = np.concatenate([lead, voiced, silence])
-    signal_ += rng.normal(0, 30, signal_.size)
-    return bytes(signal_.astype("<i2").tobytes())
 
 
 @dataclass
@@ -275,154 +257,7 @@ def parse_prometheus(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], 
     return samples
 
 
-# --- the server process ---------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``voicecore serve --providers scripted`` on 127.0.0.1 in its own process group.
-
-    Use as a context manager: it waits for the server to listen, and always stops it
-    (SIGTERM, then SIGKILL to the group after ``stop_timeout_s``).
-    """
-
-    def __init__(
-        self,
-        extra_args: list[str] | None = None,
-        stop_timeout_s: float = 10.0,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.env = {**os.environ, **(env or {})}
-        self.args = [
-            sys.executable,
-            "-m",
-            "voicecore",
-            "serve",
-            "--providers",
-            "scripted",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            *(extra_args or []),
-        ]
-        self.stop_timeout_s = stop_timeout_s
-        self.process: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.exit_code: int | None = None
-
-    def __enter__(self) -> ServerProcess:
-        self.process = subprocess.Popen(
-            self.args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-            env=self.env,
-        )
-        try:
-            self.port = self._wait_listening(timeout_s=30.0)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        """The server's process id."""
-        assert self.process is not None
-        return self.process.pid
-
-    def _wait_listening(self, timeout_s: float) -> int:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"voicecore serve exited with {self.process.wait()}")
-            match = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
-            if match:
-                # Stop reading stdout: the server prints little more (shutdown lines), far
-                # below a pipe's buffer.
-                return int(match.group(1))
-        raise RuntimeError("voicecore serve did not start listening in time")
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful shutdown), then SIGKILL to the whole group if it lingers."""
-        process = self.process
-        if process is None or self.exit_code is not None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        self.exit_code = process.returncode
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def rss_kb(self) -> int:
-        """VmRSS of the server, KiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        if match is None:
-            raise RuntimeError("no VmRSS in /proc/<pid>/status")
-        return int(match.group(1))
-
-    def fds(self) -> int:
-        """Open file descriptors of the server."""
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-
 # --- the clients ----------------------------------------------------------------------------
-
-
-class _Player:
-    """A simulated client player: agent audio received minus audio played on a real clock."""
-
-    def __init__(self) -> None:
-        self.buffered_ms = 0.0
-        self.played_ms = 0.0
-        self.underruns = 0
-        self._last = time.monotonic()
-        self._playing = False
-
-    def advance(self) -> None:
-        now = time.monotonic()
-        elapsed_ms = (now - self._last) * 1000
-        self._last = now
-        played = min(elapsed_ms, self.buffered_ms)
-        self.buffered_ms -= played
-        self.played_ms += played
-        if self._playing and played < elapsed_ms:
-            self.underruns += 1
-            self._playing = False
-
-    def received(self, ms: float) -> None:
-        self.advance()
-        self.buffered_ms += ms
-        self._playing = True
-
-    def clear(self) -> None:
-        self.advance()
-        self.buffered_ms = 0.0
-        self._playing = False
-
-    def report(self) -> str:
-        self.advance()
-        return json.dumps(
-            {
-                "type": "playout",
-                "buffered_ms": round(self.buffered_ms, 1),
-                "played_ms": round(self.played_ms, 1),
-                "underruns": self.underruns,
-            }
-        )
 
 
 _QUIET_LOGGER = logging.getLogger("harness.soak.abrupt")
@@ -431,7 +266,7 @@ _QUIET_LOGGER.propagate = False
 
 
 async def _send_utterance(ws: ClientConnection, pcm: bytes) -> None:
-    frame = 2 * INPUT_RATE * FRAME_MS // 1000
+    frame = 2 * MIC_RATE * FRAME_MS // 1000
     for offset in range(0, len(pcm), frame):
         await ws.send(pcm[offset : offset + frame])
 
@@ -444,15 +279,15 @@ async def _converse(
     rng: np.random.Generator,
     counters: _Counters,
     stop_at: float,
+    cushion_ms: float,
 ) -> None:
     """Up to ``turns`` turns on one connection; returns when they are done or time is up."""
-    player = _Player()
-    frame_ms = float(FRAME_MS)
+    player = PlayoutModel(cushion_ms, FRAME_MS)
 
     async def report_playout() -> None:
         while True:
-            await trio.sleep(0.25)
-            await ws.send(player.report())
+            await trio.sleep(REPORT_PERIOD_S)
+            await ws.send(playout_report(player, trio.current_time()))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(report_playout)
@@ -466,7 +301,7 @@ async def _converse(
                     message = await ws.recv()
                     if isinstance(message, bytes):
                         counters.frames += 1
-                        player.received(frame_ms)
+                        player.frame(trio.current_time())
                         if barge_in and interrupted_turn is None:
                             # Speak over the reply: the barge-in, and the next utterance.
                             interrupted_turn = -1
@@ -475,11 +310,12 @@ async def _converse(
                     event = json.loads(message)
                     kind = event.get("type")
                     if kind == "clear":
-                        player.clear()
+                        player.clear(trio.current_time())
                         counters.barge_ins += 1
                     elif kind == "error" and len(counters.errors) < 20:
                         counters.errors.append(f"{event.get('code')}: {event.get('message')}")
                     elif kind == "agent_done":
+                        player.done(trio.current_time())
                         counters.turns += 1
                         done += 1
                         if not event.get("interrupted"):
@@ -504,34 +340,38 @@ async def _client(
 ) -> None:
     """One simulated user: connects, converses ``reconnect_every`` turns, leaves, again."""
     rng = np.random.default_rng(index)
-    utterance = _utterance(rng)
-    hello = json.dumps(
-        {
-            "type": "hello",
-            "protocol": 1,
-            "input_rate": INPUT_RATE,
-            "output_rate": OUTPUT_RATE,
-            "client": f"voicecore-soak/{index}",
-        }
-    )
+    # A turn at full speed: 300 ms of the noise floor (the energy VAD judges speech against
+    # it), 600 ms of voice (longer than the 300 ms a barge-in needs), then 700 ms of noise,
+    # longer than the end-of-turn silence (500 ms), so the turn ends.
+    utterance = noise(300) + voice(600) + noise(700)
+    greeting = hello(client=f"voicecore-soak/{index}")
 
     async def converse_once(ws: ClientConnection, abrupt: bool) -> None:
         """One connection: hello, turns, then leave with bye or (``abrupt``) vanish."""
-        await ws.send(hello)
+        await ws.send(greeting)
         ready = json.loads(await ws.recv())
         if ready.get("type") != "ready":
             counters.errors.append(f"no ready: {ready}")
             await trio.sleep(1)
             return
-        await _converse(ws, reconnect_every, barge_in_ratio, utterance, rng, counters, stop_at)
+        await _converse(
+            ws,
+            reconnect_every,
+            barge_in_ratio,
+            utterance,
+            rng,
+            counters,
+            stop_at,
+            float(ready["cushion_ms"]),
+        )
         if trio.current_time() >= stop_at:
-            await ws.send(json.dumps({"type": "bye"}))
+            await ws.send(BYE)
         elif abrupt:
             # Vanish: the TCP connection goes without a close handshake.
             counters.abrupt_disconnects += 1
             await ws.close_stream()
         else:
-            await ws.send(json.dumps({"type": "bye"}))
+            await ws.send(BYE)
 
     connection = 0
     while trio.current_time() < stop_at:
@@ -722,7 +562,8 @@ def run_soak(
     counters = _Counters()
     samples: list[Sample] = []
     gc_samples: list[GcSample] = []
-    with ServerProcess(server_args, env=server_env) as server:
+    args = ["--providers", "scripted", *(server_args or [])]
+    with ServerProcess(args, env=server_env, stop_timeout_s=10.0) as server:
         elapsed = trio.run(
             _run_clients,
             server,

@@ -32,7 +32,9 @@ from typing import Any, Final
 import trio
 
 from harness import faults, trio_pacer
-from harness.impair import launch_server, load_speech, run_client
+from harness.client import run_client
+from harness.launcher import ServerProcess
+from harness.speech import one_utterance
 from voicecore.engine.contracts import PLAYOUT_TO_CLIENT
 
 __all__ = ["PACERS", "SERVERS", "Stall", "main", "measure_stall", "stall_matrix"]
@@ -120,8 +122,10 @@ async def measure_stall(
     env = {trio_pacer.ENV: PACERS[server]}
     if stall is not None and stall.kind in faults.KINDS:
         env[faults.ENV] = f"{stall.kind}:{stall.ms:g}@{stall.period_s:g}"
-    speech = load_speech()
-    async with launch_server(cushion_ms=cushion_ms, env=env) as (process, port):
+    speech = one_utterance()
+    args = ["--providers", "scripted", "--session-cushion-ms", str(cushion_ms)]
+    async with ServerProcess(args, env=env) as process:
+        port = process.port
         await _check_pacer(port, server)
         async with trio.open_nursery() as nursery:
             quota: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()

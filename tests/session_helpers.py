@@ -1,9 +1,6 @@
-"""Shared pieces of the engine tests: synthetic mic audio and a session on scripted providers.
-
-The mic audio is synthetic so the tests need no data: a harmonic "voice" (150 Hz and its
-harmonics, amplitude-modulated at 4 Hz like syllables) over a faint noise floor, which the
-energy VAD detects as speech with sample-accurate boundaries.
-"""
+"""Shared pieces of the engine tests: a session on scripted providers over the in-memory
+transport, and predicates on what it sends. The synthetic mic audio they feed it is
+``harness.speech``'s (the benchmarks use it too)."""
 
 from __future__ import annotations
 
@@ -11,31 +8,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import trio
 
+from harness.speech import RATE
 from voicecore import FramePacer
 from voicecore.engine.session import Session, SessionConfig
 from voicecore.engine.stages import STT
 from voicecore.engine.transport import MemoryClient, memory_transport
 from voicecore.protocol import AgentAudio, ServerMessage, serialize
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-
-RATE = 16000
-_rng = np.random.default_rng(1234)
-
-
-def noise(ms: float, rate: int = RATE) -> bytes:
-    """A faint noise floor (about -60 dBFS), PCM16 bytes."""
-    return _rng.normal(0, 30, int(rate * ms / 1000)).astype("<i2").tobytes()
-
-
-def voice(ms: float, rate: int = RATE) -> bytes:
-    """A loud voiced sound: 150 Hz harmonics modulated at 4 Hz over the noise floor."""
-    t = np.arange(int(rate * ms / 1000)) / rate
-    harmonics = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))
-    x = 3000 * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + _rng.normal(0, 30, t.size)
-    return x.astype("<i2").tobytes()
 
 
 def make_session(

@@ -1,13 +1,14 @@
-"""The impairment proxy, the client's playout model and the fault specs of the system
-benchmarks (``harness.impair``, ``harness.faults``)."""
+"""The impairment proxy, the client's figures and the fault specs of the system benchmarks
+(``harness.impair``, ``harness.client``, ``harness.faults``)."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
+from harness.client import ClientResult
 from harness.faults import FaultSpec, parse_faults, run_faults
-from harness.impair import ClientResult, ImpairingProxy, PlayoutModel, Profile
+from harness.impair import ImpairingProxy, Profile
 
 
 def test_parse_faults_reads_kind_duration_and_period() -> None:
@@ -77,17 +78,13 @@ async def test_proxy_delays_and_keeps_byte_order() -> None:
     assert proxy.chunks >= 1
 
 
-def test_playout_model_counts_a_gap_within_a_reply_only() -> None:
-    result = ClientResult()
-    model = PlayoutModel(result)
-    assert model.frame(0.0)  # starts a reply: 20 ms buffered
-    assert not model.frame(0.01)
-    assert model.buffered_ms(0.01) == pytest.approx(30.0)
-    model.frame(0.1)  # ran dry at 0.04: a 60 ms gap
-    assert result.underruns == 1
-    assert result.gaps_ms == [pytest.approx(60.0)]
-    model.stop(0.2, drop=False)
-    assert model.frame(5.0)  # the next reply, not an underrun
-    assert result.underruns == 1
-    assert result.replies == 2
-    assert result.agent_audio_s == pytest.approx(0.08)
+def test_client_result_summarises_underruns_per_minute_of_agent_audio() -> None:
+    result = ClientResult(agent_audio_s=30.0, underruns=2, gaps_ms=[40.0, 80.0, 60.0])
+    result.v2v_client_ms += [500.0, 700.0]
+    summary = result.summary()
+    assert result.underruns_per_min == pytest.approx(4.0)
+    assert summary["gap_max_ms"] == 80.0
+    assert summary["gap_median_ms"] == 60.0
+    assert summary["v2v_client_ms"] == 600.0
+    assert summary["barge_client_ms"] is None  # nothing measured
+    assert ClientResult().underruns_per_min == 0.0

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from session_helpers import noise, voice
+from harness.speech import noise, voice
 from voicecore.engine.session import Session, SessionConfig
 from voicecore.engine.stages import TTS, TurnContext
 from voicecore.engine.transport import AgentAudio, Event, memory_transport

@@ -26,7 +26,8 @@ import pytest
 import trio
 from websockets.trio.client import connect
 
-from session_helpers import is_event, make_session, noise, receive_until, voice
+from harness.speech import noise, voice
+from session_helpers import is_event, make_session, receive_until
 from voicecore.config import VoicecoreConfig
 from voicecore.engine.history import Message
 from voicecore.engine.session import SessionConfig

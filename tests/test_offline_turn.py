@@ -14,13 +14,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import trio
 
+from harness.speech import Utterance
 from voicecore import FramePacer, PlayoutRouter, Resampler, Session
 from voicecore.config import load_config
 from voicecore.engine.stages import EnergyVadStage
@@ -38,16 +38,6 @@ TURN_LIMIT_S = 20.0
 # and benchmarks sharing two cores) it can lag seconds behind, so the STT's final gets more
 # time than the engine's default of 3 s. Every other setting is the default.
 SETTINGS = {"session.stt_final_timeout_s": "10"}
-
-
-class Utterance(Protocol):
-    """What the root conftest's ``speech`` fixture gives (not imported: ``conftest`` is an
-    ambiguous module name once a test folder has its own)."""
-
-    name: str
-    samples: npt.NDArray[np.int16]
-    sample_rate: int
-    transcript: str
 
 
 def _words(text: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The OpenAI-compatible providers against a real HTTP server on 127.0.0.1.
 
 Every test speaks real HTTP/1.1 (keep-alive, chunked transfer, server-sent events) over a
-loopback socket to ``tests/openai_server.py``; nothing is mocked and no external network is
+loopback socket to ``harness/openai_server.py``; nothing is mocked and no external network is
 used. Timeouts are short (tenths of a second) so that each test takes well under a second.
 """
 
@@ -22,7 +22,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openai_server import (
+from harness.openai_server import (
     Gate,
     OpenAIServer,
     Pause,
@@ -35,7 +35,8 @@ from openai_server import (
     json_reply,
     sse,
 )
-from session_helpers import RATE, is_event, noise, receive_until, start, voice
+from harness.speech import RATE, noise, voice
+from session_helpers import is_event, receive_until, start
 from voicecore import FramePacer
 from voicecore.engine.history import Message
 from voicecore.engine.session import Session, SessionConfig

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import trio
 
-from session_helpers import RATE, is_event, noise, receive_until, voice
+from harness.speech import RATE, noise, voice
+from session_helpers import is_event, receive_until
 from voicecore import FramePacer, ReleasedFrame, StreamEvent
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.session import Session

@@ -26,7 +26,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from session_helpers import noise, voice
+from harness.launcher import ServerProcess
+from harness.speech import noise, voice
 from voicecore.config import VoicecoreConfig
 from voicecore.engine.session import SessionConfig
 from voicecore.engine.stages import EnergyVadStage
@@ -780,41 +781,19 @@ def test_voicecore_serve_says_when_its_port_is_taken() -> None:
 async def test_voicecore_serve_exits_0_on_a_signal_and_clients_get_1001(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
-    env = {**os.environ, "VOICECORE_SERVER_PORT": "0", "PYTHONUNBUFFERED": "1"}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "voicecore", "serve", "--providers", "scripted"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    try:
-        assert process.stdout is not None
-        output = b""
-        with trio.fail_after(30):
-            while b"serving on" not in output:
-                chunk = await process.stdout.receive_some()
-                assert chunk, output.decode()
-                output += chunk
-        serving = re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", output)
-        assert serving is not None, output.decode()
-        port = int(serving.group(1))
-        url = f"ws://127.0.0.1:{port}/ws"
-        async with client(url) as first, client(url) as second:
+    async with ServerProcess(["--providers", "scripted"], cli=True, cwd=tmp_path) as server:
+        async with client(server.ws_url) as first, client(server.ws_url) as second:
             for ws in (first, second):
                 await ws.send(hello())
                 assert (await recv_json(ws))["type"] == "ready"
             await start_turn(first)
-            process.send_signal(signum)
+            server.process.send_signal(signum)
             for ws in (first, second):
                 _, code, _ = await closed_with(ws)
                 assert code == CloseCode.GOING_AWAY
         with trio.fail_after(15):
-            status = await process.wait()
-            output += await process.stdout.receive_some() or b""
-        assert status == 0, output.decode()
-        assert b"stopped" in output
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+            while server.process.poll() is None:
+                await trio.sleep(0.05)
+        status = await server.astop()  # it has exited: this only collects the status
+        assert status == 0, server.log_text()
+        assert "stopped" in server.log_text()

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterable, AsyncIterator
 import pytest
 import trio
 
-from session_helpers import RATE, is_event, make_session, noise, receive_until, start, voice, wire
+from harness.speech import RATE, noise, voice
+from session_helpers import is_event, make_session, receive_until, start, wire
 from voicecore import FramePacer
 from voicecore.diagnostics import GcPolicy, LoopLagCanary
 from voicecore.engine.history import ConversationHistory

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.launcher import ServerProcess
 from harness.soak import (
     GcSample,
     Sample,
-    ServerProcess,
     _Counters,
     growth_per_1000_turns,
     main,

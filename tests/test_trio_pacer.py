@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import trio
 
+from harness.speech import RATE, noise, voice
 from harness.trio_pacer import ENV, TrioFramePacer, pacer_from_env
-from session_helpers import RATE, is_event, noise, receive_until, start, voice
+from session_helpers import is_event, receive_until, start
 from voicecore import FramePacer
 from voicecore.engine.pacing import push, receive_released
 from voicecore.engine.playout import PlayoutRouter

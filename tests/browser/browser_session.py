@@ -24,7 +24,7 @@ import numpy as np
 from .audio_analysis import Int16Array, to_int16
 
 if TYPE_CHECKING:
-    from .servers import Server
+    from harness.launcher import ServerProcess
 
 #: Longest recording the tap keeps, seconds (every scenario is shorter).
 RECORDING_MAX_S = 90
@@ -122,7 +122,7 @@ class Recording:
 class DemoSession:
     """The demo page in one browser tab, and the WebSocket traffic it made."""
 
-    def __init__(self, page: Any, server: Server) -> None:
+    def __init__(self, page: Any, server: ServerProcess) -> None:
         self.page = page
         self.server = server
         self.frames: list[Frame] = []

@@ -27,10 +27,12 @@ from typing import Any
 
 import pytest
 
+from harness.launcher import ServerProcess
+
 from .audio_analysis import MicScript, Spoken
 from .browser_session import DemoSession
 from .figures import Results
-from .servers import Server, Servers
+from .servers import Servers
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_DIR = REPO / "reports" / "browser"
@@ -63,7 +65,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 
 @pytest.fixture
-def server(servers: Servers) -> Server:
+def server(servers: Servers) -> ServerProcess:
     """``voicecore serve`` with the offline pipeline and its default settings."""
     return servers.get()
 
@@ -91,7 +93,7 @@ def playwright() -> Iterator[Any]:
 
 @pytest.fixture
 def open_demo(
-    playwright: Any, server: Server, tmp_path: Path, request: pytest.FixtureRequest
+    playwright: Any, server: ServerProcess, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., DemoSession]]:
     """Opens the demo page in a new headless Chromium whose mic plays the given script;
     ``launch(script, server=..., query=...)`` uses another server than the default one, or
@@ -100,7 +102,9 @@ def open_demo(
     sessions: list[DemoSession] = []
     default_server = server
 
-    def launch(script: MicScript, server: Server = default_server, query: str = "") -> DemoSession:
+    def launch(
+        script: MicScript, server: ServerProcess = default_server, query: str = ""
+    ) -> DemoSession:
         wav = script.write(tmp_path / f"mic-{len(browsers)}.wav")
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import wave
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from harness.speech import Utterance
 
 from .audio_analysis import (
     Gap,
@@ -21,16 +22,6 @@ from .audio_analysis import (
 )
 
 RATE = 44_100
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """Stands in for the speech corpus' Utterance."""
-
-    name: str
-    samples: np.ndarray
-    sample_rate: int
-    transcript: str
 
 
 def _voice(seconds: float, seed: int = 0) -> Int16Array:

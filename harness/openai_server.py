@@ -1,4 +1,5 @@
-"""A real HTTP/1.1 server on 127.0.0.1 that plays scripted OpenAI-compatible replies.
+"""Real HTTP/1.1 servers on 127.0.0.1 that speak the OpenAI-compatible API: a scripted one
+for the provider tests, a fast streaming one in a subprocess for the provider benchmark.
 
 The network providers are tested against real sockets, real HTTP framing (keep-alive,
 chunked transfer) and real server-sent events, not a mocked transport. Each test scripts
@@ -15,6 +16,13 @@ Every request is recorded (``server.requests``) with its headers, body, client p
 check connection reuse) and a ``disconnected`` event set when the server saw the client
 close the connection during the reply (to check that cancellation closes the stream).
 The server runs in threads (stdlib ``http.server``) so the Trio test drives the client alone.
+
+``StreamingServer`` runs ``python -m harness.openai_server`` instead: a server in its own
+process (so that it does not compete for the client's GIL) that streams canned chat deltas
+as fast as it can, one network write each: ``{"max_tokens": n}`` streams n deltas then
+``[DONE]``; ``{"stall": true}`` streams ``STALL_AFTER`` and waits for the client to close,
+and reports when it saw it go (``closed_at``, on ``CLOCK_MONOTONIC``, the same clock in
+every process).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -32,7 +41,26 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Final
+
+from harness import subprocess_env
+
+__all__ = [
+    "STALL_AFTER",
+    "Gate",
+    "OpenAIServer",
+    "Pause",
+    "Received",
+    "Reply",
+    "Reset",
+    "Stall",
+    "StreamingServer",
+    "chat_chunk",
+    "chat_reply",
+    "error_reply",
+    "json_reply",
+    "sse",
+]
 
 
 @dataclass(frozen=True)
@@ -288,3 +316,101 @@ class OpenAIServer:
                 connection.shutdown(socket.SHUT_RDWR)
         self._httpd.server_close()
         self._thread.join()
+
+
+# --- the streaming server of the benchmark ----------------------------------------------------
+
+STALL_AFTER: Final = 5
+"""Deltas a ``{"stall": true}`` request gets before the server waits for the client to go."""
+
+
+def _chunked(data: bytes) -> bytes:
+    """``data`` as one HTTP chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class _StreamingHandler(BaseHTTPRequestHandler):
+    """``{"max_tokens": n}`` streams n deltas then [DONE]; ``{"stall": true}`` streams a few
+    and waits for the client to close, printing when it did."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def setup(self) -> None:
+        super().setup()
+        # As production servers do (asyncio, uvicorn): no Nagle delay on small writes.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if request.get("stall"):
+            for index in range(STALL_AFTER):
+                self.wfile.write(_chunked(sse(chat_chunk(f" w{index}"))))
+            self.connection.settimeout(5.0)
+            try:
+                gone = self.connection.recv(1) == b""
+            except OSError:
+                gone = True
+            if gone:  # CLOCK_MONOTONIC: the same clock in every process
+                print(f"closed {time.monotonic()}", flush=True)
+            self.close_connection = True
+            return
+        for index in range(int(request["max_tokens"])):
+            self.wfile.write(_chunked(sse(chat_chunk(f" w{index}"))))
+        self.wfile.write(_chunked(sse("[DONE]")) + b"0\r\n\r\n")
+
+
+def _serve_streaming() -> None:
+    """``python -m harness.openai_server``: prints its port, serves until stdin closes."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StreamingHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"port {server.server_address[1]}", flush=True)
+    sys.stdin.read()
+
+
+class StreamingServer:
+    """Runs the streaming server in a child process; ``closed_at`` collects the times
+    (``time.monotonic()``) at which it saw a stalled stream's client go."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "harness.openai_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
+        )
+        assert self._process.stdout is not None
+        self._stdout = self._process.stdout
+        self.port = int(self._stdout.readline().split()[1])
+        self.closed_at: list[float] = []
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _read(self) -> None:
+        for line in self._stdout:
+            self.closed_at.append(float(line.split()[1]))
+
+    def close(self) -> None:
+        """Closes its stdin (it exits) and waits for it."""
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(timeout=10)
+        self._reader.join()
+        self._stdout.close()
+
+
+if __name__ == "__main__":
+    _serve_streaming()

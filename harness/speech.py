@@ -1,0 +1,144 @@
+"""Mic audio for tests and benchmarks: the real speech corpus and a synthetic voice.
+
+Real speech lives beside the checkout, in ``../shared/data/speech`` (16 kHz mono PCM16 WAVs
+and ``transcripts.tsv``); a user's fresh clone lacks it. ``load_corpus`` raises
+``SpeechMissingError`` then (the root ``conftest.py`` turns that into a skip that says where the
+data goes); the benchmark clients fall back on the synthetic voice instead and say so.
+
+The synthetic voice needs no data: a harmonic sound (150 Hz and its harmonics,
+amplitude-modulated at 4 Hz like syllables) over a faint noise floor, which the energy VAD
+detects as speech with sample-accurate boundaries.
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from harness import ROOT
+
+__all__ = [
+    "RATE",
+    "SPEECH_DIR",
+    "SpeechMissingError",
+    "Utterance",
+    "load_corpus",
+    "mic_clips",
+    "noise",
+    "one_utterance",
+    "voice",
+]
+
+SPEECH_DIR: Final = ROOT.parent / "shared" / "data" / "speech"
+"""The real speech corpus beside the checkout (absent in a user's fresh clone)."""
+
+RATE: Final = 16000
+"""The corpus's rate and the synthetic voice's default, Hz (the engine's own rate)."""
+
+_rng = np.random.default_rng(1234)
+
+
+class SpeechMissingError(FileNotFoundError):
+    """The real speech corpus is not there (its message says where it belongs)."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One recording of real speech with its reference transcript."""
+
+    name: str
+    samples: npt.NDArray[np.int16]
+    sample_rate: int
+    transcript: str
+
+
+def _read_wav(path: Path) -> tuple[npt.NDArray[np.int16], int]:
+    """(samples, rate) of a mono 16-bit PCM WAV.
+
+    Raises:
+        ValueError: another format.
+    """
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+            raise ValueError(f"{path.name}: expected mono 16-bit PCM")
+        frames = wav.readframes(wav.getnframes())
+        return np.frombuffer(frames, dtype="<i2").astype(np.int16), wav.getframerate()
+
+
+def load_corpus(speech_dir: Path = SPEECH_DIR) -> list[Utterance]:
+    """Every recording listed in ``speech_dir/transcripts.tsv``, by file name.
+
+    Raises:
+        SpeechMissingError: the folder (or its transcripts) is absent.
+        ValueError: a recording is not mono 16-bit PCM.
+    """
+    transcripts = speech_dir / "transcripts.tsv"
+    if not transcripts.exists():
+        raise SpeechMissingError(
+            f"real speech data not found at {speech_dir}; it ships beside the repository as "
+            "../shared/data/speech (absent in a user's fresh clone)"
+        )
+    listed = dict(
+        line.split("\t", 1) for line in transcripts.read_text().splitlines()[1:] if line.strip()
+    )
+    utterances = []
+    for name, text in sorted(listed.items()):
+        samples, rate = _read_wav(speech_dir / name)
+        utterances.append(Utterance(name, samples, rate, text.strip()))
+    return utterances
+
+
+def mic_clips(
+    speech_dir: Path | None = None, rate: int = RATE
+) -> tuple[list[npt.NDArray[np.int16]], str]:
+    """The utterances a simulated client speaks, and where they come from.
+
+    Reads every 16-bit mono WAV at ``rate`` Hz in ``speech_dir`` (default :data:`SPEECH_DIR`);
+    when there is none, one synthetic utterance (:func:`voice`, 1.5 s).
+
+    Returns:
+        ``(utterances, source)``: PCM16 arrays at ``rate`` Hz, and ``"speech:<dir>"`` or
+        ``"synthetic"``.
+    """
+    folder = speech_dir or SPEECH_DIR
+    clips: list[npt.NDArray[np.int16]] = []
+    for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
+        try:
+            samples, found_rate = _read_wav(path)
+        except ValueError:
+            continue
+        if found_rate == rate:
+            clips.append(samples)
+    if clips:
+        return clips, f"speech:{folder}"
+    return [np.frombuffer(voice(1500, rate), dtype="<i2").astype(np.int16)], "synthetic"
+
+
+def one_utterance(max_s: float = 1.5, name: str = "librivox-0880.wav") -> npt.NDArray[np.int16]:
+    """One recording of the corpus at :data:`RATE`, at most ``max_s`` long (the synthetic
+    voice when the corpus is absent)."""
+    path = SPEECH_DIR / name
+    if path.is_file():
+        samples, rate = _read_wav(path)
+        if rate == RATE:
+            return samples[: int(max_s * RATE)].copy()
+    return np.frombuffer(voice(max_s * 1000), dtype="<i2").astype(np.int16)
+
+
+def noise(ms: float, rate: int = RATE) -> bytes:
+    """A faint noise floor (about -60 dBFS), PCM16 bytes."""
+    return _rng.normal(0, 30, int(rate * ms / 1000)).astype("<i2").tobytes()
+
+
+def voice(ms: float, rate: int = RATE) -> bytes:
+    """A loud voiced sound: 150 Hz harmonics modulated at 4 Hz over the noise floor, PCM16
+    bytes."""
+    t = np.arange(int(rate * ms / 1000)) / rate
+    harmonics = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))
+    x = 3000 * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + _rng.normal(0, 30, t.size)
+    return bytes(x.astype("<i2").tobytes())
