@@ -228,8 +228,8 @@ async def test_recorder_merges_sessions_onto_the_probes_clock(tmp_path: Path) ->
 async def test_voicecore_serve_timeline_records_sessions_until_shutdown(tmp_path: Path) -> None:
     from websockets.trio.client import connect
 
-    from voicecore.pipeline import scripted_pipeline
     from voicecore.config import ServerConfig
+    from voicecore.pipeline import scripted_pipeline
     from voicecore.server.app import VoiceServer
 
     path = tmp_path / "timeline.json"

@@ -27,14 +27,13 @@ import trio
 from websockets.trio.client import connect
 
 from session_helpers import is_event, make_session, noise, receive_until, voice
-from voicecore.config import VoicecoreConfig
+from voicecore.config import ServerConfig, VoicecoreConfig
 from voicecore.engine.history import Message
 from voicecore.engine.session import SessionConfig
 from voicecore.engine.stages import AudioFrame, EnergyVadStage, TurnContext
 from voicecore.pipeline import Pipeline
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 from voicecore.providers.scripted import RECORDED_CALLS
-from voicecore.config import ServerConfig
 from voicecore.server.app import VoiceServer
 
 LONG_REPLY = " ".join(["This sentence is part of a long answer that keeps the agent talking."] * 6)

@@ -27,14 +27,13 @@ from websockets.trio.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from session_helpers import noise, voice
-from voicecore.config import VoicecoreConfig
+from voicecore.config import ServerConfig, VoicecoreConfig
 from voicecore.engine.session import SessionConfig
 from voicecore.engine.stages import EnergyVadStage
 from voicecore.engine.transport import Transport
 from voicecore.pipeline import Pipeline
 from voicecore.protocol import CloseCode
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.config import ServerConfig
 from voicecore.server.app import VoiceServer
 from voicecore.server.cli import main
 from voicecore.server.http import default_origins

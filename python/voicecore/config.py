@@ -160,6 +160,13 @@ def _at_least(low: float) -> Check:
     return check
 
 
+def _zero_or_at_least(low: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if value == 0 or value >= low else f"must be 0 or >= {low:g}, got {value}"
+
+    return check
+
+
 def _between(low: float, high: float, *, open_ends: bool = False) -> Check:
     def check(value: float) -> str | None:
         inside = low < value < high if open_ends else low <= value <= high
@@ -419,9 +426,8 @@ class ServerConfig(_Section):
         send_queue_ms: how far behind, in agent audio, a client may fall before it is
             disconnected with 4000 (its send queue holds ``send_queue_ms / frame_ms``
             messages at most), at least 100 ms.
-        send_buffer_bytes: the kernel send buffer of each connection, at least 4096; unset:
-            the OS default (often megabytes, which would hide a stalled client for a
-            minute).
+        send_buffer_bytes: the kernel send buffer of each connection, at least 4096; 0: the
+            OS default (often megabytes, which would hide a stalled client for a minute).
         close_timeout_s: time allowed to a client to complete the closing handshake.
         shutdown_timeout_s: time allowed for a graceful shutdown before the rest is
             cancelled.
@@ -445,7 +451,7 @@ class ServerConfig(_Section):
     timeline: Path | None = _setting(None, aliases=("--timeline",))
     hello_timeout_s: float = _setting(10.0, check=_greater_than(0))
     send_queue_ms: int = _setting(2000, check=_at_least(100))
-    send_buffer_bytes: int | None = _setting(64 * 1024, check=_at_least(4096))
+    send_buffer_bytes: int = _setting(64 * 1024, check=_zero_or_at_least(4096))
     close_timeout_s: float = _setting(2.0, check=_greater_than(0))
     shutdown_timeout_s: float = _setting(5.0, check=_greater_than(0))
     recent_sessions: int = _setting(100, check=_at_least(0))
@@ -590,11 +596,18 @@ class Setting:
         if self.sequence:
             if not isinstance(value, list | tuple):
                 raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
-            return tuple(self._check_item(item) for item in value)
+            items = []
+            for number, item in enumerate(value, 1):
+                try:
+                    items.append(self._check_item(item))
+                except _InvalidValueError as exc:
+                    raise _InvalidValueError(f"item {number}: {exc}") from None
+            return tuple(items)
         return self._check_item(value)
 
     def _check_item(self, value: Any) -> Any:
         """A set value (an item, for a list) as its type, range-checked."""
+        expected = "a string" if self.sequence else self.describe_type()
         if self.base is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if self.base is Path and isinstance(value, str) and value.strip():
@@ -602,7 +615,7 @@ class Setting:
         # bool is an int subclass: true is no integer here.
         well_typed = isinstance(value, Path) if self.base is Path else type(value) is self.base
         if not well_typed:
-            raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
+            raise _InvalidValueError(f"expected {expected}, got {_shown(value)}")
         if self.choices is not None and value not in self.choices:
             raise _InvalidValueError(f"expected {self.describe_type()}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):

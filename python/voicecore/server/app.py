@@ -313,7 +313,7 @@ class VoiceServer:
         return hmac.compare_digest(given.encode(), expected.encode())
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self.settings.send_buffer_bytes is not None:
+        if self.settings.send_buffer_bytes:  # 0: the OS default
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes)
         websocket = await accept(
             stream,
