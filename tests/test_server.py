@@ -31,7 +31,7 @@ from voicecore.config import ServerConfig, VoicecoreConfig
 from voicecore.engine.session import SessionConfig
 from voicecore.engine.stages import EnergyVadStage
 from voicecore.engine.transport import Transport
-from voicecore.pipeline import Pipeline
+from voicecore.pipeline import Pipeline, scripted_pipeline
 from voicecore.protocol import CloseCode
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 from voicecore.server.app import VoiceServer
@@ -768,6 +768,15 @@ def test_voicecore_serve_names_the_variable_or_file_of_a_bad_server_setting(
         "server.max_sessions (from env VOICECORE_SERVER_MAX_SESSIONS): expected an integer" in err
     )
     assert f"server.allowed_origins (from file {config_file}): expected a list of strings" in err
+
+
+def test_the_server_takes_its_settings_from_the_pipelines_configuration(web_root: Path) -> None:
+    settings = ServerConfig(port=0, web_root=web_root, max_sessions=3, diagnostics=False)
+    server = VoiceServer(scripted_pipeline(VoicecoreConfig(server=settings)))
+    try:
+        assert server.settings is settings
+    finally:
+        server.pacer.stop()
 
 
 async def test_a_taken_port_fails_run_and_stops_the_pacer(web_root: Path) -> None:

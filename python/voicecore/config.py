@@ -403,8 +403,8 @@ class ServerConfig(_Section):
     listens and what it allows. Durations in seconds, sizes in bytes.
 
     Attributes:
-        host: address to listen on (``127.0.0.1``: this machine only; ``0.0.0.0``: every
-            interface).
+        host: address to listen on (``127.0.0.1``: this machine only; ``0.0.0.0`` or
+            empty: every interface).
         port: TCP port, 0-65535; 0 picks a free one (the server prints which).
         allowed_origins: the ``Origin`` values a browser page may open ``/ws`` from, e.g.
             ``https://voice.example.com`` (others get HTTP 403: no cross-site WebSocket
@@ -436,7 +436,7 @@ class ServerConfig(_Section):
             throttling) for ``/metrics`` and the timeline.
     """
 
-    host: str = _setting("127.0.0.1", check=_not_blank, aliases=("--host",))
+    host: str = _setting("127.0.0.1", aliases=("--host",))
     port: int = _setting(8000, check=_between(0, 65535), aliases=("--port",))
     allowed_origins: tuple[str, ...] | None = _setting(
         None, check=_not_blank, aliases=("--allowed-origin",)
