@@ -62,9 +62,9 @@ async def _measure(
 ) -> dict[str, Any]:
     """The figures of both clients (``closed_at``: the server's disconnect times)."""
     results: dict[str, Any] = {}
-    llm = OpenAILLM("bench", base_url=base_url, env={}, extra_body={"max_tokens": deltas})
-    first_llm = OpenAILLM("bench", base_url=base_url, env={}, extra_body={"max_tokens": 1})
-    stall_llm = OpenAILLM("bench", base_url=base_url, env={}, extra_body={"stall": True})
+    llm = OpenAILLM("bench", base_url=base_url, extra_body={"max_tokens": deltas})
+    first_llm = OpenAILLM("bench", base_url=base_url, extra_body={"max_tokens": 1})
+    stall_llm = OpenAILLM("bench", base_url=base_url, extra_body={"stall": True})
     client = httpx.AsyncClient(base_url=base_url + "/")  # httpx default timeouts (5 s)
 
     def baseline(**body: Any) -> AsyncIterator[str]:

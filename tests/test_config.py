@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 import voicecore.config
+from openai_server import OpenAIServer, chat_reply
 from voicecore import ConfigError, SessionConfig
 from voicecore.config import (
     CONFIG_ENV,
     SETTINGS,
     LlmConfig,
+    ServerConfig,
     SttConfig,
     TtsConfig,
     VadConfig,
@@ -29,7 +31,8 @@ from voicecore.config import (
     format_config,
     load_config,
 )
-from voicecore.engine.stages import EnergyVadStage
+from voicecore.engine.history import Message
+from voicecore.engine.stages import EnergyVadStage, TurnContext
 from voicecore.engine.transport import memory_transport
 from voicecore.models import silero_vad_path
 from voicecore.pipeline import build_pipeline
@@ -118,7 +121,6 @@ def test_environment_names_are_voicecore_section_setting() -> None:
     names = {s.path: s.env_name for s in SETTINGS}
     assert names["llm.model"] == "VOICECORE_LLM_MODEL"
     assert names["session.end_of_turn_silence_ms"] == "VOICECORE_SESSION_END_OF_TURN_SILENCE_MS"
-    # The names the network providers read themselves are the same settings.
     for stage in ("llm", "tts", "stt"):
         for name in ("base_url", "api_key", "model"):
             assert names[f"{stage}.{name}"] == f"VOICECORE_{stage.upper()}_{name.upper()}"
@@ -201,13 +203,41 @@ def test_unknown_environment_settings_are_rejected_with_a_suggestion() -> None:
 
 
 def test_other_voicecore_variables_are_not_settings() -> None:
-    env = {"VOICECORE_CACHE_DIR": "/tmp/x", "VOICECORE_SOMETHING": "y", "OPENAI_API_KEY": "z"}
+    env = {"VOICECORE_CACHE_DIR": "/tmp/x", "VOICECORE_SOMETHING": "y", "OPENAI_ORG_ID": "z"}
     assert load_config(env=env) == VoicecoreConfig()
+
+
+def test_openai_variables_are_the_fallbacks_of_every_api_key_and_base_url(
+    tmp_path: Path,
+) -> None:
+    env = {"OPENAI_API_KEY": "sk-shared", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    config = load_config(env=env)
+    for section in ("stt", "llm", "tts"):
+        assert config.get(f"{section}.api_key") == "sk-shared"
+        assert config.get(f"{section}.base_url") == "http://127.0.0.1:9/v1"
+        assert config.sources[f"{section}.api_key"] == "env OPENAI_API_KEY"
+    # Below every other source: the file, the VOICECORE_ variables, the flags.
+    path = write(tmp_path, '[llm]\nbase_url = "http://file/v1"\n')
+    env |= {"VOICECORE_TTS_API_KEY": "sk-tts", "OPENAI_BASE_URL": " "}
+    config = load_config(path, env=env, flags={"stt.api_key": "sk-stt"})
+    assert (config.stt.api_key, config.llm.api_key, config.tts.api_key) == (
+        "sk-stt",
+        "sk-shared",
+        "sk-tts",
+    )
+    assert config.llm.base_url == "http://file/v1"
+    assert config.tts.base_url is None  # a blank OPENAI_BASE_URL is no value
+    with pytest.raises(ConfigError) as exc:
+        load_config(env={"OPENAI_BASE_URL": "localhost:11434"})
+    assert problems_of(exc)[0] == (
+        "stt.base_url (from env OPENAI_BASE_URL): must be an http:// or https:// URL, "
+        "got 'localhost:11434'"
+    )
 
 
 def test_every_non_text_setting_names_itself_when_its_text_does_not_parse() -> None:
     for setting in SETTINGS:
-        if setting.base is str and setting.choices is None:
+        if setting.base in (str, Path) and setting.choices is None:
             continue
         with pytest.raises(ConfigError) as exc:
             load_config(env={setting.env_name: "not-a-value"})
@@ -276,6 +306,19 @@ def test_every_non_text_setting_names_itself_when_its_text_does_not_parse() -> N
             "session.frame_ms ({src}): expected an integer, got True (bool)",
         ),
         ("[llm]\nmodel = 3", "llm.model ({src}): expected a string (or unset), got 3 (int)"),
+        ("[server]\nport = 70000", "server.port ({src}): must be in [0, 65535], got 70000"),
+        ("[server]\nmax_sessions = 0", "server.max_sessions ({src}): must be >= 1, got 0"),
+        ('[server]\ntoken = ""', "server.token ({src}): must not be empty"),
+        ("[server]\nweb_root = 3", "server.web_root ({src}): expected a path, got 3 (int)"),
+        (
+            '[server]\nallowed_origins = "https://a.example"',
+            "server.allowed_origins ({src}): expected a list of strings (comma-separated in "
+            "text) (or unset), got 'https://a.example' (str)",
+        ),
+        (
+            '[server]\nallowed_origins = ["https://a.example", " "]',
+            "server.allowed_origins ({src}): item 2: must not be empty",
+        ),
     ],
 )
 def test_each_invalid_value_is_reported_naming_its_setting_and_file(
@@ -316,9 +359,12 @@ def test_every_setting_names_itself_when_its_toml_value_has_the_wrong_type(
         path = write(tmp_path, f"[{setting.section}]\n{setting.name} = [1]\n")
         with pytest.raises(ConfigError) as exc:
             load_config(path, env={})
-        assert str(exc.value) == (
-            f"{setting.path} (from file {path}): expected {setting.describe_type()}, got [1] (list)"
+        wrong = (
+            "item 1: expected a string, got 1 (int)"
+            if setting.sequence
+            else (f"expected {setting.describe_type()}, got [1] (list)")
         )
+        assert str(exc.value) == f"{setting.path} (from file {path}): {wrong}"
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
@@ -366,7 +412,7 @@ def test_an_unknown_section_is_rejected_listing_the_sections(tmp_path: Path) -> 
         load_config(path, env={})
     assert str(exc.value) == (
         f"vda (in {path}): unknown section (did you mean 'vad'?); "
-        "the sections are vad, stt, llm, tts, session"
+        "the sections are server, vad, stt, llm, tts, session"
     )
 
 
@@ -411,6 +457,14 @@ def test_format_config_reads_back_to_the_same_configuration(tmp_path: Path) -> N
         ),
         tts=TtsConfig(voice="en-gb+f3", rate_wpm=210),
         session=SessionConfig(end_of_turn_silence_ms=650.5, frame_ms=40, cushion_ms=160),
+        server=ServerConfig(
+            port=0,
+            allowed_origins=("https://a.example", "http://b.example:8080"),
+            token="t0k3n",
+            web_root=tmp_path / "web",
+            timeline=tmp_path / "timeline.json",
+            send_buffer_bytes=0,
+        ),
     )
     path = write(tmp_path, format_config(config, reveal_secrets=True))
     assert load_config(path, env={}) == config
@@ -487,8 +541,84 @@ def test_config_show_help_lists_every_flag_with_its_environment_variable(
     help_text = " ".join(capsys.readouterr().out.split())  # unwrapped
     for setting in SETTINGS:
         assert setting.flag in help_text
-        assert f"env {setting.env_name}]" in help_text
+        assert f"env {setting.env_name}" in help_text
     assert "--no-vad-gate" in help_text
+
+
+def test_server_settings_come_through_every_layer_and_short_flags_are_aliases(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, '[server]\nhost = "0.0.0.0"\nallowed_origins = ["https://file"]\n')
+    env = {
+        "VOICECORE_SERVER_PORT": "9000",
+        "VOICECORE_SERVER_MAX_SESSIONS": "50",
+        "VOICECORE_SERVER_ALLOWED_ORIGINS": "https://a.example, https://b.example",
+        "VOICECORE_SERVER_TIMELINE": "run.json",
+    }
+    config = config_from_args(parser().parse_args(["--config", str(path)]), env=env)
+    assert config.server == ServerConfig(
+        host="0.0.0.0",
+        port=9000,
+        max_sessions=50,
+        allowed_origins=("https://a.example", "https://b.example"),
+        timeline=Path("run.json"),
+    )
+    assert config.sources["server.host"] == f"file {path}"
+    assert config.sources["server.allowed_origins"] == "env VOICECORE_SERVER_ALLOWED_ORIGINS"
+    args = parser().parse_args(
+        [
+            "--config",
+            str(path),
+            "--port",
+            "8100",
+            "--server-max-sessions",
+            "3",
+            "--allowed-origin",
+            "https://c.example",
+            "--server-allowed-origins",
+            "https://d.example,https://e.example",
+            "--web-root",
+            str(tmp_path),
+            "--token",
+            "s3cret",
+            "--providers",
+            "scripted",
+        ]
+    )
+    config = config_from_args(args, env=env)
+    server = config.server
+    assert (server.port, server.max_sessions, server.providers) == (8100, 3, "scripted")
+    assert server.allowed_origins == ("https://c.example", "https://d.example", "https://e.example")
+    assert (server.web_root, server.token) == (tmp_path, "s3cret")
+    # A value is reported under the flag the user typed.
+    assert config.sources["server.port"] == "flag --port"
+    assert config.sources["server.max_sessions"] == "flag --server-max-sessions"
+    assert config.sources["server.allowed_origins"] == "flag --server-allowed-origins"
+    with pytest.raises(ConfigError) as exc:
+        config_from_args(parser().parse_args(["--port", "http", "--max-sessions", "0"]), env={})
+    assert problems_of(exc) == [
+        "server.port (from flag --port): expected an integer, got 'http'",
+        "server.max_sessions (from flag --max-sessions): must be >= 1, got 0",
+    ]
+
+
+def test_serve_help_reads_short_flags_first_with_their_long_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    server_part = help_text[help_text.index("server settings:") : help_text.index("vad settings:")]
+    for short, long in [
+        ("--host HOST", "--server-host HOST"),
+        ("--port PORT", "--server-port PORT"),
+        ("--token TOKEN", "--server-token TOKEN"),
+        ("--allowed-origin ALLOWED_ORIGINS", "--server-allowed-origins ALLOWED_ORIGINS"),
+        ("--timeline TIMELINE", "--server-timeline TIMELINE"),
+    ]:
+        assert f"{short}, {long}" in server_part
+    unwrapped = " ".join(server_part.split())
+    assert "env VOICECORE_SERVER_ALLOWED_ORIGINS, comma-separated; repeatable flag" in unwrapped
 
 
 def test_an_unknown_flag_setting_is_rejected() -> None:
@@ -511,6 +641,14 @@ def test_api_keys_never_appear_in_repr_or_in_the_shown_configuration() -> None:
     assert 'api_key = "********"  # masked; env VOICECORE_LLM_API_KEY' in shown
     assert "# api_key = (unset)" in shown  # stt's
     assert "sk-llm-123" in format_config(config, reveal_secrets=True)
+
+
+def test_the_server_token_is_a_secret_too() -> None:
+    config = load_config(env={"VOICECORE_SERVER_TOKEN": "tok-789"})
+    assert config.server.token == "tok-789"
+    for text in (repr(config), repr(config.server), format_config(config)):
+        assert "tok-789" not in text
+    assert 'token = "********"  # masked; env VOICECORE_SERVER_TOKEN' in format_config(config)
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -544,6 +682,8 @@ def test_config_show_prints_the_effective_configuration_with_secrets_masked(
     assert f'kind = "openai"  # file {path}' in result.stdout
     assert "rate_wpm = 190  # env VOICECORE_TTS_RATE_WPM" in result.stdout
     assert 'api_key = "********"' in result.stdout
+    assert result.stdout.startswith("[server]\n")
+    assert "port = 8000\n" in result.stdout
     # What it prints is a configuration file (secrets aside).
     shown = write(tmp_path, result.stdout, "shown.toml")
     reloaded = load_config(shown, env={})
@@ -684,6 +824,35 @@ async def test_openai_kinds_build_the_network_providers_with_their_settings() ->
         assert providers.tts.chunk_timeout_s == 2.5
     finally:
         await pipeline.aclose()
+
+
+async def test_the_openai_key_and_url_of_the_environment_reach_the_server_via_the_config() -> None:
+    """``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are read by the configuration (the
+    providers read no environment) and sent to a real loopback server."""
+    server = OpenAIServer()
+    try:
+        server.script("/v1/chat/completions", chat_reply(["Hi", " there."]))
+        config = load_config(
+            env={
+                "OPENAI_API_KEY": "sk-from-openai-env",
+                "OPENAI_BASE_URL": server.base_url,
+                "VOICECORE_VAD_KIND": "energy",
+                "VOICECORE_LLM_KIND": "openai",
+            }
+        )
+        pipeline = build_pipeline(config)
+        try:
+            deltas = pipeline.llm.generate(
+                [Message("user", "Hello?")], TurnContext.standalone("test")
+            )
+            assert [delta async for delta in deltas] == ["Hi", " there."]
+        finally:
+            await pipeline.aclose()
+        (request,) = server.requests
+        assert request.headers["authorization"] == "Bearer sk-from-openai-env"
+    finally:
+        server.close()
+    assert not server.errors, server.errors
 
 
 async def test_a_pipeline_session_uses_the_configured_stages_and_settings() -> None:

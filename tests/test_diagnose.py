@@ -301,11 +301,12 @@ async def test_recorder_merges_sessions_onto_the_probes_clock(tmp_path: Path) ->
 async def test_voicecore_serve_timeline_records_sessions_until_shutdown(tmp_path: Path) -> None:
     from websockets.trio.client import connect
 
+    from voicecore.config import ServerConfig
     from voicecore.pipeline import scripted_pipeline
-    from voicecore.server.app import ServerSettings, VoiceServer
+    from voicecore.server.app import VoiceServer
 
     path = tmp_path / "timeline.json"
-    settings = ServerSettings(port=0, web_root=tmp_path, timeline_path=path)
+    settings = ServerConfig(port=0, web_root=tmp_path, timeline=path)
     server = VoiceServer(scripted_pipeline(), settings)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)

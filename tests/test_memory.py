@@ -28,14 +28,14 @@ from websockets.trio.client import connect
 
 from harness.speech import noise, voice
 from session_helpers import is_event, make_session, receive_until
-from voicecore.config import VoicecoreConfig
+from voicecore.config import ServerConfig, VoicecoreConfig
 from voicecore.engine.history import Message
 from voicecore.engine.session import SessionConfig
 from voicecore.engine.stages import AudioFrame, EnergyVadStage, TurnContext
 from voicecore.pipeline import Pipeline
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 from voicecore.providers.scripted import RECORDED_CALLS
-from voicecore.server.app import ServerSettings, VoiceServer
+from voicecore.server.app import VoiceServer
 
 LONG_REPLY = " ".join(["This sentence is part of a long answer that keeps the agent talking."] * 6)
 
@@ -95,7 +95,7 @@ async def test_a_closed_connection_frees_its_session_and_transport_by_reference_
 ) -> None:
     web_root = tmp_path / "web"
     web_root.mkdir()
-    server = VoiceServer(_pipeline(), ServerSettings(port=0, web_root=web_root, diagnostics=False))
+    server = VoiceServer(_pipeline(), ServerConfig(port=0, web_root=web_root, diagnostics=False))
     hello = {"type": "hello", "protocol": 1, "input_rate": 16000, "output_rate": 24000}
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)

@@ -59,8 +59,8 @@ CHAT = "/v1/chat/completions"
 SPEECH = "/v1/audio/speech"
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 MESSAGES = [Message("system", "Be brief."), Message("user", "Hello?")]
-FAST = {"retry_backoff_s": 0.01, "max_retry_backoff_s": 0.05, "env": {}}
-"""Short backoffs, and an empty environment so the machine's OPENAI_* cannot leak in."""
+FAST = {"retry_backoff_s": 0.01, "max_retry_backoff_s": 0.05}
+"""Short backoffs."""
 
 
 def ctx() -> TurnContext:
@@ -254,7 +254,9 @@ async def test_llm_401_is_a_clear_error_and_not_retried(server: OpenAIServer) ->
     server.script(CHAT, error_reply(401, "Incorrect API key provided"))
     async with llm(server) as provider:
         with pytest.raises(
-            ProviderAuthError, match=r"Incorrect API key provided.*VOICECORE_LLM_API_KEY"
+            ProviderAuthError,
+            match=r"Incorrect API key provided \(check the API key: the one sent was refused; "
+            r"voicecore's configuration sets it as llm\.api_key\)",
         ):
             await collect(provider.generate(MESSAGES, ctx()))
     assert len(server.requests) == 1
@@ -460,44 +462,37 @@ def test_errors_fit_the_exception_tree() -> None:
 # --- configuration --------------------------------------------------------------------------
 
 
-async def test_settings_come_from_the_stage_variables_then_openai_ones(
-    server: OpenAIServer,
+async def test_providers_read_no_environment_variable(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {
-        "VOICECORE_LLM_BASE_URL": server.base_url,
-        "OPENAI_BASE_URL": "http://192.0.2.1/v1",
-        "OPENAI_API_KEY": "shared-key",
-        "VOICECORE_LLM_MODEL": "env-model",
-    }
-    server.script(CHAT, chat_reply(["a"]), chat_reply(["b"]))
-    async with OpenAILLM(env=env) as provider:
-        assert provider.base_url == server.base_url
+    """Their settings are their arguments: the configuration reads the environment."""
+    monkeypatch.setenv("VOICECORE_LLM_BASE_URL", "http://192.0.2.1/v1")
+    monkeypatch.setenv("VOICECORE_LLM_MODEL", "env-model")
+    monkeypatch.setenv("OPENAI_API_KEY", "env-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://192.0.2.1/v1")
+    server.script(CHAT, chat_reply(["a"]))
+    async with OpenAILLM(base_url=server.base_url) as provider:
         assert await collect(provider.generate(MESSAGES, ctx())) == ["a"]
-    async with OpenAILLM("arg-model", api_key="arg-key", env=env) as provider:
-        assert await collect(provider.generate(MESSAGES, ctx())) == ["b"]
-    first, second = server.requests
-    assert (first.json()["model"], first.headers["authorization"]) == (
-        "env-model",
-        "Bearer shared-key",
-    )
-    assert (second.json()["model"], second.headers["authorization"]) == (
-        "arg-model",
-        "Bearer arg-key",
-    )
+    (request,) = server.requests
+    assert request.json()["model"] == "gpt-4o-mini"
+    assert "authorization" not in request.headers
+    async with OpenAITTS() as tts, OpenAISTT() as stt:
+        assert tts.base_url == stt.base_url == "https://api.openai.com/v1"
+        assert (tts.model, tts.voice, stt.model) == ("gpt-4o-mini-tts", "alloy", "whisper-1")
 
 
 async def test_defaults_and_no_key_sends_no_authorization(server: OpenAIServer) -> None:
-    async with OpenAILLM(env={}) as provider:
+    async with OpenAILLM() as provider:
         assert provider.base_url == "https://api.openai.com/v1"
         assert provider.model == "gpt-4o-mini"
     server.script(CHAT, chat_reply(["a"]))
-    async with OpenAILLM(base_url=server.base_url + "/", env={}) as provider:
+    async with OpenAILLM(base_url=server.base_url + "/") as provider:
         assert await collect(provider.generate(MESSAGES, ctx())) == ["a"]
     assert "authorization" not in server.requests[0].headers
 
 
 async def test_repr_never_shows_the_key() -> None:
-    async with OpenAILLM(api_key="sk-secret", env={}) as provider:
+    async with OpenAILLM(api_key="sk-secret") as provider:
         assert "sk-secret" not in repr(provider)
         assert "api_key=set" in repr(provider)
 
@@ -505,18 +500,18 @@ async def test_repr_never_shows_the_key() -> None:
 @pytest.mark.parametrize(
     ("make", "field"),
     [
-        (lambda: OpenAILLM(base_url="ftp://host/v1", env={}), "base_url"),
-        (lambda: OpenAILLM(first_token_timeout_s=0, env={}), "first_token_timeout_s"),
-        (lambda: OpenAILLM(token_timeout_s=-1, env={}), "token_timeout_s"),
-        (lambda: OpenAILLM(connect_timeout_s=float("nan"), env={}), "connect_timeout_s"),
-        (lambda: OpenAILLM(max_retries=-1, env={}), "max_retries"),
-        (lambda: OpenAILLM(retry_backoff_s=5, max_retry_backoff_s=1, env={}), "retry_backoff_s"),
-        (lambda: OpenAILLM("", env={}), "model must not be empty"),
-        (lambda: OpenAITTS(voice=" ", env={}), "voice must not be empty"),
-        (lambda: OpenAITTS(sample_rate=4000, env={}), "sample_rate"),
-        (lambda: OpenAITTS(speed=0, env={}), "speed"),
-        (lambda: OpenAITTS(chunk_timeout_s=0, env={}), "chunk_timeout_s"),
-        (lambda: OpenAISTT(timeout_s=0, env={}), "timeout_s"),
+        (lambda: OpenAILLM(base_url="ftp://host/v1"), "base_url"),
+        (lambda: OpenAILLM(first_token_timeout_s=0), "first_token_timeout_s"),
+        (lambda: OpenAILLM(token_timeout_s=-1), "token_timeout_s"),
+        (lambda: OpenAILLM(connect_timeout_s=float("nan")), "connect_timeout_s"),
+        (lambda: OpenAILLM(max_retries=-1), "max_retries"),
+        (lambda: OpenAILLM(retry_backoff_s=5, max_retry_backoff_s=1), "retry_backoff_s"),
+        (lambda: OpenAILLM(""), "model must not be empty"),
+        (lambda: OpenAITTS(voice=" "), "voice must not be empty"),
+        (lambda: OpenAITTS(sample_rate=4000), "sample_rate"),
+        (lambda: OpenAITTS(speed=0), "speed"),
+        (lambda: OpenAITTS(chunk_timeout_s=0), "chunk_timeout_s"),
+        (lambda: OpenAISTT(timeout_s=0), "timeout_s"),
     ],
 )
 def test_bad_settings_name_the_field(make: object, field: str) -> None:

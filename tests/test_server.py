@@ -28,14 +28,14 @@ from websockets.typing import Origin
 
 from harness.launcher import ServerProcess
 from harness.speech import noise, voice
-from voicecore.config import VoicecoreConfig
+from voicecore.config import ServerConfig, VoicecoreConfig
 from voicecore.engine.session import SessionConfig
 from voicecore.engine.stages import EnergyVadStage
 from voicecore.engine.transport import Transport
-from voicecore.pipeline import Pipeline
+from voicecore.pipeline import Pipeline, scripted_pipeline
 from voicecore.protocol import CloseCode
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.server.app import ServerSettings, VoiceServer
+from voicecore.server.app import VoiceServer
 from voicecore.server.cli import main
 from voicecore.server.http import default_origins
 
@@ -89,7 +89,7 @@ async def running(
 ) -> AsyncIterator[VoiceServer]:
     server = VoiceServer(
         pipe or pipeline(),
-        ServerSettings(port=0, web_root=web_root, diagnostics=False, **settings),
+        ServerConfig(port=0, web_root=web_root, diagnostics=False, **settings),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
@@ -558,7 +558,7 @@ async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) 
 
 async def test_shutdown_closes_every_session_with_1001(web_root: Path) -> None:
     server = VoiceServer(
-        pipeline(LONG_REPLY), ServerSettings(port=0, web_root=web_root, diagnostics=False)
+        pipeline(LONG_REPLY), ServerConfig(port=0, web_root=web_root, diagnostics=False)
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
@@ -583,7 +583,7 @@ async def test_shutdown_closes_every_session_with_1001(web_root: Path) -> None:
 async def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(web_root: Path) -> None:
     server = VoiceServer(
         pipeline(LONG_REPLY),
-        ServerSettings(port=0, web_root=web_root, diagnostics=False, send_buffer_bytes=4096),
+        ServerConfig(port=0, web_root=web_root, diagnostics=False, send_buffer_bytes=4096),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
@@ -606,7 +606,7 @@ async def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(web_root
 async def test_a_client_still_streaming_its_mic_is_closed_promptly(web_root: Path) -> None:
     """A browser keeps sending 20 ms frames until it sees the close: the server must keep
     reading (and discarding) them to complete the closing handshake."""
-    server = VoiceServer(pipeline(), ServerSettings(port=0, web_root=web_root, diagnostics=False))
+    server = VoiceServer(pipeline(), ServerConfig(port=0, web_root=web_root, diagnostics=False))
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         async with client(ws_url(server)) as ws:
@@ -731,19 +731,53 @@ async def test_metrics_are_prometheus_text(web_root: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
-        (["--port", "http"], "--port (or VOICECORE_SERVER_PORT) must be an integer, got 'http'"),
-        (["--port", "70000"], "port must be 0-65535"),
-        (["--max-sessions", "0"], "max_sessions must be >= 1"),
-        (["--max-message-bytes", "10"], "max_message_bytes must be >= 1024"),
-        (["--web-root", "/nonexistent/web"], "no web folder at /nonexistent/web"),
-        (["--session-cushion-ms", "5"], "cushion_ms"),
+        (["--port", "http"], "server.port (from flag --port): expected an integer, got 'http'"),
+        (
+            ["--server-port", "70000"],
+            "server.port (from flag --server-port): must be in [0, 65535]",
+        ),
+        (["--max-sessions", "0"], "server.max_sessions (from flag --max-sessions): must be >= 1"),
+        (["--max-message-bytes", "10"], "server.max_message_bytes (from flag --max-message-bytes)"),
+        (
+            ["--web-root", "/nonexistent/web"],
+            "server.web_root (from flag --web-root): no web folder at /nonexistent/web",
+        ),
+        (["--session-cushion-ms", "5"], "session.cushion_ms (from flag --session-cushion-ms)"),
     ],
 )
 def test_voicecore_serve_refuses_bad_settings_with_status_2(
-    args: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    problem: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in [name for name in os.environ if name.startswith("VOICECORE_")]:
+        monkeypatch.delenv(name)
     assert main(["serve", "--providers", "scripted", *args]) == 2
     assert problem in capsys.readouterr().err
+
+
+def test_voicecore_serve_names_the_variable_or_file_of_a_bad_server_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_file = tmp_path / "voicecore.toml"
+    config_file.write_text('[server]\nallowed_origins = "https://a.example"\n')
+    monkeypatch.setenv("VOICECORE_SERVER_MAX_SESSIONS", "many")
+    assert main(["serve", "--providers", "scripted", "--config", str(config_file)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "server.max_sessions (from env VOICECORE_SERVER_MAX_SESSIONS): expected an integer" in err
+    )
+    assert f"server.allowed_origins (from file {config_file}): expected a list of strings" in err
+
+
+def test_the_server_takes_its_settings_from_the_pipelines_configuration(web_root: Path) -> None:
+    settings = ServerConfig(port=0, web_root=web_root, max_sessions=3, diagnostics=False)
+    server = VoiceServer(scripted_pipeline(VoicecoreConfig(server=settings)))
+    try:
+        assert server.settings is settings
+    finally:
+        server.pacer.stop()
 
 
 async def test_a_taken_port_fails_run_and_stops_the_pacer(web_root: Path) -> None:
@@ -752,7 +786,7 @@ async def test_a_taken_port_fails_run_and_stops_the_pacer(web_root: Path) -> Non
         taken.listen()
         server = VoiceServer(
             pipeline(),
-            ServerSettings(port=taken.getsockname()[1], web_root=web_root, diagnostics=False),
+            ServerConfig(port=taken.getsockname()[1], web_root=web_root, diagnostics=False),
         )
         with pytest.raises(OSError, match="in use"):
             await server.run()

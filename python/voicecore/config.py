@@ -1,9 +1,12 @@
 """voicecore's configuration: one object, from a TOML file, the environment and CLI flags.
 
-:class:`VoicecoreConfig` chooses the providers and their settings. It has five sections,
-each a frozen dataclass: ``vad`` (:class:`VadConfig`), ``stt`` (:class:`SttConfig`), ``llm``
-(:class:`LlmConfig`), ``tts`` (:class:`TtsConfig`) and ``session`` (the engine's own
-``voicecore.SessionConfig``, whose fields it takes as they are). The defaults are the offline
+:class:`VoicecoreConfig` is voicecore's one configuration: the server, the providers and
+their settings. It has six sections, each a frozen dataclass: ``server``
+(:class:`ServerConfig`: how ``voicecore serve`` listens and what it allows), ``vad``
+(:class:`VadConfig`), ``stt`` (:class:`SttConfig`), ``llm`` (:class:`LlmConfig`), ``tts``
+(:class:`TtsConfig`) and ``session`` (the engine's own ``voicecore.SessionConfig``, whose
+fields it takes as they are). It is the one place that reads voicecore's environment
+variables: the providers take their settings as arguments. The defaults are the offline
 pipeline: Silero VAD behind the energy gate (the energy VAD alone, with a warning, when the
 model has not been fetched), PocketSphinx, the rule-based responder and espeak-ng. It runs
 with no network and no API key.
@@ -17,31 +20,43 @@ Where settings come from, later ones winning (:func:`load_config`)::
   ignored silently).
 * **Environment**: ``VOICECORE_<SECTION>_<SETTING>`` in upper case, e.g.
   ``VOICECORE_LLM_MODEL=llama3.2`` or ``VOICECORE_SESSION_END_OF_TURN_SILENCE_MS=600``
-  (section names have no underscore, so the first one after the section ends it). These
-  are the names the network providers (``voicecore.providers.openai``) read too. A
+  (section names have no underscore, so the first one after the section ends it). A
   variable that starts with a section (``VOICECORE_LLM_``...) but names no setting of it
   is an error; other ``VOICECORE_`` variables (``VOICECORE_CACHE_DIR``,
-  ``VOICECORE_CONFIG``) are not settings.
+  ``VOICECORE_CONFIG``) are not settings. The OpenAI SDK's conventional ``OPENAI_API_KEY``
+  and ``OPENAI_BASE_URL`` are honoured too, as the fallbacks of the ``api_key`` and
+  ``base_url`` of ``stt``, ``llm`` and ``tts``: below every other source.
 * **Flags**: ``--<section>-<setting>`` with dashes, e.g. ``--llm-model llama3.2``,
   ``--vad-gate`` / ``--no-vad-gate`` (:func:`add_config_arguments`,
-  :func:`config_from_args`).
+  :func:`config_from_args`). The server's everyday settings also have the short flags
+  users know (``--host``, ``--port``, ``--token``, ``--allowed-origin``...): the same
+  settings under a second name.
 
 Values written as text (environment, flags) are parsed by the setting's type: integers,
 numbers (``0.5``, ``1e3``), booleans (``true``/``false``, ``1``/``0``, ``yes``/``no``,
-``on``/``off``), strings; an empty value unsets an optional setting (``None``).
+``on``/``off``), strings, paths, lists (comma-separated; a list's flag may also be
+repeated, its items adding up); an empty value unsets an optional setting (``None``).
 
 Everything is validated when it is loaded, and every message names the bad setting and
 where its value came from, e.g.
 ``llm.connect_timeout_s (from VOICECORE_LLM_CONNECT_TIMEOUT_S): must be > 0, got -1``;
 all the problems are reported at once in one :class:`voicecore.ConfigError`.
 
-API keys are secrets: they never appear in a ``repr`` and :func:`format_config` masks them
-(``voicecore config show`` prints the effective configuration that way).
+API keys and the server's token are secrets: they never appear in a ``repr`` and
+:func:`format_config` masks them (``voicecore config show`` prints the effective
+configuration that way).
 
-:func:`build_pipeline` turns a configuration into providers, importing each provider module
-only when it is chosen, so a missing optional package or model gives a clear message.
+``voicecore.pipeline.build_pipeline`` turns a configuration into providers, importing each
+provider module only when it is chosen, so a missing optional package or model gives a clear
+message.
 
 Example ``voicecore.toml`` (every setting is optional)::
+
+    [server]
+    host = "0.0.0.0"
+    port = 8000
+    allowed_origins = ["https://voice.example.com"]
+    # token: better from the environment: VOICECORE_SERVER_TOKEN=...
 
     [vad]
     kind = "silero"             # or "energy"
@@ -84,22 +99,22 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from voicecore.engine.session import SessionConfig
 from voicecore.exceptions import ConfigError
-
-if TYPE_CHECKING:
-    pass
+from voicecore.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
     "SETTINGS",
+    "WEB_ROOT",
     "LlmConfig",
+    "ServerConfig",
     "Setting",
     "SttConfig",
     "TtsConfig",
@@ -138,6 +153,20 @@ def _greater_than(low: float) -> Check:
     return check
 
 
+def _at_least(low: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if value >= low else f"must be >= {low:g}, got {value}"
+
+    return check
+
+
+def _zero_or_at_least(low: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if value == 0 or value >= low else f"must be 0 or >= {low:g}, got {value}"
+
+    return check
+
+
 def _between(low: float, high: float, *, open_ends: bool = False) -> Check:
     def check(value: float) -> str | None:
         inside = low < value < high if open_ends else low <= value <= high
@@ -157,12 +186,22 @@ def _not_blank(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
-def _setting(default: Any, *, check: Check | None = None, secret: bool = False) -> Any:
-    """A dataclass field of a configuration section: its default, check, and secrecy.
+def _setting(
+    default: Any,
+    *,
+    check: Check | None = None,
+    secret: bool = False,
+    fallback_env: str | None = None,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field of a configuration section: its default, check, secrecy, the
+    conventional variable it falls back to, and its short flags.
 
-    A secret is left out of the section's ``repr``.
+    A secret is left out of the section's ``repr``. ``fallback_env`` names a variable that is
+    not voicecore's (``OPENAI_API_KEY``) read when no source sets the setting. ``aliases``
+    are command-line flags besides ``--<section>-<setting>`` (``--port``).
     """
-    metadata = {"check": check, "secret": secret}
+    metadata = {"check": check, "secret": secret, "fallback_env": fallback_env, "aliases": aliases}
     return field(default=default, metadata=metadata, repr=not secret)
 
 
@@ -265,9 +304,9 @@ class SttConfig(_Section):
     sphinx_hmm: str | None = _setting(None, check=_not_blank)
     sphinx_lm: str | None = _setting(None, check=_not_blank)
     sphinx_dict: str | None = _setting(None, check=_not_blank)
-    base_url: str | None = _setting(None, check=_http_url)
+    base_url: str | None = _setting(None, check=_http_url, fallback_env="OPENAI_BASE_URL")
     model: str | None = _setting(None, check=_not_blank)
-    api_key: str | None = _setting(None, secret=True)
+    api_key: str | None = _setting(None, secret=True, fallback_env="OPENAI_API_KEY")
     language: str | None = _setting(None, check=_not_blank)
     prompt: str | None = _setting(None)
     connect_timeout_s: float = _setting(5.0, check=_greater_than(0))
@@ -305,9 +344,9 @@ class LlmConfig(_Section):
     system_prompt: str = _setting(
         "You are a helpful voice agent. Answer briefly, in plain spoken sentences."
     )
-    base_url: str | None = _setting(None, check=_http_url)
+    base_url: str | None = _setting(None, check=_http_url, fallback_env="OPENAI_BASE_URL")
     model: str | None = _setting(None, check=_not_blank)
-    api_key: str | None = _setting(None, secret=True)
+    api_key: str | None = _setting(None, secret=True, fallback_env="OPENAI_API_KEY")
     temperature: float | None = _setting(None, check=_between(0.0, 2.0))
     max_tokens: int | None = _setting(None, check=_greater_than(0))
     connect_timeout_s: float = _setting(5.0, check=_greater_than(0))
@@ -344,14 +383,79 @@ class TtsConfig(_Section):
     kind: Literal["espeak", "openai"] = _setting("espeak")
     voice: str | None = _setting(None, check=_not_blank)
     rate_wpm: int = _setting(175, check=_between(80, 450))
-    base_url: str | None = _setting(None, check=_http_url)
+    base_url: str | None = _setting(None, check=_http_url, fallback_env="OPENAI_BASE_URL")
     model: str | None = _setting(None, check=_not_blank)
-    api_key: str | None = _setting(None, secret=True)
+    api_key: str | None = _setting(None, secret=True, fallback_env="OPENAI_API_KEY")
     sample_rate: int = _setting(24000, check=_between(8000, 48000))
     speed: float | None = _setting(None, check=_between(0.25, 4.0))
     instructions: str | None = _setting(None)
     connect_timeout_s: float = _setting(5.0, check=_greater_than(0))
     max_retries: int = _setting(2, check=_between(0, 10))
+
+
+WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+"""The browser client's folder in a checkout: the default of ``server.web_root``."""
+
+
+@dataclass(frozen=True)
+class ServerConfig(_Section):
+    """The voice server (``voicecore serve``, ``voicecore.server.app.VoiceServer``): how it
+    listens and what it allows. Durations in seconds, sizes in bytes.
+
+    Attributes:
+        host: address to listen on (``127.0.0.1``: this machine only; ``0.0.0.0`` or
+            empty: every interface).
+        port: TCP port, 0-65535; 0 picks a free one (the server prints which).
+        allowed_origins: the ``Origin`` values a browser page may open ``/ws`` from, e.g.
+            ``https://voice.example.com`` (others get HTTP 403: no cross-site WebSocket
+            hijacking); unset: the server's own origins. Requests without ``Origin`` (not
+            from a browser) are allowed.
+        token: a bearer token the client must present on ``/ws`` (``Authorization: Bearer``
+            or ``?token=``; open the page as ``/?token=...`` and it passes it on), a secret;
+            unset: none needed.
+        max_sessions: concurrent conversations on ``/ws``; more are refused (close 1013 and
+            a ``busy`` error).
+        max_message_bytes: largest client message (close 1009 above it), at least 1024.
+        providers: the pipeline ``voicecore serve`` runs: ``"config"``: the providers this
+            configuration chooses; ``"scripted"``: test doubles that need no model.
+        web_root: the folder of the static files served: the browser client (the
+            checkout's ``web/`` by default).
+        timeline: record the diagnostic timeline to this JSON file, every 10 s and at
+            shutdown, for ``voicecore diagnose``; unset: not recorded.
+        hello_timeout_s: time allowed for the client's ``hello`` after the socket opens.
+        send_queue_ms: how far behind, in agent audio, a client may fall before it is
+            disconnected with 4000 (its send queue holds ``send_queue_ms / frame_ms``
+            messages at most), at least 100 ms.
+        send_buffer_bytes: the kernel send buffer of each connection, at least 4096; 0: the
+            OS default (often megabytes, which would hide a stalled client for a minute).
+        close_timeout_s: time allowed to a client to complete the closing handshake.
+        shutdown_timeout_s: time allowed for a graceful shutdown before the rest is
+            cancelled.
+        recent_sessions: finished sessions kept for ``/metrics``.
+        diagnostics: run the process diagnostics (event-loop lag, GC pauses, CPU
+            throttling) for ``/metrics`` and the timeline.
+    """
+
+    host: str = _setting("127.0.0.1", aliases=("--host",))
+    port: int = _setting(8000, check=_between(0, 65535), aliases=("--port",))
+    allowed_origins: tuple[str, ...] | None = _setting(
+        None, check=_not_blank, aliases=("--allowed-origin",)
+    )
+    token: str | None = _setting(None, check=_not_blank, secret=True, aliases=("--token",))
+    max_sessions: int = _setting(20, check=_at_least(1), aliases=("--max-sessions",))
+    max_message_bytes: int = _setting(
+        DEFAULT_MAX_MESSAGE_BYTES, check=_at_least(1024), aliases=("--max-message-bytes",)
+    )
+    providers: Literal["config", "scripted"] = _setting("config", aliases=("--providers",))
+    web_root: Path = _setting(WEB_ROOT, aliases=("--web-root",))
+    timeline: Path | None = _setting(None, aliases=("--timeline",))
+    hello_timeout_s: float = _setting(10.0, check=_greater_than(0))
+    send_queue_ms: int = _setting(2000, check=_at_least(100))
+    send_buffer_bytes: int = _setting(64 * 1024, check=_zero_or_at_least(4096))
+    close_timeout_s: float = _setting(2.0, check=_greater_than(0))
+    shutdown_timeout_s: float = _setting(5.0, check=_greater_than(0))
+    recent_sessions: int = _setting(100, check=_at_least(0))
+    diagnostics: bool = _setting(True)
 
 
 @dataclass(frozen=True)
@@ -363,6 +467,7 @@ class VoicecoreConfig:
     constructed, raising ``voicecore.ConfigError`` with the name of the bad setting.
 
     Attributes:
+        server: the voice server's address, limits and pipeline (``voicecore serve``).
         vad: the voice activity detector.
         stt: speech to text.
         llm: the language model.
@@ -374,6 +479,7 @@ class VoicecoreConfig:
             defaults are absent. Not part of equality.
     """
 
+    server: ServerConfig = field(default_factory=ServerConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     stt: SttConfig = field(default_factory=SttConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
@@ -394,6 +500,7 @@ class VoicecoreConfig:
 
 
 _SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
     "vad": VadConfig,
     "stt": SttConfig,
     "llm": LlmConfig,
@@ -416,13 +523,19 @@ class Setting:
     Attributes:
         section: the section's name (``"llm"``).
         name: the setting's name in its section (``"model"``).
-        base: its value type: ``bool``, ``int``, ``float`` or ``str``.
+        base: its value type: ``bool``, ``int``, ``float``, ``str`` or ``Path``; for a
+            list, the type of its items.
         choices: the allowed values of a string that has a fixed set of them, else None.
         optional: whether it may be unset (None).
+        sequence: whether it is a list of strings (a tuple; comma-separated when written
+            as text, and its flag may be repeated).
         default: its default value.
         doc: its description (from the section's docstring).
         secret: whether it is a secret (masked when shown).
-        check: the range check of a (well-typed, set) value, if any.
+        check: the range check of a (well-typed, set) value, or of each item of a list.
+        fallback_env: a variable that is not voicecore's (``OPENAI_API_KEY``), read when
+            neither the file, the ``VOICECORE_`` environment nor a flag sets the setting.
+        aliases: command-line flags besides :attr:`flag` (``--port``).
     """
 
     section: str
@@ -430,10 +543,13 @@ class Setting:
     base: type
     choices: tuple[str, ...] | None
     optional: bool
+    sequence: bool
     default: Any
     doc: str
     secret: bool
     check: Check | None
+    fallback_env: str | None
+    aliases: tuple[str, ...]
 
     @property
     def path(self) -> str:
@@ -457,12 +573,13 @@ class Setting:
 
     def describe_type(self) -> str:
         """What a valid value looks like, for messages (``"a number"``)."""
-        if self.choices is not None:
+        if self.sequence:
+            kind = "a list of strings (comma-separated in text)"
+        elif self.choices is not None:
             kind = "one of " + ", ".join(repr(c) for c in self.choices)
         else:
-            kind = {bool: "true or false", int: "an integer", float: "a number"}.get(
-                self.base, "a string"
-            )
+            kinds = {bool: "true or false", int: "an integer", float: "a number", Path: "a path"}
+            kind = kinds.get(self.base, "a string")
         return kind + (" (or unset)" if self.optional else "")
 
     def check_value(self, value: Any) -> Any:
@@ -476,11 +593,29 @@ class Setting:
             if self.optional:
                 return None
             raise _InvalidValueError(f"expected {self.describe_type()}, got nothing")
+        if self.sequence:
+            if not isinstance(value, list | tuple):
+                raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
+            items = []
+            for number, item in enumerate(value, 1):
+                try:
+                    items.append(self._check_item(item))
+                except _InvalidValueError as exc:
+                    raise _InvalidValueError(f"item {number}: {exc}") from None
+            return tuple(items)
+        return self._check_item(value)
+
+    def _check_item(self, value: Any) -> Any:
+        """A set value (an item, for a list) as its type, range-checked."""
+        expected = "a string" if self.sequence else self.describe_type()
         if self.base is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if self.base is Path and isinstance(value, str) and value.strip():
+            value = Path(value)
         # bool is an int subclass: true is no integer here.
-        if type(value) is not self.base:
-            raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
+        well_typed = isinstance(value, Path) if self.base is Path else type(value) is self.base
+        if not well_typed:
+            raise _InvalidValueError(f"expected {expected}, got {_shown(value)}")
         if self.choices is not None and value not in self.choices:
             raise _InvalidValueError(f"expected {self.describe_type()}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -495,17 +630,23 @@ class Setting:
         """The value of ``text`` as written in the environment or a flag.
 
         An empty text unsets an optional setting; booleans are ``true``/``false``,
-        ``1``/``0``, ``yes``/``no`` or ``on``/``off`` in any case.
+        ``1``/``0``, ``yes``/``no`` or ``on``/``off`` in any case; a list's items are
+        separated by commas.
 
         Raises:
             ConfigError: text that is not a value of the setting's type (the message does
                 not name the setting: callers add that).
         """
         stripped = text.strip()
+        if self.sequence:
+            items = tuple(item.strip() for item in text.split(",") if item.strip())
+            return items if items or not self.optional else None
         if not stripped and self.optional:
             return None
         if self.base is str:
             return text
+        if self.base is Path:
+            return Path(stripped) if stripped else text
         if self.base is bool:
             lowered = stripped.lower()
             if lowered in _TRUE_WORDS:
@@ -547,8 +688,8 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _type_of(hint: Any) -> tuple[type, tuple[str, ...] | None, bool]:
-    """(base type, choices, optional) of a field's type hint."""
+def _type_of(hint: Any) -> tuple[type, tuple[str, ...] | None, bool, bool]:
+    """(base type, choices, optional, sequence) of a field's type hint."""
     optional = False
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
@@ -562,10 +703,14 @@ def _type_of(hint: Any) -> tuple[type, tuple[str, ...] | None, bool]:
         choices = tuple(typing.get_args(hint))
         if not all(isinstance(c, str) for c in choices):
             raise TypeError(f"unsupported setting type {hint!r}")
-        return str, choices, optional
-    if hint not in (bool, int, float, str):
+        return str, choices, optional, False
+    if origin is tuple:
+        if typing.get_args(hint) != (str, Ellipsis):
+            raise TypeError(f"unsupported setting type {hint!r}")
+        return str, None, optional, True
+    if hint not in (bool, int, float, str, Path):
         raise TypeError(f"unsupported setting type {hint!r}")
-    return hint, None, optional
+    return hint, None, optional, False
 
 
 def _section_settings(cls: type[Any]) -> tuple[Setting, ...]:
@@ -580,7 +725,7 @@ def _section_settings(cls: type[Any]) -> tuple[Setting, ...]:
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        base, choices, optional = _type_of(hints[f.name])
+        base, choices, optional, sequence = _type_of(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         settings.append(
             Setting(
@@ -589,10 +734,13 @@ def _section_settings(cls: type[Any]) -> tuple[Setting, ...]:
                 base=base,
                 choices=choices,
                 optional=optional,
+                sequence=sequence,
                 default=default,
                 doc=docs.get(f.name, ""),
                 secret=bool(f.metadata.get("secret", False)),
                 check=f.metadata.get("check"),
+                fallback_env=f.metadata.get("fallback_env"),
+                aliases=tuple(f.metadata.get("aliases", ())),
             )
         )
     result = tuple(settings)
@@ -695,7 +843,10 @@ def load_config(
     Args:
         path: the TOML file; None: the file ``$VOICECORE_CONFIG`` names, if set, else none.
         env: the environment (default ``os.environ``): ``VOICECORE_<SECTION>_<SETTING>``
-            variables set settings.
+            variables set settings; the conventional ``OPENAI_API_KEY`` and
+            ``OPENAI_BASE_URL`` are the fallbacks of the ``api_key`` and ``base_url`` of
+            ``stt``, ``llm`` and ``tts`` (below the file, the ``VOICECORE_`` variables and
+            the flags).
         flags: settings given on the command line, as text by dotted path
             (``{"llm.model": "llama3.2"}``); :func:`config_from_args` builds it from parsed
             arguments. Parsed like environment values.
@@ -707,21 +858,44 @@ def load_config(
         ConfigError: every problem found, one per line, each naming the setting (or the
             file, section or variable) and where the bad value came from.
     """
+    return _load(path, env, flags or {}, {})
+
+
+def _fallback_items(env: Mapping[str, str]) -> list[tuple[Setting, str, str]]:
+    """The conventional variables (``OPENAI_API_KEY``...) that settings fall back to, set
+    and not blank, as ``(setting, text, source)``."""
+    return [
+        (setting, env[setting.fallback_env], f"env {setting.fallback_env}")
+        for setting in SETTINGS
+        if setting.fallback_env is not None and env.get(setting.fallback_env, "").strip()
+    ]
+
+
+def _load(
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    flags: Mapping[str, str],
+    spelled: Mapping[str, str],
+) -> VoicecoreConfig:
+    """:func:`load_config`, with the flags as the user spelled them (``--port`` for
+    ``server.port``) by dotted path in ``spelled`` (the others are named by their
+    ``--<section>-<setting>`` flag)."""
     env = os.environ if env is None else env
     problems: list[str] = []
     if path is None and env.get(CONFIG_ENV, "").strip():
         path = env[CONFIG_ENV].strip()
     merged: dict[str, tuple[Any, str]] = {}
+    merged.update(_text_layer(_fallback_items(env), problems))
     if path is not None:
         merged.update(_toml_layer(Path(path), problems))
     merged.update(_text_layer(_env_items(env, problems), problems))
     flag_items = []
-    for key, text in (flags or {}).items():
+    for key, text in flags.items():
         setting = _BY_PATH.get(key)
         if setting is None:
             problems.append(f"{key}: no such setting{_suggest(key, _BY_PATH)}")
             continue
-        flag = setting.flag
+        flag = spelled.get(key, setting.flag)
         if setting.base is bool and text.strip().lower() in _FALSE_WORDS:
             flag = f"--no-{flag.removeprefix('--')}"  # what BooleanOptionalAction spells
         flag_items.append((setting, text, f"flag {flag}"))
@@ -795,11 +969,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for section in _SECTIONS:
         group = parser.add_argument_group(f"{section} settings")
         for setting in (s for s in SETTINGS if s.section == section):
-            default = "unset" if setting.default is None else json.dumps(setting.default)
-            help_text = f"{setting.doc} [default {default}; env {setting.env_name}]"
+            default = "unset" if setting.default is None else _toml_value(setting.default)
+            sources = f"env {setting.env_name}"
+            if setting.sequence:
+                sources += ", comma-separated; repeatable flag"
+            if setting.fallback_env is not None:
+                sources += f", else env {setting.fallback_env}"
+            help_text = f"{setting.doc} [default {default}; {sources}]"
             help_text = help_text.replace("%", "%%")  # argparse formats help with %
             if setting.base is bool:
                 group.add_argument(
+                    *setting.aliases,
                     setting.flag,
                     dest=setting.dest,
                     action=argparse.BooleanOptionalAction,
@@ -809,12 +989,51 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             else:
                 metavar = "{" + ",".join(setting.choices) + "}" if setting.choices else None
                 group.add_argument(
+                    *setting.aliases,
                     setting.flag,
                     dest=setting.dest,
+                    action=_AddFlag if setting.sequence else _StoreFlag,
                     default=None,
                     metavar=metavar or setting.name.upper(),
                     help=help_text,
                 )
+
+
+class _FlagText(NamedTuple):
+    """A setting's value as given on the command line, and the flag that gave it."""
+
+    text: str
+    flag: str
+
+
+class _StoreFlag(argparse.Action):
+    """Stores a flag's text with the flag as spelled (``--port`` or ``--server-port``), so
+    that a bad value is reported under the name the user typed."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, _FlagText(str(values), option_string or self.dest))
+
+
+class _AddFlag(_StoreFlag):
+    """Like :class:`_StoreFlag`, for a list: each use of the flag adds its (comma-separated)
+    items to the previous ones."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        given: _FlagText | None = getattr(namespace, self.dest, None)
+        text = str(values) if given is None else f"{given.text},{values}"
+        setattr(namespace, self.dest, _FlagText(text, option_string or self.dest))
 
 
 def config_from_args(
@@ -830,18 +1049,25 @@ def config_from_args(
         ConfigError: see :func:`load_config`.
     """
     flags: dict[str, str] = {}
+    spelled: dict[str, str] = {}
     for setting in SETTINGS:
         value = getattr(args, setting.dest, None)
-        if value is None:
-            continue
-        flags[setting.path] = ("true" if value else "false") if isinstance(value, bool) else value
-    return load_config(getattr(args, "config", None), env=env, flags=flags)
+        if isinstance(value, bool):
+            flags[setting.path] = "true" if value else "false"
+        elif isinstance(value, _FlagText):
+            flags[setting.path] = value.text
+            spelled[setting.path] = value.flag
+    return _load(getattr(args, "config", None), env, flags, spelled)
 
 
 # --- showing -------------------------------------------------------------------------------
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, Path):
+        value = str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -20,7 +20,6 @@ Three rules shape this module:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -121,15 +120,6 @@ class ProviderResponseError(ProviderError, ValueError):
     """The server's answer does not follow the protocol: a malformed server-sent-events line,
     JSON that is not a chat chunk, an odd number of PCM16 bytes, an unexpected content type.
     Never retried (the same server would answer the same way)."""
-
-
-def env_setting(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
-    """The first non-empty variable of ``names`` in ``env``, or None."""
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    return None
 
 
 def positive(name: str, value: float) -> float:
@@ -356,7 +346,7 @@ class Body:
     async def http_error(self, deadline: float, key_hint: str) -> ProviderHTTPError:
         """The error to raise for this response's error status, with the server's message
         (read within ``deadline``; a body that does not come in time is left out).
-        ``key_hint`` says where the API key comes from (for a 401)."""
+        ``key_hint`` says what to check about the API key (for a 401)."""
         try:
             raw = await self.read_all(deadline, MAX_ERROR_BODY, "the error body")
         except (ProviderError, StageTimeoutError):
@@ -398,7 +388,6 @@ class HttpEndpoint:
         max_retry_backoff_s: cap of that delay, in seconds (a longer ``Retry-After`` from the
             server is honoured if the deadline allows it).
         headers: extra request headers (e.g. ``{"OpenAI-Organization": ...}``).
-        key_hint: where the API key comes from, for the message of an HTTP 401.
 
     Raises:
         ConfigError: a base URL that is not http(s), a timeout <= 0, a negative retry count.
@@ -415,7 +404,6 @@ class HttpEndpoint:
         retry_backoff_s: float,
         max_retry_backoff_s: float,
         headers: Mapping[str, str] | None,
-        key_hint: str,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -433,7 +421,8 @@ class HttpEndpoint:
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.max_retry_backoff_s = max_retry_backoff_s
-        self.key_hint = key_hint
+        sent = "the one sent was refused" if api_key else "none was sent"
+        self.key_hint = f"{sent}; voicecore's configuration sets it as {stage}.api_key"
         all_headers = dict(headers or {})
         if api_key:
             all_headers["Authorization"] = f"Bearer {api_key}"
@@ -543,11 +532,3 @@ def json_object(data: bytes | str, what: str, url: str) -> dict[str, Any]:
         shown = data[:200] if isinstance(data, str) else data[:200].decode("utf-8", "replace")
         raise ProviderResponseError(f"{what}: not a JSON object: {shown!r}", url=url)
     return payload
-
-
-def resolve(value: str | None, env: Mapping[str, str] | None, names: tuple[str, ...]) -> str | None:
-    """A setting: the explicit ``value``, else the first non-empty variable of ``names`` in
-    ``env`` (None: ``os.environ``), else None."""
-    if value is not None:
-        return value
-    return env_setting(os.environ if env is None else env, names)

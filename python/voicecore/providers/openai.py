@@ -12,23 +12,14 @@ other speech servers for audio):
 * :class:`OpenAISTT`: ``POST {base_url}/audio/transcriptions``, a multipart upload of the
   utterance as a WAV file once it has ended; one final transcript comes back.
 
-Configuration. Each setting comes from the constructor argument, else from the stage's
-``VOICECORE_*`` environment variable, else from the ``OPENAI_*`` one the OpenAI SDK reads,
-else from the default::
-
-    setting    LLM                    TTS                    STT                    default
-    base URL   VOICECORE_LLM_BASE_URL VOICECORE_TTS_BASE_URL VOICECORE_STT_BASE_URL
-               then OPENAI_BASE_URL (all three)                                     https://api.openai.com/v1
-    API key    VOICECORE_LLM_API_KEY  VOICECORE_TTS_API_KEY  VOICECORE_STT_API_KEY
-               then OPENAI_API_KEY (all three)                                      none
-    model      VOICECORE_LLM_MODEL    VOICECORE_TTS_MODEL    VOICECORE_STT_MODEL    gpt-4o-mini,
-                                                                                    gpt-4o-mini-tts,
-                                                                                    whisper-1
-    voice                             VOICECORE_TTS_VOICE                           alloy
-
-Per-stage variables exist because deployments mix servers (a local Ollama for the LLM, a
-speech server for TTS/STT). The base URL includes the API version (``/v1``) as the OpenAI
-SDK's does. Without a key no ``Authorization`` header is sent (local servers need none).
+Configuration. Each provider takes its settings as arguments and reads no environment
+variable: ``voicecore.pipeline.build_pipeline`` passes them from the configuration
+(``voicecore.config``: the ``stt``, ``llm`` and ``tts`` sections, where ``VOICECORE_*`` and
+the OpenAI SDK's ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` are read). Left out, the base URL
+is ``https://api.openai.com/v1``, the models ``gpt-4o-mini``, ``gpt-4o-mini-tts`` and
+``whisper-1``, the voice ``alloy``. The base URL includes the API version (``/v1``) as the
+OpenAI SDK's does. Without a key no ``Authorization`` header is sent (local servers need
+none).
 
 Timeouts, retries, cancellation (the same for the three):
 
@@ -82,7 +73,6 @@ from voicecore.providers._http import (
     SSEEvent,
     json_object,
     positive,
-    resolve,
 )
 
 __all__ = [
@@ -116,38 +106,31 @@ def _endpoint(
     *,
     base_url: str | None,
     api_key: str | None,
-    env: Mapping[str, str] | None,
     connect_timeout_s: float,
     max_retries: int,
     retry_backoff_s: float,
     max_retry_backoff_s: float,
     headers: Mapping[str, str] | None,
 ) -> HttpEndpoint:
-    prefix = f"VOICECORE_{stage.upper()}_"
-    url = resolve(base_url, env, (prefix + "BASE_URL", "OPENAI_BASE_URL"))
-    key_variables = (prefix + "API_KEY", "OPENAI_API_KEY")
     return HttpEndpoint(
         stage,
-        base_url=url if url is not None else DEFAULT_BASE_URL,
-        api_key=resolve(api_key, env, key_variables),
+        base_url=base_url if base_url is not None else DEFAULT_BASE_URL,
+        api_key=api_key,
         connect_timeout_s=connect_timeout_s,
         max_retries=max_retries,
         retry_backoff_s=retry_backoff_s,
         max_retry_backoff_s=max_retry_backoff_s,
         headers=headers,
-        key_hint=f"the api_key argument, else {key_variables[0]}, else {key_variables[1]}",
     )
 
 
-def _setting(value: str | None, env: Mapping[str, str] | None, name: str, default: str) -> str:
-    """A required text setting: the argument, else the variable ``name``, else ``default``."""
-    resolved = resolve(value, env, (name,))
-    if resolved is None:
+def _text(name: str, value: str | None, default: str) -> str:
+    """A required text setting: ``value``, or ``default`` when it is None; never blank."""
+    if value is None:
         return default
-    if not resolved.strip():
-        setting = name.rsplit("_", 1)[-1].lower()
-        raise ConfigError(f"{setting} must not be empty (the argument, or {name})")
-    return resolved
+    if not value.strip():
+        raise ConfigError(f"{name} must not be empty")
+    return value
 
 
 class _Provider:
@@ -271,11 +254,9 @@ class OpenAILLM(_Provider):
     Ollama (``http://localhost:11434/v1``), vLLM, llama.cpp's server, LM Studio.
 
     Args:
-        model: the model name; else ``VOICECORE_LLM_MODEL``; else ``"gpt-4o-mini"``.
-        base_url: the API root with its version; else ``VOICECORE_LLM_BASE_URL``, else
-            ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
-        api_key: the bearer token; else ``VOICECORE_LLM_API_KEY``, else ``OPENAI_API_KEY``;
-            none: no ``Authorization`` header.
+        model: the model name; None: ``"gpt-4o-mini"``.
+        base_url: the API root with its version; None: ``https://api.openai.com/v1``.
+        api_key: the bearer token; None: no ``Authorization`` header.
         connect_timeout_s: time allowed to connect (TCP + TLS), in seconds.
         first_token_timeout_s: time from the call to the first text delta, retries included,
             in seconds.
@@ -286,7 +267,6 @@ class OpenAILLM(_Provider):
         extra_body: more JSON fields for the request, e.g. ``{"temperature": 0.6,
             "max_tokens": 200}``.
         headers: extra HTTP headers.
-        env: the environment to read (default ``os.environ``).
 
     Raises:
         ConfigError: a base URL that is not http(s), a timeout <= 0, negative retries, an
@@ -307,9 +287,8 @@ class OpenAILLM(_Provider):
         max_retry_backoff_s: float = 2.0,
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        env: Mapping[str, str] | None = None,
     ) -> None:
-        self.model = _setting(model, env, "VOICECORE_LLM_MODEL", DEFAULT_LLM_MODEL)
+        self.model = _text("model", model, DEFAULT_LLM_MODEL)
         self.first_token_timeout_s = positive("first_token_timeout_s", first_token_timeout_s)
         self.token_timeout_s = positive("token_timeout_s", token_timeout_s)
         self.extra_body = dict(extra_body or {})
@@ -317,7 +296,6 @@ class OpenAILLM(_Provider):
             "llm",
             base_url=base_url,
             api_key=api_key,
-            env=env,
             connect_timeout_s=connect_timeout_s,
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
@@ -419,11 +397,10 @@ class OpenAITTS(_Provider):
     error rather than played as noise.
 
     Args:
-        model: the model; else ``VOICECORE_TTS_MODEL``; else ``"gpt-4o-mini-tts"``.
-        voice: the voice; else ``VOICECORE_TTS_VOICE``; else ``"alloy"``.
-        base_url: the API root with its version; else ``VOICECORE_TTS_BASE_URL``, else
-            ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
-        api_key: the bearer token; else ``VOICECORE_TTS_API_KEY``, else ``OPENAI_API_KEY``.
+        model: the model; None: ``"gpt-4o-mini-tts"``.
+        voice: the voice; None: ``"alloy"``.
+        base_url: the API root with its version; None: ``https://api.openai.com/v1``.
+        api_key: the bearer token; None: no ``Authorization`` header.
         sample_rate: the rate of the server's PCM in Hz (OpenAI: 24000), 8000-48000.
         speed: the ``speed`` field (OpenAI: 0.25-4.0), or None to leave it out.
         instructions: the ``instructions`` field (voice style, gpt-4o-mini-tts), or None.
@@ -437,7 +414,6 @@ class OpenAITTS(_Provider):
         extra_body: more JSON fields for the request (they cannot replace ``model``,
             ``input``, ``voice`` or ``response_format``).
         headers: extra HTTP headers.
-        env: the environment to read (default ``os.environ``).
 
     Raises:
         ConfigError: a sample rate outside 8000-48000 Hz, a speed <= 0, or as ``OpenAILLM``.
@@ -461,14 +437,13 @@ class OpenAITTS(_Provider):
         max_retry_backoff_s: float = 2.0,
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        env: Mapping[str, str] | None = None,
     ) -> None:
         if not 8000 <= sample_rate <= 48000:
             raise ConfigError(f"sample_rate must be 8000-48000 Hz, got {sample_rate}")
         if speed is not None:
             positive("speed", speed)
-        self.model = _setting(model, env, "VOICECORE_TTS_MODEL", DEFAULT_TTS_MODEL)
-        self.voice = _setting(voice, env, "VOICECORE_TTS_VOICE", DEFAULT_TTS_VOICE)
+        self.model = _text("model", model, DEFAULT_TTS_MODEL)
+        self.voice = _text("voice", voice, DEFAULT_TTS_VOICE)
         self.sample_rate = sample_rate
         self.speed = speed
         self.instructions = instructions
@@ -479,7 +454,6 @@ class OpenAITTS(_Provider):
             "tts",
             base_url=base_url,
             api_key=api_key,
-            env=env,
             connect_timeout_s=connect_timeout_s,
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
@@ -568,10 +542,9 @@ class OpenAISTT(_Provider):
     faster-whisper-server, and whisper.cpp's server behind a ``/v1`` route.
 
     Args:
-        model: the model; else ``VOICECORE_STT_MODEL``; else ``"whisper-1"``.
-        base_url: the API root with its version; else ``VOICECORE_STT_BASE_URL``, else
-            ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
-        api_key: the bearer token; else ``VOICECORE_STT_API_KEY``, else ``OPENAI_API_KEY``.
+        model: the model; None: ``"whisper-1"``.
+        base_url: the API root with its version; None: ``https://api.openai.com/v1``.
+        api_key: the bearer token; None: no ``Authorization`` header.
         language: the ISO-639-1 language of the speech (e.g. ``"en"``), or None to let the
             model detect it.
         prompt: text that guides the model (names, spelling), or None.
@@ -582,7 +555,6 @@ class OpenAISTT(_Provider):
         retry_backoff_s: delay before the first retry, in seconds (doubling per retry).
         max_retry_backoff_s: the cap of that delay, in seconds.
         headers: extra HTTP headers.
-        env: the environment to read (default ``os.environ``).
 
     Raises:
         ConfigError: as ``OpenAILLM``.
@@ -602,9 +574,8 @@ class OpenAISTT(_Provider):
         retry_backoff_s: float = 0.25,
         max_retry_backoff_s: float = 2.0,
         headers: Mapping[str, str] | None = None,
-        env: Mapping[str, str] | None = None,
     ) -> None:
-        self.model = _setting(model, env, "VOICECORE_STT_MODEL", DEFAULT_STT_MODEL)
+        self.model = _text("model", model, DEFAULT_STT_MODEL)
         self.language = language
         self.prompt = prompt
         self.timeout_s = positive("timeout_s", timeout_s)
@@ -612,7 +583,6 @@ class OpenAISTT(_Provider):
             "stt",
             base_url=base_url,
             api_key=api_key,
-            env=env,
             connect_timeout_s=connect_timeout_s,
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,

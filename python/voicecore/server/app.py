@@ -24,8 +24,9 @@ close every session with 1001, exit 0.
 
 Example (in a Trio program; ``voicecore serve`` does this)::
 
-    pipeline = voicecore.pipeline.build_pipeline()          # the offline default pipeline
-    server = VoiceServer(pipeline, ServerSettings(port=8000))
+    config = voicecore.config.load_config()                 # file, environment: [server]...
+    pipeline = voicecore.pipeline.build_pipeline(config)    # the configured providers
+    server = VoiceServer(pipeline)                          # listens as config.server says
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         ...                                                # server.url, server.sessions
@@ -45,14 +46,13 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import trio
 from websockets.http11 import Request, Response
 
-from voicecore import protocol
 from voicecore._core import FramePacer
+from voicecore.config import ServerConfig
 from voicecore.diagnose import TimelineRecorder
 from voicecore.diagnostics import Diagnostics, Timeline
 from voicecore.engine.pacing import Pacer
@@ -67,7 +67,6 @@ from voicecore.protocol import (
 )
 from voicecore.server.http import (
     PROMETHEUS_CONTENT_TYPE,
-    WEB_ROOT,
     default_origins,
     response,
     static_response,
@@ -89,74 +88,6 @@ SERVER_TIMELINE_EVENTS: Final = 3_000
 late frames; ~340 bytes an event, ~1 MB): bounds a long call's diagnostic memory. The soak
 benchmark measured 20,000 (~7 MB a session) as most of the server's growth in long calls."""
 
-# --- settings --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """How the server listens and what it allows (durations in seconds, sizes in bytes).
-
-    Attributes:
-        host: address to listen on (``127.0.0.1``: this machine only).
-        port: TCP port; 0 picks a free one (``VoiceServer.port`` tells which).
-        web_root: the folder of static files served.
-        allowed_origins: ``Origin`` values a browser page may open ``/ws`` from; None: the
-            server's own origins (``default_origins``). Requests without ``Origin`` (not
-            from a browser, so no cross-site risk) are allowed.
-        max_sessions: concurrent connections on ``/ws``; more are refused (close 1013).
-        max_message_bytes: largest client message (close 1009 above it).
-        token: a bearer token the client must present; None: no token needed.
-        hello_timeout_s: time allowed for the client's ``hello`` after the socket opens.
-        send_queue_ms: how far behind (in agent audio, ``frame_ms`` per message) a client
-            may fall before it is disconnected with 4000; the send queue holds
-            ``send_queue_ms / frame_ms`` messages at most.
-        send_buffer_bytes: the kernel send buffer of each connection (None: the OS
-            default, often megabytes, which would hide a stalled client for a minute).
-        close_timeout_s: time allowed to a client to complete the closing handshake.
-        shutdown_timeout_s: time allowed for a graceful shutdown before the rest is cancelled.
-        recent_sessions: finished sessions kept for ``/metrics``.
-        diagnostics: run the process diagnostics (loop lag, GC, CPU throttling) for
-            ``/metrics``.
-        timeline_path: record the timeline (probes and sessions) to this JSON file, every
-            10 s and at shutdown, for ``voicecore diagnose``; None: not recorded.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    web_root: Path = WEB_ROOT
-    allowed_origins: tuple[str, ...] | None = None
-    max_sessions: int = 20
-    max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
-    token: str | None = None
-    hello_timeout_s: float = 10.0
-    send_queue_ms: int = 2000
-    send_buffer_bytes: int | None = 64 * 1024
-    close_timeout_s: float = 2.0
-    shutdown_timeout_s: float = 5.0
-    recent_sessions: int = 100
-    diagnostics: bool = True
-    timeline_path: Path | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0-65535, got {self.port}")
-        if self.max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
-        if self.max_message_bytes < 1024:
-            raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
-        for name in ("hello_timeout_s", "close_timeout_s", "shutdown_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 s, got {getattr(self, name)}")
-        if self.send_queue_ms < 100:
-            raise ValueError(f"send_queue_ms must be >= 100 ms, got {self.send_queue_ms}")
-        if self.send_buffer_bytes is not None and self.send_buffer_bytes < 4096:
-            raise ValueError(f"send_buffer_bytes must be >= 4096, got {self.send_buffer_bytes}")
-        if self.token is not None and not self.token:
-            raise ValueError("token must not be empty (None: no token)")
-        if self.recent_sessions < 0:
-            raise ValueError(f"recent_sessions must be >= 0, got {self.recent_sessions}")
-
-
 # --- the server ------------------------------------------------------------------------------
 
 
@@ -176,7 +107,8 @@ class VoiceServer:
         pipeline: makes each session's stages and the session itself
             (``voicecore.pipeline.build_pipeline()`` for the configured providers); its
             ``config.session`` gives the frame duration and the cushion.
-        settings: listening address and limits.
+        settings: the ``server`` section of the configuration (address, limits,
+            timeouts); None: the pipeline's own, ``pipeline.config.server``.
         pacer: the pacer shared by every session; by default a real-clock one with the
             pipeline's ``frame_ms``, whose thread starts here and stops when ``run``
             returns (a server runs once).
@@ -185,7 +117,7 @@ class VoiceServer:
             knows nothing of benchmarks).
 
     Attributes:
-        settings: the settings.
+        settings: the server's settings (``ServerConfig``).
         port: the port listened on (known once ``run`` has started).
         recent: metrics of the most recently finished sessions (``/metrics``).
     """
@@ -193,13 +125,13 @@ class VoiceServer:
     def __init__(
         self,
         pipeline: Pipeline,
-        settings: ServerSettings | None = None,
+        settings: ServerConfig | None = None,
         *,
         pacer: Pacer | None = None,
         tasks: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self._tasks = tuple(tasks)
-        self.settings = settings if settings is not None else ServerSettings()
+        self.settings = settings if settings is not None else pipeline.config.server
         self.port: int | None = None
         self.recent: deque[SessionMetrics] = deque(maxlen=self.settings.recent_sessions)
         self._pipeline = pipeline
@@ -219,9 +151,9 @@ class VoiceServer:
         self._diagnostics = Diagnostics() if self.settings.diagnostics else None
         self._recorder = (
             None
-            if self.settings.timeline_path is None
+            if self.settings.timeline is None
             else TimelineRecorder(
-                self.settings.timeline_path,
+                self.settings.timeline,
                 self._diagnostics.timeline if self._diagnostics is not None else None,
             )
         )
@@ -386,7 +318,7 @@ class VoiceServer:
         return hmac.compare_digest(given.encode(), expected.encode())
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self.settings.send_buffer_bytes is not None:
+        if self.settings.send_buffer_bytes:  # 0: the OS default
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes)
         websocket = await accept(
             stream,

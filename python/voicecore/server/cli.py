@@ -3,7 +3,9 @@
 ``voicecore serve [--host H] [--port P] [--providers config|scripted] ...``
     Runs the voice agent server: the web page, the WebSocket endpoint ``/ws``, ``/healthz``
     and ``/metrics`` on one port (``voicecore.server.app``), with the configured providers (the
-    offline pipeline by default), until SIGINT or SIGTERM.
+    offline pipeline by default), until SIGINT or SIGTERM. Its settings are the configuration's
+    ``server`` section (``--server-<setting>``, ``VOICECORE_SERVER_<SETTING>``, ``[server]``
+    in the TOML file), the everyday ones also under short flags (``--host``, ``--port``...).
 
 ``voicecore diagnose TIMELINE.json [-o PICTURE.png]``
     Reads a timeline recorded by ``voicecore serve --timeline``, prints each audio gap with
@@ -30,7 +32,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import signal
 import sys
 import time
@@ -45,11 +46,12 @@ import trio
 
 from voicecore import config, models
 from voicecore._core import EnergyVad, FramePacer, Resampler, SampleRing
+from voicecore.config import ServerConfig
 from voicecore.diagnose import add_diagnose_arguments, diagnose_command
 from voicecore.engine.pacing import Pacer, push, released_frames
 from voicecore.exceptions import ConfigError
 from voicecore.pipeline import Pipeline, build_pipeline, scripted_pipeline
-from voicecore.server.app import ServerSettings, VoiceServer
+from voicecore.server.app import VoiceServer
 
 __all__ = ["main"]
 
@@ -74,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             "serve",
             help="run the voice agent server (web page, WebSocket, /healthz, /metrics)",
             description="Serves the web client and voice sessions on one port until "
-            "SIGINT/SIGTERM. Server settings come from flags or VOICECORE_SERVER_* variables; "
-            "providers and session settings from the configuration (voicecore config show).",
+            "SIGINT/SIGTERM. Every setting (the server's, the providers', the session's) comes "
+            "from the one configuration: defaults < --config FILE < VOICECORE_<SECTION>_<SETTING> "
+            "environment variables < flags; 'voicecore config show' prints it. The server's "
+            "everyday flags have short names (--host, --port, --token, --allowed-origin...).",
         )
     )
     add_diagnose_arguments(
@@ -249,108 +253,11 @@ async def _pace(agent: npt.NDArray[np.int16]) -> int:
 # --- voicecore serve ------------------------------------------------------------------------
 
 
-_ENV = "VOICECORE_SERVER_"
-"""Prefix of the server's environment variables (``VOICECORE_SERVER_PORT``...)."""
-
-
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the server's flags (each with a ``VOICECORE_SERVER_*`` environment variable) and
-    the configuration's (``voicecore.config.add_config_arguments``) to ``parser``."""
-    defaults = ServerSettings()
-    group = parser.add_argument_group("server settings")
-
-    def env(name: str) -> str | None:
-        return os.environ.get(_ENV + name)
-
-    group.add_argument(
-        "--host",
-        default=env("HOST") or defaults.host,
-        help=f"address to listen on [default {defaults.host}; env {_ENV}HOST]",
-    )
-    group.add_argument(
-        "--port",
-        default=env("PORT") or str(defaults.port),
-        help=f"TCP port, 0 for any free one [default {defaults.port}; env {_ENV}PORT]",
-    )
-    group.add_argument(
-        "--web-root",
-        default=env("WEB_ROOT") or str(defaults.web_root),
-        help=f"folder of the static files served [default the checkout's web/; env {_ENV}WEB_ROOT]",
-    )
-    group.add_argument(
-        "--allowed-origin",
-        action="append",
-        dest="allowed_origins",
-        metavar="ORIGIN",
-        help="an Origin allowed to open /ws, e.g. https://voice.example.com (repeatable) "
-        f"[default the server's own origins; env {_ENV}ALLOWED_ORIGINS, comma-separated]",
-    )
-    group.add_argument(
-        "--max-sessions",
-        default=env("MAX_SESSIONS") or str(defaults.max_sessions),
-        help=f"concurrent conversations [default {defaults.max_sessions}; env {_ENV}MAX_SESSIONS]",
-    )
-    group.add_argument(
-        "--max-message-bytes",
-        default=env("MAX_MESSAGE_BYTES") or str(defaults.max_message_bytes),
-        help=f"largest client message [default {defaults.max_message_bytes}; "
-        f"env {_ENV}MAX_MESSAGE_BYTES]",
-    )
-    group.add_argument(
-        "--token",
-        default=env("TOKEN"),
-        help=f"require this bearer token on /ws [default none; env {_ENV}TOKEN]",
-    )
-    group.add_argument(
-        "--providers",
-        choices=("config", "scripted"),
-        default=env("PROVIDERS") or "config",
-        help="'config': the providers the configuration chooses (default: the offline "
-        "pipeline); 'scripted': test doubles that need no model "
-        f"[default config; env {_ENV}PROVIDERS]",
-    )
-    group.add_argument(
-        "--timeline",
-        default=env("TIMELINE"),
-        metavar="PATH",
-        help="record the diagnostic timeline to this JSON file (every 10 s and at shutdown; "
-        f"draw it with 'voicecore diagnose PATH') [default none; env {_ENV}TIMELINE]",
-    )
+    """Adds ``voicecore serve``'s flags to ``parser``: ``--config FILE`` and one flag per
+    setting of the configuration (``voicecore.config.add_config_arguments``), the server's
+    first, with their short names (``--host``, ``--port``...)."""
     config.add_config_arguments(parser)
-
-
-def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    origins: tuple[str, ...] | None = None
-    if args.allowed_origins:
-        origins = tuple(args.allowed_origins)
-    elif os.environ.get(_ENV + "ALLOWED_ORIGINS"):
-        origins = tuple(
-            o.strip() for o in os.environ[_ENV + "ALLOWED_ORIGINS"].split(",") if o.strip()
-        )
-
-    def integer(name: str) -> int:
-        text = getattr(args, name)
-        try:
-            return int(text)
-        except ValueError:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(
-                f"{flag} (or {_ENV}{name.upper()}) must be an integer, got {text!r}"
-            ) from None
-
-    try:
-        return ServerSettings(
-            host=args.host,
-            port=integer("port"),
-            web_root=Path(args.web_root),
-            allowed_origins=origins,
-            max_sessions=integer("max_sessions"),
-            max_message_bytes=integer("max_message_bytes"),
-            token=args.token or None,
-            timeline_path=Path(args.timeline) if getattr(args, "timeline", None) else None,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"server: {exc}") from exc
 
 
 ServerTask = Callable[[], Awaitable[None]]
@@ -368,16 +275,16 @@ def serve_command(
     setting).
 
     Args:
-        args: the parsed ``add_serve_arguments`` flags.
+        args: the flags parsed by a parser given ``add_serve_arguments``.
         make_pacer: builds the shared pacer from the sessions' ``frame_ms``; None (or None
             from it): the Rust ``FramePacer``. A program embedding the server, or a benchmark
             swapping in its baseline, passes its own.
         tasks: run alongside the server (see ``VoiceServer``).
     """
     try:
-        settings = _settings_from_args(args)
         voicecore_config = config.config_from_args(args)
-        if args.providers == "scripted":
+        settings = voicecore_config.server
+        if settings.providers == "scripted":
             pipeline = scripted_pipeline(voicecore_config)
         else:
             pipeline = build_pipeline(voicecore_config)
@@ -385,7 +292,12 @@ def serve_command(
         print(f"voicecore serve: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     if not settings.web_root.is_dir():
-        print(f"voicecore serve: no web folder at {settings.web_root}", file=sys.stderr)
+        source = voicecore_config.sources.get("server.web_root", "the default")
+        print(
+            f"voicecore serve: invalid configuration:\nserver.web_root (from {source}): "
+            f"no web folder at {settings.web_root}",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # websockets logs every HTTP response and connection at INFO: a page load is a dozen.
@@ -409,7 +321,7 @@ def serve_command(
 
 async def run_server(
     pipeline: Pipeline,
-    settings: ServerSettings,
+    settings: ServerConfig,
     *,
     pacer: Pacer | None = None,
     tasks: Sequence[ServerTask] = (),

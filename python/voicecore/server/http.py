@@ -19,9 +19,6 @@ import trio
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-WEB_ROOT: Final = Path(__file__).resolve().parents[3] / "web"
-"""The browser client's folder in a checkout (``--web-root`` serves another)."""
-
 MIME_TYPES: Final[dict[str, str]] = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
