@@ -32,8 +32,9 @@ from harness.speech import RATE, noise, voice
 from voicecore import EnergyVad, FramePacer
 from voicecore.engine.session import Session, SessionConfig
 from voicecore.engine.stages import EnergyVadStage
-from voicecore.engine.transport import AgentAudio, Clear, Event, MemoryClient, memory_transport
+from voicecore.engine.transport import MemoryClient, memory_transport
 from voicecore.metrics import percentile
+from voicecore.protocol import AgentAudio, AgentDone, Clear
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 
 SILENCE_MS = 500.0
@@ -73,7 +74,7 @@ async def wait_for(client: MemoryClient, match: Any) -> Any:
 
 
 def turn_end(turn_id: int) -> Any:
-    return lambda m: isinstance(m, Event) and m.type == "turn_end" and m.data["turn_id"] == turn_id
+    return lambda m: isinstance(m, AgentDone) and m.turn_id == turn_id
 
 
 async def voice_to_voice(turns: int) -> tuple[list[float], Session]:
@@ -119,9 +120,9 @@ async def barge_ins(count: int) -> tuple[dict[str, list[float]], Session]:
                 if turn_id == 1:
                     await client.send_audio(voice(400))
                 await client.send_audio(noise(SILENCE_MS + 20))
-                await wait_for(
-                    client, lambda m, t=turn_id: isinstance(m, AgentAudio) and m.turn_id == t
-                )
+                # The reply's first frame (the previous reply's frames all came before its
+                # agent_done, which wait_for has read).
+                await wait_for(client, lambda m: isinstance(m, AgentAudio))
                 await client.send_audio(voice(400))
                 clear = await wait_for(client, lambda m: isinstance(m, Clear))
                 assert clear.turn_id == turn_id

@@ -39,7 +39,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from voicecore.engine.stages import AudioFrame, SpeechEnded, SpeechStarted, Transcript, TurnContext
+from voicecore.engine.stages import AudioFrame, Hypothesis, SpeechEnded, SpeechStarted, TurnContext
 from voicecore.exceptions import ModelFetchError
 from voicecore.models import fetch_silero_vad
 from voicecore.providers import SileroVad, SphinxSTT
@@ -108,7 +108,7 @@ def stream_corpus(speech: list[Any], options: dict[str, Any]) -> dict[str, Any]:
         for utterance in speech:
             feed = _Frames(utterance.samples)
             partials = 0
-            final: Transcript | None = None
+            final: Hypothesis | None = None
             async for transcript in stt.transcribe(feed, _context()):
                 if transcript.is_final:
                     final = transcript

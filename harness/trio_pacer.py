@@ -69,6 +69,7 @@ __all__ = [
     "TrioPacerStats",
     "TrioPacerStream",
     "TrioReleasedFrame",
+    "TrioStreamEvent",
     "TrioStreamStats",
     "pacer_from_env",
 ]
@@ -81,6 +82,9 @@ SCHEDULING: Final = "trio task (event loop)"
 """What ``TrioFramePacer.scheduling`` (and so ``/healthz``) says: no thread, a Trio task."""
 
 FRAME_DURATIONS_MS: Final = (10, 20, 40)
+LATE_FRAME_NS: Final = 5_000_000
+"""Release lateness above which a frame is reported ``"late"`` (the Rust pacer's
+``LATE_FRAME_NS``)."""
 SUPPORTED_RATES: Final = (8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 _SUPPORTED_TEXT: Final = (
     "8000, 12000, 16000, 22050, 24000, 32000, 44100 or 48000 Hz "
@@ -205,6 +209,19 @@ class TrioReleasedFrame:
     def lateness_ns(self) -> int:
         """``released_ns - deadline_ns``: how late the pacer task was, ns."""
         return self.released_ns - self.deadline_ns
+
+
+@dataclass(frozen=True, slots=True)
+class TrioStreamEvent:
+    """A stream's lifecycle event (as ``voicecore.StreamEvent``): ``"started"`` (its first
+    frame released), ``"drained"`` (after ``finish``, its last sample released) or ``"late"``
+    (a frame released more than ``LATE_FRAME_NS`` after its deadline); ``at_ns`` on Trio's
+    clock; ``lateness_ns`` of the frame concerned (None for ``"drained"``)."""
+
+    stream_id: int
+    kind: Literal["started", "drained", "late"]
+    at_ns: int
+    lateness_ns: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +419,15 @@ class _Stream:
         self.not_before_ns = now_ns
         self.counters = _Counters()
         self.lateness = _LatenessHistogram()
+        self.started = False  # the "started" event was emitted
+        self.drained = False  # this utterance's "drained" was emitted (or a flush cut it)
+
+    def take_drained(self) -> bool:
+        """True once per utterance, when ``finish`` was called and the queue is empty."""
+        if self.finishing and not self.queue and not self.drained:
+            self.drained = True
+            return True
+        return False
 
     @property
     def queued(self) -> int:
@@ -465,6 +491,7 @@ class _Stream:
             self.wants_writable = True
         if accepted > 0:
             self.finishing = False
+            self.drained = False
         schedule = accepted > 0 and self.waiting_for_audio() and self.resume(now_ns)
         return accepted, schedule
 
@@ -505,6 +532,7 @@ class _Stream:
         self.counters.dropped_samples += dropped
         self.counters.flushes += 1
         self.finishing = False
+        self.drained = True  # the utterance was cut, not played out: no "drained" for it
         self.idle, self.starved = True, False
         self.generation += 1
         self.anchor_ns = now_ns
@@ -575,6 +603,7 @@ class TrioFramePacer:
         self._streams: dict[int, _Stream] = {}
         self._heap: list[tuple[int, int, int]] = []  # (deadline_ns, id, generation)
         self._ready: deque[TrioReleasedFrame] = deque()
+        self._events: list[TrioStreamEvent] = []
         self._released = _EventFd()
         self._wake = trio.Event()
         self._totals = _Counters()
@@ -674,12 +703,21 @@ class TrioFramePacer:
         return self._released.fd
 
     def take_released(self) -> list[TrioReleasedFrame]:
-        """Takes every released frame waiting, oldest first, and clears ``fileno()``. Works
-        after ``stop()``."""
-        self._released.drain()
+        """Takes every released frame waiting (of streams without a sink), oldest first, and
+        clears ``fileno()`` unless events still wait. Works after ``stop()``."""
         frames = list(self._ready)
         self._ready.clear()
+        if not self._events:
+            self._released.drain()
         return frames
+
+    def take_events(self) -> list[TrioStreamEvent]:
+        """Takes every stream event waiting, oldest first, and clears ``fileno()`` unless
+        frames still wait. Works after ``stop()``."""
+        events, self._events = self._events, []
+        if not self._ready:
+            self._released.drain()
+        return events
 
     def stats(self) -> TrioPacerStats:
         """Statistics over the pacer's life (works after ``stop()``)."""
@@ -744,13 +782,22 @@ class TrioFramePacer:
             stream.lateness.record(lateness)
             self._lateness.record(lateness)
             self._totals.frames_released += 1
+            if not stream.started:
+                stream.started = True
+                self._events.append(TrioStreamEvent(stream_id, "started", now_ns, lateness))
+            if lateness > LATE_FRAME_NS:
+                self._events.append(TrioStreamEvent(stream_id, "late", now_ns, lateness))
+            if stream.take_drained():
+                self._events.append(TrioStreamEvent(stream_id, "drained", now_ns, None))
             if stream.sink is not None:
+                # On the wire, and that is all: as the Rust pacer, no copy for the consumer.
                 try:
                     stream.sink.write_ws_binary_pcm16(pcm)
                 except (SendBufferFullError, ConnectionResetError):
                     stream.counters.sink_refused += 1
                     self._totals.sink_refused += 1
-            self._ready.append(TrioReleasedFrame(stream_id, seq, pcm, deadline_ns, now_ns))
+            else:
+                self._ready.append(TrioReleasedFrame(stream_id, seq, pcm, deadline_ns, now_ns))
             self._schedule(stream_id, starved=False, deadline_ns=stream.next_deadline_ns())
         elif stream.slot_without_frame():
             stream.idle, stream.starved = True, False
@@ -762,13 +809,13 @@ class TrioFramePacer:
         """Serves every entry due by now (never earlier than ``floor_ns``, the deadline the
         task slept to, so float rounding of Trio's clock cannot leave it due-but-unserved),
         publishes the released frames, and returns the next deadline."""
-        waiting = len(self._ready)
+        waiting = len(self._ready) + len(self._events)
         while (due := self._next_due()) is not None:
             now = max(self.now_ns(), floor_ns)
             if due[0] > now:
                 break
             self._serve(due, now)
-        if len(self._ready) > waiting:
+        if len(self._ready) + len(self._events) > waiting:
             self._released.signal()
         due = self._next_due()
         return None if due is None else due[0]
@@ -812,7 +859,11 @@ class TrioFramePacer:
 
     def _finish(self, stream_id: int) -> int:
         stream = self._stream(stream_id)
-        padding, schedule = stream.finish(self.now_ns())
+        now_ns = self.now_ns()
+        padding, schedule = stream.finish(now_ns)
+        if stream.take_drained():
+            self._events.append(TrioStreamEvent(stream_id, "drained", now_ns, None))
+            self._released.signal()
         if schedule:
             self._reschedule(stream_id)
         return padding

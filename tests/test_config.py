@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import voicecore.config
-from openai_server import OpenAIServer, chat_reply
+from harness.openai_server import OpenAIServer, chat_reply
 from voicecore import ConfigError, SessionConfig
 from voicecore.config import (
     CONFIG_ENV,
@@ -34,12 +34,13 @@ from voicecore.config import (
 from voicecore.engine.history import Message
 from voicecore.engine.stages import EnergyVadStage, TurnContext
 from voicecore.engine.transport import memory_transport
+from voicecore.exceptions import VadFallbackWarning
 from voicecore.models import silero_vad_path
 from voicecore.pipeline import build_pipeline
 from voicecore.providers.espeak import EspeakTTS
 from voicecore.providers.openai import OpenAILLM, OpenAISTT, OpenAITTS
 from voicecore.providers.responder import RuleBasedResponder
-from voicecore.providers.silero import SileroVad, VadFallbackWarning
+from voicecore.providers.silero import SileroVad
 from voicecore.providers.sphinx import SphinxSTT
 from voicecore.server.cli import main as cli_main
 

@@ -20,8 +20,9 @@ import trio
 from harness.speech import noise, voice
 from voicecore.engine.session import Session, SessionConfig
 from voicecore.engine.stages import TTS, TurnContext
-from voicecore.engine.transport import AgentAudio, Event, memory_transport
+from voicecore.engine.transport import memory_transport
 from voicecore.exceptions import ConfigError
+from voicecore.protocol import AgentAudio, AgentDone, AgentText
 from voicecore.providers import (
     EspeakTTS,
     RuleBasedResponder,
@@ -288,9 +289,9 @@ async def test_a_spoken_turn_with_the_responder_and_espeak() -> None:
             async for message in client:
                 if isinstance(message, AgentAudio):
                     audio_frames += 1
-                elif isinstance(message, Event) and message.type == "agent_text":
-                    texts.append(message.data["text"])
-                elif isinstance(message, Event) and message.type == "turn_end":
+                elif isinstance(message, AgentText):
+                    texts.append(message.text)
+                elif isinstance(message, AgentDone):
                     break
             nursery.cancel_scope.cancel()
     assert "9:05" in " ".join(texts)

@@ -50,6 +50,36 @@ def test_native_classes_live_in_the_private_module() -> None:
             assert getattr(voicecore._core, name) is value
 
 
+def test_every_exception_class_lives_in_the_one_tree() -> None:
+    # exceptions.py is the one home of voicecore's exception (and warning) classes.
+    import voicecore.engine.session
+    import voicecore.pipeline
+    import voicecore.protocol
+    import voicecore.providers.espeak
+    import voicecore.providers.openai
+    import voicecore.providers.silero
+    import voicecore.providers.sphinx
+    import voicecore.server.app
+
+    def subclasses(cls: type) -> list[type]:
+        found = []
+        for sub in cls.__subclasses__():
+            found += [sub, *subclasses(sub)]
+        return found
+
+    ours = [
+        c
+        for c in subclasses(Exception)
+        if c.__module__.startswith("voicecore") and c.__module__ != "voicecore._core"
+    ]
+    assert ours
+    assert {c.__module__ for c in ours} == {"voicecore.exceptions"}, ours
+    for cls in ours:
+        if not issubclass(cls, Warning):
+            assert issubclass(cls, voicecore.VoicecoreError), cls
+        assert getattr(voicecore, cls.__name__) is cls
+
+
 def test_exception_tree() -> None:
     exc = voicecore.exceptions
     assert issubclass(exc.ConfigError, exc.VoicecoreError)
@@ -60,6 +90,9 @@ def test_exception_tree() -> None:
     assert issubclass(exc.UnknownStreamError, exc.PacerError)
     assert issubclass(exc.UnknownStreamError, KeyError)
     assert issubclass(exc.PacerStoppedError, RuntimeError)
+    assert issubclass(exc.VadFallbackWarning, RuntimeWarning)
     for name in exc.__all__:
-        assert issubclass(getattr(exc, name), exc.VoicecoreError)
+        value = getattr(exc, name)
+        if isinstance(value, type) and not issubclass(value, Warning):
+            assert issubclass(value, exc.VoicecoreError), name
     assert str(exc.UnknownStreamError("stream 3 does not exist")) == "stream 3 does not exist"

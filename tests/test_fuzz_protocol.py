@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voicecore.exceptions import ProtocolError
 from voicecore.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     FRAME_MS,
@@ -33,7 +34,6 @@ from voicecore.protocol import (
     ErrorCode,
     Hello,
     Playout,
-    ProtocolError,
     ProtocolSession,
     Ready,
     State,

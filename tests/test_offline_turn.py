@@ -25,10 +25,11 @@ from voicecore import FramePacer, PlayoutRouter, Resampler, Session
 from voicecore.config import load_config
 from voicecore.engine.stages import EnergyVadStage
 from voicecore.engine.transport import MemoryClient, memory_transport
+from voicecore.exceptions import VadFallbackWarning
 from voicecore.models import silero_vad_path
 from voicecore.pipeline import Pipeline, Providers, build_pipeline
 from voicecore.protocol import AgentDone, Error
-from voicecore.providers.silero import SileroVad, VadFallbackWarning
+from voicecore.providers.silero import SileroVad
 
 CLIENT_RATE = 48_000  # a browser's AudioContext rate: the mic and the agent audio
 LEAD_IN_S = 0.3  # room noise before the user speaks

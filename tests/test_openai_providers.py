@@ -40,20 +40,21 @@ from session_helpers import is_event, receive_until, start
 from voicecore import FramePacer
 from voicecore.engine.history import Message
 from voicecore.engine.session import Session, SessionConfig
-from voicecore.engine.stages import LLM, STT, TTS, AudioFrame, StageTimeoutError, TurnContext
-from voicecore.engine.transport import Clear, Event, memory_transport
-from voicecore.exceptions import ConfigError, VoicecoreError
-from voicecore.providers._http import SSEDecoder, SSEEvent
-from voicecore.providers.openai import (
-    OpenAILLM,
-    OpenAISTT,
-    OpenAITTS,
+from voicecore.engine.stages import LLM, STT, TTS, AudioFrame, TurnContext
+from voicecore.engine.transport import memory_transport
+from voicecore.exceptions import (
+    ConfigError,
     ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
     ProviderResponseError,
+    StageTimeoutError,
+    VoicecoreError,
 )
+from voicecore.protocol import AgentDone, Clear
+from voicecore.providers._http import SSEDecoder, SSEEvent
+from voicecore.providers.openai import OpenAILLM, OpenAISTT, OpenAITTS
 
 CHAT = "/v1/chat/completions"
 SPEECH = "/v1/audio/speech"
@@ -742,10 +743,10 @@ async def test_a_session_runs_a_turn_on_the_network_providers(server: OpenAIServ
             )
             async with trio.open_nursery() as nursery:
                 await start(nursery, session, client, noise(200) + voice(500) + noise(1500))
-                end = await receive_until(client, is_event("turn_end"))
+                end = await receive_until(client, is_event("agent_done"))
                 nursery.cancel_scope.cancel()
-    assert isinstance(end, Event)
-    assert end.data["heard"] == "It is nine o'clock now. Anything else?"
+    assert isinstance(end, AgentDone)
+    assert end.heard == "It is nine o'clock now. Anything else?"
     assert [(e["text"], e["final"]) for e in client.events("transcript")] == [
         ("What time is it?", True)
     ]
@@ -784,7 +785,7 @@ async def test_barge_in_closes_the_llm_stream_on_the_server(server: OpenAIServer
                 await start(nursery, session, client, mic)
                 clear = await receive_until(client, lambda m: isinstance(m, Clear))
                 cleared_at = time.monotonic()
-                await receive_until(client, is_event("turn_end", turn_id=2))
+                await receive_until(client, is_event("agent_done", turn_id=2))
                 nursery.cancel_scope.cancel()
     assert isinstance(clear, Clear)
     assert clear.turn_id == 1
@@ -793,4 +794,4 @@ async def test_barge_in_closes_the_llm_stream_on_the_server(server: OpenAIServer
     assert story.disconnected_at is not None
     assert story.disconnected_at - cleared_at < 0.25  # closed in the barge-in step itself
     assert [turn.interrupted for turn in session.metrics.turns] == [True, False]
-    assert client.events("turn_end")[1]["heard"] == "Okay."
+    assert client.events("agent_done")[1]["heard"] == "Okay."

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from voicecore import protocol
+from voicecore.exceptions import ProtocolError
 from voicecore.protocol import (
     AgentAudio,
     Audio,
@@ -20,7 +21,6 @@ from voicecore.protocol import (
     Hello,
     Metrics,
     Playout,
-    ProtocolError,
     ProtocolSession,
     Ready,
     SpeechStart,

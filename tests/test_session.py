@@ -18,7 +18,7 @@ from voicecore import FramePacer
 from voicecore.diagnostics import GcPolicy, LoopLagCanary
 from voicecore.engine.history import ConversationHistory
 from voicecore.engine.session import Session, SessionConfig
-from voicecore.engine.stages import AudioFrame, Transcript, TurnContext
+from voicecore.engine.stages import AudioFrame, Hypothesis, TurnContext
 from voicecore.engine.transport import MemoryClient, memory_transport
 from voicecore.protocol import AgentAudio, AgentText, Clear
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
@@ -423,10 +423,10 @@ class SlowReadingSTT:
 
     async def transcribe(
         self, audio: AsyncIterable[AudioFrame], ctx: TurnContext
-    ) -> AsyncIterator[Transcript]:
+    ) -> AsyncIterator[Hypothesis]:
         async for _ in audio:
             await trio.sleep(1.0)
-        yield Transcript("Slow.", is_final=True)
+        yield Hypothesis("Slow.", is_final=True)
 
 
 async def test_overflow_on_the_drop_oldest_edge_is_counted(autojump_clock: trio.abc.Clock) -> None:

@@ -15,14 +15,15 @@ import pytest
 
 from voicecore import EnergyVad
 from voicecore.engine.stages import VAD, AudioFrame, EnergyVadStage, SpeechEnded, SpeechStarted
-from voicecore.exceptions import AudioFormatError, ConfigError, ModelFetchError
-from voicecore.models import fetch_silero_vad, silero_vad_path
-from voicecore.providers import (
+from voicecore.exceptions import (
+    AudioFormatError,
+    ConfigError,
+    ModelFetchError,
     ModelNotFoundError,
-    SileroVad,
     VadFallbackWarning,
-    make_vad,
 )
+from voicecore.models import fetch_silero_vad, silero_vad_path
+from voicecore.providers import SileroVad, make_vad
 from voicecore.providers.silero import SILERO_CONTEXT, SILERO_WINDOW
 
 RATE = 16000

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from voicecore.engine.stages import STT, AudioFrame, Transcript, TurnContext
+from voicecore.engine.stages import STT, AudioFrame, Hypothesis, TurnContext
 from voicecore.exceptions import AudioFormatError, ConfigError
 from voicecore.providers import SphinxSTT
 
@@ -69,7 +69,7 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z']+", text.lower()))
 
 
-async def collect(stt: SphinxSTT, samples: npt.NDArray[np.int16]) -> list[Transcript]:
+async def collect(stt: SphinxSTT, samples: npt.NDArray[np.int16]) -> list[Hypothesis]:
     return [t async for t in stt.transcribe(frames(samples), context())]
 
 
@@ -109,7 +109,7 @@ async def test_real_speech_partials_then_a_final_sharing_the_words(speech: list[
     assert 0 < stats.real_time_factor < 1.5
 
 
-def recognized(transcript: Transcript) -> bool:
+def recognized(transcript: Hypothesis) -> bool:
     """The short command "go forward ten meters" recognized (the last word varies: the
     decoder's cepstral mean adapts over the utterances it has heard)."""
     return transcript.is_final and words(transcript.text) >= {"go", "forward", "ten"}
@@ -128,7 +128,7 @@ async def test_streams_live_20ms_frames_without_blocking_the_event_loop(
     stt = SphinxSTT()
     await stt.load()
     duration_s = len(command.samples) / RATE
-    received: list[tuple[float, Transcript]] = []
+    received: list[tuple[float, Hypothesis]] = []
     start, trio_cpu = trio.current_time(), time.thread_time()
     stream = frames(command.samples, real_time=True)
     async for transcript in stt.transcribe(stream, context()):
@@ -210,7 +210,7 @@ async def test_cancelled_while_the_final_is_decoded(speech: list[Any]) -> None:
         return finish(call)
 
     stt._finish = spy  # type: ignore[method-assign]
-    got: list[Transcript] = []
+    got: list[Hypothesis] = []
 
     async def transcribe() -> None:
         async for transcript in stt.transcribe(frames(sentence.samples), context()):
@@ -242,7 +242,7 @@ async def test_a_newer_call_takes_the_decoder_over(speech: list[Any]) -> None:
 
 async def test_empty_audio_gives_one_empty_final() -> None:
     transcripts = [t async for t in SphinxSTT().transcribe(Feed([]), context())]
-    assert transcripts == [Transcript("", is_final=True)]
+    assert transcripts == [Hypothesis("", is_final=True)]
 
 
 async def test_decoder_calls_run_in_worker_threads(speech: list[Any]) -> None:

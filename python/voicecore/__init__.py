@@ -43,19 +43,30 @@ from voicecore.engine.session import Session as Session
 from voicecore.engine.session import SessionConfig as SessionConfig
 from voicecore.engine.stages import AudioChunk as AudioChunk
 from voicecore.engine.stages import AudioFrame as AudioFrame
-from voicecore.engine.stages import StageTimeoutError as StageTimeoutError
-from voicecore.engine.stages import Transcript as Transcript
+from voicecore.engine.stages import Hypothesis as Hypothesis
 from voicecore.engine.stages import TurnContext as TurnContext
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
 from voicecore.exceptions import ConfigError as ConfigError
+from voicecore.exceptions import InvalidValueError as InvalidValueError
 from voicecore.exceptions import ModelFetchError as ModelFetchError
+from voicecore.exceptions import ModelNotFoundError as ModelNotFoundError
 from voicecore.exceptions import PacerError as PacerError
 from voicecore.exceptions import PacerStoppedError as PacerStoppedError
+from voicecore.exceptions import ProtocolError as ProtocolError
+from voicecore.exceptions import ProviderAuthError as ProviderAuthError
+from voicecore.exceptions import ProviderConnectionError as ProviderConnectionError
+from voicecore.exceptions import ProviderError as ProviderError
+from voicecore.exceptions import ProviderHTTPError as ProviderHTTPError
+from voicecore.exceptions import ProviderResponseError as ProviderResponseError
 from voicecore.exceptions import ResourceError as ResourceError
 from voicecore.exceptions import SendBufferFullError as SendBufferFullError
+from voicecore.exceptions import StageTimeoutError as StageTimeoutError
+from voicecore.exceptions import SupersededError as SupersededError
+from voicecore.exceptions import SynthesisError as SynthesisError
 from voicecore.exceptions import UnknownStreamError as UnknownStreamError
 from voicecore.exceptions import UnsupportedSampleRateError as UnsupportedSampleRateError
+from voicecore.exceptions import VadFallbackWarning as VadFallbackWarning
 from voicecore.exceptions import VoicecoreError as VoicecoreError
 from voicecore.metrics import SessionMetrics as SessionMetrics
 from voicecore.metrics import TurnMetrics as TurnMetrics
@@ -79,15 +90,24 @@ __all__ = [
     "GcMonitor",
     "GcPolicy",
     "GcStats",
+    "Hypothesis",
+    "InvalidValueError",
     "LagStats",
     "LoopLagCanary",
     "Message",
     "ModelFetchError",
+    "ModelNotFoundError",
     "PacerError",
     "PacerStats",
     "PacerStoppedError",
     "PacerStream",
     "PlayoutRouter",
+    "ProtocolError",
+    "ProviderAuthError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderResponseError",
     "ReleasedFrame",
     "Resampler",
     "ResourceError",
@@ -105,12 +125,14 @@ __all__ = [
     "StageTimeoutError",
     "StreamEvent",
     "StreamStats",
+    "SupersededError",
+    "SynthesisError",
     "Timeline",
-    "Transcript",
     "TurnContext",
     "TurnMetrics",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
+    "VadFallbackWarning",
     "VadFeatures",
     "VadFrames",
     "VoicecoreError",

@@ -105,7 +105,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from voicecore.engine.session import SessionConfig
-from voicecore.exceptions import ConfigError
+from voicecore.exceptions import ConfigError, InvalidValueError
 from voicecore.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -217,7 +217,7 @@ class _Section:
             value = getattr(self, setting.name)
             try:
                 checked = setting.check_value(value)
-            except _InvalidValueError as exc:
+            except InvalidValueError as exc:
                 problems.append(f"{setting.path}: {exc}")
             else:
                 if checked is not value:  # an int given for a float: stored as the float
@@ -512,10 +512,6 @@ _SECTIONS: dict[str, type[Any]] = {
 # --- settings: the fields of the sections, with their names in every source --------------
 
 
-class _InvalidValueError(ConfigError):
-    """A value that does not fit its setting (the message says why, without the path)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One setting: its section, name, type, default and how each source spells it.
@@ -592,16 +588,16 @@ class Setting:
         if value is None:
             if self.optional:
                 return None
-            raise _InvalidValueError(f"expected {self.describe_type()}, got nothing")
+            raise InvalidValueError(f"expected {self.describe_type()}, got nothing")
         if self.sequence:
             if not isinstance(value, list | tuple):
-                raise _InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
+                raise InvalidValueError(f"expected {self.describe_type()}, got {_shown(value)}")
             items = []
             for number, item in enumerate(value, 1):
                 try:
                     items.append(self._check_item(item))
-                except _InvalidValueError as exc:
-                    raise _InvalidValueError(f"item {number}: {exc}") from None
+                except InvalidValueError as exc:
+                    raise InvalidValueError(f"item {number}: {exc}") from None
             return tuple(items)
         return self._check_item(value)
 
@@ -615,15 +611,15 @@ class Setting:
         # bool is an int subclass: true is no integer here.
         well_typed = isinstance(value, Path) if self.base is Path else type(value) is self.base
         if not well_typed:
-            raise _InvalidValueError(f"expected {expected}, got {_shown(value)}")
+            raise InvalidValueError(f"expected {expected}, got {_shown(value)}")
         if self.choices is not None and value not in self.choices:
-            raise _InvalidValueError(f"expected {self.describe_type()}, got {value!r}")
+            raise InvalidValueError(f"expected {self.describe_type()}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise _InvalidValueError(f"must be a finite number, got {value}")
+            raise InvalidValueError(f"must be a finite number, got {value}")
         if self.check is not None:
             problem = self.check(value)
             if problem is not None:
-                raise _InvalidValueError(problem)
+                raise InvalidValueError(problem)
         return value
 
     def parse_text(self, text: str) -> Any:
@@ -658,7 +654,7 @@ class Setting:
                 return self.base(stripped)
             except ValueError:
                 pass
-        raise _InvalidValueError(f"expected {self.describe_type()}, got {text!r}")
+        raise InvalidValueError(f"expected {self.describe_type()}, got {text!r}")
 
 
 def _shown(value: Any) -> str:
@@ -811,7 +807,7 @@ def _text_layer(
     for setting, text, source in items:
         try:
             layer[setting.path] = (setting.parse_text(text), source)
-        except _InvalidValueError as exc:
+        except InvalidValueError as exc:
             problems.append(f"{setting.path} (from {source}): {exc}")
     return layer
 
@@ -911,7 +907,7 @@ def _load(
             value, source = merged[setting.path]
             try:
                 kwargs[setting.name] = setting.check_value(value)
-            except _InvalidValueError as exc:
+            except InvalidValueError as exc:
                 problems.append(f"{setting.path} (from {source}): {exc}")
                 section_ok = False
         if not section_ok:

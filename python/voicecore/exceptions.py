@@ -18,9 +18,23 @@ The tree::
     │   └── PacerStoppedError (RuntimeError) the pacer thread has been stopped
     ├── ResourceError (OSError)              the OS refused a resource: an eventfd, a
     │                                        timer, a thread
+    │   └── InvalidValueError                a value that does not fit its setting
     ├── SendBufferFullError                  a SocketSink refused a write whole: the peer
     │                                        reads too slowly
+    ├── ProtocolError (ValueError)           a client message that breaks the wire protocol
+    ├── StageTimeoutError (TimeoutError)     a provider did not deliver within its time
+    ├── ProviderError                        a network provider's request failed
+    │   ├── ProviderConnectionError (ConnectionError)   unreachable, or the connection broke
+    │   ├── ProviderHTTPError                an HTTP error status
+    │   │   └── ProviderAuthError            401/403: the API key is missing or wrong
+    │   └── ProviderResponseError (ValueError)  an answer that does not follow the protocol
+    ├── SynthesisError (RuntimeError)        espeak-ng could not be loaded, or failed a text
+    ├── SupersededError (RuntimeError)       a newer call took a one-stream provider over
+    ├── ModelNotFoundError (FileNotFoundError)  a model file is not where it was looked for
     └── ModelFetchError (RuntimeError)       a model could not be downloaded or extracted
+
+    VadFallbackWarning (RuntimeWarning)      the preferred VAD could not be built; the
+                                             energy VAD is used instead
 
 The native module (``voicecore._core``) raises these classes directly; it never lets a Rust
 panic cross into Python. A ``SocketSink`` whose connection broke (or that was closed) raises
@@ -29,19 +43,40 @@ the builtin ``ConnectionResetError``, which code handling dropped connections al
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Final
+
 __all__ = [
     "AudioFormatError",
     "AudioTypeError",
     "ConfigError",
+    "InvalidValueError",
     "ModelFetchError",
+    "ModelNotFoundError",
     "PacerError",
     "PacerStoppedError",
+    "ProtocolError",
+    "ProviderAuthError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderResponseError",
     "ResourceError",
     "SendBufferFullError",
+    "StageTimeoutError",
+    "SupersededError",
+    "SynthesisError",
     "UnknownStreamError",
     "UnsupportedSampleRateError",
+    "VadFallbackWarning",
     "VoicecoreError",
 ]
+
+if TYPE_CHECKING:
+    from voicecore.protocol import ErrorCode
+
+RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
+"""HTTP statuses retried besides 5xx: the ones the official OpenAI SDK retries (request
+timeout, lock conflict, rate limit)."""
 
 
 class VoicecoreError(Exception):
@@ -50,6 +85,11 @@ class VoicecoreError(Exception):
 
 class ConfigError(VoicecoreError, ValueError):
     """A construction parameter is out of its valid range (e.g. a zero capacity)."""
+
+
+class InvalidValueError(ConfigError):
+    """A value that does not fit its setting (the message says why; the configuration
+    loader adds which setting and where the value came from)."""
 
 
 class UnsupportedSampleRateError(ConfigError):
@@ -106,3 +146,109 @@ class SendBufferFullError(VoicecoreError):
 
 class ModelFetchError(VoicecoreError, RuntimeError):
     """A model could not be downloaded or extracted (the message says which step failed)."""
+
+
+class ProtocolError(VoicecoreError, ValueError):
+    """A client message that breaks the protocol (``voicecore.protocol``).
+
+    Attributes:
+        code: what is wrong, for a program (a ``protocol.ErrorCode``).
+        message: what is wrong, for a person.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class StageTimeoutError(VoicecoreError, TimeoutError):
+    """A provider (STT, LLM or TTS) did not deliver within its configured time
+    (``SessionConfig``'s ``*_timeout_s``); the turn fails, the session goes on."""
+
+
+class ProviderError(VoicecoreError):
+    """A network provider's request failed; the turn fails, the session goes on.
+
+    Attributes:
+        url: the request's URL.
+        retryable: whether another attempt may succeed (connection failures, HTTP 5xx,
+            408/409/429); the providers retry these only before their first output.
+        retry_after_s: the server's ``Retry-After`` (seconds), if it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class ProviderConnectionError(ProviderError, ConnectionError):
+    """The server could not be reached, or the connection broke (reset, closed early)."""
+
+
+class ProviderHTTPError(ProviderError):
+    """The server answered with an HTTP error status.
+
+    Attributes:
+        status: the HTTP status code.
+        server_message: the error message the server gave (its JSON ``error.message``,
+            ``detail`` or ``error`` field, or the start of its text body).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int,
+        server_message: str,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            url=url,
+            retryable=status >= 500 or status in RETRYABLE_STATUS,
+            retry_after_s=retry_after_s,
+        )
+        self.status = status
+        self.server_message = server_message
+
+
+class ProviderAuthError(ProviderHTTPError):
+    """HTTP 401 or 403: the API key is missing, wrong or not allowed this model. Never
+    retried."""
+
+
+class ProviderResponseError(ProviderError, ValueError):
+    """The server's answer does not follow the protocol: a malformed server-sent-events line,
+    JSON that is not a chat chunk, an odd number of PCM16 bytes, an unexpected content type.
+    Never retried (the same server would answer the same way)."""
+
+
+class SynthesisError(VoicecoreError, RuntimeError):
+    """espeak-ng could not be loaded, or failed to synthesize a text."""
+
+
+class SupersededError(VoicecoreError, RuntimeError):
+    """A newer call took over a provider that serves one stream at a time (a
+    ``SphinxSTT``'s decoder): use one instance per concurrent stream."""
+
+
+class ModelNotFoundError(VoicecoreError, FileNotFoundError):
+    """A model file is not where it was looked for.
+
+    The message says where voicecore looked and how to get it (``voicecore models fetch``).
+    """
+
+
+class VadFallbackWarning(RuntimeWarning):
+    """The preferred VAD could not be built; the engine uses the energy VAD instead."""

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from voicecore.exceptions import VoicecoreError
+from voicecore.exceptions import ProtocolError
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -150,20 +150,6 @@ class State(enum.Enum):
     """A close was decided (by either side); incoming messages are ignored."""
     CLOSED = "closed"
     """The connection is gone."""
-
-
-class ProtocolError(VoicecoreError, ValueError):
-    """A client message that breaks the protocol.
-
-    Attributes:
-        code: what is wrong, for a program (``ErrorCode``).
-        message: what is wrong, for a person.
-    """
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 # --- client -> server -----------------------------------------------------------------------

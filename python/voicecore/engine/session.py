@@ -78,7 +78,6 @@ from voicecore.engine.stages import (
     AudioChunk,
     AudioFrame,
     EnergyVadStage,
-    StageTimeoutError,
     TurnContext,
 )
 from voicecore.engine.transport import Transport
@@ -97,7 +96,7 @@ from voicecore.engine.turns import (
     TurnAction,
     TurnMachine,
 )
-from voicecore.exceptions import VoicecoreError
+from voicecore.exceptions import StageTimeoutError, VoicecoreError
 from voicecore.metrics import SessionMetrics, TurnMetrics
 
 __all__ = ["Session", "SessionConfig"]

@@ -28,7 +28,6 @@ import numpy as np
 import numpy.typing as npt
 
 from voicecore._core import EnergyVad
-from voicecore.exceptions import VoicecoreError
 
 if TYPE_CHECKING:
     from voicecore.diagnostics import Timeline
@@ -43,21 +42,15 @@ __all__ = [
     "AudioChunk",
     "AudioFrame",
     "EnergyVadStage",
+    "Hypothesis",
     "SpeechEnded",
     "SpeechStarted",
-    "StageTimeoutError",
-    "Transcript",
     "TurnContext",
     "VadEvent",
 ]
 
 STT_SAMPLE_RATE = 16000
 """The rate (Hz) of the audio the engine gives the VAD and the STT."""
-
-
-class StageTimeoutError(VoicecoreError, TimeoutError):
-    """A provider (STT, LLM or TTS) did not deliver within its configured time
-    (``SessionConfig``'s ``*_timeout_s``); the turn fails, the session goes on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +114,9 @@ VadEvent = SpeechStarted | SpeechEnded
 
 
 @dataclass(frozen=True, slots=True)
-class Transcript:
-    """A transcript of the user's current utterance.
+class Hypothesis:
+    """What the STT recognized of the user's current utterance (the engine sends it to the
+    client as a ``protocol.Transcript`` of the turn).
 
     Attributes:
         text: the words so far (partial) or the settled words (final).
@@ -247,7 +241,7 @@ class STT(Protocol):
         * input: ``audio``, 16 kHz mono PCM16 ``AudioFrame``s of the utterance from its first
           speech sample (pre-roll included), in order, as the user speaks. The iterator ends
           when the engine has decided the turn is over.
-        * output: ``Transcript``s; partials (``is_final=False``) as soon as words are
+        * output: ``Hypothesis``es; partials (``is_final=False``) as soon as words are
           recognized, then at least one final. A final may come early (the STT's own
           endpointing): the engine then ends the turn at once instead of waiting out its
           silence timer. After the input ends, the STT must yield its final within
@@ -259,7 +253,7 @@ class STT(Protocol):
 
     def transcribe(
         self, audio: AsyncIterable[AudioFrame], ctx: TurnContext
-    ) -> AsyncIterator[Transcript]:
+    ) -> AsyncIterator[Hypothesis]:
         """Transcribes one utterance as it streams in."""
         ...
 

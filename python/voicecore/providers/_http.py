@@ -27,17 +27,20 @@ from typing import Any, TypeVar
 import httpx
 import trio
 
-from voicecore.engine.stages import StageTimeoutError, TurnContext
-from voicecore.exceptions import ConfigError, VoicecoreError
+from voicecore.engine.stages import TurnContext
+from voicecore.exceptions import (
+    ConfigError,
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    StageTimeoutError,
+)
 
 __all__ = [
     "Body",
     "HttpEndpoint",
-    "ProviderAuthError",
-    "ProviderConnectionError",
-    "ProviderError",
-    "ProviderHTTPError",
-    "ProviderResponseError",
     "SSEDecoder",
     "SSEEvent",
 ]
@@ -46,80 +49,9 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-"""Statuses retried besides 5xx: the ones the official OpenAI SDK retries (request timeout,
-lock conflict, rate limit)."""
-
 MAX_ERROR_BODY = 64 * 1024
 """Bytes of an error response read for its message (bodies of errors are small; a broken
 server must not make us buffer megabytes)."""
-
-
-class ProviderError(VoicecoreError):
-    """A network provider's request failed; the turn fails, the session goes on.
-
-    Attributes:
-        url: the request's URL.
-        retryable: whether another attempt may succeed (connection failures, HTTP 5xx,
-            408/409/429); the providers retry these only before their first output.
-        retry_after_s: the server's ``Retry-After`` (seconds), if it sent one.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str,
-        retryable: bool = False,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.url = url
-        self.retryable = retryable
-        self.retry_after_s = retry_after_s
-
-
-class ProviderConnectionError(ProviderError, ConnectionError):
-    """The server could not be reached, or the connection broke (reset, closed early)."""
-
-
-class ProviderHTTPError(ProviderError):
-    """The server answered with an HTTP error status.
-
-    Attributes:
-        status: the HTTP status code.
-        server_message: the error message the server gave (its JSON ``error.message``,
-            ``detail`` or ``error`` field, or the start of its text body).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str,
-        status: int,
-        server_message: str,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            url=url,
-            retryable=status >= 500 or status in RETRYABLE_STATUS,
-            retry_after_s=retry_after_s,
-        )
-        self.status = status
-        self.server_message = server_message
-
-
-class ProviderAuthError(ProviderHTTPError):
-    """HTTP 401 or 403: the API key is missing, wrong or not allowed this model. Never
-    retried."""
-
-
-class ProviderResponseError(ProviderError, ValueError):
-    """The server's answer does not follow the protocol: a malformed server-sent-events line,
-    JSON that is not a chat chunk, an odd number of PCM16 bytes, an unexpected content type.
-    Never retried (the same server would answer the same way)."""
 
 
 def positive(name: str, value: float) -> float:

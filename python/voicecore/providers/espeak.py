@@ -66,7 +66,7 @@ import numpy.typing as npt
 import trio
 
 from voicecore.engine.stages import AudioChunk, TurnContext
-from voicecore.exceptions import ConfigError, VoicecoreError
+from voicecore.exceptions import ConfigError, SynthesisError, VoicecoreError
 
 __all__ = [
     "CALLBACK_BUFFER_MS",
@@ -146,10 +146,6 @@ _CALLBACK_ABORT: Final = 1
 # A clause chunk (the engine may cut the first one at a comma) gets no pause.
 _SENTENCE_END: Final = frozenset(".!?…")
 _CLOSERS: Final = "\"')]}»\N{RIGHT DOUBLE QUOTATION MARK}\N{RIGHT SINGLE QUOTATION MARK}"
-
-
-class SynthesisError(VoicecoreError, RuntimeError):
-    """espeak-ng could not be loaded, or failed to synthesize a text."""
 
 
 @dataclass(frozen=True, slots=True)

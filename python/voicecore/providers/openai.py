@@ -52,23 +52,20 @@ import numpy as np
 import trio
 
 from voicecore.engine.history import Message
-from voicecore.engine.stages import (
-    AudioChunk,
-    AudioFrame,
-    StageTimeoutError,
-    Transcript,
-    TurnContext,
-)
-from voicecore.exceptions import ConfigError
-from voicecore.providers._http import (
-    DEFAULT_BASE_URL,
-    Body,
-    HttpEndpoint,
+from voicecore.engine.stages import AudioChunk, AudioFrame, Hypothesis, TurnContext
+from voicecore.exceptions import (
+    ConfigError,
     ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
     ProviderResponseError,
+    StageTimeoutError,
+)
+from voicecore.providers._http import (
+    DEFAULT_BASE_URL,
+    Body,
+    HttpEndpoint,
     SSEDecoder,
     SSEEvent,
     json_object,
@@ -537,7 +534,7 @@ class OpenAISTT(_Provider):
     ``transcribe`` collects the utterance's frames while the user speaks, and once the audio
     ends uploads it as one WAV file (multipart form: ``file``, ``model``,
     ``response_format=json`` and the optional ``language`` and ``prompt``), then yields the
-    returned ``text`` as one final ``Transcript``. No partials: this API is per utterance.
+    returned ``text`` as one final ``Hypothesis``. No partials: this API is per utterance.
     Works with OpenAI (``whisper-1``, ``gpt-4o-mini-transcribe``), Speaches /
     faster-whisper-server, and whisper.cpp's server behind a ``/v1`` route.
 
@@ -595,7 +592,7 @@ class OpenAISTT(_Provider):
 
     async def transcribe(
         self, audio: AsyncIterable[AudioFrame], ctx: TurnContext
-    ) -> AsyncIterator[Transcript]:
+    ) -> AsyncIterator[Hypothesis]:
         """Uploads the utterance once ``audio`` ends; yields its final transcript (empty
         audio yields an empty final and sends no request).
 
@@ -618,7 +615,7 @@ class OpenAISTT(_Provider):
                 )
             pcm += frame.pcm
         if sample_rate is None or not pcm:
-            yield Transcript("", is_final=True)
+            yield Hypothesis("", is_final=True)
             return
         if len(pcm) % 2:
             raise ValueError(f"PCM16 audio must have an even byte count, got {len(pcm)}")
@@ -653,4 +650,4 @@ class OpenAISTT(_Provider):
         deadline = trio.current_time() + self.timeout_s
         body, text = await self._http.open(build, deadline=deadline, first=first, ctx=ctx)
         await body.aclose()
-        yield Transcript(text.strip(), is_final=True)
+        yield Hypothesis(text.strip(), is_final=True)

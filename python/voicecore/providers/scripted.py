@@ -26,7 +26,7 @@ import numpy as np
 import trio
 
 from voicecore.engine.history import Message
-from voicecore.engine.stages import AudioChunk, AudioFrame, Transcript, TurnContext
+from voicecore.engine.stages import AudioChunk, AudioFrame, Hypothesis, TurnContext
 
 __all__ = ["RECORDED_CALLS", "ScriptedLLM", "ScriptedSTT", "ScriptedTTS", "Utterance"]
 
@@ -121,7 +121,7 @@ class ScriptedSTT:
 
     async def transcribe(
         self, audio: AsyncIterable[AudioFrame], ctx: TurnContext
-    ) -> AsyncIterator[Transcript]:
+    ) -> AsyncIterator[Hypothesis]:
         """Yields the next utterance's partials as audio arrives, then its final."""
         utterance = self.script[min(self.call_count, len(self.script) - 1)]
         self.call_count += 1
@@ -140,7 +140,7 @@ class ScriptedSTT:
             while (
                 sent < len(utterance.partials) and received_ms >= (sent + 1) * self.partial_every_ms
             ):
-                yield Transcript(utterance.partials[sent], is_final=False)
+                yield Hypothesis(utterance.partials[sent], is_final=False)
                 sent += 1
             if self.endpoint_silence_ms is not None and silence_ms >= self.endpoint_silence_ms:
                 break
@@ -149,7 +149,7 @@ class ScriptedSTT:
             raise utterance.error
         if utterance.stall:
             await _stall()
-        yield Transcript(utterance.final, is_final=True)
+        yield Hypothesis(utterance.final, is_final=True)
 
 
 @dataclass

@@ -62,7 +62,12 @@ from voicecore.engine.stages import (
     SpeechStarted,
     VadEvent,
 )
-from voicecore.exceptions import AudioFormatError, ConfigError, VoicecoreError
+from voicecore.exceptions import (
+    AudioFormatError,
+    ConfigError,
+    ModelNotFoundError,
+    VadFallbackWarning,
+)
 from voicecore.models import silero_vad_path
 
 __all__ = [
@@ -83,17 +88,6 @@ SILERO_CONTEXT = 64
 """Samples of the previous window prepended to each window (the model's input is 576)."""
 
 Float32Array = npt.NDArray[np.float32]
-
-
-class ModelNotFoundError(VoicecoreError, FileNotFoundError):
-    """The Silero VAD model file is not where it was looked for.
-
-    The message says where voicecore looked and how to get it (``voicecore models fetch``).
-    """
-
-
-class VadFallbackWarning(RuntimeWarning):
-    """The preferred VAD could not be built; the engine uses the energy VAD instead."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 :class:`SphinxSTT` implements the ``voicecore.engine.stages.STT`` protocol: it feeds the user's
 16 kHz audio to a PocketSphinx decoder as it arrives, yields the running hypothesis as a
-partial ``Transcript`` whenever it changes, and the final one when the audio ends.
+partial ``Hypothesis`` whenever it changes, and the final one when the audio ends.
 
 Threads: every decoder call (``process_raw``, ``hyp``, ``end_utt``; about 0.25 s of CPU per
 second of audio, and ``end_utt`` up to ~0.25 s on a long utterance) runs in a
@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from voicecore.engine.stages import STT_SAMPLE_RATE, AudioFrame, Transcript, TurnContext
-from voicecore.exceptions import AudioFormatError, ConfigError, VoicecoreError
+from voicecore.engine.stages import STT_SAMPLE_RATE, AudioFrame, Hypothesis, TurnContext
+from voicecore.exceptions import AudioFormatError, ConfigError, SupersededError
 
 __all__ = ["MAX_PIECE_MS", "SphinxSTT", "SphinxStats"]
 
@@ -73,10 +73,6 @@ class SphinxStats:
     def real_time_factor(self) -> float:
         """Decoding CPU time over audio time (0.25: a second of speech costs 0.25 s)."""
         return self.decode_cpu_s / self.audio_s if self.audio_s else 0.0
-
-
-class _SupersededError(VoicecoreError, RuntimeError):
-    """A newer ``transcribe`` call took the decoder over."""
 
 
 class SphinxSTT:
@@ -150,7 +146,7 @@ class SphinxSTT:
 
     async def transcribe(
         self, audio: AsyncIterable[AudioFrame], ctx: TurnContext
-    ) -> AsyncIterator[Transcript]:
+    ) -> AsyncIterator[Hypothesis]:
         """Decodes one utterance as it streams in: partials when the hypothesis changes,
         then one final (possibly empty text) when ``audio`` ends.
 
@@ -175,9 +171,9 @@ class SphinxSTT:
                 hypothesis = await self._run(self._feed, call, piece)
                 if hypothesis and hypothesis != partial:
                     partial = hypothesis
-                    yield Transcript(hypothesis, is_final=False)
+                    yield Hypothesis(hypothesis, is_final=False)
         final = await self._run(self._finish, call)
-        yield Transcript(final, is_final=True)
+        yield Hypothesis(final, is_final=True)
 
     # --- worker side: every function below runs in a worker thread, under the limiter ----
 
@@ -209,7 +205,7 @@ class SphinxSTT:
 
     def _check_owner(self, call: int) -> None:
         if call != self._owner:
-            raise _SupersededError(
+            raise SupersededError(
                 "a newer transcribe call took this SphinxSTT's decoder over; use one "
                 "SphinxSTT per concurrent audio stream"
             )
