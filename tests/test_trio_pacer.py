@@ -23,7 +23,7 @@ from voicecore.engine.pacing import push, receive_released
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.session import Session
 from voicecore.engine.stages import AudioChunk, TurnContext
-from voicecore.engine.transport import AgentAudio, Clear, MemoryClient, memory_transport
+from voicecore.engine.transport import MemoryClient, memory_transport
 from voicecore.exceptions import (
     AudioFormatError,
     AudioTypeError,
@@ -32,6 +32,7 @@ from voicecore.exceptions import (
     UnknownStreamError,
     UnsupportedSampleRateError,
 )
+from voicecore.protocol import AgentAudio, AgentText, Clear
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 
 
@@ -76,11 +77,10 @@ async def test_a_session_turn_is_paced_by_the_trio_pacer(autojump_clock: trio.ab
     async with trio.open_nursery() as nursery:
         nursery.start_soon(router.run)
         await start(nursery, session, client, noise(500) + voice(800) + noise(3000))
-        await receive_until(client, is_event("turn_end"))
+        await receive_until(client, is_event("agent_done"))
         nursery.cancel_scope.cancel()
     assert pacer.stopped  # its task ended with the router's
     frames = client.audio(1)
-    assert [f.seq for f in frames] == list(range(len(frames)))
     # The frames are the TTS audio, in order, then the last frame's silent padding.
     sent, pushed = b"".join(f.pcm for f in frames), b"".join(tts.pcm)
     assert sent[: len(pushed)] == pushed
@@ -88,7 +88,7 @@ async def test_a_session_turn_is_paced_by_the_trio_pacer(autojump_clock: trio.ab
     assert len(sent) - len(pushed) < 640
     # Paced: the cushion at once, then one frame per 20 ms of Trio time.
     burst = session.config.cushion_ms // 20
-    times = [t for t, m in client.received if m in frames]
+    times = [t for t, m in client.received if isinstance(m, AgentAudio)]
     assert times[:burst] == [times[0]] * burst
     assert times[burst] > times[0]
     assert np.diff(times[burst:]) == pytest.approx(0.02, abs=1e-6)
@@ -114,18 +114,21 @@ async def test_barge_in_flushes_the_trio_pacer(autojump_clock: trio.abc.Clock) -
         nursery.start_soon(router.run)
         await start(nursery, session, client, mic)
         clear = await receive_until(client, lambda m: isinstance(m, Clear))
-        await receive_until(client, is_event("turn_end", turn_id=2))
+        await receive_until(client, is_event("agent_done", turn_id=2))
         nursery.cancel_scope.cancel()
     assert isinstance(clear, Clear)
     assert clear.turn_id == 1
     index = next(i for i, (_, m) in enumerate(client.received) if m is clear)
     after = [m for _, m in client.received[index:]]
-    assert not [m for m in after if isinstance(m, AgentAudio) and m.turn_id == 1]
+    # No frame of turn 1 after its clear: frames carry no turn id on the wire, and the
+    # first frame after the clear comes after turn 2's first agent_text.
+    second = next(i for i, m in enumerate(after) if isinstance(m, AgentText) and m.turn_id == 2)
+    assert not [m for m in after[:second] if isinstance(m, AgentAudio)]
     # Sent: the cushion ahead of 1.8 s of playback; heard = sent - cushion (the Rust
     # pacer's figures in test_session's barge-in test).
     cushion = session.config.cushion_ms
     assert len(client.audio(1)) * 20 == pytest.approx(1800 + cushion, abs=40)
-    heard = client.events("turn_end")[0]["heard"]
+    heard = client.events("agent_done")[0]["heard"]
     assert story.startswith(heard)
     assert 20 <= len(heard) <= 40
     assert client.audio(2)
