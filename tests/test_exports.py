@@ -96,3 +96,26 @@ def test_exception_tree() -> None:
         if isinstance(value, type) and not issubclass(value, Warning):
             assert issubclass(value, exc.VoicecoreError), name
     assert str(exc.UnknownStreamError("stream 3 does not exist")) == "stream 3 does not exist"
+
+
+def test_the_product_never_imports_its_test_tooling() -> None:
+    # harness/ (shared by tests and benches) is not in the wheel: importing every module of
+    # the product must not pull it in.
+    import pkgutil
+    import subprocess
+    import sys
+
+    modules = [m.name for m in pkgutil.walk_packages(voicecore.__path__, "voicecore.")]
+    assert "voicecore.server.app" in modules
+    assert "voicecore.engine.session" in modules
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    if name != 'voicecore.__main__':\n"
+        "        importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('harness', 'pytest')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout
