@@ -540,3 +540,58 @@ async def test_a_malformed_client_message_is_rejected_not_fatal(
         nursery.cancel_scope.cancel()
     assert wire(error)["stage"] == "client"
     assert session.metrics.edge_counters["client.rejected_messages"] == 1
+
+
+class RecordingSTT:
+    """An STT that keeps the audio it is given and answers with a fixed final."""
+
+    def __init__(self) -> None:
+        self.frames: list[AudioFrame] = []
+
+    async def transcribe(
+        self, audio: AsyncIterable[AudioFrame], ctx: TurnContext
+    ) -> AsyncIterator[Hypothesis]:
+        async for frame in audio:
+            self.frames.append(frame)
+        yield Hypothesis("Hello.", is_final=True)
+
+
+@pytest.mark.parametrize("preroll_ms", [0.0, 300.0])
+async def test_the_stt_gets_the_pre_roll_before_the_vad_start(
+    autojump_clock: trio.abc.Clock, preroll_ms: float
+) -> None:
+    stt = RecordingSTT()
+    session, client, _ = make_session(stt=stt, config=SessionConfig(stt_preroll_ms=preroll_ms))
+    async with trio.open_nursery() as nursery:
+        # 1 s of room noise, then speech: the VAD reports the start near 1.0 s.
+        await start(nursery, session, client, noise(1000) + voice(800) + noise(1500))
+        await receive_until(client, is_event("agent_done"))
+        nursery.cancel_scope.cancel()
+    (speech_start,) = session.timeline.events("speech_start")
+    vad_start = speech_start["sample"]
+    first = stt.frames[0].start_sample
+    assert first == max(vad_start - round(preroll_ms * RATE / 1000), 0)
+    # Contiguous from there on: nothing lost between the pre-roll and the live frames.
+    for previous, frame in zip(stt.frames, stt.frames[1:], strict=False):
+        assert frame.start_sample == previous.end_sample
+
+
+async def test_same_audio_in_same_audio_to_the_stt(autojump_clock: trio.abc.Clock) -> None:
+    heard = []
+    mic = noise(700) + voice(900) + noise(1500)
+    for _ in range(2):
+        stt = RecordingSTT()
+        session, client, _ = make_session(stt=stt)
+        async with trio.open_nursery() as nursery:
+            await start(nursery, session, client, mic)
+            await receive_until(client, is_event("agent_done"))
+            nursery.cancel_scope.cancel()
+        heard.append(b"".join(f.pcm for f in stt.frames))
+    assert heard[0] == heard[1]
+
+
+def test_the_pre_roll_is_bounded_by_the_ring() -> None:
+    with pytest.raises(ValueError, match="stt_preroll_ms"):
+        SessionConfig(stt_preroll_ms=2500)
+    with pytest.raises(ValueError, match="stt_preroll_ms"):
+        SessionConfig(stt_preroll_ms=-1)

@@ -104,7 +104,8 @@ __all__ = ["Session", "SessionConfig"]
 _log = logging.getLogger("voicecore.engine.session")
 T = TypeVar("T")
 PREROLL_MS = 2000
-"""Recent 16 kHz audio kept to hand an utterance to the STT from its first speech sample."""
+"""Recent 16 kHz audio kept (a ring) to hand an utterance to the STT from before its first
+speech sample (``SessionConfig.stt_preroll_ms``)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,11 @@ class SessionConfig:
         min_speech_ms: shorter speech starts nothing (a cough, a click).
         barge_in_min_speech_ms: speech must last this long to interrupt the agent; shorter
             speech during agent audio is a false interruption.
+        stt_preroll_ms: audio from before the VAD's speech start that the STT also gets.
+            A VAD reports the start late (its onset criteria, a neural gate's pad: 170-370
+            ms after the first word began, measured on real speech), and an STT that
+            starts there loses the first word. Longer costs a little more decoding and
+            may hand the STT a breath or a click; it is bounded by the 2 s ring.
         stt_final_timeout_s: after the end of turn, the STT's final must come within this.
         llm_first_token_timeout_s: time allowed to the LLM's first delta.
         llm_token_timeout_s: time allowed between LLM deltas.
@@ -132,6 +138,7 @@ class SessionConfig:
     end_of_turn_silence_ms: float = 500.0
     min_speech_ms: float = 200.0
     barge_in_min_speech_ms: float = 300.0
+    stt_preroll_ms: float = 300.0
     stt_final_timeout_s: float = 3.0
     llm_first_token_timeout_s: float = 10.0
     llm_token_timeout_s: float = 5.0
@@ -144,6 +151,8 @@ class SessionConfig:
     virtual_tick_ms: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.stt_preroll_ms <= PREROLL_MS:
+            raise ValueError(f"stt_preroll_ms must be 0-{PREROLL_MS} ms, got {self.stt_preroll_ms}")
         for name in ("end_of_turn_silence_ms", "min_speech_ms", "barge_in_min_speech_ms"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 ms, got {getattr(self, name)}")
@@ -466,8 +475,10 @@ class Session:
             log=logging.LoggerAdapter(_log, {"session": self.session_id, "turn": turn_id}),
         )
         transcription = _Transcription(ctx, self._channel(DSP_TO_STT))
-        # Pre-roll: the speech since its first sample, which the VAD confirmed late.
-        held = min(self._samples - start_sample, self._preroll.capacity)
+        # Pre-roll: the speech since before its first sample (the VAD reports the start late,
+        # and confirms it later still), from the ring.
+        preroll = round(self.config.stt_preroll_ms * STT_SAMPLE_RATE / 1000)
+        held = min(self._samples - max(start_sample - preroll, 0), self._preroll.capacity)
         transcription.audio.send_nowait(
             AudioFrame(self._preroll.peek_last_bytes(held), STT_SAMPLE_RATE, self._samples - held)
         )
