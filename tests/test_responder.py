@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import logging
 import re
+from pathlib import Path
 
 import pytest
 import trio
@@ -21,7 +22,7 @@ from voicecore.engine.stages import LLM, TurnContext
 from voicecore.exceptions import ConfigError
 from voicecore.metrics import SessionMetrics, TurnMetrics
 from voicecore.providers import RuleBasedResponder
-from voicecore.providers.responder import DEFAULT_RULES, Rule
+from voicecore.providers.responder import CONNECT_A_MODEL, DEFAULT_RULES, Rule
 
 NINE_O_FIVE = dt.datetime(2026, 11, 21, 9, 5)
 
@@ -71,7 +72,10 @@ def test_it_implements_the_llm_protocol() -> None:
         ("what can you do", "help"),
         ("thank you", "thanks"),
         ("okay bye", "goodbye"),
-        ("the quick brown fox", "echo"),
+        ("the quick brown fox", "unknown"),
+        ("what is twelve times seven", "arithmetic"),
+        ("how much is 3 plus 4", "arithmetic"),
+        ("how do I connect a real model", "connect"),
         ("", None),
         ("  ...  ", None),
     ],
@@ -83,13 +87,41 @@ def test_the_rule_that_answers(transcript: str, rule: str | None) -> None:
     assert text.rstrip()[-1] in ".!?"  # a whole sentence: the chunker hands it to the TTS
 
 
-def test_repeat_and_echo_say_the_users_words_back() -> None:
+def test_repeat_says_the_users_words_back_when_asked_and_only_then() -> None:
     responder = RuleBasedResponder()
     _, repeated = responder.respond("repeat after me the cat sat on the mat")
     assert "the cat sat on the mat" in repeated.lower()
     assert "repeat" not in repeated.lower()
-    _, echoed = responder.respond("purple elephants dance quietly")
-    assert "purple elephants dance quietly" in echoed
+    # It does not pretend: what it cannot answer is not parroted back as if understood.
+    rule, honest = responder.respond("purple elephants dance quietly")
+    assert rule == "unknown"
+    assert "elephants" not in honest
+    assert "not a language model" in honest
+
+
+@pytest.mark.parametrize(
+    ("transcript", "answer"),
+    [
+        ("what is twelve plus seven", "12 plus 7 is 19."),
+        ("what's 12 times 3", "12 times 3 is 36."),
+        ("one hundred and five minus five", "105 minus 5 is 100."),
+        ("what is three point five times two", "3.5 times 2 is 7."),
+        ("seven over two", "7 divided by 2 is 3.5."),
+        ("what is 2 - 9", "2 minus 9 is -7."),
+        ("twenty one divided by zero", "I cannot divide by zero."),
+        ("a thousand and one times two", "1001 times 2 is 2002."),
+    ],
+)
+def test_simple_arithmetic_in_words_or_digits(transcript: str, answer: str) -> None:
+    assert RuleBasedResponder().respond(transcript) == ("arithmetic", answer)
+
+
+def test_it_says_what_it_is_and_how_to_connect_a_real_model() -> None:
+    responder = RuleBasedResponder()
+    assert "not a language model" in responder.respond("who are you")[1]
+    assert "Ollama" in responder.respond("can I use a real model")[1]
+    assert CONNECT_A_MODEL.startswith("voicecore serve --llm-kind openai --llm-base-url ")
+    assert CONNECT_A_MODEL in (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_time_and_date_come_from_the_clock() -> None:

@@ -1,9 +1,17 @@
 """The offline default LLM: a small rule-based responder, so the demo runs without a model.
 
+No trustworthy chat model ships in a registry package (the small ones found are mislabelled
+or base models), so the offline pipeline answers with rules, and says so. To talk to a real
+model, point the ``llm`` section at any OpenAI-compatible server (Ollama, llama.cpp's
+server, vLLM, LM Studio), e.g. ``voicecore serve --llm-kind openai --llm-base-url
+http://localhost:11434/v1 --llm-model llama3.2`` (:data:`CONNECT_A_MODEL`).
+
 :class:`RuleBasedResponder` implements the ``LLM`` stage protocol without any model: it reads
 the user's last transcript, picks the first :class:`Rule` whose pattern matches it
-(greetings, the time, the date, "repeat after me", a few keyword topics, thanks, goodbye)
-and answers with that rule's reply, or repeats back what it heard when nothing matches.
+(greetings, the time, the date, simple arithmetic, "repeat after me", what it is and how to
+connect a real model, a few keyword topics, thanks, goodbye) and answers with that rule's
+reply; anything else gets an honest "I cannot answer that" with what it can do, never the
+user's words parroted back.
 The reply streams word by word with a configurable delay per word, like a streaming LLM,
 so the engine's sentence chunking, time to first token, barge-in and heard-text history all
 behave as they do with a real model.
@@ -28,7 +36,14 @@ from voicecore.engine.history import Message
 from voicecore.engine.stages import TurnContext
 from voicecore.exceptions import ConfigError
 
-__all__ = ["DEFAULT_RULES", "Rule", "RuleBasedResponder"]
+__all__ = ["CONNECT_A_MODEL", "DEFAULT_RULES", "Rule", "RuleBasedResponder", "spoken_arithmetic"]
+
+CONNECT_A_MODEL: Final = (
+    "voicecore serve --llm-kind openai --llm-base-url http://localhost:11434/v1 "
+    "--llm-model llama3.2"
+)
+"""The one line that swaps the responder for a real local model (here Ollama's; llama.cpp's
+server, vLLM and LM Studio speak the same protocol at their own URLs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,117 @@ def _echo(words: str) -> str:
     return " ".join(words.split()).rstrip(".!?,;: ")
 
 
+_UNITS: Final = {
+    w: i
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+        ]
+    )
+}
+_TENS: Final = {
+    w: 10 * i
+    for i, w in enumerate(
+        ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], 2
+    )
+}
+_SCALES: Final = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_OPERATORS: Final = {
+    "plus": "+",
+    "add": "+",
+    "minus": "-",
+    "less": "-",
+    "take away": "-",
+    "times": "*",
+    "multiplied by": "*",
+    "x": "*",
+    "divided by": "/",
+    "over": "/",
+    "+": "+",
+    "-": "-",
+    "*": "*",
+    "/": "/",
+}
+_NUMBER_WORD: Final = "|".join([*_UNITS, *_TENS, *_SCALES, r"\d+(?:\.\d+)?", "a", "and", "point"])
+_OPERATOR: Final = "|".join(sorted((re.escape(o) for o in _OPERATORS), key=len, reverse=True))
+_ARITHMETIC: Final = re.compile(
+    rf"(?P<a>(?:(?:{_NUMBER_WORD})[\s-]*)+?)\s*(?P<op>{_OPERATOR})\s*"
+    rf"(?P<b>(?:(?:{_NUMBER_WORD})[\s-]*)+)",
+    re.IGNORECASE,
+)
+
+
+def _number(words: str) -> float | None:
+    """A number said in words or digits ("twenty one", "a hundred and five", "three point
+    five", "12.5"), or None."""
+    total, current, seen = 0.0, 0.0, False
+    decimals: list[str] | None = None  # the digits said after "point"
+    for word in re.split(r"[\s-]+", words.strip().lower()):
+        if not word or word in ("a", "and"):
+            continue
+        if decimals is not None:
+            if word not in _UNITS or _UNITS[word] > 9:
+                return None
+            decimals.append(str(_UNITS[word]))
+        elif word == "point":
+            decimals = []
+        elif re.fullmatch(r"\d+(?:\.\d+)?", word):
+            current += float(word)
+        elif word in _UNITS:
+            current += _UNITS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word in _SCALES:
+            scale = _SCALES[word]
+            current = (current or 1) * scale
+            if scale >= 1000:
+                total, current = total + current, 0.0
+        else:
+            return None
+        seen = True
+    if not seen:
+        return None
+    return total + current + (float(f"0.{''.join(decimals)}") if decimals else 0.0)
+
+
+def _spoken_number(value: float) -> str:
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def spoken_arithmetic(match: re.Match[str]) -> str:
+    """The answer to "A <operator> B" (numbers in digits or words): "12 plus 7 is 19."."""
+    a, b = _number(match["a"]), _number(match["b"])
+    op = _OPERATORS[match["op"].lower()]
+    if a is None or b is None:
+        return "I could not make out the numbers; say them again, one at a time."
+    if op == "/" and b == 0:
+        return "I cannot divide by zero."
+    result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0}[op]
+    said = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}[op]
+    return f"{_spoken_number(a)} {said} {_spoken_number(b)} is {_spoken_number(result)}."
+
+
 def _capitalized(text: str) -> str:
     """``text`` with its first letter upper-case (the rest as it was, names included)."""
     return text[:1].upper() + text[1:]
@@ -86,19 +212,37 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
         lambda _, now: f"Today is {now:%A}, {now:%B} {now.day}, {now.year}.",
     ),
     Rule(
+        "arithmetic",
+        re.compile(rf"(?:what(?:'s| is)\s+|how much is\s+|calculate\s+)?{_ARITHMETIC.pattern}", _I),
+        lambda m, _: spoken_arithmetic(m),
+    ),
+    Rule(
+        "connect",
+        re.compile(
+            r"\b(?:connect|plug in|use|add)\b.*\b(?:model|llm|ollama|llama|language)\b"
+            r"|\breal (?:model|answers?)\b",
+            _I,
+        ),
+        lambda _, __: (
+            "Start a local model server such as Ollama, then run voicecore serve with "
+            "llm kind openai and the server's address. The readme shows the exact line."
+        ),
+    ),
+    Rule(
         "greeting",
         re.compile(r"^\W*(?:hello|hi|hey|good (?:morning|afternoon|evening))\b", _I),
         lambda _, __: (
-            "Hello! I am the offline voicecore demo. Ask me the time, or say something "
-            "and I will repeat it back to you."
+            "Hello! I am voicecore's offline responder, a few rules rather than a language "
+            "model. Ask me the time, the date, or a sum."
         ),
     ),
     Rule(
         "identity",
         re.compile(r"\b(?:who are you|your name|what are you)\b", _I),
         lambda _, __: (
-            "I am a small rule-based responder that runs offline. Connect a language model "
-            "server for real answers."
+            "I am voicecore's offline responder: a few rules, not a language model. I can tell "
+            "the time and the date and do simple sums. Connect a local model server for real "
+            "answers."
         ),
     ),
     Rule(
@@ -113,7 +257,8 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
         "help",
         re.compile(r"\b(?:help|what can you do)\b", _I),
         lambda _, __: (
-            "I can tell you the time and the date, and repeat what you say. Try: what time is it?"
+            "I can tell you the time and the date, do simple sums, and repeat what you say "
+            "after the words repeat after me. Try: what is twelve times seven?"
         ),
     ),
     Rule(
@@ -127,13 +272,16 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
         lambda _, __: "Goodbye! It was nice talking to you.",
     ),
     Rule(
-        "echo",
-        re.compile(r"(?P<words>\w.*)", _I | re.DOTALL),
-        lambda m, _: f"I heard you say: {_echo(m['words'])}. Ask me the time, or for help.",
+        "unknown",
+        re.compile(r"\w", _I),
+        lambda _, __: (
+            "I cannot answer that: I am a few rules, not a language model. I can tell the "
+            "time and the date and do simple sums; connect a local model for the rest."
+        ),
     ),
 )
 """The rules :class:`RuleBasedResponder` uses by default, in priority order; the last one
-(``echo``) matches any words."""
+(``unknown``) matches any words and says honestly what the responder can do."""
 
 _NOTHING_HEARD: Final = "Sorry, I did not catch that. Could you say it again?"
 
