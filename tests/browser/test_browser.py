@@ -275,7 +275,8 @@ def test_server_freezes_of_100_ms_are_absorbed_by_the_cushion(
 
 
 # Barge-in: each question is followed by the next one BARGE_AFTER_S after it ends, while
-# the agent is still answering it (the echo replies last several seconds).
+# the agent is still answering it (the responder's "cannot answer that" replies last several
+# seconds).
 BARGE_IN_SCRIPT = (
     "librivox-0890.wav",
     "librivox-0880.wav",
