@@ -87,23 +87,20 @@ in effect and where each value came from.
 
 from __future__ import annotations
 
+from voicecore.config.flags import add_config_arguments, config_from_args
+from voicecore.config.loading import CONFIG_ENV, load_config
 from voicecore.config.sections import (
-    CONFIG_ENV,
-    ENV_PREFIX,
     SETTINGS,
     WEB_ROOT,
     LlmConfig,
     ServerConfig,
-    Setting,
     SttConfig,
     TtsConfig,
     VadConfig,
     VoicecoreConfig,
-    add_config_arguments,
-    config_from_args,
-    format_config,
-    load_config,
 )
+from voicecore.config.settings import ENV_PREFIX, Setting
+from voicecore.config.show import format_config
 
 __all__ = [
     "CONFIG_ENV",
