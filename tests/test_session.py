@@ -592,6 +592,6 @@ async def test_same_audio_in_same_audio_to_the_stt(autojump_clock: trio.abc.Cloc
 
 def test_the_pre_roll_is_bounded_by_the_ring() -> None:
     with pytest.raises(ValueError, match="stt_preroll_ms"):
-        SessionConfig(stt_preroll_ms=2500)
+        SessionConfig(stt_preroll_ms=1500)
     with pytest.raises(ValueError, match="stt_preroll_ms"):
         SessionConfig(stt_preroll_ms=-1)

@@ -4,7 +4,9 @@ heard reply.
 * ``turns``: ``TurnMachine``, the turn lifecycle as a pure state machine (no Trio, no clock);
 * ``floor``: ``TurnTaker``, who holds the floor, decided on the 16 kHz audio clock;
 * ``session``: ``Session``, the Trio adapter that carries out the machine's actions and runs
-  the conversation's tasks in one nursery;
+  the conversation's tasks in one nursery; its two halves are ``hearing`` (mic audio, VAD,
+  one STT call per user turn) and ``speaking`` (one reply at a time to the pacer);
+* ``settings``: ``SessionConfig``;
 * ``stages``: the VAD/STT/LLM/TTS protocols the providers implement, and ``TurnContext``;
 * ``contracts``: every pipeline edge's unit, bound and overflow policy, as data;
 * ``chunker``, ``history``: LLM text into speakable clauses; what was said and heard;

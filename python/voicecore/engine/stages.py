@@ -19,15 +19,18 @@ by the engine's timeouts (``SessionConfig``), with the same effect.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+import trio
 
 from voicecore._core import EnergyVad
+from voicecore.exceptions import StageTimeoutError
 
 if TYPE_CHECKING:
     from voicecore.diagnostics import Timeline
@@ -47,7 +50,11 @@ __all__ = [
     "SpeechStarted",
     "TurnContext",
     "VadEvent",
+    "closing",
+    "next_within",
 ]
+
+T = TypeVar("T")
 
 STT_SAMPLE_RATE = 16000
 """The rate (Hz) of the audio the engine gives the VAD and the STT."""
@@ -346,3 +353,28 @@ class EnergyVadStage:
             else:
                 events.append(SpeechEnded(max(self._start, event.sample - self._hangover)))
         return events
+
+
+# --- calling a stage --------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Closes a stage's async iterator on exit, even when cancelled (no stream stays open:
+    a barge-in closes the LLM's HTTP stream in the same step)."""
+    try:
+        yield iterator
+    finally:
+        aclose: Callable[[], Any] | None = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
+
+
+async def next_within(iterator: AsyncIterator[T], timeout_s: float, what: str) -> T:
+    """The iterator's next item within ``timeout_s``; raises ``StopAsyncIteration`` at its
+    end and ``StageTimeoutError`` ("``what`` within N s") when it stalls."""
+    with trio.move_on_after(timeout_s) as scope:
+        return await iterator.__anext__()
+    assert scope.cancelled_caught
+    raise StageTimeoutError(f"{what} within {timeout_s:g} s")

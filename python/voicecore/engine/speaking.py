@@ -1,0 +1,373 @@
+"""The session's agent side: one reply at a time, LLM -> chunker -> TTS -> the Rust pacer.
+
+``Speaking`` is one of the two halves the ``Session`` (``voicecore.engine.session``) is made of
+(the other is ``Hearing``). Whether a reply starts, is cut or is over is the
+``TurnMachine``'s decision; this side runs the reply and tells the machine what happened
+(started, audible, failed, finished), handing its actions to ``act``.
+
+* The agent loop takes one answered user turn at a time (``STT_TO_LLM``) and runs its reply
+  in its own ``CancelScope``: the LLM's deltas go through the ``SentenceChunker`` to the TTS
+  (``LLM_TO_TTS``) as soon as a clause is complete, and the TTS audio, resampled to the
+  client's rate, into a Rust ``PacerStream`` (``TTS_TO_PLAYOUT``, backpressure).
+* The pacer releases the frames on their deadlines. With a socket sink it writes them to the
+  client itself and this side hears only the stream's events (audible, drained, late);
+  without one (the in-memory transport) the frames come back and go out as ``AgentAudio``.
+* ``cut`` is the barge-in step, synchronous: the reply's scope cancelled, its stream flushed,
+  queued agent audio purged and ``clear`` put first in the send queue. ``finish`` records
+  what the user heard (the flush report's heard samples, mapped back to words).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from voicecore import protocol
+from voicecore._core import Resampler, SocketSink
+from voicecore.diagnostics import GcPolicy, Timeline
+from voicecore.engine import pacing
+from voicecore.engine.chunker import SentenceChunker
+from voicecore.engine.contracts import LLM_TO_TTS, PLAYOUT_TO_CLIENT, STT_TO_LLM, EdgeChannel
+from voicecore.engine.history import ConversationHistory, Message, SpokenReply
+from voicecore.engine.pacing import (
+    FlushReportLike,
+    PacerStreamLike,
+    ReleasedFrameLike,
+    StreamEventLike,
+)
+from voicecore.engine.playout import PlayoutRouter, PlayoutTotals
+from voicecore.engine.settings import SessionConfig
+from voicecore.engine.stages import LLM, TTS, AudioChunk, TurnContext, closing, next_within
+from voicecore.engine.turns import CutReply, FinishReply, ReplyAudible, TurnAction, TurnMachine
+from voicecore.metrics import SessionMetrics
+
+__all__ = ["Reply", "Speaking"]
+
+Act = Callable[[Sequence[TurnAction]], None]
+"""Carries out the turn machine's actions (the session's dispatcher)."""
+ReportError = Callable[[TurnContext, str, BaseException], None]
+"""Tells the client, the log and the metrics that a stage of a turn failed."""
+
+
+@dataclass(eq=False)
+class Reply:
+    """The Trio side of one agent reply: its scope, playout stream and what it said.
+
+    Attributes:
+        ctx: the turn's context (from its user turn).
+        text: what the user said (the prompt's last message).
+        scope: the reply's cancel scope (a cut cancels it).
+        spoken: the text handed to the TTS with the audio it made (heard-text bookkeeping).
+        stream: its pacer stream, once opened.
+        flushed: the flush report of a cut.
+        barge_in_t0: ``perf_counter`` at the cut of a barge-in.
+        tts_started: Trio time of the first TTS call.
+        audible_at: Trio time the first frame was released.
+        drained: set when the stream has released its last frame after ``finish``.
+    """
+
+    ctx: TurnContext
+    text: str
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    spoken: SpokenReply = field(default_factory=SpokenReply)
+    stream: PacerStreamLike | None = None
+    flushed: FlushReportLike | None = None
+    barge_in_t0: float | None = None
+    tts_started: float | None = None
+    audible_at: float | None = None
+    drained: trio.Event = field(default_factory=trio.Event)
+
+
+class Speaking:
+    """The agent side of one session (see the module's docstring).
+
+    Args:
+        llm, tts: the session's providers.
+        turns: the session's turn machine.
+        history: the conversation history (what the user said and heard).
+        config: the session's settings.
+        rate: the client's playback rate, in Hz.
+        sink: the client's socket, written by the pacer thread itself (None: frames come
+            back as ``AgentAudio`` messages).
+        outbound: the session's send queue (``SESSION_TO_TRANSPORT``).
+        channel: makes a bounded channel for an edge (counting drops in the metrics).
+        metrics, timeline: the session's.
+        gc_policy: told when the agent speaks.
+        report_error: reports a failed stage.
+    """
+
+    def __init__(
+        self,
+        *,
+        llm: LLM,
+        tts: TTS,
+        turns: TurnMachine,
+        history: ConversationHistory,
+        config: SessionConfig,
+        rate: int,
+        sink: SocketSink | None,
+        outbound: EdgeChannel[protocol.ServerMessage],
+        channel: Callable[[object], EdgeChannel[object]],
+        metrics: SessionMetrics,
+        timeline: Timeline,
+        gc_policy: GcPolicy | None,
+        report_error: ReportError,
+    ) -> None:
+        self.act: Act | None = None
+        """The session's dispatcher (connected by the session; None once it has ended)."""
+        self.router: PlayoutRouter | None = None
+        """The pacer's router (set by the session before it runs)."""
+        self.playout = PlayoutTotals()
+        """This session's playout figures, over its replies' streams."""
+        self._llm, self._tts, self._turns, self._history = llm, tts, turns, history
+        self._config, self._rate, self._sink = config, rate, sink
+        self._outbound, self._channel = outbound, channel
+        self._metrics, self._timeline, self._gc_policy = metrics, timeline, gc_policy
+        self._report_error = report_error
+        self._replies: dict[int, Reply] = {}
+        self._waiting: EdgeChannel[Reply] = channel(STT_TO_LLM)  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Speaking(replies={sorted(self._replies)})"
+
+    def _act(self, actions: Sequence[TurnAction]) -> None:
+        if self.act is not None:
+            self.act(actions)
+
+    def _send(self, message: protocol.ServerMessage) -> None:
+        self._outbound.send_nowait(message)
+
+    def playout_report(self, buffered_ms: float) -> None:
+        """The client holds ``buffered_ms`` of agent audio: to the running reply's stream."""
+        for reply in self._replies.values():
+            if reply.stream is not None and not self._turns.is_cut(reply.ctx.turn_id):
+                reply.stream.report_playout(buffered_ms)
+
+    # --- the turn machine's actions on this side ---------------------------------------------
+
+    def start(self, ctx: TurnContext, text: str) -> None:
+        """Queues the reply to user turn ``ctx.turn_id``, who said ``text`` (synchronous)."""
+        reply = Reply(ctx, text)
+        self._replies[ctx.turn_id] = reply
+        try:
+            self._waiting.send_nowait(reply)
+        except trio.WouldBlock:
+            self._report_error(ctx, "engine", RuntimeError("too many user turns waiting"))
+            self._act(self._turns.reply_failed(ctx.turn_id))
+
+    def audible(self, action: ReplyAudible) -> None:
+        """The reply's first frame was released: voice-to-voice, and the GC policy told."""
+        reply = self._replies[action.turn_id]
+        ctx = reply.ctx
+        if ctx.speech_end is not None and reply.audible_at is not None:
+            ctx.metrics.voice_to_voice_ms = 1000 * (reply.audible_at - ctx.speech_end)
+        ctx.record("agent_audible")
+        if self._gc_policy is not None:
+            self._gc_policy.agent_speaking(True, who=self)
+
+    def cut(self, action: CutReply) -> None:
+        """Cancels the reply, flushes its playout and clears the client: one synchronous step."""
+        reply = self._replies[action.turn_id]
+        t0 = time.perf_counter()
+        reply.scope.cancel()
+        if reply.stream is not None:
+            reply.flushed = reply.stream.flush()
+        self._outbound.purge(lambda m: isinstance(m, protocol.AgentAudio))
+        self._outbound.push_front(protocol.Clear(action.turn_id))
+        if not action.started:
+            self._waiting.purge(lambda r: r is reply)
+        if action.barge_in:
+            reply.barge_in_t0 = t0
+            step_ms = 1000 * (time.perf_counter() - t0)  # cancelled, flushed, clear queued
+            flushed = reply.flushed
+            # What the user would still have heard without the flush and the clear: the
+            # queued audio plus what the client holds.
+            stale_ms = (
+                flushed.dropped_ms + flushed.released_ms - flushed.heard_ms if flushed else 0.0
+            )
+            reply.ctx.record("barge_in", step_ms=step_ms, stale_audio_ms=stale_ms)
+            self._metrics.count("turns.barge_ins")
+
+    def finish(self, action: FinishReply) -> None:
+        """Records what was heard, the metrics, and frees the reply (synchronous)."""
+        reply = self._replies.pop(action.turn_id)
+        ctx = reply.ctx
+        if action.interrupted:
+            heard_samples = reply.flushed.heard_samples if reply.flushed is not None else 0
+            heard = reply.spoken.heard_text(heard_samples)
+        else:
+            heard = reply.spoken.text
+        self._history.add_agent(heard, interrupted=action.interrupted)
+        ctx.metrics.interrupted = action.interrupted
+        if reply.barge_in_t0 is not None:
+            ctx.metrics.barge_in_ms = 1000 * (time.perf_counter() - reply.barge_in_t0)
+        if reply.stream is not None:
+            self.playout.add_stream(reply.stream.stats())
+            assert self.router is not None
+            self.router.close_stream(reply.stream)
+        if action.audible and self._gc_policy is not None:
+            self._gc_policy.agent_speaking(False, who=self)
+        self._metrics.add_turn(ctx.metrics)
+        self._metrics.update_pacer(self.playout)
+        ctx.record("turn_cancelled" if action.interrupted else "turn_end")
+        self._send(protocol.Metrics(**ctx.metrics.to_dict()))
+        self._send(protocol.AgentDone(ctx.turn_id, action.interrupted, heard))
+
+    # --- running replies ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The agent loop: one reply at a time until cancelled (run it as a task)."""
+        try:
+            async for reply in self._waiting:
+                turn_id = reply.ctx.turn_id
+                self._act(self._turns.reply_started(turn_id))
+                try:
+                    await self._run_reply(reply)
+                except BaseException:
+                    self._act(self._turns.close())  # ending: what was not played is not heard
+                    raise
+                finally:
+                    self._act(self._turns.reply_finished(turn_id))
+        finally:
+            self._act(self._turns.close())  # replies still queued are finished unheard
+
+    async def _run_reply(self, reply: Reply) -> None:
+        ctx = reply.ctx
+        history, config = self._history, self._config
+        with reply.scope:
+            history.add_user(reply.text)
+            messages = history.messages()
+            ctx.metrics.prompt_tokens = history.prompt_tokens()
+            ctx.log.info(
+                "turn %d: prompt %d tokens, %d messages (budget %d, %d oldest turns dropped)",
+                ctx.turn_id,
+                ctx.metrics.prompt_tokens,
+                len(messages),
+                history.token_budget,
+                history.dropped_turns,
+            )
+            ctx.record("turn_start", prompt_tokens=ctx.metrics.prompt_tokens)
+            assert self.router is not None
+            stream = self.router.open_stream(
+                self._rate,
+                functools.partial(self._on_stream_event, reply),
+                None if self._sink is not None else functools.partial(self._on_frames, reply),
+                cushion_ms=config.cushion_ms,
+                queue_ms=config.queue_ms,
+                sink=self._sink,
+            )
+            reply.stream = stream
+            chunks: EdgeChannel[str] = self._channel(LLM_TO_TTS)  # type: ignore[assignment]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._generate, reply, messages, chunks)
+                await self._speak(reply, chunks, stream)
+            if self._turns.is_cut(ctx.turn_id):
+                return
+            stream.finish()
+            await reply.drained.wait()
+            # The client still holds its cushion: the agent speaks until it has played it.
+            await trio.sleep(stream.stats().client_buffered_ms / 1000)
+
+    async def _generate(
+        self, reply: Reply, messages: list[Message], chunks: EdgeChannel[str]
+    ) -> None:
+        ctx, config = reply.ctx, self._config
+        chunker = SentenceChunker(first_chunk_min_words=config.first_chunk_min_words)
+        started = trio.current_time()
+        timeout = config.llm_first_token_timeout_s
+        try:
+            async with closing(self._llm.generate(messages, ctx)) as deltas:
+                while True:
+                    try:
+                        delta = await next_within(deltas, timeout, "LLM: no text")
+                    except StopAsyncIteration:
+                        break
+                    if ctx.metrics.llm_first_token_ms is None:
+                        ctx.metrics.llm_first_token_ms = 1000 * (trio.current_time() - started)
+                        ctx.record("llm_first_token")
+                        timeout = config.llm_token_timeout_s
+                    for chunk in chunker.push(delta):
+                        await chunks.send(chunk)
+            for chunk in chunker.flush():
+                await chunks.send(chunk)
+        except Exception as exc:
+            self._fail(reply, "llm", exc)
+        finally:
+            chunks.close()
+
+    async def _speak(self, reply: Reply, chunks: EdgeChannel[str], stream: PacerStreamLike) -> None:
+        ctx, config = reply.ctx, self._config
+        resampler: Resampler | None = None
+        async for text in chunks:
+            self._send(protocol.AgentText(ctx.turn_id, text))
+            if reply.tts_started is None:
+                reply.tts_started = trio.current_time()
+            samples = 0
+            timeout = config.tts_first_audio_timeout_s
+            try:
+                async with closing(self._tts.synthesize(text, ctx)) as audio:
+                    while True:
+                        try:
+                            chunk: AudioChunk = await next_within(audio, timeout, "TTS: no audio")
+                        except StopAsyncIteration:
+                            break
+                        timeout = config.tts_chunk_timeout_s
+                        if ctx.metrics.tts_first_audio_ms is None:
+                            ctx.metrics.tts_first_audio_ms = 1000 * (
+                                trio.current_time() - reply.tts_started
+                            )
+                            ctx.record("tts_first_audio")
+                        if chunk.sample_rate == self._rate:
+                            pcm = chunk.pcm
+                        else:
+                            if resampler is None or resampler.in_rate != chunk.sample_rate:
+                                resampler = Resampler(chunk.sample_rate, self._rate)
+                            pcm = resampler.process(chunk.pcm)
+                        if reply.scope.cancel_called:
+                            return  # cut: queue nothing more
+                        samples += len(pcm)
+                        await pacing.push(stream, pcm)
+            except Exception as exc:
+                self._fail(reply, "tts", exc)
+                return
+            finally:
+                if samples:
+                    reply.spoken.add(text, samples)
+        if resampler is not None and not reply.scope.cancel_called:
+            await pacing.push(stream, resampler.flush())
+
+    def _fail(self, reply: Reply, stage: str, exc: Exception) -> None:
+        self._report_error(reply.ctx, stage, exc)
+        self._act(self._turns.reply_failed(reply.ctx.turn_id))
+
+    # --- the pacer's news (synchronous, on the router's task) --------------------------------
+
+    def _on_stream_event(self, reply: Reply, event: StreamEventLike) -> None:
+        if event.kind == "started":
+            assert self.router is not None
+            reply.audible_at = self.router.trio_time(event.at_ns)
+            self._act(self._turns.reply_audible(reply.ctx.turn_id))
+        elif event.kind == "drained":
+            reply.drained.set()
+        elif event.kind == "late" and event.lateness_ns is not None:
+            assert self.router is not None
+            self._metrics.late_frames += 1
+            self._timeline.record_at(
+                self.router.trio_time(event.at_ns),
+                "frame_late",
+                turn_id=reply.ctx.turn_id,
+                lateness_ms=event.lateness_ns / 1e6,
+            )
+
+    def _on_frames(self, reply: Reply, frames: list[ReleasedFrameLike]) -> None:
+        """Frames of a stream without a socket sink: to the client as ``AgentAudio``."""
+        if self._turns.is_cut(reply.ctx.turn_id):
+            # Released just before the flush: never sent. Counted.
+            self._metrics.count(f"{PLAYOUT_TO_CLIENT.name}.stale_frames", len(frames))
+            return
+        for frame in frames:
+            self._outbound.send_nowait(protocol.AgentAudio(frame.pcm16))
