@@ -32,7 +32,7 @@ demo: install ## run the core demo: real speech through ring, resampler, VAD and
 	$(BIN)/voicecore demo
 
 .PHONY: models
-models: install ## download the Silero VAD model (the benchmarks' neural baseline) into the cache
+models: install ## fetch the pinned models (docs/models.md) into the cache; no network when cached
 	$(BIN)/voicecore models fetch
 
 .PHONY: lint

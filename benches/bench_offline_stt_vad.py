@@ -39,10 +39,11 @@ import numpy.typing as npt
 import pytest
 import trio
 
+from voicecore import models
 from voicecore.engine.stages import AudioFrame, Hypothesis, SpeechEnded, SpeechStarted, TurnContext
 from voicecore.exceptions import ModelFetchError
-from voicecore.models import fetch_silero_vad
 from voicecore.providers import SileroVad, SphinxSTT
+from voicecore.providers.silero import SILERO_MODEL_FILE
 
 RATE = 16000
 FRAME = 320  # 20 ms
@@ -205,7 +206,7 @@ def test_sphinx_wer(speech: list[Any], quick: bool, benchmark: Any, report: Any)
 @pytest.fixture(scope="module")
 def silero_model() -> Any:
     try:
-        return fetch_silero_vad()
+        return models.fetch("silero-vad") / SILERO_MODEL_FILE
     except ModelFetchError as exc:
         pytest.skip(f"Silero VAD model unavailable: {exc}")
 

@@ -51,9 +51,9 @@ import numpy.typing as npt
 import webrtcvad
 from scipy.stats import rankdata
 
-from voicecore import EnergyVad, VadFeatures
+from voicecore import EnergyVad, VadFeatures, models
 from voicecore.exceptions import ModelFetchError
-from voicecore.models import fetch_silero_vad
+from voicecore.providers.silero import SILERO_MODEL_FILE
 
 RATE = 16000
 FRAME = 480  # 30 ms at 16 kHz: the longest frame webrtcvad takes
@@ -202,7 +202,9 @@ class Silero:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(fetch_silero_vad()), options, providers=["CPUExecutionProvider"]
+            str(models.fetch("silero-vad") / SILERO_MODEL_FILE),
+            options,
+            providers=["CPUExecutionProvider"],
         )
         self.sr = np.array(RATE, dtype=np.int64)
 

@@ -47,7 +47,7 @@ def test_demo_rejects_a_stereo_wav(tmp_path: Path) -> None:
 
 def test_models_path_says_how_to_fetch_when_missing(tmp_path: Path) -> None:
     env = {**os.environ, "VOICECORE_CACHE_DIR": str(tmp_path)}
-    result = run_cli("models", "path", env=env)
+    result = run_cli("models", "path", "silero-vad", env=env)
     assert result.returncode == 1
     assert "voicecore models fetch" in result.stderr
 

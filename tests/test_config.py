@@ -16,7 +16,7 @@ import pytest
 
 import voicecore.config
 from harness.openai_server import OpenAIServer, chat_reply
-from voicecore import ConfigError, SessionConfig
+from voicecore import ConfigError, SessionConfig, models
 from voicecore.config import (
     CONFIG_ENV,
     SETTINGS,
@@ -35,7 +35,6 @@ from voicecore.engine.history import Message
 from voicecore.engine.stages import EnergyVadStage, TurnContext
 from voicecore.engine.transport import memory_transport
 from voicecore.exceptions import VadFallbackWarning
-from voicecore.models import silero_vad_path
 from voicecore.pipeline import build_pipeline
 from voicecore.providers.espeak import EspeakTTS
 from voicecore.providers.openai import OpenAILLM, OpenAISTT, OpenAITTS
@@ -717,7 +716,7 @@ def test_config_show_check_builds_the_providers() -> None:
 
 
 def test_the_default_pipeline_is_silero_sphinx_responder_espeak() -> None:
-    if silero_vad_path() is None:
+    if models.verify("silero-vad"):
         pytest.skip("the Silero VAD model is not fetched here (voicecore models fetch)")
     pipeline = build_pipeline()
     assert pipeline.vad_kind == "silero"
@@ -745,7 +744,7 @@ def test_settings_reach_the_providers() -> None:
             "VOICECORE_LLM_TOKEN_DELAY_S": "0",
         }
     )
-    if silero_vad_path() is None:
+    if models.verify("silero-vad"):
         pytest.skip("the Silero VAD model is not fetched here (voicecore models fetch)")
     providers = build_pipeline(config).providers()
     assert isinstance(providers.vad, SileroVad)

@@ -21,12 +21,11 @@ import pytest
 import trio
 
 from harness.speech import Utterance
-from voicecore import FramePacer, PlayoutRouter, Resampler, Session
+from voicecore import FramePacer, PlayoutRouter, Resampler, Session, models
 from voicecore.config import load_config
 from voicecore.engine.stages import EnergyVadStage
 from voicecore.engine.transport import MemoryClient, memory_transport
 from voicecore.exceptions import VadFallbackWarning
-from voicecore.models import silero_vad_path
 from voicecore.pipeline import Pipeline, Providers, build_pipeline
 from voicecore.protocol import AgentDone, Error
 from voicecore.providers.silero import SileroVad
@@ -166,7 +165,7 @@ def default_pipeline(record_property: Callable[[str, object], None]) -> Pipeline
     """The offline pipeline of the default configuration: Silero VAD, or the energy VAD after
     the fallback warning when the model has not been fetched (the test report says which)."""
     config = load_config(env={}, flags=SETTINGS)
-    if silero_vad_path() is None:
+    if models.verify("silero-vad"):  # not fetched (or damaged)
         with pytest.warns(VadFallbackWarning, match="voicecore models fetch"):
             pipeline = build_pipeline(config)
         assert pipeline.vad_kind == "energy"

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from voicecore import EnergyVad
+from voicecore import EnergyVad, models
 from voicecore.engine.stages import VAD, AudioFrame, EnergyVadStage, SpeechEnded, SpeechStarted
 from voicecore.exceptions import (
     AudioFormatError,
@@ -22,9 +22,8 @@ from voicecore.exceptions import (
     ModelNotFoundError,
     VadFallbackWarning,
 )
-from voicecore.models import fetch_silero_vad, silero_vad_path
 from voicecore.providers import SileroVad, make_vad
-from voicecore.providers.silero import SILERO_CONTEXT, SILERO_WINDOW
+from voicecore.providers.silero import SILERO_CONTEXT, SILERO_MODEL_FILE, SILERO_WINDOW
 
 RATE = 16000
 FRAME = 320  # 20 ms: what the engine feeds
@@ -33,11 +32,8 @@ LEAD = RATE  # 1 s of room noise before and after each recording
 
 @pytest.fixture(scope="module")
 def model() -> Path:
-    path = silero_vad_path()
-    if path is not None:
-        return path
     try:
-        return fetch_silero_vad()
+        return models.fetch("silero-vad") / SILERO_MODEL_FILE
     except ModelFetchError as exc:
         pytest.skip(f"Silero VAD model not cached and could not be fetched: {exc}")
 

@@ -3,9 +3,7 @@ every bad input."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +16,10 @@ from voicecore import (
     ConfigError,
     EnergyVad,
     FrameFeatures,
-    ModelFetchError,
     SpeechEvent,
     UnsupportedSampleRateError,
     VadFeatures,
     VadFrames,
-    models,
 )
 
 RATE = 16000
@@ -452,62 +448,3 @@ def test_bad_speech_event() -> None:
         SpeechEvent("begin", 0, RATE)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="sample_rate"):
         SpeechEvent("start", 0, 0)
-
-
-# --- models --------------------------------------------------------------------------------
-
-
-def test_fetch_silero_vad_downloads_once_and_is_idempotent(tmp_path: Path) -> None:
-    assert models.silero_vad_path(tmp_path) is None
-    path = models.fetch_silero_vad(tmp_path)
-    assert path == tmp_path / "models" / "silero_vad.onnx"
-    assert path.stat().st_size > 1_000_000
-    assert models.silero_vad_path(tmp_path) == path
-    modified = path.stat().st_mtime_ns
-    assert models.fetch_silero_vad(tmp_path) == path
-    assert path.stat().st_mtime_ns == modified
-    assert not list(path.parent.glob("*.part"))
-
-
-def test_silero_model_runs_on_speech(tmp_path: Path, speech: list[Any]) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(models.fetch_silero_vad(tmp_path)), options, providers=["CPUExecutionProvider"]
-    )
-    samples = speech[0].samples.astype(np.float32) / 32768
-    state = np.zeros((2, 1, 128), np.float32)
-    context = np.zeros(64, np.float32)
-    probs = []
-    for i in range(len(samples) // 512):
-        chunk = samples[i * 512 : (i + 1) * 512]
-        window = np.concatenate([context, chunk])[np.newaxis]
-        prob, state = session.run(
-            None, {"input": window, "state": state, "sr": np.array(RATE, dtype=np.int64)}
-        )
-        probs.append(float(prob[0, 0]))
-        context = chunk[-64:]
-    assert max(probs) > 0.9
-
-
-def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("VOICECORE_CACHE_DIR", str(tmp_path / "vc"))
-    assert models.cache_dir() == tmp_path / "vc"
-    monkeypatch.delenv("VOICECORE_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert models.cache_dir() == tmp_path / "xdg" / "voicecore"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert models.cache_dir() == tmp_path / "home" / ".cache" / "voicecore"
-
-
-def test_fetch_reports_a_pip_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def failing_pip(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        assert command[1:4] == ["-m", "pip", "download"]
-        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution")
-
-    monkeypatch.setattr(models.subprocess, "run", failing_pip)
-    with pytest.raises(ModelFetchError, match="No matching distribution"):
-        models.fetch_silero_vad(tmp_path)
-    assert models.silero_vad_path(tmp_path) is None

@@ -25,9 +25,9 @@ of ~120-200 µs per window, and never waits for the model: no wake-up is needed,
 frame collects the result. ``background=False`` runs the model inline instead
 (deterministic timing, for tests on a mock clock). ``drain()`` waits for every window sent.
 
-The model is not shipped: ``voicecore models fetch`` puts it in the cache. :func:`make_vad`
-builds a :class:`SileroVad` when the model is there, and otherwise warns
-(:class:`VadFallbackWarning`, with how to get the model) and returns the energy VAD.
+The model is not shipped: ``voicecore models fetch silero-vad`` (``make models``) puts it in
+the cache. :func:`make_vad` builds a :class:`SileroVad` when the model is there, and otherwise
+warns (:class:`VadFallbackWarning`, with how to get the model) and returns the energy VAD.
 
 Example::
 
@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from voicecore import models
 from voicecore._core import EnergyVad
 from voicecore.engine.stages import (
     STT_SAMPLE_RATE,
@@ -68,10 +69,10 @@ from voicecore.exceptions import (
     ModelNotFoundError,
     VadFallbackWarning,
 )
-from voicecore.models import silero_vad_path
 
 __all__ = [
     "SILERO_CONTEXT",
+    "SILERO_MODEL_FILE",
     "SILERO_WINDOW",
     "ModelNotFoundError",
     "SileroStats",
@@ -82,6 +83,8 @@ __all__ = [
 
 _log = logging.getLogger("voicecore.providers.silero")
 
+SILERO_MODEL_FILE = "silero_vad.onnx"
+"""The model's file in the ``silero-vad`` model's cache directory (``voicecore.models``)."""
 SILERO_WINDOW = 512
 """Samples per Silero window at 16 kHz (32 ms)."""
 SILERO_CONTEXT = 64
@@ -217,7 +220,7 @@ class SileroVad:
 
     Args:
         model_path: the ``silero_vad.onnx`` file; default the cached one
-            (``voicecore.models.silero_vad_path()``).
+            (``voicecore.models.require("silero-vad") / SILERO_MODEL_FILE``).
         threshold: probability at which a window starts speech, in (0, 1).
         neg_threshold: probability below which a window is silence inside speech;
             default ``threshold - 0.15`` (at least 0.01).
@@ -278,9 +281,12 @@ class SileroVad:
         else:
             self._gate = None
 
-        path = Path(model_path) if model_path is not None else silero_vad_path()
-        if path is None or not path.is_file():
-            raise ModelNotFoundError(_missing_message(path))
+        if model_path is None:
+            path = models.require("silero-vad") / SILERO_MODEL_FILE
+        else:
+            path = Path(model_path)
+            if not path.is_file():
+                raise ModelNotFoundError(_missing_message(path))
         self.model_path = path
         self._model = _Model(_load_session(path))
         self.background = background
@@ -535,12 +541,11 @@ class SileroVad:
             events.append(SpeechStarted(start))
 
 
-def _missing_message(path: Path | None) -> str:
-    where = str(path) if path is not None else "the voicecore cache (voicecore.models.cache_dir())"
+def _missing_message(path: Path) -> str:
     return (
-        f"Silero VAD model not found at {where}. Run `voicecore models fetch` once (it downloads "
-        "the silero-vad wheel with pip, without torch, and extracts silero_vad.onnx into the "
-        "cache), or pass model_path= to the file."
+        f"Silero VAD model not found at {path}. Pass model_path= the {SILERO_MODEL_FILE} file, "
+        'or leave it unset and run "voicecore models fetch silero-vad" (or "make models") to '
+        "use the cached one."
     )
 
 

@@ -18,8 +18,10 @@
     client reporting its playout buffer. Prints the speech events and the pacing figures
     (``voicecore.demo``).
 
-``voicecore models fetch`` / ``voicecore models path``
-    Downloads (or locates) the Silero VAD model in voicecore's cache.
+``voicecore models fetch [NAME...]`` / ``path NAME`` / ``list`` / ``verify [NAME...]``
+    Downloads the pinned models (default: all) into voicecore's cache, prints a cached
+    model's directory, lists the models (package, licence, size, cached or not), or checks
+    the cached files' sha256 (``voicecore.models``). Exit status 0, or 1 with a one-line reason.
 
 ``voicecore config show [--config FILE] [--<section>-<setting> VALUE...] [--check]``
     Prints the effective configuration (defaults < TOML file < ``VOICECORE_*`` environment
@@ -45,7 +47,7 @@ from voicecore.config import ServerConfig
 from voicecore.demo import run_demo
 from voicecore.diagnose import add_diagnose_arguments, diagnose_command
 from voicecore.engine.pacing import Pacer
-from voicecore.exceptions import ConfigError
+from voicecore.exceptions import ConfigError, ModelFetchError, ModelNotFoundError
 from voicecore.pipeline import Pipeline, build_pipeline, scripted_pipeline
 from voicecore.server.app import VoiceServer
 
@@ -88,8 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     model_commands = commands.add_parser("models", help="manage downloaded models").add_subparsers(
         dest="models_command", required=True
     )
-    model_commands.add_parser("fetch", help="download the Silero VAD model into the cache")
-    model_commands.add_parser("path", help="print the cached Silero VAD model's path")
+    fetch = model_commands.add_parser(
+        "fetch", help="download the pinned models into the cache (default: all of them)"
+    )
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="a model (default: all)")
+    path = model_commands.add_parser("path", help="print a cached model's directory")
+    path.add_argument("name", metavar="NAME")
+    model_commands.add_parser("list", help="list the models: package, licence, size, cached")
+    verify = model_commands.add_parser(
+        "verify", help="check the cached models' files against their pinned sha256"
+    )
+    verify.add_argument("names", nargs="*", metavar="NAME", help="a model (default: all)")
 
     config_commands = commands.add_parser(
         "config", help="inspect the configuration"
@@ -114,16 +125,74 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.wav, args.seconds)
     if args.command == "config":
         return _config_show(args)
-    if args.models_command == "fetch":
-        print(f"fetching Silero VAD {models.SILERO_VAD_VERSION} (pip download, no install)...")
-        print(models.fetch_silero_vad())
-        return 0
-    path = models.silero_vad_path()
-    if path is None:
-        print("Silero VAD is not cached; run `voicecore models fetch`", file=sys.stderr)
+    return _models_command(args)
+
+
+def _models_command(args: argparse.Namespace) -> int:
+    """``voicecore models ...``: 0 when all went well, else 1 after a one-line reason."""
+    command: str = args.models_command
+    try:
+        if command == "path":
+            print(models.require(args.name))
+            return 0
+        if command == "list":
+            _list_models()
+            return 0
+        names: list[str] = args.names or list(models.MODELS)
+        unknown = [name for name in names if name not in models.MODELS]
+        if unknown:
+            raise ConfigError(
+                f"unknown model {', '.join(map(repr, unknown))}; the known models are: "
+                f"{', '.join(models.MODELS)}"
+            )
+        failures = 0
+        for name in names:
+            try:
+                if command == "fetch":
+                    models.fetch(name, progress=lambda line: print(line, flush=True))
+                    continue
+                problems = models.verify(name)
+            except ModelFetchError as exc:
+                print(f"voicecore models fetch: {name}: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            if not problems:
+                print(f"{name}: ok")
+            elif len(problems) == len(models.MODELS[name].files) and all(
+                problem.endswith(" is missing") for problem in problems
+            ):
+                print(f"{name}: not fetched")
+            else:
+                print("\n".join(f"{name}: {problem}" for problem in problems))
+            failures += bool(problems)
+    except (ConfigError, ModelNotFoundError) as exc:
+        print(f"voicecore models {command}: {exc}", file=sys.stderr)
         return 1
-    print(path)
+    if failures:
+        fix = "" if command == "fetch" else '; "voicecore models fetch" repairs them'
+        print(
+            f"voicecore models {command}: {failures} of {len(names)} failed{fix}", file=sys.stderr
+        )
+        return 1
     return 0
+
+
+def _list_models() -> None:
+    rows = [("NAME", "PACKAGE", "LICENCE", "SIZE", "CACHED")]
+    for spec in models.MODELS.values():
+        try:
+            models.require(spec.name)
+            cached = "yes"
+        except ModelNotFoundError:
+            cached = "no"
+        rows.append(
+            (spec.name, spec.requirement, spec.licence, f"{spec.size / 1e6:.1f} MB", cached)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def _config_show(args: argparse.Namespace) -> int:
