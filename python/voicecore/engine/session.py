@@ -8,8 +8,9 @@ decides, and runs every task of the conversation in one Trio nursery:
   (``voicecore.engine.hearing``): resampled to 16 kHz once, through the VAD into the turn
   machine, the speech of a confirmed utterance (from its pre-roll on) streamed to its STT task
   (``DSP_TO_STT``);
-* **stt** (one per user turn, ``Hearing``'s): partial transcripts go to the client as they come; finals go
-  to the turn machine, which decides when the user's turn is over (``STT_TO_LLM``);
+* **stt** (one per user turn, ``Hearing``'s): partial transcripts go to the client as they
+  come; finals go to the turn machine, which decides when the user's turn is over
+  (``STT_TO_LLM``);
 * **agent loop** (``Speaking``, ``voicecore.engine.speaking``): one reply at a time, each in
   its own ``CancelScope``: the LLM's deltas go
   through the ``SentenceChunker`` to the TTS (``LLM_TO_TTS``) as soon as a chunk is complete,
