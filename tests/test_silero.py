@@ -147,6 +147,27 @@ def test_recurrent_state_is_carried_across_windows(model: Path, speech: list[Any
     assert np.max(np.abs(np.subtract(stateless, expected))) > 0.3
 
 
+def test_vads_share_one_model_and_keep_their_own_state(model: Path, speech: list[Any]) -> None:
+    # One onnxruntime session per process, whatever the number of conversations...
+    a, b = SileroVad(model, background=False), SileroVad(model, background=False)
+    assert a._model.session is b._model.session
+    # ...and each VAD's recurrent state its own: interleaved streams give the events each
+    # gives alone.
+    one, other = padded(speech[0].samples), padded(speech[1].samples)
+    alone = [feed(SileroVad(model, background=False), pcm) for pcm in (one, other)]
+    together: list[list[SpeechStarted | SpeechEnded]] = [[], []]
+    for offset in range(0, max(len(one), len(other)), FRAME):
+        for vad, pcm, events in ((a, one, together[0]), (b, other, together[1])):
+            chunk = pcm[offset : offset + FRAME]
+            if len(chunk):
+                events += vad.process(AudioFrame(chunk.tobytes(), RATE, offset))
+    together[0] += a.flush()
+    together[1] += b.flush()
+    assert together == alone
+    assert alone[0]
+    assert alone[1]
+
+
 def test_events_do_not_depend_on_the_chunking(model: Path, speech: list[Any]) -> None:
     pcm = padded(speech[1].samples)
     rng = np.random.default_rng(7)

@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -131,13 +132,17 @@ def _windows(ms: float, name: str) -> int:
     return int(np.ceil(ms / window_ms - 1e-9))
 
 
+@functools.lru_cache(maxsize=4)
 def _load_session(path: Path) -> Any:
-    """An onnxruntime session over the Silero model, one intra- and one inter-op thread."""
+    """The onnxruntime session over the Silero model at ``path``: loaded once per process and
+    shared by every ``SileroVad`` (``run`` is thread-safe in onnxruntime; each VAD keeps its
+    own recurrent state), so a conversation costs its state, not a model (~0.3 s and a few
+    MB each before). One intra- and one inter-op thread."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    # One thread: the model is tiny (a thread pool costs more than it saves) and every
-    # session of the server has its own VAD, so sessions scale over cores, not ops.
+    # One thread: the model is tiny (a thread pool costs more than it saves), and the
+    # sessions' VADs run on their own threads, so sessions scale over cores, not ops.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
@@ -288,7 +293,7 @@ class SileroVad:
             if not path.is_file():
                 raise ModelNotFoundError(_missing_message(path))
         self.model_path = path
-        self._model = _Model(_load_session(path))
+        self._model = _Model(_load_session(path.resolve()))
         self.background = background
 
         # Audio of the window being filled, and the previous window's last 64 samples.
