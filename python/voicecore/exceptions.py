@@ -235,7 +235,8 @@ class ProviderResponseError(ProviderError, ValueError):
 
 
 class SynthesisError(VoicecoreError, RuntimeError):
-    """espeak-ng could not be loaded, or failed to synthesize a text."""
+    """A TTS engine (espeak-ng, a Piper voice) could not be loaded, or failed to phonemize
+    or synthesize a text."""
 
 
 class SupersededError(VoicecoreError, RuntimeError):

@@ -4,7 +4,8 @@
 timings (deterministic under Trio's ``MockClock``), for tests, benchmarks and examples.
 Network providers (real STT, LLM and TTS services) live beside it.
 Offline defaults include ``espeak`` (``EspeakTTS``, espeak-ng in process) and ``responder``
-(``RuleBasedResponder``, a rule-based stand-in for an LLM).
+(``RuleBasedResponder``, a rule-based stand-in for an LLM); ``piper`` (``PiperTTS``) speaks
+with a neural Piper voice, offline, given the voice's files.
 """
 
 from voicecore.exceptions import ModelNotFoundError as ModelNotFoundError
@@ -19,6 +20,9 @@ from voicecore.providers.espeak import espeak_voices as espeak_voices
 from voicecore.providers.openai import OpenAILLM as OpenAILLM
 from voicecore.providers.openai import OpenAISTT as OpenAISTT
 from voicecore.providers.openai import OpenAITTS as OpenAITTS
+from voicecore.providers.piper import PiperStats as PiperStats
+from voicecore.providers.piper import PiperTTS as PiperTTS
+from voicecore.providers.piper import PiperVoice as PiperVoice
 from voicecore.providers.responder import RuleBasedResponder as RuleBasedResponder
 from voicecore.providers.scripted import ScriptedLLM as ScriptedLLM
 from voicecore.providers.scripted import ScriptedSTT as ScriptedSTT
@@ -36,6 +40,9 @@ __all__ = [
     "OpenAILLM",
     "OpenAISTT",
     "OpenAITTS",
+    "PiperStats",
+    "PiperTTS",
+    "PiperVoice",
     "ProviderAuthError",
     "ProviderConnectionError",
     "ProviderError",
