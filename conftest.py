@@ -34,35 +34,22 @@ PIPER_VOICE = "piper-joe-medium"
 """The Piper voice the tests and benchmarks use (its registry name)."""
 
 
-def find_piper_voice() -> Path | None:
-    """The folder of the Piper voice :data:`PIPER_VOICE`: from the model registry
-    (``voicecore.models.require``) where it exists and has the voice, else from
-    ``$VOICECORE_PIPER_DIR``; None when neither has it."""
-    import os
-
+def find_model(name: str) -> Path | None:
+    """The folder of registry model ``name`` (``voicecore.models``), or None when it has not
+    been fetched."""
     from voicecore import models
     from voicecore.exceptions import ModelNotFoundError
 
-    require = getattr(models, "require", None)
-    if require is not None:
-        try:
-            return Path(require(PIPER_VOICE))
-        except ModelNotFoundError:
-            pass
-    explicit = os.environ.get("VOICECORE_PIPER_DIR")
-    if explicit and Path(explicit).is_dir():
-        return Path(explicit)
-    return None
+    try:
+        return models.require(name)
+    except ModelNotFoundError:
+        return None
 
 
 @pytest.fixture(scope="session")
 def piper_voice_dir() -> Path:
     """The Piper voice's folder (skips with a clear message when it is absent)."""
-    found = find_piper_voice()
+    found = find_model(PIPER_VOICE)
     if found is None:
-        pytest.skip(
-            f"the Piper voice {PIPER_VOICE!r} is absent: fetch it into the model registry "
-            "(voicecore.models.require) or point $VOICECORE_PIPER_DIR at a folder holding "
-            "en_US-joe-medium.onnx and en_US-joe-medium.onnx.json"
-        )
+        pytest.skip(f"the Piper voice {PIPER_VOICE!r} is not fetched: run `make models`")
     return found

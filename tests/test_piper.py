@@ -1,6 +1,6 @@
 """Piper TTS with the real voice: phonemes to ids, audio, streaming, cancellation, sharing,
 and a round trip through PocketSphinx. Skips with a clear message when the voice is absent
-(the ``piper_voice_dir`` fixture: the model registry, else ``$VOICECORE_PIPER_DIR``).
+(the ``piper_voice_dir`` fixture: the model registry; skipped until `make models`).
 
 The piece planner and the config checks need no voice and always run."""
 
