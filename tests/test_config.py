@@ -34,10 +34,11 @@ from voicecore.config import (
 from voicecore.engine.history import Message
 from voicecore.engine.stages import EnergyVadStage, TurnContext
 from voicecore.engine.transport import memory_transport
-from voicecore.exceptions import VadFallbackWarning
+from voicecore.exceptions import ModelFallbackWarning, VadFallbackWarning
 from voicecore.pipeline import build_pipeline
 from voicecore.providers.espeak import EspeakTTS
 from voicecore.providers.openai import OpenAILLM, OpenAISTT, OpenAITTS
+from voicecore.providers.piper import PiperTTS
 from voicecore.providers.responder import RuleBasedResponder
 from voicecore.providers.silero import SileroVad
 from voicecore.providers.sphinx import SphinxSTT
@@ -66,7 +67,7 @@ def test_the_defaults_are_the_offline_pipeline() -> None:
         "silero",
         "sphinx",
         "responder",
-        "espeak",
+        "piper",
     )
     assert config.session == SessionConfig()
     assert config.sources == {}
@@ -707,7 +708,9 @@ def test_config_show_check_builds_the_providers() -> None:
     result = run_cli("config", "show", "--check", "--vad-kind", "energy", env={})
     assert result.returncode == 0, result.stderr
     assert "# built: Pipeline(vad='energy', stt='sphinx', llm=RuleBasedResponder(" in result.stdout
-    result = run_cli("config", "show", "--check", "--tts-voice", "xx-zz", env={})
+    result = run_cli(
+        "config", "show", "--check", "--tts-kind", "espeak", "--tts-voice", "xx-zz", env={}
+    )
     assert result.returncode == 2
     assert "tts.voice: " in result.stderr
 
@@ -715,16 +718,17 @@ def test_config_show_check_builds_the_providers() -> None:
 # --- building the providers ----------------------------------------------------------------
 
 
-def test_the_default_pipeline_is_silero_sphinx_responder_espeak() -> None:
-    if models.verify("silero-vad"):
-        pytest.skip("the Silero VAD model is not fetched here (voicecore models fetch)")
+def test_the_default_pipeline_is_silero_sphinx_responder_piper() -> None:
+    for name in ("silero-vad", "piper-joe-medium"):
+        if models.verify(name):
+            pytest.skip(f"the model {name} is not fetched here (voicecore models fetch)")
     pipeline = build_pipeline()
     assert pipeline.vad_kind == "silero"
     first, second = pipeline.providers(), pipeline.providers()
     assert isinstance(first.vad, SileroVad)
     assert isinstance(first.stt, SphinxSTT)
     assert isinstance(first.llm, RuleBasedResponder)
-    assert isinstance(first.tts, EspeakTTS)
+    assert isinstance(first.tts, PiperTTS)
     # Per-session state is per session; the LLM and TTS are shared.
     assert first.vad is not second.vad
     assert first.stt is not second.stt
@@ -739,6 +743,7 @@ def test_settings_reach_the_providers() -> None:
             "VOICECORE_VAD_NEG_THRESHOLD": "0.4",
             "VOICECORE_VAD_GATE": "off",
             "VOICECORE_VAD_BACKGROUND": "false",
+            "VOICECORE_TTS_KIND": "espeak",
             "VOICECORE_TTS_VOICE": "en-us+f3",
             "VOICECORE_TTS_RATE_WPM": "230",
             "VOICECORE_LLM_TOKEN_DELAY_S": "0",
@@ -777,10 +782,23 @@ def test_without_fallback_a_missing_or_broken_model_is_a_config_error(tmp_path: 
         build_pipeline(VoicecoreConfig(vad=VadConfig(model_path=str(broken))))
 
 
+def test_a_missing_voice_is_an_error_naming_the_fix_unless_the_fallback_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOICECORE_CACHE_DIR", str(tmp_path))  # an empty model cache
+    energy = VadConfig(kind="energy")
+    with pytest.raises(ConfigError, match=r"^tts\.piper_voice: .*voicecore models fetch") as exc:
+        build_pipeline(VoicecoreConfig(vad=energy))
+    assert "--tts-kind espeak" in str(exc.value)
+    with pytest.warns(ModelFallbackWarning, match="espeak-ng"):
+        pipeline = build_pipeline(VoicecoreConfig(vad=energy, tts=TtsConfig(fallback=True)))
+    assert isinstance(pipeline.tts, EspeakTTS)
+
+
 def test_a_bad_provider_setting_fails_at_start_up_naming_it(tmp_path: Path) -> None:
     energy = VadConfig(kind="energy")
     with pytest.raises(ConfigError, match=r"^tts\.voice: espeak-ng has no voice 'xx-zz'"):
-        build_pipeline(VoicecoreConfig(vad=energy, tts=TtsConfig(voice="xx-zz")))
+        build_pipeline(VoicecoreConfig(vad=energy, tts=TtsConfig(kind="espeak", voice="xx-zz")))
     absent = str(tmp_path / "absent.lm")
     with pytest.raises(ConfigError, match=r"^stt\.sphinx_lm: .*absent\.lm does not exist"):
         build_pipeline(VoicecoreConfig(vad=energy, stt=SttConfig(sphinx_lm=absent)))

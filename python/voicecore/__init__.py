@@ -49,6 +49,7 @@ from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
 from voicecore.exceptions import ConfigError as ConfigError
 from voicecore.exceptions import InvalidValueError as InvalidValueError
+from voicecore.exceptions import ModelFallbackWarning as ModelFallbackWarning
 from voicecore.exceptions import ModelFetchError as ModelFetchError
 from voicecore.exceptions import ModelNotFoundError as ModelNotFoundError
 from voicecore.exceptions import PacerError as PacerError
@@ -95,6 +96,7 @@ __all__ = [
     "LagStats",
     "LoopLagCanary",
     "Message",
+    "ModelFallbackWarning",
     "ModelFetchError",
     "ModelNotFoundError",
     "PacerError",

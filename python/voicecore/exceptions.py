@@ -33,7 +33,8 @@ The tree::
     ├── ModelNotFoundError (FileNotFoundError)  a model file is not where it was looked for
     └── ModelFetchError (RuntimeError)       a model could not be downloaded or extracted
 
-    VadFallbackWarning (RuntimeWarning)      the preferred VAD could not be built; the
+    ModelFallbackWarning (RuntimeWarning)    a model is missing and its fallback was asked for
+    └── VadFallbackWarning                   the preferred VAD could not be built; the
                                              energy VAD is used instead
 
 The native module (``voicecore._core``) raises these classes directly; it never lets a Rust
@@ -50,6 +51,7 @@ __all__ = [
     "AudioTypeError",
     "ConfigError",
     "InvalidValueError",
+    "ModelFallbackWarning",
     "ModelFetchError",
     "ModelNotFoundError",
     "PacerError",
@@ -251,5 +253,10 @@ class ModelNotFoundError(VoicecoreError, FileNotFoundError):
     """
 
 
-class VadFallbackWarning(RuntimeWarning):
+class ModelFallbackWarning(RuntimeWarning):
+    """A configured model is missing or broken and the configuration asked for its fallback
+    (``stt.fallback``, ``tts.fallback``): the pipeline runs with the fallback."""
+
+
+class VadFallbackWarning(ModelFallbackWarning):
     """The preferred VAD could not be built; the engine uses the energy VAD instead."""

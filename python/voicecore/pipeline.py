@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from voicecore.config import VadConfig, VoicecoreConfig
 from voicecore.engine.stages import LLM, STT, TTS, VAD, EnergyVadStage
-from voicecore.exceptions import ConfigError
+from voicecore.exceptions import ConfigError, ModelFallbackWarning, ModelNotFoundError
 
 if TYPE_CHECKING:
     from voicecore._core import FramePacer
@@ -263,9 +263,34 @@ def _llm(config: VoicecoreConfig) -> LLM:
     return built
 
 
+def _piper(config: VoicecoreConfig) -> TTS | None:
+    """The Piper voice ``tts.piper_voice``, loaded once for every session; None when it is
+    not fetched and ``tts.fallback`` asks for espeak-ng instead."""
+    from voicecore import models
+    from voicecore.providers import piper
+
+    name = config.tts.piper_voice
+    try:
+        return piper.PiperTTS(piper.PiperVoice.shared(models.require(name)))
+    except ModelNotFoundError as exc:
+        if not config.tts.fallback:
+            raise ConfigError(
+                f"{exc} Or choose espeak-ng (--tts-kind espeak), or let it stand in when the "
+                "voice is missing (--tts-fallback)."
+            ) from exc
+        message = f"{exc} Speaking with espeak-ng instead (tts.fallback is on)."
+        _log.warning("%s", message)
+        warnings.warn(message, ModelFallbackWarning, stacklevel=4)
+        return None
+
+
 def _tts(config: VoicecoreConfig) -> TTS:
     tts = config.tts
-    if tts.kind == "espeak":
+    if tts.kind == "piper":
+        voice = _named("tts.piper_voice", lambda: _piper(config))
+        if voice is not None:
+            return voice
+    if tts.kind in ("piper", "espeak"):
         espeak = _import(
             "voicecore.providers.espeak",
             "tts.kind: 'espeak'",

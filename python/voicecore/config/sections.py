@@ -247,8 +247,16 @@ class TtsConfig(_Section):
     """Text to speech: who speaks the agent's replies.
 
     Attributes:
-        kind: ``"espeak"``: espeak-ng in process (offline, streamed as it synthesizes);
-            ``"openai"``: an OpenAI-compatible ``/v1/audio/speech`` endpoint, streamed PCM.
+        kind: ``"piper"``: a neural Piper voice on onnxruntime in process (offline; the
+            voice is a registry model, ``voicecore models fetch``); ``"espeak"``: espeak-ng
+            in process (offline, robotic, no model to fetch); ``"openai"``: an
+            OpenAI-compatible ``/v1/audio/speech`` endpoint, streamed PCM.
+        piper_voice: ``"piper"``: the voice, a model of the registry (``voicecore models
+            list``).
+        fallback: ``"piper"``: when the voice is not fetched (or broken), speak with
+            espeak-ng and warn, instead of refusing to start. Off by default: a missing voice
+            is an error that says how to fetch it, so nobody ships the robotic voice by
+            accident.
         voice: the voice: for espeak-ng a language code or voice name with an optional
             variant (``"en-us"``, ``"de"``, ``"en-us+f3"``;
             ``voicecore.providers.espeak.espeak_voices()`` lists them), for ``"openai"`` the
@@ -268,7 +276,9 @@ class TtsConfig(_Section):
             before the first audio.
     """
 
-    kind: Literal["espeak", "openai"] = _setting("espeak")
+    kind: Literal["piper", "espeak", "openai"] = _setting("piper")
+    piper_voice: str = _setting("piper-joe-medium", check=_not_blank)
+    fallback: bool = _setting(False)
     voice: str | None = _setting(None, check=_not_blank)
     rate_wpm: int = _setting(175, check=_between(80, 450))
     base_url: str | None = _setting(None, check=_http_url, fallback_env="OPENAI_BASE_URL")
