@@ -53,3 +53,12 @@ def piper_voice_dir() -> Path:
     if found is None:
         pytest.skip(f"the Piper voice {PIPER_VOICE!r} is not fetched: run `make models`")
     return found
+
+
+@pytest.fixture(scope="session")
+def moonshine_model_dir() -> Path:
+    """The Moonshine base-en model's folder (skips with a clear message when it is absent)."""
+    found = find_model("moonshine-base-en")
+    if found is None:
+        pytest.skip("the Moonshine model 'moonshine-base-en' is not fetched: run `make models`")
+    return found

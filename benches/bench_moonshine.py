@@ -36,7 +36,6 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from harness.moonshine import moonshine_model_dir
 from voicecore.engine.stages import STT, AudioFrame, TurnContext
 from voicecore.providers.moonshine import MoonshineModel, MoonshineSTT
 from voicecore.providers.sphinx import SphinxSTT
@@ -91,11 +90,8 @@ async def run_one(stt: STT, samples: npt.NDArray[np.int16], realtime: bool) -> d
 
 
 @pytest.fixture(scope="module")
-def model_dir() -> Path:
-    folder, why = moonshine_model_dir()
-    if folder is None:
-        pytest.skip(why)
-    return folder
+def model_dir(moonshine_model_dir: Path) -> Path:
+    return moonshine_model_dir
 
 
 def _wer(speech: list[Any], texts: list[str]) -> tuple[float, int, int]:

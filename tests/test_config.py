@@ -37,6 +37,7 @@ from voicecore.engine.transport import memory_transport
 from voicecore.exceptions import ModelFallbackWarning, VadFallbackWarning
 from voicecore.pipeline import build_pipeline
 from voicecore.providers.espeak import EspeakTTS
+from voicecore.providers.moonshine import MoonshineSTT
 from voicecore.providers.openai import OpenAILLM, OpenAISTT, OpenAITTS
 from voicecore.providers.piper import PiperTTS
 from voicecore.providers.responder import RuleBasedResponder
@@ -65,7 +66,7 @@ def test_the_defaults_are_the_offline_pipeline() -> None:
     assert config == VoicecoreConfig()
     assert (config.vad.kind, config.stt.kind, config.llm.kind, config.tts.kind) == (
         "silero",
-        "sphinx",
+        "moonshine",
         "responder",
         "piper",
     )
@@ -707,7 +708,9 @@ def test_config_show_exits_2_naming_every_bad_setting() -> None:
 def test_config_show_check_builds_the_providers() -> None:
     result = run_cli("config", "show", "--check", "--vad-kind", "energy", env={})
     assert result.returncode == 0, result.stderr
-    assert "# built: Pipeline(vad='energy', stt='sphinx', llm=RuleBasedResponder(" in result.stdout
+    assert "# built: Pipeline(vad='energy', stt='moonshine', llm=RuleBasedResponder(" in (
+        result.stdout
+    )
     result = run_cli(
         "config", "show", "--check", "--tts-kind", "espeak", "--tts-voice", "xx-zz", env={}
     )
@@ -718,17 +721,19 @@ def test_config_show_check_builds_the_providers() -> None:
 # --- building the providers ----------------------------------------------------------------
 
 
-def test_the_default_pipeline_is_silero_sphinx_responder_piper() -> None:
-    for name in ("silero-vad", "piper-joe-medium"):
+def test_the_default_pipeline_is_silero_moonshine_responder_piper() -> None:
+    for name in ("silero-vad", "moonshine-base-en", "piper-joe-medium"):
         if models.verify(name):
             pytest.skip(f"the model {name} is not fetched here (voicecore models fetch)")
     pipeline = build_pipeline()
     assert pipeline.vad_kind == "silero"
     first, second = pipeline.providers(), pipeline.providers()
     assert isinstance(first.vad, SileroVad)
-    assert isinstance(first.stt, SphinxSTT)
+    assert isinstance(first.stt, MoonshineSTT)
     assert isinstance(first.llm, RuleBasedResponder)
     assert isinstance(first.tts, PiperTTS)
+    # One model for every session: a conversation costs its state, not a model.
+    assert first.stt.model is second.stt.model
     # Per-session state is per session; the LLM and TTS are shared.
     assert first.vad is not second.vad
     assert first.stt is not second.stt
@@ -786,13 +791,24 @@ def test_a_missing_voice_is_an_error_naming_the_fix_unless_the_fallback_is_asked
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VOICECORE_CACHE_DIR", str(tmp_path))  # an empty model cache
-    energy = VadConfig(kind="energy")
+    energy, sphinx = VadConfig(kind="energy"), SttConfig(kind="sphinx")
     with pytest.raises(ConfigError, match=r"^tts\.piper_voice: .*voicecore models fetch") as exc:
-        build_pipeline(VoicecoreConfig(vad=energy))
+        build_pipeline(VoicecoreConfig(vad=energy, stt=sphinx))
     assert "--tts-kind espeak" in str(exc.value)
     with pytest.warns(ModelFallbackWarning, match="espeak-ng"):
-        pipeline = build_pipeline(VoicecoreConfig(vad=energy, tts=TtsConfig(fallback=True)))
+        pipeline = build_pipeline(
+            VoicecoreConfig(vad=energy, stt=sphinx, tts=TtsConfig(fallback=True))
+        )
     assert isinstance(pipeline.tts, EspeakTTS)
+    espeak = TtsConfig(kind="espeak")
+    with pytest.raises(ConfigError, match=r"^stt\.moonshine_model: .*voicecore models fetch") as e:
+        build_pipeline(VoicecoreConfig(vad=energy, tts=espeak))
+    assert "--stt-kind sphinx" in str(e.value)
+    with pytest.warns(ModelFallbackWarning, match="PocketSphinx"):
+        pipeline = build_pipeline(
+            VoicecoreConfig(vad=energy, stt=SttConfig(fallback=True), tts=espeak)
+        )
+    assert isinstance(pipeline.providers().stt, SphinxSTT)
 
 
 def test_a_bad_provider_setting_fails_at_start_up_naming_it(tmp_path: Path) -> None:
@@ -801,7 +817,7 @@ def test_a_bad_provider_setting_fails_at_start_up_naming_it(tmp_path: Path) -> N
         build_pipeline(VoicecoreConfig(vad=energy, tts=TtsConfig(kind="espeak", voice="xx-zz")))
     absent = str(tmp_path / "absent.lm")
     with pytest.raises(ConfigError, match=r"^stt\.sphinx_lm: .*absent\.lm does not exist"):
-        build_pipeline(VoicecoreConfig(vad=energy, stt=SttConfig(sphinx_lm=absent)))
+        build_pipeline(VoicecoreConfig(vad=energy, stt=SttConfig(kind="sphinx", sphinx_lm=absent)))
 
 
 async def test_openai_kinds_build_the_network_providers_with_their_settings() -> None:

@@ -1,7 +1,7 @@
 """MoonshineSTT and MoonshineModel on the real model and real speech (``../shared/data/speech``).
 
-Skipped with the reason when the model is not found (``harness.moonshine``: the model
-registry's ``require``, else ``$VOICECORE_MOONSHINE_DIR``) or the speech corpus is absent. The
+Skipped with the reason when the model is not fetched (``make models``) or the speech corpus
+is absent. The
 machine is shared: most tests feed the audio as fast as the STT takes it; one streams a short
 command in real time to see partials.
 """
@@ -19,7 +19,6 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from harness.moonshine import moonshine_model_dir
 from harness.speech import Utterance
 from voicecore.engine.stages import STT, AudioFrame, Hypothesis, TurnContext
 from voicecore.exceptions import (
@@ -54,11 +53,8 @@ def word_errors(reference: list[str], hypothesis: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def model() -> MoonshineModel:
-    folder, why = moonshine_model_dir()
-    if folder is None:
-        pytest.skip(why)
-    return MoonshineModel.shared(folder)
+def model(moonshine_model_dir: Path) -> MoonshineModel:
+    return MoonshineModel.shared(moonshine_model_dir)
 
 
 @pytest.fixture(scope="module")

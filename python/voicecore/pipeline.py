@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from voicecore.config import VadConfig, VoicecoreConfig
 from voicecore.engine.stages import LLM, STT, TTS, VAD, EnergyVadStage
-from voicecore.exceptions import ConfigError, ModelFallbackWarning, ModelNotFoundError
+from voicecore.exceptions import (
+    ConfigError,
+    ModelFallbackWarning,
+    ModelNotFoundError,
+    SynthesisError,
+    VadFallbackWarning,
+)
 
 if TYPE_CHECKING:
     from voicecore._core import FramePacer
@@ -178,12 +184,12 @@ def _vad_factory(config: VadConfig) -> tuple[Literal["silero", "energy"], Callab
 
     try:
         probe = new_silero()  # at start-up: a missing or broken model fails now, not in a turn
-    except (silero.ModelNotFoundError, ImportError) as exc:
+    except (ModelNotFoundError, ImportError) as exc:
         if not config.fallback:
             raise ConfigError(f"vad.model_path: {exc} (vad.fallback is off)") from exc
         message = f"{exc} Falling back to the energy VAD (vad.kind = 'energy' chooses it)."
         _log.warning("%s", message)
-        warnings.warn(message, silero.VadFallbackWarning, stacklevel=3)
+        warnings.warn(message, VadFallbackWarning, stacklevel=3)
         return "energy", EnergyVadStage
     except ConfigError as exc:
         raise ConfigError(f"vad.model_path: {exc}") from exc
@@ -193,10 +199,40 @@ def _vad_factory(config: VadConfig) -> tuple[Literal["silero", "energy"], Callab
     return "silero", new_silero
 
 
+def _moonshine(config: VoicecoreConfig) -> Callable[[], STT] | None:
+    """Per-session Moonshine STTs over one model loaded here for every session; None when the
+    model is not fetched and ``stt.fallback`` asks for PocketSphinx instead."""
+    from voicecore import models
+    from voicecore.providers import moonshine
+
+    name = config.stt.moonshine_model
+    try:
+        model = moonshine.MoonshineModel.shared(models.require(name))
+    except ModelNotFoundError as exc:
+        if not config.stt.fallback:
+            raise ConfigError(
+                f"{exc} Or choose PocketSphinx (--stt-kind sphinx), or let it stand in when "
+                "the model is missing (--stt-fallback)."
+            ) from exc
+        message = f"{exc} Transcribing with PocketSphinx instead (stt.fallback is on)."
+        _log.warning("%s", message)
+        warnings.warn(message, ModelFallbackWarning, stacklevel=4)
+        return None
+
+    def new_moonshine() -> STT:
+        return moonshine.MoonshineSTT(model)
+
+    return new_moonshine
+
+
 def _stt_factory(config: VoicecoreConfig) -> Callable[[], STT]:
     """A factory of per-session STTs (one built here to check the settings)."""
     stt = config.stt
-    if stt.kind == "sphinx":
+    if stt.kind == "moonshine":
+        new_moonshine = _named("stt.moonshine_model", lambda: _moonshine(config))
+        if new_moonshine is not None:
+            return new_moonshine
+    if stt.kind in ("moonshine", "sphinx"):
         if importlib.util.find_spec("pocketsphinx") is None:
             raise ConfigError(
                 "stt.kind: 'sphinx' needs the pocketsphinx package: pip install pocketsphinx"
@@ -300,7 +336,7 @@ def _tts(config: VoicecoreConfig) -> TTS:
             built: TTS = espeak.EspeakTTS(tts.voice or "en-us", rate_wpm=tts.rate_wpm)
         except ConfigError as exc:
             raise ConfigError(f"tts.voice: {exc}") from exc
-        except espeak.SynthesisError as exc:
+        except SynthesisError as exc:
             raise ConfigError(f"tts.kind: espeak-ng cannot be loaded: {exc}") from exc
         return built
     openai = _import("voicecore.providers.openai", "tts.kind: 'openai'", "httpx")

@@ -1,22 +1,20 @@
 """Providers: implementations of the stage protocols (``voicecore.engine.stages``).
 
-``voicecore.providers.scripted`` has test doubles with scripted output and controllable
-timings (deterministic under Trio's ``MockClock``), for tests, benchmarks and examples.
-Network providers (real STT, LLM and TTS services) live beside it.
-Offline defaults include ``espeak`` (``EspeakTTS``, espeak-ng in process) and ``responder``
-(``RuleBasedResponder``, a rule-based stand-in for an LLM); ``piper`` (``PiperTTS``) speaks
-with a neural Piper voice, offline, given the voice's files.
+The offline pipeline (no network, no API key; its models come from registry packages,
+``voicecore models fetch``): ``silero`` (``SileroVad``, behind the Rust energy VAD),
+``moonshine`` (``MoonshineSTT``, a neural recognizer), ``responder`` (``RuleBasedResponder``: a
+few rules, not a language model, and it says so) and ``piper`` (``PiperTTS``, a neural voice).
+Their models are loaded once per process and shared by every session. The fallbacks
+``sphinx`` (``SphinxSTT``, PocketSphinx) and ``espeak`` (``EspeakTTS``, espeak-ng) need no
+model file. ``openai`` holds the network providers (any OpenAI-compatible server: Ollama,
+llama.cpp's server, vLLM...); ``scripted`` has test doubles with scripted output and
+controllable timings (deterministic under Trio's ``MockClock``).
 """
 
-from voicecore.exceptions import ModelNotFoundError as ModelNotFoundError
-from voicecore.exceptions import ProviderAuthError as ProviderAuthError
-from voicecore.exceptions import ProviderConnectionError as ProviderConnectionError
-from voicecore.exceptions import ProviderError as ProviderError
-from voicecore.exceptions import ProviderHTTPError as ProviderHTTPError
-from voicecore.exceptions import ProviderResponseError as ProviderResponseError
-from voicecore.exceptions import VadFallbackWarning as VadFallbackWarning
 from voicecore.providers.espeak import EspeakTTS as EspeakTTS
 from voicecore.providers.espeak import espeak_voices as espeak_voices
+from voicecore.providers.moonshine import MoonshineModel as MoonshineModel
+from voicecore.providers.moonshine import MoonshineSTT as MoonshineSTT
 from voicecore.providers.openai import OpenAILLM as OpenAILLM
 from voicecore.providers.openai import OpenAISTT as OpenAISTT
 from voicecore.providers.openai import OpenAITTS as OpenAITTS
@@ -36,18 +34,14 @@ from voicecore.providers.sphinx import SphinxSTT as SphinxSTT
 
 __all__ = [
     "EspeakTTS",
-    "ModelNotFoundError",
+    "MoonshineModel",
+    "MoonshineSTT",
     "OpenAILLM",
     "OpenAISTT",
     "OpenAITTS",
     "PiperStats",
     "PiperTTS",
     "PiperVoice",
-    "ProviderAuthError",
-    "ProviderConnectionError",
-    "ProviderError",
-    "ProviderHTTPError",
-    "ProviderResponseError",
     "RuleBasedResponder",
     "ScriptedLLM",
     "ScriptedSTT",
@@ -57,7 +51,6 @@ __all__ = [
     "SphinxSTT",
     "SphinxStats",
     "Utterance",
-    "VadFallbackWarning",
     "espeak_voices",
     "make_vad",
 ]
