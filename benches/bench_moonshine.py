@@ -23,7 +23,6 @@ are the thread's own.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
+from harness.speech import normalize, word_errors
 from voicecore.engine.stages import STT, AudioFrame, TurnContext
 from voicecore.providers.moonshine import MoonshineModel, MoonshineSTT
 from voicecore.providers.sphinx import SphinxSTT
@@ -43,22 +43,6 @@ from voicecore.providers.sphinx import SphinxSTT
 RATE = 16000
 FRAME = 320  # 20 ms
 TAIL_MS = 600
-_SPELLED = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
-
-
-def normalize(text: str) -> list[str]:
-    return [_SPELLED.get(w, w) for w in re.findall(r"[a-z']+", text.lower())]
-
-
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Levenshtein distance in words (substitutions + deletions + insertions)."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1]
 
 
 def with_tail(samples: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:

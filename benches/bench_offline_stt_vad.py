@@ -39,6 +39,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
+from harness.speech import normalize, word_errors
 from voicecore import models
 from voicecore.engine.stages import AudioFrame, Hypothesis, SpeechEnded, SpeechStarted, TurnContext
 from voicecore.exceptions import ModelFetchError
@@ -49,25 +50,9 @@ RATE = 16000
 FRAME = 320  # 20 ms
 WINDOW = 512  # Silero's 32 ms
 SEED = 20_261_121
-_SPELLED = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
 
 
 # --- word error rate -------------------------------------------------------------------------
-
-
-def normalize(text: str) -> list[str]:
-    return [_SPELLED.get(w, w) for w in re.findall(r"[a-z']+", text.lower())]
-
-
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Levenshtein distance in words (substitutions + deletions + insertions)."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1]
 
 
 class _Frames:

@@ -69,7 +69,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from harness.speech import Utterance
+from harness.speech import Utterance, normalize
 from voicecore.config import load_config
 from voicecore.engine.stages import AudioFrame, SpeechStarted, TurnContext
 from voicecore.engine.transport import memory_transport
@@ -90,7 +90,6 @@ SEED = 20_250_301
 QUICK_FILES = ("goforward.wav", "librivox-0880.wav")
 # PocketSphinx must keep up with real time on a shared machine: more time for the final.
 SETTINGS = {"session.stt_final_timeout_s": "10"}
-_SPELLED = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
 
 Pcm = npt.NDArray[np.int16]
 
@@ -283,10 +282,6 @@ def test_vad_onset_lateness(
 
 
 # --- words lost: the real engine -------------------------------------------------------------
-
-
-def normalize(text: str) -> list[str]:
-    return [_SPELLED.get(w, w) for w in re.findall(r"[a-z']+", text.lower())]
 
 
 def align(reference: list[str], hypothesis: list[str]) -> tuple[int, list[bool]]:

@@ -12,6 +12,7 @@ detects as speech with sample-accurate boundaries.
 
 from __future__ import annotations
 
+import re
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,10 @@ __all__ = [
     "load_corpus",
     "mic_clips",
     "noise",
+    "normalize",
     "one_utterance",
     "voice",
+    "word_errors",
 ]
 
 SPEECH_DIR: Final = ROOT.parent / "shared" / "data" / "speech"
@@ -142,3 +145,26 @@ def voice(ms: float, rate: int = RATE) -> bytes:
     harmonics = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))
     x = 3000 * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + _rng.normal(0, 30, t.size)
     return bytes(x.astype("<i2").tobytes())
+
+
+# --- scoring what a recognizer heard ---------------------------------------------------------
+
+_SPELLED: Final = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
+
+
+def normalize(text: str) -> list[str]:
+    """Lower-case words, punctuation and hyphens dropped, titles spelled out: what a word
+    error rate compares."""
+    return [_SPELLED.get(w, w) for w in re.findall(r"[a-z']+", text.lower())]
+
+
+def word_errors(reference: list[str], hypothesis: list[str]) -> int:
+    """Word-level Levenshtein distance (substitutions + deletions + insertions); divided by
+    ``len(reference)`` it is the word error rate."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        current = [i]
+        for j, hyp in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
+        previous = current
+    return previous[-1]

@@ -8,7 +8,6 @@ command in real time to see partials.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from harness.speech import Utterance
+from harness.speech import Utterance, normalize, word_errors
 from voicecore.engine.stages import STT, AudioFrame, Hypothesis, TurnContext
 from voicecore.exceptions import (
     AudioFormatError,
@@ -33,23 +32,6 @@ from voicecore.providers.moonshine import MoonshineModel, MoonshineSTT, Moonshin
 RATE = 16000
 FRAME = 320  # 20 ms
 TAIL_MS = 600  # the engine's end-of-turn silence: it keeps sending frames meanwhile
-_SPELLED = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
-
-
-def normalize(text: str) -> list[str]:
-    """Lower case words, punctuation and hyphens dropped, titles spelled out."""
-    return [_SPELLED.get(w, w) for w in re.findall(r"[a-z']+", text.lower())]
-
-
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1]
 
 
 @pytest.fixture(scope="module")
