@@ -914,6 +914,5 @@ fn only_late_frames_are_reported_late() {
         })
         .collect();
     assert_eq!(late, vec![(stream.id as i64, 7 * MS)]);
-    assert!(7 * MS > LATE_FRAME_NS && MS < LATE_FRAME_NS);
     assert_eq!(StreamEventKind::Late { lateness_ns: 1 }.name(), "late");
 }
