@@ -187,9 +187,11 @@ def test_partials_arrive_while_speaking_and_agree_with_the_final(
     assert partials, "no partial while the user spoke"
     assert partials[0][0] < ended[0] - TAIL_MS / 1000  # during the speech itself
     last = normalize(partials[-1][1].text)
-    # Same words: the last partial matches the start of the final (a word cut at the edge of
-    # the partial's audio may differ).
-    assert word_errors(final[: len(last)], last) <= max(1, len(last) // 3), (last, final)
+    # Same words: the last partial matches the start of the final, but for its last two words
+    # (the partial's audio ends where the decode started, often inside a word: the words at
+    # that edge may be heard differently; seen under load: "...not and the" for "...not in").
+    stable = last[:-2]
+    assert word_errors(final[: len(stable)], stable) <= max(1, len(stable) // 3), (last, final)
     print(f"final {1000 * (results[-1][0] - ended[0]):+.0f} ms after the end of audio")
 
 
