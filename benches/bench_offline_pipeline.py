@@ -45,7 +45,7 @@ those two changes 839 / 2258 ms: the decode, ~0.35 s per second of speech, could
 in the pause), vs 20 / 34 ms (old); Piper's first audio p50 104 / max 126 ms (target 150 ms:
 met) vs espeak-ng 1 ms; voice-to-voice p50 782 vs 596 ms; partials before every final in
 both. RSS: 0 MB per session (new: models shared) vs 90 MB per PocketSphinx decoder; the new
-pipeline's start-up and first inference cost ~0.7 GB once per process (onnxruntime's arenas,
+pipeline's start-up and first inference cost ~0.9 GB once per process (onnxruntime's arenas,
 the dequantized weights). Barge-in: cut -> Piper call returned 0.25-2.7 ms, 3 of 4 cuts with
 an inference in flight (dropped), the heard text a prefix every time.
 """
