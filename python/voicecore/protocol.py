@@ -83,6 +83,16 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024
 """Largest message accepted by default: 680 ms of 48 kHz mic audio, far above the 20 ms
 frames a live client sends, far below what could hurt the server."""
 
+MAX_BUFFERED_MS: Final = 60_000.0
+"""The most agent audio a ``playout`` report may say the client holds, ms (the pacer's own
+bound: a client never holds a minute of a reply)."""
+
+MAX_PLAYED_MS: Final = 1e10
+"""The most agent audio a ``playout`` report may say was played, ms (about 115 days)."""
+
+MAX_UNDERRUNS: Final = 10**9
+"""The most underruns a ``playout`` report may count (one per 20 ms frame for ~230 days)."""
+
 MAX_CLIENT_NAME = 200
 """Longest ``hello.client`` string kept (characters)."""
 
@@ -399,9 +409,8 @@ def _field_int(data: Mapping[str, Any], name: str, *, required: bool, default: i
         if required:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"'{data['type']}' needs '{name}'")
         return default
-    # bool is an int in Python, never in the protocol; 48000.0 is accepted as 48000.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    # bool is an int in Python, never in the protocol; nor is 48000.0 an integer (a client
+    # that sends it computes its rate as a float: say so rather than guess).
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE,
@@ -410,7 +419,7 @@ def _field_int(data: Mapping[str, Any], name: str, *, required: bool, default: i
     return value
 
 
-def _field_ms(data: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+def _field_ms(data: Mapping[str, Any], name: str, *, required: bool, most: float) -> float | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -421,9 +430,10 @@ def _field_ms(data: Mapping[str, Any], name: str, *, required: bool) -> float | 
             ErrorCode.INVALID_MESSAGE,
             f"'{data['type']}.{name}' must be a number of ms, got {json.dumps(value)[:40]}",
         )
-    if value < 0:
+    if not 0 <= value <= most:
         raise ProtocolError(
-            ErrorCode.INVALID_MESSAGE, f"'{data['type']}.{name}' must be >= 0 ms, got {value}"
+            ErrorCode.INVALID_MESSAGE,
+            f"'{data['type']}.{name}' must be 0-{most:g} ms, got {json.dumps(value)[:40]}",
         )
     return float(value)
 
@@ -461,14 +471,17 @@ def _parse_hello(data: Mapping[str, Any]) -> Hello:
 
 
 def _parse_playout(data: Mapping[str, Any]) -> Playout:
-    buffered = _field_ms(data, "buffered_ms", required=True)
+    buffered = _field_ms(data, "buffered_ms", required=True, most=MAX_BUFFERED_MS)
     assert buffered is not None
-    played = _field_ms(data, "played_ms", required=False)
+    played = _field_ms(data, "played_ms", required=False, most=MAX_PLAYED_MS)
     underruns = None
     if data.get("underruns") is not None:
         underruns = _field_int(data, "underruns", required=True)
-        if underruns < 0:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "'playout.underruns' must be >= 0")
+        if not 0 <= underruns <= MAX_UNDERRUNS:
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE,
+                f"'playout.underruns' must be 0-{MAX_UNDERRUNS}, got {underruns}",
+            )
     return Playout(buffered, played, underruns)
 
 
