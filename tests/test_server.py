@@ -722,7 +722,16 @@ async def test_metrics_are_prometheus_text(web_root: Path) -> None:
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
         assert samples["voicecore_sessions"] == 1
+        assert samples["voicecore_sessions_exported"] == 1
         assert samples["voicecore_turns_total"] == 1
+        # Once the client has gone, the session is not open any more; its figures stay.
+        with trio.fail_after(10):
+            while server.live_sessions():
+                await trio.sleep(0.01)
+        after = (await http_get(server, "/metrics")).body.decode()
+        assert "\nvoicecore_sessions 0\n" in after
+        assert "\nvoicecore_sessions_exported 1\n" in after
+        assert "\nvoicecore_turns_total 1\n" in after
 
 
 # --- voicecore serve -------------------------------------------------------------------------

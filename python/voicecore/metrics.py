@@ -376,14 +376,19 @@ _SESSION_COUNTERS: Final[tuple[tuple[str, str, str], ...]] = (
 
 
 def prometheus_text(
-    sessions: Iterable[SessionMetrics], *, diagnostics: Diagnostics | None = None
+    sessions: Iterable[SessionMetrics],
+    *,
+    open_sessions: int | None = None,
+    diagnostics: Diagnostics | None = None,
 ) -> str:
     """The metrics of ``sessions`` (and of the process' ``diagnostics``, if given) in the
     Prometheus text exposition format 0.0.4.
 
     Serve it with ``Content-Type: text/plain; version=0.0.4``. Families:
 
-    * ``voicecore_sessions`` (gauge): the sessions exported;
+    * ``voicecore_sessions`` (gauge): the sessions open now, ``open_sessions`` (default: all
+      of ``sessions``); ``voicecore_sessions_exported`` (gauge): the sessions whose figures
+      follow (a server exports recently finished sessions too);
     * ``voicecore_turns_total`` and ``voicecore_turns_interrupted_total`` (counters);
     * ``voicecore_turn_latency_seconds{stage=...}`` (histogram, ``LATENCY_BUCKETS_S``, all
       sessions together), stages ``stt_final``, ``llm_first_token``, ``tts_first_audio``,
@@ -403,8 +408,14 @@ def prometheus_text(
     turns = [t for s in sessions for t in s.turns]
     out = _Exposition()
 
-    out.family("voicecore_sessions", "gauge", "Sessions exported.")
-    out.sample("voicecore_sessions", {}, len(sessions))
+    out.family("voicecore_sessions", "gauge", "Sessions open now.")
+    out.sample("voicecore_sessions", {}, len(sessions) if open_sessions is None else open_sessions)
+    out.family(
+        "voicecore_sessions_exported",
+        "gauge",
+        "Sessions whose figures this exposition holds (open and recently finished).",
+    )
+    out.sample("voicecore_sessions_exported", {}, len(sessions))
     out.family("voicecore_turns_total", "counter", "Agent turns finished.")
     out.sample("voicecore_turns_total", {}, len(turns))
     out.family(

@@ -298,7 +298,9 @@ class VoiceServer:
     def metrics_text(self) -> str:
         """``/metrics``: Prometheus text over the live and recently finished sessions."""
         live = [session.metrics for session in self.live_sessions()]
-        return prometheus_text([*live, *self.recent], diagnostics=self._diagnostics)
+        return prometheus_text(
+            [*live, *self.recent], open_sessions=len(live), diagnostics=self._diagnostics
+        )
 
     # --- WebSocket ----------------------------------------------------------------------------
 
