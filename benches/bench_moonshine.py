@@ -37,7 +37,8 @@ import trio
 
 from harness.speech import normalize, word_errors
 from voicecore.engine.stages import STT, AudioFrame, TurnContext
-from voicecore.providers.moonshine import MoonshineModel, MoonshineSTT
+from voicecore.providers.moonshine import MoonshineSTT
+from voicecore.providers.moonshine_model import MoonshineModel
 from voicecore.providers.sphinx import SphinxSTT
 
 RATE = 16000
@@ -183,7 +184,7 @@ def test_moonshine_vs_pocketsphinx(
 _MEMORY_PROBE = """
 import json, sys, wave
 import numpy as np
-from voicecore.providers.moonshine import MoonshineModel
+from voicecore.providers.moonshine_model import MoonshineModel
 
 def rss():
     for line in open("/proc/self/status"):

@@ -27,7 +27,8 @@ from voicecore.exceptions import (
     ModelNotFoundError,
     UnsupportedSampleRateError,
 )
-from voicecore.providers.moonshine import MoonshineModel, MoonshineSTT, MoonshineTokenizer
+from voicecore.providers.moonshine import MoonshineSTT
+from voicecore.providers.moonshine_model import MoonshineModel, MoonshineTokenizer
 
 RATE = 16000
 FRAME = 320  # 20 ms

@@ -22,7 +22,7 @@ from voicecore.engine.pacing import push, released_frames
 
 __all__ = ["run_demo"]
 
-#: The speech the demo uses when it is run from a checkout with ../shared beside it.
+#: The speech the demo uses when a shared/data/speech folder lies beside the checkout.
 _SHARED_SPEECH = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "speech" / "librivox-0870.wav"
 )
@@ -53,7 +53,7 @@ def _load_speech(path: Path | None) -> _Speech:
 
 
 def _synthetic_speech() -> _Speech:
-    """Voiced-sounding bursts in faint noise, for a checkout without ../shared."""
+    """Voiced-sounding bursts in faint noise, for a checkout without that folder."""
     rate = _VAD_RATE
     rng = np.random.default_rng(7)
     t = np.arange(int(4.0 * rate)) / rate
@@ -66,8 +66,9 @@ def _synthetic_speech() -> _Speech:
 
 def run_demo(path: Path | None = None, seconds: float = 5.0) -> int:
     """Runs the demo (``voicecore demo``): ``path``, a mono 16-bit WAV file (default: a
-    LibriVox recording when ``../shared`` is beside the checkout, else synthetic voiced
-    bursts); ``seconds`` of it paced as agent audio. Prints what happens; returns 0."""
+    LibriVox recording when a ``shared/data/speech`` folder lies beside the checkout, else
+    synthetic voiced bursts); ``seconds`` of it paced as agent audio. Prints what happens;
+    returns 0."""
     speech = _load_speech(path)
     print(f"speech: {speech.source} ({speech.samples.size / speech.sample_rate:.2f} s)")
 

@@ -203,11 +203,11 @@ def _moonshine(config: VoicecoreConfig) -> Callable[[], STT] | None:
     """Per-session Moonshine STTs over one model loaded here for every session; None when the
     model is not fetched and ``stt.fallback`` asks for PocketSphinx instead."""
     from voicecore import models
-    from voicecore.providers import moonshine
+    from voicecore.providers import moonshine, moonshine_model
 
     name = config.stt.moonshine_model
     try:
-        model = moonshine.MoonshineModel.shared(models.require(name))
+        model = moonshine_model.MoonshineModel.shared(models.require(name))
     except ModelNotFoundError as exc:
         if not config.stt.fallback:
             raise ConfigError(

@@ -13,8 +13,8 @@ controllable timings (deterministic under Trio's ``MockClock``).
 
 from voicecore.providers.espeak import EspeakTTS as EspeakTTS
 from voicecore.providers.espeak import espeak_voices as espeak_voices
-from voicecore.providers.moonshine import MoonshineModel as MoonshineModel
 from voicecore.providers.moonshine import MoonshineSTT as MoonshineSTT
+from voicecore.providers.moonshine_model import MoonshineModel as MoonshineModel
 from voicecore.providers.openai import OpenAILLM as OpenAILLM
 from voicecore.providers.openai import OpenAISTT as OpenAISTT
 from voicecore.providers.openai import OpenAITTS as OpenAITTS

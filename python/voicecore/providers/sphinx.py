@@ -81,7 +81,7 @@ class SphinxSTT:
     Args:
         second_pass: run PocketSphinx's second and third searches (``fwdflat`` and
             ``bestpath``) when the utterance ends. Off by default: the final is on the
-            voice-to-voice critical path, and on ``../shared/data/speech`` the passes
+            voice-to-voice critical path, and on our real-speech recordings the passes
             delayed it by 130-340 ms per utterance without lowering the word error rate
             (0.35 with them, 0.27 without, on 48 words: ``benches/bench_offline_stt_vad``).
         decoder_options: extra ``pocketsphinx.Decoder`` options (for example ``hmm``,

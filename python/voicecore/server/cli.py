@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo = commands.add_parser("demo", help="run real speech through the Rust audio core")
     demo.add_argument(
-        "--wav", type=Path, help="a mono 16-bit WAV file (default: a sample of ../shared)"
+        "--wav",
+        type=Path,
+        help="a mono 16-bit WAV file (default: a recording from a shared/data/speech folder "
+        "beside the checkout, else synthetic voiced bursts)",
     )
     demo.add_argument(
         "--seconds", type=float, default=6.0, help="pace at most this much audio (default 6)"
