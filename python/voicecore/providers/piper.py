@@ -87,6 +87,7 @@ from voicecore.exceptions import (
     SynthesisError,
     VoicecoreError,
 )
+from voicecore.providers._onnx import single_thread_session
 from voicecore.providers.espeak import EspeakEngine, PhonemeClause
 
 __all__ = [
@@ -276,29 +277,11 @@ def _voice_files(model: Path) -> tuple[Path, Path]:
 
 
 def _load_session(path: Path) -> Any:
-    """An onnxruntime session over a Piper voice, one intra- and one inter-op thread."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    # One thread per inference: concurrency comes from the voice's worker pool (see the
-    # module documentation); two intra-op threads made one inference slower here.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        session = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # onnxruntime raises its own classes for corrupt files
-        raise ConfigError(f"{path} is not a loadable ONNX model: {exc}") from exc
-    names = sorted(i.name for i in session.get_inputs())
-    if names != ["input", "input_lengths", "scales"]:
-        raise ConfigError(
-            f"{path} is not a single-speaker Piper voice: its inputs are {names}, "
-            "expected input, input_lengths and scales"
-        )
-    return session
+    """An onnxruntime session over a Piper voice (one thread: concurrency comes from the
+    voice's worker pool; two intra-op threads made one inference slower here)."""
+    return single_thread_session(
+        path, ["input", "input_lengths", "scales"], "a single-speaker Piper voice"
+    )
 
 
 class PiperVoice:

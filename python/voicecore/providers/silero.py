@@ -70,6 +70,7 @@ from voicecore.exceptions import (
     ModelNotFoundError,
     VadFallbackWarning,
 )
+from voicecore.providers._onnx import single_thread_session
 
 __all__ = [
     "SILERO_CONTEXT",
@@ -137,28 +138,8 @@ def _load_session(path: Path) -> Any:
     """The onnxruntime session over the Silero model at ``path``: loaded once per process and
     shared by every ``SileroVad`` (``run`` is thread-safe in onnxruntime; each VAD keeps its
     own recurrent state), so a conversation costs its state, not a model (~0.3 s and a few
-    MB each before). One intra- and one inter-op thread."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    # One thread: the model is tiny (a thread pool costs more than it saves), and the
-    # sessions' VADs run on their own threads, so sessions scale over cores, not ops.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    try:
-        session = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # onnxruntime raises its own classes for corrupt files
-        raise ConfigError(f"{path} is not a loadable ONNX model: {exc}") from exc
-    names = sorted(i.name for i in session.get_inputs())
-    if names != ["input", "sr", "state"]:
-        raise ConfigError(
-            f"{path} is not a Silero VAD v5/v6 model: its inputs are {names}, "
-            "expected input, sr and state"
-        )
-    return session
+    MB each before)."""
+    return single_thread_session(path, ["input", "sr", "state"], "a Silero VAD v5/v6 model")
 
 
 class _Model:
