@@ -8,10 +8,14 @@
  *   window.voicecore.disconnect()
  *   window.voicecore.setMic(m)       a deviceId, a MediaStream, or undefined (default mic)
  *   window.voicecore.listMics()      audio input devices
- *   window.voicecore.stats()         state, mode, session, playout (buffer, played, underruns),
- *                                    underrunLog (when each underrun was seen), bargeIns
- *                                    (speech onset at the mic -> silence at the speaker, ms),
- *                                    mic frames sent/dropped, mic level, turns, errors
+ *   window.voicecore.stats()         state, mode, session, capabilities (in use: announced and
+ *                                    confirmed by the server's ready), echoLoop (settings or
+ *                                    null), playout (buffer, played, underruns, paused,
+ *                                    pauses, resumes, clear/pause/resume frames), underrunLog
+ *                                    (when each underrun was seen), bargeIns (speech onset at
+ *                                    the mic -> silence at the speaker, ms, via pause or
+ *                                    clear), ducks (pauses a resume ended), mic frames
+ *                                    sent/dropped, mic level, turns, errors
  *   window.voicecore.tap             OutputTap: start(maxSeconds), stop() -> Recording of what
  *                                    the page played and what the mic heard, sample-aligned
  *   window.voicecore.events          every client event seen: `time` (this page's
@@ -20,12 +24,16 @@
  *
  * URL parameters: `?connect=1` connects on load (tests; needs autoplay allowed),
  * `?mode=port` forces the MessagePort player even when SharedArrayBuffer is available,
- * `?token=...` is passed on to the socket (a server started with --token).
+ * `?token=...` is passed on to the socket (a server started with --token),
+ * `?pause=0` announces no capabilities (the server cuts with `clear` only, as for a client
+ * that predates `pause`), `?echo_gain_db=-10&echo_delay_ms=80` (either one; the other takes
+ * its default) simulates a speakerphone without echo cancellation (the client's `echoLoop`
+ * test option).
  */
 import { Conversation } from "./lib/conversation.mjs";
 import { TimeSeries } from "./lib/history.mjs";
 import { toDbfs } from "./lib/pcm.mjs";
-import { VoicecoreClient, listMics } from "./voicecore-client.mjs";
+import { ECHO_LOOP_DEFAULTS, VoicecoreClient, listMics } from "./voicecore-client.mjs";
 
 const params = new URLSearchParams(location.search);
 
@@ -41,6 +49,7 @@ const ui = {
   turns: $("turns"),
   empty: $("empty"),
   speaking: $("speaking"),
+  agentPaused: $("agent-paused"),
   controls: /** @type {HTMLFormElement} */ ($("controls")),
   micSelect: /** @type {HTMLSelectElement} */ ($("mic-select")),
   connect: /** @type {HTMLButtonElement} */ ($("connect")),
@@ -67,7 +76,26 @@ function socketUrl() {
   return url.href;
 }
 
-const client = new VoicecoreClient({ url: socketUrl(), forcePortMode: params.get("mode") === "port" });
+/**
+ * The echo simulation the URL asks for (`echo_gain_db`, `echo_delay_ms`), or undefined.
+ * @returns {import("./voicecore-client.mjs").EchoLoop | undefined}
+ */
+function echoLoopFromUrl() {
+  const gainDb = params.get("echo_gain_db");
+  const delayMs = params.get("echo_delay_ms");
+  if (gainDb === null && delayMs === null) return undefined;
+  return {
+    gainDb: gainDb === null ? ECHO_LOOP_DEFAULTS.gainDb : Number(gainDb),
+    delayMs: delayMs === null ? ECHO_LOOP_DEFAULTS.delayMs : Number(delayMs),
+  };
+}
+
+const client = new VoicecoreClient({
+  url: socketUrl(),
+  forcePortMode: params.get("mode") === "port",
+  ...(params.get("pause") === "0" ? { capabilities: [] } : {}),
+  echoLoop: echoLoopFromUrl(),
+});
 let conversation = new Conversation();
 const GRAPH_SECONDS = 30;
 const buffer = new TimeSeries(GRAPH_SECONDS * 8 + 8);
@@ -100,6 +128,7 @@ function renderState(state) {
   ui.micSelect.disabled = state !== "idle" && state !== "closed";
   if (!live) {
     ui.speaking.hidden = true;
+    ui.agentPaused.hidden = true;
     renderLevel(0, 0);
   }
 }
@@ -399,10 +428,14 @@ on("speech_end", () => {
 });
 for (const type of ["transcript", "agent_text", "agent_done", "clear"]) {
   on(type, (msg) => {
+    if (type === "clear") ui.agentPaused.hidden = true; // a clear ends a pause
     const turn = conversation.apply(msg);
     if (turn) renderTurn(turn);
   });
 }
+// The server holds the agent's reply while it decides whether the user is interrupting.
+on("pause", () => (ui.agentPaused.hidden = false));
+on("resume", () => (ui.agentPaused.hidden = true));
 on("metrics", (msg) => {
   const turn = conversation.apply(msg);
   if (turn) renderTurn(turn);
@@ -471,6 +504,8 @@ void refreshMics();
       mode: client.mode,
       crossOriginIsolated: globalThis.crossOriginIsolated === true,
       session: client.session,
+      capabilities: client.capabilities,
+      echoLoop: client.options.echoLoop ?? null,
       sampleRate: client.context?.sampleRate ?? null,
       playout: client.playout,
       underruns: client.playout?.underruns ?? 0,
@@ -480,6 +515,7 @@ void refreshMics();
       level: client.level,
       turns: conversation.turns.map((t) => ({ ...t })),
       bargeIns: client.bargeIns.slice(),
+      ducks: client.ducks.slice(),
       errors: errors.slice(),
     };
   },

@@ -3,12 +3,15 @@
  * The socket worker: owns the WebSocket, so neither direction of audio waits for the main
  * thread. Mic frames arrive from the capture worklet on a MessagePort and go straight to
  * the socket; agent audio goes straight from the socket into the player's ring (shared
- * mode) or to the player's port (port mode); `clear` and `agent_done` are applied to the
- * ring here, before the main thread hears of them. The worker sends the playout reports.
+ * mode) or to the player's port (port mode); `clear`, `pause`, `resume` and `agent_done`
+ * are applied to the ring here, before the main thread hears of them (in shared mode the
+ * audio thread sees a pause in the ring's header at its next render quantum, with no other
+ * thread on the way). The worker sends the playout reports.
  *
  * Main -> worker:
- *   { type: "connect", url, inputRate, outputRate, frameMs, ring: SharedArrayBuffer | null,
- *     capturePort: MessagePort, playerPort: MessagePort | null, reportMs?, statsMs? }
+ *   { type: "connect", url, inputRate, outputRate, frameMs, capabilities?,
+ *     ring: SharedArrayBuffer | null, capturePort: MessagePort,
+ *     playerPort: MessagePort | null, reportMs?, statsMs? }
  *   { type: "disconnect" }
  * Worker -> main:
  *   { type: "state", state }              ConnectionState
@@ -61,8 +64,8 @@ const post = (msg) => scope.postMessage(msg);
 
 /**
  * @param {{url: string, inputRate: number, outputRate: number, frameMs: number,
- *   ring: SharedArrayBuffer | null, capturePort: MessagePort, playerPort: MessagePort | null,
- *   reportMs?: number, statsMs?: number}} options
+ *   capabilities?: string[], ring: SharedArrayBuffer | null, capturePort: MessagePort,
+ *   playerPort: MessagePort | null, reportMs?: number, statsMs?: number}} options
  */
 function connect(options) {
   proto = new ClientProtocol(options);
@@ -136,12 +139,14 @@ function onText(text) {
   const before = proto.state;
   const msg = proto.receiveText(text);
   if (msg === null) return; // a message type added after this client was written
-  // Apply playback control before anything else can run: a clear must silence the player
-  // even if the main thread is busy.
-  if (msg.type === "clear" || msg.type === "agent_done") lastAudioAt = 0; // the reply is over
-  if (msg.type === "clear") {
-    if (ring) ring.clear();
-    else playerPort?.postMessage({ type: "clear" });
+  // Apply playback control before anything else can run: a clear or a pause must silence
+  // the player even if the main thread is busy.
+  // The reply is over, or held: the server sends no audio until it goes on, and that wait
+  // is not a late frame.
+  if (msg.type === "clear" || msg.type === "agent_done" || msg.type === "pause") lastAudioAt = 0;
+  if (msg.type === "clear" || msg.type === "pause" || msg.type === "resume") {
+    if (ring) ring[msg.type]();
+    else playerPort?.postMessage({ type: msg.type });
   } else if (msg.type === "agent_done") {
     if (ring) ring.markDone();
     else playerPort?.postMessage({ type: "done" });

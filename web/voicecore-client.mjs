@@ -18,19 +18,25 @@
  *   state        { state }  "idle" | "connecting" | "handshaking" | "ready" | "closing" | "closed"
  *   audio_started { tap, sampleRate, mode }  the audio graph runs (before the server is
  *                ready): the moment to start a tap recording that must include the mic's start
- *   ready, speech_start, speech_end, transcript, agent_text, agent_done, clear, metrics
- *                the server message itself (see lib/protocol.mjs)
+ *   ready, speech_start, speech_end, transcript, agent_text, agent_done, clear, pause,
+ *   resume, metrics
+ *                the server message itself (see lib/protocol.mjs); `pause` and `resume`
+ *                come only from a server that confirmed the "pause" capability in `ready`,
+ *                and have already been applied to the player when they are dispatched
  *   server_error a server `error` message { code, message }
  *   error        { message } something failed on this side (mic, audio, protocol)
  *   closed       CloseInfo | null  the session is over (see lib/protocol.mjs describeClose)
  *   level        { rms, peak }  mic level per frame, linear 0..1
  *   playout      PlayoutStats  8x per second (see lib/playout-stats.mjs)
- *   barge_in     { turnId, ms, clearFrame, outputLatencyMs }  the user's speech onset at the
- *                mic to the agent's silence at the speaker (see lib/barge-in.mjs)
+ *   barge_in     BargeIn  a clear cut the agent: the user's speech onset at the mic to the
+ *                agent's silence at the speaker, which came with the pause the clear
+ *                confirmed (via "pause") or with the clear itself (see lib/barge-in.mjs)
+ *   duck         Duck  a pause silenced the agent and a resume let it go on (a cough, an
+ *                "mm-hm"): how fast it went silent, how long it stayed so
  * @module
  */
-import { bargeInMs } from "./lib/barge-in.mjs";
-import { MAX_RATE, MIN_RATE, describeClose } from "./lib/protocol.mjs";
+import { bargeInMs, silenceOfClear, silenceOfResume } from "./lib/barge-in.mjs";
+import { CLIENT_CAPABILITIES, MAX_RATE, MIN_RATE, describeClose } from "./lib/protocol.mjs";
 import { PlayoutRing } from "./lib/ring.mjs";
 
 /**
@@ -48,6 +54,53 @@ import { PlayoutRing } from "./lib/ring.mjs";
  *   trades those ms of latency for not stalling right after the first frame.
  * @property {boolean} [forcePortMode] use the MessagePort player even when
  *   SharedArrayBuffer is available (tests both paths)
+ * @property {readonly string[]} [capabilities] announced in `hello` (default
+ *   `["pause"]`); `[]` behaves as a client that predates them: the server never pauses it
+ *   and cuts the agent with `clear` only (a baseline for tests)
+ * @property {number} [fadeMs] how long a `pause` fades the agent out and a `resume` fades it
+ *   back in (default 5 ms: no click, and the fade-out's samples are played, not lost)
+ * @property {EchoLoop} [echoLoop] test and diagnostic option: simulate a speakerphone with no
+ *   echo cancellation (see EchoLoop)
+ */
+
+/**
+ * A simulated acoustic echo, for tests and diagnostics: the player's output, delayed and
+ * attenuated, is added to the mic audio the capture worklet sends to the server, and the
+ * browser's echo canceller is turned off (it could not remove this echo anyway: it is added
+ * after the browser's processing). The server then hears the agent's own voice, as from a
+ * laptop's speaker into its mic, and must not take it for the user. The level meter, the
+ * speech onsets behind `barge_in`, and the tap's `input` stay the mic alone (the user); what
+ * the server heard is `input` plus the tap's `output` delayed by `delayMs` and scaled by
+ * `gainDb`.
+ * @typedef {object} EchoLoop
+ * @property {number} [gainDb] level of the echo relative to the output (default -10 dB)
+ * @property {number} [delayMs] speaker-to-mic delay (default 80 ms; whole samples)
+ */
+
+/** The echo a speakerphone without echo cancellation makes (EchoLoop's defaults). */
+export const ECHO_LOOP_DEFAULTS = Object.freeze({ gainDb: -10, delayMs: 80 });
+
+/**
+ * @typedef {object} BargeIn
+ * @property {number} turnId the turn the clear named
+ * @property {number} ms the user's speech onset at the mic to the agent's silence at the
+ *   speaker (the output latency included)
+ * @property {number} silentFrame AudioContext frame of the first silent sample
+ * @property {"pause" | "clear"} via what silenced the agent: a pause the clear confirmed, or
+ *   the clear itself
+ * @property {number} clearFrame AudioContext frame at which the clear was applied
+ * @property {number} outputLatencyMs
+ */
+
+/**
+ * @typedef {object} Duck
+ * @property {number} turnId the turn the pause named
+ * @property {number | null} ms the user's speech onset to the agent's silence at the speaker;
+ *   null when no onset at the mic explains the pause (e.g. the server took echo for speech)
+ * @property {number} silentFrame AudioContext frame of the first silent sample
+ * @property {number} resumeFrame AudioContext frame at which the resume took effect
+ * @property {number} pausedMs how long the agent stayed silent
+ * @property {number} outputLatencyMs
  */
 
 const BASE = new URL(".", import.meta.url);
@@ -56,14 +109,15 @@ const BASE = new URL(".", import.meta.url);
  * The mic constraints: the browser's echo canceller keeps the agent's own voice out of the
  * mic (else it would barge in on itself), and one channel is all the session uses.
  * @param {string} [deviceId]
+ * @param {{echoCancellation?: boolean}} [options] false only to test without it (EchoLoop)
  * @returns {MediaStreamConstraints}
  */
-export function micConstraints(deviceId) {
+export function micConstraints(deviceId, { echoCancellation = true } = {}) {
   return {
     audio: {
       ...(deviceId ? { deviceId: { exact: deviceId } } : {}),
       channelCount: 1,
-      echoCancellation: true,
+      echoCancellation,
       noiseSuppression: true,
       autoGainControl: true,
     },
@@ -194,15 +248,32 @@ export class VoicecoreClient extends EventTarget {
     this.onsetFrames = [];
     /** the turn named by the last `clear` */
     this.lastClearTurn = 0;
+    /** the turn named by the last `pause` */
+    this.lastPauseTurn = 0;
     /**
-     * Barge-ins as the user experienced them (see `measureBargeIn`).
-     * @type {{turnId: number, ms: number, clearFrame: number, outputLatencyMs: number}[]}
+     * Barge-ins as the user experienced them (see `measureSilences`).
+     * @type {BargeIn[]}
      */
     this.bargeIns = [];
+    /**
+     * Pauses that a resume ended, as the user experienced them (see `measureSilences`).
+     * @type {Duck[]}
+     */
+    this.ducks = [];
     /** disconnect() was called while connect() was still starting the audio */
     this.abandoned = false;
     /** Epoch ms at which the socket worker received the server message being dispatched. */
     this.lastMessageAt = 0;
+  }
+
+  /**
+   * The capabilities in use this session: announced by this client and confirmed in the
+   * server's `ready` (empty before it, and with a server that predates them).
+   * @returns {string[]}
+   */
+  get capabilities() {
+    const announced = this.options.capabilities ?? CLIENT_CAPABILITIES;
+    return (this.session?.capabilities ?? []).filter((c) => announced.includes(c));
   }
 
   /**
@@ -230,6 +301,7 @@ export class VoicecoreClient extends EventTarget {
     this.recentArrivalGapMs = [];
     this.onsetFrames = [];
     this.bargeIns = [];
+    this.ducks = [];
     this.setState("connecting");
     this.abandoned = false;
     this.finished = null;
@@ -262,7 +334,8 @@ export class VoicecoreClient extends EventTarget {
   }
 
   async startAudio() {
-    const { sampleRate, mic } = this.options;
+    const { sampleRate, mic, echoLoop } = this.options;
+    if (echoLoop) echoLoopSettings(echoLoop); // a bad setting fails here, before any audio
     let context = new AudioContext({ latencyHint: "interactive", ...(sampleRate ? { sampleRate } : {}) });
     if (context.sampleRate < MIN_RATE || context.sampleRate > MAX_RATE) {
       await context.close();
@@ -278,7 +351,8 @@ export class VoicecoreClient extends EventTarget {
       this.stream = mic;
       this.ownsStream = false;
     } else {
-      this.stream = await navigator.mediaDevices.getUserMedia(micConstraints(mic));
+      const echoCancellation = !this.options.echoLoop;
+      this.stream = await navigator.mediaDevices.getUserMedia(micConstraints(mic, { echoCancellation }));
       this.ownsStream = true;
     }
     // A page that is not user-activated may start suspended; connect() is normally a click.
@@ -298,11 +372,17 @@ export class VoicecoreClient extends EventTarget {
     this.mode = shared ? "shared" : "port";
     const ring = shared ? PlayoutRing.allocate(capacity, true) : null;
     const startThreshold = Math.round(((this.options.startMs ?? 40) / 1000) * rate);
-    if (ring) new PlayoutRing(ring).setStartThreshold(startThreshold);
+    const fadeSamples = Math.round(((this.options.fadeMs ?? 5) / 1000) * rate);
+    if (ring) {
+      const config = new PlayoutRing(ring);
+      config.setStartThreshold(startThreshold);
+      config.setFadeSamples(fadeSamples);
+    }
 
     const source = context.createMediaStreamSource(stream);
     const capture = new AudioWorkletNode(context, "voicecore-capture", {
-      numberOfInputs: 1,
+      // Input 0: the mic; input 1: the simulated echo (EchoLoop), silent when unconnected.
+      numberOfInputs: 2,
       numberOfOutputs: 1,
       outputChannelCount: [1],
       channelCount: 1,
@@ -313,7 +393,7 @@ export class VoicecoreClient extends EventTarget {
       numberOfInputs: 0,
       numberOfOutputs: 1,
       outputChannelCount: [1],
-      processorOptions: { ring, capacity, startThreshold },
+      processorOptions: { ring, capacity, startThreshold, fadeSamples },
     });
     const tap = new AudioWorkletNode(context, "voicecore-tap", {
       numberOfInputs: 2,
@@ -331,6 +411,7 @@ export class VoicecoreClient extends EventTarget {
     capture.connect(context.destination);
     tap.connect(context.destination);
     this.nodes = [source, capture, player, tap];
+    if (this.options.echoLoop) this.nodes.push(...connectEchoLoop(context, player, capture, this.options.echoLoop));
     this.tap = new OutputTap(tap, context);
     this.emit("audio_started", { tap: this.tap, sampleRate: rate, mode: this.mode });
     capture.port.onmessage = (event) => {
@@ -378,6 +459,7 @@ export class VoicecoreClient extends EventTarget {
         inputRate: rate,
         outputRate: rate,
         frameMs,
+        capabilities: [...(this.options.capabilities ?? CLIENT_CAPABILITIES)],
         ring,
         capturePort: captureChannel.port2,
         playerPort,
@@ -400,6 +482,7 @@ export class VoicecoreClient extends EventTarget {
         this.lastMessageAt = data.receivedAt;
         if (msg.type === "ready") this.session = msg;
         if (msg.type === "clear") this.lastClearTurn = msg.turn_id;
+        if (msg.type === "pause") this.lastPauseTurn = msg.turn_id;
         this.emit(msg.type === "error" ? "server_error" : msg.type, msg);
         this.lastMessageAt = 0;
         return false;
@@ -419,8 +502,7 @@ export class VoicecoreClient extends EventTarget {
           });
         }
         if (data.stats) {
-          const clearFrame = data.stats.clearFrame;
-          if (clearFrame !== 0 && clearFrame !== (this.playout?.clearFrame ?? 0)) this.measureBargeIn(clearFrame);
+          this.measureSilences(data.stats, this.playout);
           this.playout = data.stats;
           this.emit("playout", data.stats);
         }
@@ -441,20 +523,45 @@ export class VoicecoreClient extends EventTarget {
   }
 
   /**
-   * The player went silent on a clear at `clearFrame`: emits `barge_in` with the latency the
-   * user experienced (their speech onset at the mic to silence at the speaker), if a speech
-   * onset explains the clear.
-   * @param {number} clearFrame AudioContext frame
+   * Times what silenced the agent since the previous stats, from the player's clock: a new
+   * resume ends a duck (`duck`), a new clear a barge-in (`barge_in`, only if a speech onset
+   * at the mic explains it), silent since the pause it confirmed or since the clear.
+   * @param {import("./lib/playout-stats.mjs").PlayoutStats} stats
+   * @param {import("./lib/playout-stats.mjs").PlayoutStats | null} before the previous stats
    */
-  measureBargeIn(clearFrame) {
+  measureSilences(stats, before) {
     const context = this.context;
     if (!context) return;
+    const rate = context.sampleRate;
     const outputLatency = context.outputLatency || context.baseLatency || 0;
-    const ms = bargeInMs(this.onsetFrames, clearFrame, context.sampleRate, outputLatency);
-    if (ms === null) return;
-    const detail = { turnId: this.lastClearTurn, ms, clearFrame, outputLatencyMs: outputLatency * 1000 };
-    this.bargeIns.push(detail);
-    this.emit("barge_in", detail);
+    const outputLatencyMs = outputLatency * 1000;
+    const previous = before ?? { clearFrame: 0, pauseFrame: 0, resumeFrame: 0 };
+    // The resume first: within one stats interval it can only precede the clear.
+    if (stats.resumeFrame !== 0 && stats.resumeFrame !== previous.resumeFrame) {
+      const silentFrame = silenceOfResume(stats, previous);
+      if (silentFrame !== null) {
+        /** @type {Duck} */
+        const duck = {
+          turnId: this.lastPauseTurn,
+          ms: bargeInMs(this.onsetFrames, silentFrame, rate, outputLatency),
+          silentFrame,
+          resumeFrame: stats.resumeFrame,
+          pausedMs: ((stats.resumeFrame - silentFrame) / rate) * 1000,
+          outputLatencyMs,
+        };
+        this.ducks.push(duck);
+        this.emit("duck", duck);
+      }
+    }
+    if (stats.clearFrame !== 0 && stats.clearFrame !== previous.clearFrame) {
+      const { silentFrame, via } = silenceOfClear(stats, previous.clearFrame);
+      const ms = bargeInMs(this.onsetFrames, silentFrame, rate, outputLatency);
+      if (ms === null) return;
+      /** @type {BargeIn} */
+      const bargeIn = { turnId: this.lastClearTurn, ms, silentFrame, via, clearFrame: stats.clearFrame, outputLatencyMs };
+      this.bargeIns.push(bargeIn);
+      this.emit("barge_in", bargeIn);
+    }
   }
 
   /** @param {import("./lib/protocol.mjs").ConnectionState} state */
@@ -489,6 +596,42 @@ export class VoicecoreClient extends EventTarget {
     this.context = null;
     if (context && context.state !== "closed") await context.close();
   }
+}
+
+/**
+ * EchoLoop's settings with its defaults, checked.
+ * @param {EchoLoop} echo
+ * @returns {{gainDb: number, delayMs: number}}
+ */
+export function echoLoopSettings(echo) {
+  const { gainDb, delayMs } = { ...ECHO_LOOP_DEFAULTS, ...echo };
+  if (!Number.isFinite(gainDb) || !(delayMs >= 0 && delayMs <= 1000)) {
+    throw new RangeError(`echoLoop needs a finite gainDb and a delayMs in 0..1000, got ${JSON.stringify(echo)}`);
+  }
+  return { gainDb, delayMs };
+}
+
+/**
+ * Feeds the player's output, delayed and attenuated, into the capture worklet's echo input
+ * (see EchoLoop).
+ * @param {AudioContext} context
+ * @param {AudioNode} player
+ * @param {AudioNode} capture
+ * @param {EchoLoop} echo
+ * @returns {AudioNode[]} the nodes added
+ */
+function connectEchoLoop(context, player, capture, echo) {
+  const { gainDb, delayMs } = echoLoopSettings(echo);
+  // A whole number of samples: the echo is the output shifted, not interpolated.
+  const delaySamples = Math.round((delayMs / 1000) * context.sampleRate);
+  const delay = context.createDelay(Math.max(1, delaySamples / context.sampleRate));
+  delay.delayTime.value = delaySamples / context.sampleRate;
+  const gain = context.createGain();
+  gain.gain.value = 10 ** (gainDb / 20);
+  player.connect(delay);
+  delay.connect(gain);
+  gain.connect(capture, 0, 1);
+  return [delay, gain];
 }
 
 /** `/ws` on the page's own host, ws: or wss: to match the page. */

@@ -113,13 +113,18 @@ export class FrameAssembler {
   /**
    * Appends float samples; emits every frame they complete.
    * @param {Float32Array} block
+   * @param {Float32Array} [measured] the samples whose level is reported, as long as `block`
+   *   (default: `block`; the capture worklet sends mic + simulated echo but meters the mic)
    */
-  push(block) {
+  push(block, measured = block) {
+    if (measured.length !== block.length) {
+      throw new RangeError(`measured has ${measured.length} samples, block ${block.length}`);
+    }
     let offset = 0;
     while (offset < block.length) {
       const take = Math.min(block.length - offset, this.frameSamples - this.filled);
-      const part = block.subarray(offset, offset + take);
-      floatToInt16(part, this.frame, this.filled);
+      floatToInt16(block.subarray(offset, offset + take), this.frame, this.filled);
+      const part = measured.subarray(offset, offset + take);
       for (let i = 0; i < part.length; i++) {
         const a = Math.abs(part[i]);
         if (a > this.peak) this.peak = a;

@@ -17,6 +17,13 @@
  * @property {number} capacityMs the ring's size
  * @property {number} clearFrame AudioContext frame at which the last clear silenced the
  *   player (0: none yet)
+ * @property {boolean} paused a `pause` is in effect at the player (fading out, or silent)
+ * @property {number} pauseFrame AudioContext frame at which the last pause's fade-out ended:
+ *   the first silent sample (0: none yet)
+ * @property {number} resumeFrame AudioContext frame at which the last `resume` took effect
+ *   (0: none yet)
+ * @property {number} pauses pauses that took effect at the player
+ * @property {number} resumes pauses ended by a `resume` (the others ended with a `clear`)
  */
 
 const STATES = /** @type {const} */ (["idle", "playing", "starved"]);
@@ -49,6 +56,11 @@ export class PlayoutCounter {
       state: STATES[raw.state] ?? "idle",
       capacityMs: raw.capacity * ms,
       clearFrame: raw.clearFrame,
+      paused: raw.paused,
+      pauseFrame: raw.pauseFrame,
+      resumeFrame: raw.resumeFrame,
+      pauses: raw.pauses,
+      resumes: raw.resumes,
     };
   }
 }

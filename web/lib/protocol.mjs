@@ -15,6 +15,13 @@ export const CLIENT_NAME = "voicecore-web/1";
 /** Rates the server accepts, Hz. */
 export const MIN_RATE = 8000;
 export const MAX_RATE = 48000;
+/**
+ * What this client can do beyond the v1 baseline, announced in `hello.capabilities`:
+ * * `"pause"`: the client honours `pause` (stop playing, keep the audio) and `resume`
+ *   (continue from the exact sample), so the server may duck the agent at the user's
+ *   speech onset and decide later whether it was an interruption.
+ */
+export const CLIENT_CAPABILITIES = Object.freeze(["pause"]);
 
 /**
  * @typedef {object} Hello
@@ -24,23 +31,29 @@ export const MAX_RATE = 48000;
  * @property {number} output_rate Hz the client plays agent audio at
  * @property {number} frame_ms
  * @property {string} client
+ * @property {string[]} capabilities what this client can do beyond the baseline (see
+ *   CLIENT_CAPABILITIES); a server ignores the ones it does not know
  */
 
 /**
+ * `ready.capabilities`: those of the client's the server will use with it (absent from a
+ * server that predates them: none).
  * @typedef {{type: "ready", protocol: number, session_id: string, input_rate: number,
- *   output_rate: number, frame_ms: number, cushion_ms: number}} Ready
+ *   output_rate: number, frame_ms: number, cushion_ms: number, capabilities?: string[]}} Ready
  * @typedef {{type: "speech_start" | "speech_end", time_s: number}} SpeechEvent
  * @typedef {{type: "transcript", turn_id: number, text: string, final: boolean}} Transcript
  * @typedef {{type: "agent_text", turn_id: number, text: string}} AgentText
  * @typedef {{type: "agent_done", turn_id: number, interrupted?: boolean, heard?: string}} AgentDone
  * @typedef {{type: "clear", turn_id: number}} Clear
+ * @typedef {{type: "pause", turn_id: number}} Pause  stop playing, keep every sample held
+ * @typedef {{type: "resume", turn_id: number}} Resume  play on from the sample after the pause
  * @typedef {{type: "metrics", turn_id: number, voice_to_voice_ms?: number | null,
  *   stt_final_ms?: number | null, llm_first_token_ms?: number | null,
  *   tts_first_audio_ms?: number | null, barge_in_ms?: number | null,
  *   [extra: string]: unknown}} Metrics
  * @typedef {{type: "error", code: string, message: string}} ServerError
- * @typedef {Ready | SpeechEvent | Transcript | AgentText | AgentDone | Clear | Metrics |
- *   ServerError} ServerMessage
+ * @typedef {Ready | SpeechEvent | Transcript | AgentText | AgentDone | Clear | Pause | Resume |
+ *   Metrics | ServerError} ServerMessage
  */
 
 /** A message the client cannot accept: malformed, or out of order for the connection state. */
@@ -63,13 +76,25 @@ function checkRate(rate, what) {
 }
 
 /**
+ * @typedef {object} HelloOptions
+ * @property {number} inputRate Hz
+ * @property {number} outputRate Hz
+ * @property {number} [frameMs] default 20
+ * @property {readonly string[]} [capabilities] default CLIENT_CAPABILITIES; `[]` makes the
+ *   client behave as one that predates them (the server then never pauses it)
+ */
+
+/**
  * The first message of a session.
- * @param {{inputRate: number, outputRate: number, frameMs?: number}} options rates in Hz
+ * @param {HelloOptions} options
  * @returns {Hello}
  */
-export function helloMessage({ inputRate, outputRate, frameMs = 20 }) {
+export function helloMessage({ inputRate, outputRate, frameMs = 20, capabilities = CLIENT_CAPABILITIES }) {
   checkRate(inputRate, "inputRate");
   checkRate(outputRate, "outputRate");
+  if (!Array.isArray(capabilities) || !capabilities.every((c) => typeof c === "string" && c.length > 0)) {
+    throw new TypeError(`capabilities must be a list of non-empty strings, got ${JSON.stringify(capabilities)}`);
+  }
   return {
     type: "hello",
     protocol: PROTOCOL_VERSION,
@@ -77,6 +102,7 @@ export function helloMessage({ inputRate, outputRate, frameMs = 20 }) {
     output_rate: outputRate,
     frame_ms: frameMs,
     client: CLIENT_NAME,
+    capabilities: [...new Set(capabilities)],
   };
 }
 
@@ -99,7 +125,9 @@ export function playoutMessage({ bufferedMs, playedMs, underruns }) {
 
 export const BYE = Object.freeze({ type: "bye" });
 
-/** @type {Record<string, Record<string, "number" | "string" | "boolean" | "number?">>} */
+/** @typedef {"number" | "string" | "boolean" | "number?" | "strings?"} FieldKind */
+
+/** @type {Record<string, Record<string, FieldKind>>} */
 const SCHEMA = {
   ready: {
     protocol: "number",
@@ -108,6 +136,7 @@ const SCHEMA = {
     output_rate: "number",
     frame_ms: "number",
     cushion_ms: "number",
+    capabilities: "strings?",
   },
   speech_start: { time_s: "number" },
   speech_end: { time_s: "number" },
@@ -115,6 +144,8 @@ const SCHEMA = {
   agent_text: { turn_id: "number", text: "string" },
   agent_done: { turn_id: "number" },
   clear: { turn_id: "number" },
+  pause: { turn_id: "number" },
+  resume: { turn_id: "number" },
   metrics: {
     turn_id: "number",
     voice_to_voice_ms: "number?",
@@ -151,15 +182,28 @@ export function parseServerMessage(text) {
   if (!Object.hasOwn(SCHEMA, type)) return null;
   for (const [field, kind] of Object.entries(SCHEMA[type])) {
     const v = msg[field];
-    const ok =
-      kind === "number?"
-        ? v === undefined || v === null || (typeof v === "number" && Number.isFinite(v))
-        : kind === "number"
-          ? typeof v === "number" && Number.isFinite(v)
-          : typeof v === kind;
-    if (!ok) throw new ProtocolError(`${type}.${field} should be ${kind}, got ${JSON.stringify(v)}`);
+    if (!fieldOk(kind, v)) throw new ProtocolError(`${type}.${field} should be ${kind}, got ${JSON.stringify(v)}`);
   }
   return /** @type {ServerMessage} */ (/** @type {unknown} */ (msg));
+}
+
+/**
+ * Whether `v` is a valid value of a field of `kind` (`?`: may be absent or null;
+ * `strings`: a list of strings).
+ * @param {FieldKind} kind
+ * @param {unknown} v
+ */
+function fieldOk(kind, v) {
+  switch (kind) {
+    case "number?":
+      return v === undefined || v === null || (typeof v === "number" && Number.isFinite(v));
+    case "number":
+      return typeof v === "number" && Number.isFinite(v);
+    case "strings?":
+      return v === undefined || v === null || (Array.isArray(v) && v.every((c) => typeof c === "string"));
+    default:
+      return typeof v === kind;
+  }
 }
 
 /**
@@ -207,16 +251,26 @@ export function describeClose(code, reason = "") {
  *     any -close-> closed
  *
  * It decides what to send (hello on open, bye on disconnect) and which incoming frames are
- * acceptable in each state; the caller does the I/O.
+ * acceptable in each state; the caller does the I/O. Within `ready` it also follows the
+ * pause of the agent's audio (capability "pause"): `pause` starts one, `resume` of the same
+ * turn or any `clear` ends it; a `resume` with no pause of its turn in effect is ignored, as
+ * are `pause` and `resume` for a client that did not announce "pause".
  */
 export class ClientProtocol {
-  /** @param {{inputRate: number, outputRate: number, frameMs?: number}} options */
+  /** @param {HelloOptions} options */
   constructor(options) {
     this.hello = helloMessage(options);
     /** @type {ConnectionState} */
     this.state = "idle";
     /** @type {Ready | null} */
     this.ready = null;
+    /**
+     * The capabilities in use: announced by this client and confirmed in `ready`.
+     * @type {Set<string>}
+     */
+    this.capabilities = new Set();
+    /** @type {number | null} the turn whose audio is paused (null: none) */
+    this.pausedTurn = null;
     /** @type {CloseInfo | null} */
     this.closeInfo = null;
     /** @type {ServerError | null} the last error the server reported */
@@ -250,7 +304,8 @@ export class ClientProtocol {
   /**
    * A text frame arrived.
    * @param {string} text
-   * @returns {ServerMessage | null} null for a message type this client does not know (ignored)
+   * @returns {ServerMessage | null} null for a message this client ignores: a type it does not
+   *   know, or a pause message it has no use for (see the class)
    * @throws {ProtocolError} malformed, or not acceptable now
    */
   receiveText(text) {
@@ -272,11 +327,35 @@ export class ClientProtocol {
         );
       }
       this.ready = msg;
+      this.capabilities = new Set((msg.capabilities ?? []).filter((c) => this.hello.capabilities.includes(c)));
       this.state = "ready";
       return msg;
     }
     if (msg.type === "ready") throw new ProtocolError(`unexpected ready while ${this.state}`);
     this.#expect(["ready", "closing"], `receive ${msg.type}`);
+    return this.#followPause(msg);
+  }
+
+  /**
+   * Tracks the pause state; drops the pause messages this client must ignore.
+   * @param {ServerMessage} msg
+   * @returns {ServerMessage | null}
+   */
+  #followPause(msg) {
+    if (msg.type === "clear") {
+      this.pausedTurn = null;
+    } else if (msg.type === "pause" || msg.type === "resume") {
+      // Announced, not necessarily confirmed: a client that can pause honours a pause from a
+      // server that did not list the capability in `ready` rather than play over the user.
+      if (!this.hello.capabilities.includes("pause")) return null;
+      if (msg.type === "pause") {
+        this.pausedTurn = msg.turn_id;
+      } else {
+        // A resume of another turn than the one paused is stale: it must not restart audio.
+        if (this.pausedTurn !== msg.turn_id) return null;
+        this.pausedTurn = null;
+      }
+    }
     return msg;
   }
 

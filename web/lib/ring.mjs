@@ -22,6 +22,13 @@
  * * end of reply: on `agent_done` the writer records its position in DONE_AT. When the reader
  *   reaches DONE_AT with nothing more to play, the reply is over: the player goes idle, and
  *   silence from then on is not an underrun.
+ * * pause (the server ducks the agent while it decides whether the user is interrupting):
+ *   the writer publishes a request word (PAUSE: paused or not, stamped with the clear
+ *   generation it belongs to). The reader fades the output out over FADE samples and then
+ *   stops reading: READ stays on the first sample not played, and the writer keeps
+ *   appending. On resume it fades in from exactly that sample. A clear ends a pause: a
+ *   request stamped with an older generation than the clears the reader applied is stale.
+ *   Silence while paused is neither an underrun nor idle time that starts a reply.
  * * start of reply: an idle player starts a reply once START_THRESHOLD samples are buffered,
  *   the whole reply is (per DONE_AT), or it has waited the threshold's duration. The server
  *   bursts its cushion at the start of a reply, so this normally costs nothing; when the
@@ -60,10 +67,27 @@ export const H = Object.freeze({
   START_THRESHOLD: 12,
   /** reader: the caller's clock (AudioContext frame) at the last clear applied; 0 if none */
   CLEAR_FRAME: 13,
+  /**
+   * writer: the pause request, `(clearGeneration << 1) | paused` (see `pause`): one word, so
+   * the reader sees a request and the clear generation it belongs to together
+   */
+  PAUSE: 14,
+  /** configuration: samples a fade-out (pause) or fade-in (resume) lasts; 0 or 1: none */
+  FADE: 15,
+  /** reader: 1 while a pause is in effect at the player (fading out or silent), else 0 */
+  PAUSED: 16,
+  /** reader: the caller's clock at which the last pause's fade-out ended (output silent) */
+  PAUSE_FRAME: 17,
+  /** reader: the caller's clock at which the last resume started playing again */
+  RESUME_FRAME: 18,
+  /** reader: pauses that took effect */
+  PAUSES: 19,
+  /** reader: pauses ended by a resume (not by a clear) */
+  RESUMES: 20,
 });
 
 /** Control words reserved (a multiple of 4 keeps the float data 16-byte aligned). */
-export const HEADER_WORDS = 16;
+export const HEADER_WORDS = 24;
 
 /** What the player is doing. */
 export const PlayerState = Object.freeze({
@@ -86,6 +110,13 @@ export const PlayerState = Object.freeze({
  * @property {number} sampleRate Hz
  * @property {number} capacity samples
  * @property {number} clearFrame the player's frame clock at the last clear applied (0: none)
+ * @property {boolean} paused a pause is in effect at the player (fading out, or silent)
+ * @property {number} pauseFrame the player's frame clock at which the last pause's fade-out
+ *   ended: the first silent sample (0: none)
+ * @property {number} resumeFrame the player's frame clock at which the last resume played
+ *   its first sample (0: none)
+ * @property {number} pauses pauses that took effect
+ * @property {number} resumes pauses ended by a resume
  */
 
 /** Distance from `from` to `to` on the free-running 32-bit counters. */
@@ -141,6 +172,13 @@ export class PlayoutRing {
     this.starvedSamples = 0;
     /** Reader-private: silence played while holding a reply's start for its threshold. */
     this.startWaited = 0;
+    /**
+     * Reader-private: how far the output is faded, in steps of 1/FADE: 0 plays at full
+     * level, FADE is silent (paused).
+     */
+    this.attenuation = 0;
+    /** Reader-private: a resume is fading in and has not played its first sample yet. */
+    this.resumePending = false;
   }
 
   // ---- writer side (one thread) ---------------------------------------------------------
@@ -169,12 +207,33 @@ export class PlayoutRing {
 
   /**
    * Drops everything written so far (barge-in); the reader applies it at its next read.
-   * Samples written after this call are kept.
+   * Samples written after this call are kept. Ends a pause: the next reply plays.
    */
   clear() {
     const h = this.header;
     Atomics.store(h, H.CLEAR_AT, Atomics.load(h, H.WRITE));
     Atomics.add(h, H.CLEAR_GEN, 1);
+  }
+
+  /**
+   * Stops the output (after a fade-out) and holds everything buffered; writes go on being
+   * kept. The reader applies it at its next read.
+   */
+  pause() {
+    this.#requestPause(1);
+  }
+
+  /** Ends a pause: the output fades in from the first sample the pause held back. */
+  resume() {
+    this.#requestPause(0);
+  }
+
+  /** @param {0 | 1} paused */
+  #requestPause(paused) {
+    // Stamped with the clear generation: a pause belongs to the audio of its generation, and
+    // the reader drops a request that a later clear has ended (see `read`).
+    const generation = Atomics.load(this.header, H.CLEAR_GEN);
+    Atomics.store(this.header, H.PAUSE, (generation << 1) | paused);
   }
 
   /** Marks the end of a reply at the current write position (on `agent_done`). */
@@ -196,6 +255,17 @@ export class PlayoutRing {
       throw new RangeError(`start threshold must be an integer in 0..${this.capacity} samples, got ${samples}`);
     }
     Atomics.store(this.header, H.START_THRESHOLD, samples);
+  }
+
+  /**
+   * How long a pause fades out and a resume fades in (a cut to silence mid-waveform clicks).
+   * @param {number} samples 0 or 1 cuts at once; at most 1 s at 192 kHz
+   */
+  setFadeSamples(samples) {
+    if (!Number.isInteger(samples) || samples < 0 || samples > 192000) {
+      throw new RangeError(`fade must be an integer in 0..192000 samples, got ${samples}`);
+    }
+    Atomics.store(this.header, H.FADE, samples);
   }
 
   // ---- reader side (the player, one thread) ------------------------------------------
@@ -223,20 +293,48 @@ export class PlayoutRing {
   }
 
   /**
-   * Fills `out` from the ring for one render quantum: applies a pending clear, copies what
-   * is there, fills the rest with silence, and keeps the underrun accounting.
+   * Fills `out` from the ring for one render quantum: applies a pending clear and the pause
+   * request, copies what is there (faded at a pause or a resume), fills the rest with
+   * silence, and keeps the underrun accounting.
    *
    * An underrun is a gap inside a reply: the ring ran dry before the reply's end
    * (`markDone`) and audio then resumed. Silence between replies is idle, not an underrun;
-   * a dry ring that reaches the reply's end is the reply ending, not a gap.
+   * a dry ring that reaches the reply's end is the reply ending, not a gap; silence while
+   * paused is the server's decision, not a gap.
    * @param {Float32Array} out
-   * @param {number} [nowFrame] the player's clock (the AudioContext's currentFrame), recorded
-   *   in CLEAR_FRAME when this call applies a clear: when the agent went silent
+   * @param {number} [nowFrame] the player's clock (the AudioContext's currentFrame) at
+   *   `out[0]`: recorded in CLEAR_FRAME when this call applies a clear, in PAUSE_FRAME when a
+   *   pause silences the output, in RESUME_FRAME when a resume takes effect
    * @returns {number} samples of audio copied (the rest of `out` is silence)
    */
   read(out, nowFrame = 0) {
     const h = this.header;
-    if (this.applyClear()) Atomics.store(h, H.CLEAR_FRAME, nowFrame | 0);
+    // The pause request is loaded before the clear generation: a request made after a clear
+    // is then never seen without that clear, and one made before it is seen as stale.
+    const request = Atomics.load(h, H.PAUSE);
+    const cleared = this.applyClear();
+    if (cleared) {
+      Atomics.store(h, H.CLEAR_FRAME, nowFrame | 0);
+      // The clear ended any pause: the next reply plays at full level from its first sample.
+      this.attenuation = 0;
+    }
+    const fade = Math.max(1, Atomics.load(h, H.FADE));
+    this.attenuation = Math.min(this.attenuation, fade);
+    const generation = Atomics.load(h, H.CLEAR_ACK) & 0x7fffffff;
+    const wantPause = (request & 1) === 1 && request >>> 1 === generation;
+    const pausedBefore = Atomics.load(h, H.PAUSED) === 1;
+    if (wantPause && (!pausedBefore || cleared)) {
+      Atomics.store(h, H.PAUSED, 1);
+      Atomics.add(h, H.PAUSES, 1);
+    } else if (!wantPause && pausedBefore) {
+      Atomics.store(h, H.PAUSED, 0);
+      if (!cleared) {
+        Atomics.add(h, H.RESUMES, 1);
+        Atomics.store(h, H.RESUME_FRAME, nowFrame | 0);
+      }
+    }
+    if (wantPause) return this.#readPaused(out, nowFrame, fade);
+
     const read = Atomics.load(h, H.READ);
     const write = Atomics.load(h, H.WRITE);
     let available = dist(write, read);
@@ -255,10 +353,9 @@ export class PlayoutRing {
     }
     const n = Math.min(available, out.length);
     if (n > 0) this.startWaited = 0;
-    const start = read & this.mask;
-    const first = Math.min(n, this.capacity - start);
-    out.set(this.data.subarray(start, start + first), 0);
-    if (n > first) out.set(this.data.subarray(0, n - first), first);
+    this.#copy(out, read, n);
+    // After a resume: one step louder per sample, from the first sample the pause held back.
+    for (let i = 0; i < n && this.attenuation > 0; i++) out[i] *= (fade - --this.attenuation) / fade;
     if (n < out.length) out.fill(0, n);
     const newRead = (read + n) | 0;
     Atomics.store(h, H.READ, newRead);
@@ -288,6 +385,54 @@ export class PlayoutRing {
     return n;
   }
 
+  /**
+   * One render quantum while a pause is in effect: the rest of the fade-out, then silence.
+   * The fade plays each sample one step (1/fade) quieter, down to the last audible one, so
+   * no sample is consumed at zero gain and the resume starts on the next one. The player
+   * state (playing, starved, idle) is left as it was: it goes on after the resume.
+   * @param {Float32Array} out
+   * @param {number} nowFrame
+   * @param {number} fade samples
+   * @returns {number} samples of audio copied
+   */
+  #readPaused(out, nowFrame, fade) {
+    if (this.attenuation >= fade) {
+      out.fill(0);
+      return 0;
+    }
+    const h = this.header;
+    let n = 0;
+    // Only a sounding output needs a fade: idle or starved, it is silent already.
+    if (Atomics.load(h, H.STATE) === PlayerState.PLAYING) {
+      const read = Atomics.load(h, H.READ);
+      n = Math.min(dist(Atomics.load(h, H.WRITE), read), out.length, fade - 1 - this.attenuation);
+      this.#copy(out, read, n);
+      for (let i = 0; i < n; i++) out[i] *= (fade - ++this.attenuation) / fade;
+      Atomics.store(h, H.READ, (read + n) | 0);
+      Atomics.add(h, H.PLAYED, n);
+    }
+    if (n < out.length) {
+      // Faded out (or nothing left to fade, the ring ran dry): silent from out[n] on.
+      this.attenuation = fade;
+      Atomics.store(h, H.PAUSE_FRAME, (nowFrame + n) | 0);
+      out.fill(0, n);
+    }
+    return n;
+  }
+
+  /**
+   * Copies `n` samples from position `read` into the start of `out`.
+   * @param {Float32Array} out
+   * @param {number} read
+   * @param {number} n
+   */
+  #copy(out, read, n) {
+    const start = read & this.mask;
+    const first = Math.min(n, this.capacity - start);
+    out.set(this.data.subarray(start, start + first), 0);
+    if (n > first) out.set(this.data.subarray(0, n - first), first);
+  }
+
   // ---- either side -----------------------------------------------------------------------
 
   /** Samples written and not yet read. */
@@ -308,6 +453,11 @@ export class PlayoutRing {
       sampleRate: Atomics.load(h, H.RATE),
       capacity: this.capacity,
       clearFrame: Atomics.load(h, H.CLEAR_FRAME) >>> 0,
+      paused: Atomics.load(h, H.PAUSED) === 1,
+      pauseFrame: Atomics.load(h, H.PAUSE_FRAME) >>> 0,
+      resumeFrame: Atomics.load(h, H.RESUME_FRAME) >>> 0,
+      pauses: Atomics.load(h, H.PAUSES),
+      resumes: Atomics.load(h, H.RESUMES),
     };
   }
 }

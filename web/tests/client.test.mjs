@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { OutputTap, VoicecoreClient, micConstraints } from "../voicecore-client.mjs";
+import { ECHO_LOOP_DEFAULTS, OutputTap, VoicecoreClient, echoLoopSettings, micConstraints } from "../voicecore-client.mjs";
 
 test("the client module imports without a DOM and starts idle", () => {
   const client = new VoicecoreClient({ url: "ws://example.invalid/ws" });
@@ -85,4 +85,91 @@ test("OutputTap.stop rejects once the session's AudioContext is closed", async (
   const port = { onmessage: null, postMessage: () => {} };
   const tap = new OutputTap(/** @type {any} */ ({ port }), /** @type {any} */ ({ state: "closed" }));
   await assert.rejects(tap.stop(), /stop the tap before disconnecting/);
+});
+
+/** Stats as the socket worker posts them, with the player's frame clocks. */
+const playout = (frames = {}) => ({
+  bufferedMs: 100, playedMs: 500, underruns: 0, underrunMs: 0, overflowMs: 0, state: "playing", capacityMs: 4000,
+  clearFrame: 0, paused: false, pauseFrame: 0, resumeFrame: 0, pauses: 0, resumes: 0, ...frames,
+});
+
+/** A client whose audio clock runs at 48 kHz with 20 ms output latency, and one speech onset. */
+const measuringClient = () => {
+  const client = new VoicecoreClient();
+  client.context = /** @type {any} */ ({ sampleRate: 48000, outputLatency: 0.02, close: async () => {} });
+  client.onsetFrames = [480000];
+  /** @type {[string, any][]} */
+  const seen = [];
+  for (const type of ["pause", "resume", "clear", "barge_in", "duck"]) {
+    client.addEventListener(type, (e) => seen.push([type, /** @type {CustomEvent} */ (e).detail]));
+  }
+  return { client, seen };
+};
+
+test("a pause the clear confirms is a barge-in timed to the pause's silence", () => {
+  const { client, seen } = measuringClient();
+  client.onWorkerMessage({ type: "message", msg: { type: "pause", turn_id: 3 } });
+  client.onWorkerMessage({ type: "stats", stats: playout({ paused: true, pauseFrame: 480000 + 2400, pauses: 1 }) });
+  client.onWorkerMessage({ type: "message", msg: { type: "clear", turn_id: 3 } });
+  client.onWorkerMessage({ type: "stats", stats: playout({ pauseFrame: 480000 + 2400, clearFrame: 480000 + 24000, pauses: 1 }) });
+  assert.deepEqual(seen.map(([type]) => type), ["pause", "clear", "barge_in"]);
+  const bargeIn = seen[2][1];
+  assert.equal(bargeIn.via, "pause");
+  assert.equal(bargeIn.silentFrame, 482400);
+  assert.equal(bargeIn.clearFrame, 504000);
+  assert.equal(bargeIn.turnId, 3);
+  assert.ok(Math.abs(bargeIn.ms - 70) < 1e-9, `${bargeIn.ms}: 50 ms to the pause + 20 ms output latency`);
+  assert.deepEqual(client.bargeIns, [bargeIn]);
+  assert.deepEqual(client.ducks, []);
+});
+
+test("a resumed pause is a duck; a later clear with no pause is a barge-in via the clear", () => {
+  const { client, seen } = measuringClient();
+  client.onWorkerMessage({ type: "message", msg: { type: "pause", turn_id: 5 } });
+  client.onWorkerMessage({ type: "message", msg: { type: "resume", turn_id: 5 } });
+  // Paused and resumed within one stats interval: both frames show up together.
+  client.onWorkerMessage({ type: "stats", stats: playout({ pauseFrame: 481200, resumeFrame: 481200 + 19200, pauses: 1, resumes: 1 }) });
+  assert.equal(client.ducks.length, 1);
+  assert.equal(client.ducks[0].turnId, 5);
+  assert.equal(client.ducks[0].silentFrame, 481200);
+  assert.ok(Math.abs(client.ducks[0].pausedMs - 400) < 1e-9);
+  assert.ok(Math.abs(/** @type {number} */ (client.ducks[0].ms) - 45) < 1e-9);
+  // The same stats again: nothing new.
+  client.onWorkerMessage({ type: "stats", stats: playout({ pauseFrame: 481200, resumeFrame: 500400, pauses: 1, resumes: 1 }) });
+  assert.equal(client.ducks.length, 1);
+  client.onWorkerMessage({ type: "message", msg: { type: "clear", turn_id: 5 } });
+  client.onWorkerMessage({ type: "stats", stats: playout({ pauseFrame: 481200, resumeFrame: 500400, clearFrame: 528000, pauses: 1, resumes: 1 }) });
+  assert.equal(client.bargeIns.length, 1);
+  assert.equal(client.bargeIns[0].via, "clear");
+  assert.equal(client.bargeIns[0].silentFrame, 528000);
+  assert.deepEqual(seen.map(([type]) => type), ["pause", "resume", "duck", "clear", "barge_in"]);
+});
+
+test("a duck no speech onset explains is still recorded, with no latency", () => {
+  const { client } = measuringClient();
+  client.onsetFrames = [];
+  client.onWorkerMessage({ type: "stats", stats: playout({ pauseFrame: 1000, resumeFrame: 9000, pauses: 1, resumes: 1 }) });
+  assert.equal(client.ducks.length, 1);
+  assert.equal(client.ducks[0].ms, null);
+});
+
+test("the capabilities in use are the announced ones the server confirmed", () => {
+  const ready = { type: "ready", protocol: 1, session_id: "s", input_rate: 48000, output_rate: 48000, frame_ms: 20, cushion_ms: 120 };
+  const client = new VoicecoreClient();
+  assert.deepEqual(client.capabilities, []);
+  client.onWorkerMessage({ type: "message", msg: { ...ready, capabilities: ["pause", "other"] } });
+  assert.deepEqual(client.capabilities, ["pause"]);
+  const older = new VoicecoreClient({ capabilities: [] });
+  older.onWorkerMessage({ type: "message", msg: { ...ready, capabilities: ["pause"] } });
+  assert.deepEqual(older.capabilities, []);
+});
+
+test("the echo loop turns the echo canceller off and checks its settings", () => {
+  const audio = /** @type {MediaTrackConstraints} */ (micConstraints(undefined, { echoCancellation: false }).audio);
+  assert.equal(audio.echoCancellation, false);
+  assert.deepEqual(echoLoopSettings({}), ECHO_LOOP_DEFAULTS);
+  assert.deepEqual(echoLoopSettings({ gainDb: -20 }), { gainDb: -20, delayMs: 80 });
+  for (const bad of [{ gainDb: NaN }, { delayMs: -1 }, { delayMs: 5000 }]) {
+    assert.throws(() => echoLoopSettings(bad), RangeError);
+  }
 });

@@ -105,3 +105,18 @@ test("toDbfs", () => {
   assert.equal(toDbfs(0), -90);
   assert.equal(toDbfs(1e-9, -60), -60);
 });
+
+test("FrameAssembler can meter other samples than those it sends (mic + echo out, mic metered)", () => {
+  /** @type {[number[], number][]} */
+  const seen = [];
+  const asm = new FrameAssembler(4, (frame, level) => seen.push([Array.from(frame), level.peak]));
+  const sent = Float32Array.from([0.5, 0.5, 0.5, 0.5, 0.25, 0.25]);
+  const metered = Float32Array.from([0, 0.1, 0, 0, 0.2, 0]);
+  asm.push(sent, metered);
+  asm.push(Float32Array.from([0, 0]), Float32Array.from([0, 0]));
+  assert.deepEqual(seen, [
+    [[16384, 16384, 16384, 16384], Math.fround(0.1)],
+    [[8192, 8192, 0, 0], Math.fround(0.2)],
+  ]);
+  assert.throws(() => asm.push(sent, metered.subarray(1)), RangeError);
+});

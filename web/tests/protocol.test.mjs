@@ -28,6 +28,7 @@ test("hello carries the v1 fields and validates rates", () => {
     output_rate: 44100,
     frame_ms: 20,
     client: "voicecore-web/1",
+    capabilities: ["pause"],
   });
   for (const bad of [7999, 48001, 44100.5, NaN]) {
     assert.throws(() => helloMessage({ inputRate: bad, outputRate: 48000 }), RangeError);
@@ -167,4 +168,90 @@ test("describeClose explains each protocol close code", () => {
   assert.equal(describeClose(1008).retryable, false);
   assert.match(describeClose(4999, "x").message, /code 4999/);
   assert.equal(describeClose(4999, "x").reason, "x");
+});
+
+/** A protocol in state ready, after a `ready` with these fields on top of READY. */
+const readyProtocol = (ready = {}, options = {}) => {
+  const p = new ClientProtocol({ inputRate: 48000, outputRate: 48000, ...options });
+  p.connect();
+  p.opened();
+  p.receiveText(JSON.stringify({ ...READY, ...ready }));
+  return p;
+};
+
+test("hello announces capabilities: pause by default, none when asked, checked", () => {
+  assert.deepEqual(helloMessage({ inputRate: 16000, outputRate: 16000 }).capabilities, ["pause"]);
+  assert.deepEqual(helloMessage({ inputRate: 16000, outputRate: 16000, capabilities: [] }).capabilities, []);
+  assert.deepEqual(
+    helloMessage({ inputRate: 16000, outputRate: 16000, capabilities: ["pause", "pause", "x"] }).capabilities,
+    ["pause", "x"],
+  );
+  for (const bad of [["pause", 3], [""], "pause"]) {
+    assert.throws(() => helloMessage({ inputRate: 16000, outputRate: 16000, capabilities: /** @type {any} */ (bad) }), TypeError);
+  }
+});
+
+test("pause, resume and ready.capabilities parse like the other messages", () => {
+  for (const m of [
+    { type: "pause", turn_id: 3 },
+    { type: "resume", turn_id: 3 },
+    { ...READY, capabilities: ["pause"] },
+    { ...READY, capabilities: [] },
+    { ...READY, capabilities: null },
+  ]) {
+    assert.deepEqual(parseServerMessage(JSON.stringify(m)), m);
+  }
+  const cases = [
+    ['{"type":"pause"}', /pause.turn_id should be number/],
+    ['{"type":"resume","turn_id":"3"}', /resume.turn_id should be number/],
+    [JSON.stringify({ ...READY, capabilities: "pause" }), /ready.capabilities should be strings\?/],
+    [JSON.stringify({ ...READY, capabilities: ["pause", 1] }), /ready.capabilities/],
+  ];
+  for (const [text, pattern] of cases) {
+    assert.throws(() => parseServerMessage(text), (e) => e instanceof ProtocolError && pattern.test(e.message));
+  }
+});
+
+test("the capabilities in use are those announced and confirmed by ready", () => {
+  assert.deepEqual([...readyProtocol({ capabilities: ["pause"] }).capabilities], ["pause"]);
+  assert.deepEqual([...readyProtocol().capabilities], [], "a server that predates capabilities");
+  assert.deepEqual([...readyProtocol({ capabilities: ["pause", "other"] }).capabilities], ["pause"]);
+  assert.deepEqual([...readyProtocol({ capabilities: ["pause"] }, { capabilities: [] }).capabilities], []);
+});
+
+test("pause then resume of the same turn; a stray or stale resume is ignored", () => {
+  const p = readyProtocol({ capabilities: ["pause"] });
+  assert.equal(p.receiveText('{"type":"resume","turn_id":1}'), null, "no pause in effect");
+  assert.equal(p.receiveText('{"type":"pause","turn_id":2}')?.type, "pause");
+  assert.equal(p.pausedTurn, 2);
+  assert.equal(p.receiveText('{"type":"resume","turn_id":1}'), null, "another turn's resume");
+  assert.equal(p.pausedTurn, 2);
+  assert.equal(p.receiveText('{"type":"resume","turn_id":2}')?.type, "resume");
+  assert.equal(p.pausedTurn, null);
+  assert.equal(p.receiveText('{"type":"resume","turn_id":2}'), null, "a second resume");
+});
+
+test("a clear ends a pause: a resume after it is ignored", () => {
+  const p = readyProtocol({ capabilities: ["pause"] });
+  p.receiveText('{"type":"pause","turn_id":4}');
+  assert.equal(p.receiveText('{"type":"clear","turn_id":4}')?.type, "clear");
+  assert.equal(p.pausedTurn, null);
+  assert.equal(p.receiveText('{"type":"resume","turn_id":4}'), null);
+});
+
+test("a client that did not announce pause ignores pause and resume", () => {
+  const p = readyProtocol({ capabilities: ["pause"] }, { capabilities: [] });
+  assert.equal(p.receiveText('{"type":"pause","turn_id":1}'), null);
+  assert.equal(p.pausedTurn, null);
+  assert.equal(p.receiveText('{"type":"resume","turn_id":1}'), null);
+  // One that announced it honours a pause even when ready did not list the capability.
+  const q = readyProtocol();
+  assert.equal(q.receiveText('{"type":"pause","turn_id":1}')?.type, "pause");
+});
+
+test("pause before ready is out of order", () => {
+  const p = new ClientProtocol({ inputRate: 48000, outputRate: 48000 });
+  p.connect();
+  p.opened();
+  assert.throws(() => p.receiveText('{"type":"pause","turn_id":1}'), /expected ready, got pause/);
 });

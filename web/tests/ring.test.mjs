@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { H, PlayerState, PlayoutRing } from "../lib/ring.mjs";
+import { H, HEADER_WORDS, PlayerState, PlayoutRing } from "../lib/ring.mjs";
 
 /** A ramp of `n` samples starting at `from` (distinct values show order and loss). */
 const ramp = (from, n) => Float32Array.from({ length: n }, (_, i) => from + i);
@@ -34,7 +34,7 @@ test("capacity rounds up to a power of two", () => {
   assert.equal(ring(10).capacity, 16);
   assert.equal(ring(16).capacity, 16);
   assert.equal(ring(192000).capacity, 262144);
-  assert.throws(() => new PlayoutRing(new ArrayBuffer(16 * 4 + 12 * 4)), RangeError);
+  assert.throws(() => new PlayoutRing(new ArrayBuffer(HEADER_WORDS * 4 + 12 * 4)), RangeError);
 });
 
 test("wraps around the end of the buffer", () => {
@@ -254,4 +254,252 @@ test("a reply starts once its start threshold is buffered, or once it is all the
   assert.equal(r.stats().underruns, 0);
   assert.throws(() => r.setStartThreshold(65), RangeError);
   assert.throws(() => r.setStartThreshold(-1), RangeError);
+});
+
+// ---- pause and resume ---------------------------------------------------------------------
+
+/**
+ * Reads quanta of `size` until `count` quanta were read; returns the output concatenated.
+ * @param {PlayoutRing} r
+ */
+const readQuanta = (r, size, count, frame = { now: 0 }) => {
+  const all = [];
+  const out = new Float32Array(size);
+  for (let q = 0; q < count; q++) {
+    r.read(out, frame.now);
+    frame.now += size;
+    all.push(...out);
+  }
+  return all;
+};
+
+test("pause fades out, holds every sample, and resume plays on from the exact next sample", () => {
+  const fade = 8;
+  const r = ring(512);
+  r.setFadeSamples(fade);
+  r.write(ramp(1, 200));
+  const out = new Float32Array(16);
+  r.read(out, 1000);
+  assert.deepEqual(Array.from(out), Array.from(ramp(1, 16)));
+
+  r.pause();
+  assert.equal(r.read(out, 1016), fade - 1, "the fade-out plays fade - 1 samples");
+  // Samples 17..23, each one step quieter (7/8 .. 1/8), then silence.
+  const expectedFade = [17, 18, 19, 20, 21, 22, 23].map((v, i) => (v * (fade - 1 - i)) / fade);
+  assert.deepEqual(Array.from(out.subarray(0, fade - 1)), expectedFade);
+  assert.deepEqual(Array.from(out.subarray(fade - 1)), new Array(16 - fade + 1).fill(0));
+  let stats = r.stats();
+  assert.equal(stats.paused, true);
+  assert.equal(stats.pauseFrame, 1016 + fade - 1, "the first silent sample");
+  assert.equal(stats.pauses, 1);
+  assert.equal(stats.buffered, 200 - 23);
+
+  // Paused: silence, nothing consumed, and what arrives meanwhile is kept.
+  const played = stats.played;
+  assert.equal(r.read(out, 1032), 0);
+  assert.deepEqual(Array.from(out), new Array(16).fill(0));
+  r.write(ramp(201, 50));
+  r.read(out, 1048);
+  stats = r.stats();
+  assert.equal(stats.buffered, 250 - 23, "buffered holds still while paused (plus the new audio)");
+  assert.equal(stats.played, played);
+  assert.equal(stats.underruns, 0, "a pause is not a gap");
+
+  r.resume();
+  assert.equal(r.read(out, 1064), 16);
+  // From sample 24 on, one step louder per sample (1/8 .. 8/8), then at full level.
+  const expectedIn = Array.from(ramp(24, 16), (v, i) => (v * Math.min(fade, i + 1)) / fade);
+  assert.deepEqual(Array.from(out), expectedIn);
+  stats = r.stats();
+  assert.equal(stats.paused, false);
+  assert.equal(stats.resumeFrame, 1064);
+  assert.equal(stats.resumes, 1);
+  // The rest plays untouched, up to the last sample written while paused.
+  const rest = readQuanta(r, 16, 15).filter((v) => v !== 0);
+  assert.deepEqual(rest, Array.from(ramp(40, 211)));
+  assert.equal(r.stats().played, 250, "every sample played exactly once");
+  assert.equal(r.stats().underruns, 0);
+});
+
+test("fades are bounded steps: a sine paused and resumed at its peak has no click", () => {
+  const rate = 48000;
+  const fade = 240; // 5 ms
+  const amplitude = 0.5;
+  const sine = Float32Array.from({ length: rate }, (_, i) => amplitude * Math.sin((2 * Math.PI * 440 * i) / rate));
+  // The largest step the sine itself makes from one sample to the next.
+  const naturalStep = amplitude * 2 * Math.PI * (440 / rate);
+  const maxStep = (/** @type {number[]} */ xs) => Math.max(...xs.slice(1).map((v, i) => Math.abs(v - xs[i])));
+
+  const run = (/** @type {number} */ fadeSamples) => {
+    const r = ring(rate);
+    r.setFadeSamples(fadeSamples);
+    r.write(sine);
+    const output = readQuanta(r, 128, 10); // past the peak at sample 1, then mid-wave
+    r.pause();
+    output.push(...readQuanta(r, 128, 5));
+    r.resume();
+    output.push(...readQuanta(r, 128, 10));
+    return { output, r };
+  };
+  const { output, r } = run(fade);
+  assert.ok(maxStep(output) <= naturalStep + amplitude / fade + 1e-6, `max step ${maxStep(output)}`);
+  assert.equal(r.stats().played, 20 * 128 + fade - 1, "fade-out samples are played, not dropped");
+  // Without a fade the pause cuts mid-waveform: a step as large as the sample itself.
+  const cut = run(0).output;
+  assert.ok(maxStep(cut) > 10 * naturalStep, `an unfaded cut steps ${maxStep(cut)}`);
+});
+
+test("a resume during the fade-out, or a pause during the fade-in, turns around smoothly", () => {
+  const fade = 32;
+  const r = ring(1024);
+  r.setFadeSamples(fade);
+  r.write(new Float32Array(1000).fill(1));
+  const output = readQuanta(r, 8, 2);
+  r.pause();
+  output.push(...readQuanta(r, 8, 2)); // half way down
+  r.resume();
+  output.push(...readQuanta(r, 8, 1)); // back up a little
+  r.pause();
+  output.push(...readQuanta(r, 8, 8)); // down to silence
+  r.resume();
+  output.push(...readQuanta(r, 8, 8)); // up to full level
+  const steps = output.slice(1).map((v, i) => Math.abs(v - output[i]));
+  assert.ok(Math.max(...steps) <= 1 / fade + 1e-6, `largest step ${Math.max(...steps)}`);
+  assert.equal(output.at(-1), 1);
+  assert.equal(output[31], 1 - 16 / fade, "half way down after 16 samples of fade-out");
+  assert.equal(r.stats().pauses, 2);
+  assert.equal(r.stats().resumes, 2);
+  // Dropped nothing, played nothing twice: the read position moved by the samples played.
+  assert.equal(r.stats().played + r.buffered, 1000);
+});
+
+test("a clear while paused drops the held audio, ends the pause, and the next reply plays", () => {
+  const r = ring(256);
+  r.setFadeSamples(4);
+  r.write(ramp(1, 100));
+  const out = new Float32Array(8);
+  r.read(out, 100);
+  r.pause();
+  r.read(out, 108);
+  r.write(ramp(101, 20)); // more of the paused reply
+  r.clear();
+  r.write(ramp(500, 20)); // the next reply
+  assert.equal(r.read(out, 116), 8);
+  assert.deepEqual(Array.from(out), Array.from(ramp(500, 8)), "at full level from its first sample");
+  const stats = r.stats();
+  assert.equal(stats.paused, false);
+  assert.equal(stats.clearFrame, 116);
+  assert.equal(stats.pauseFrame, 108 + 3);
+  assert.equal(stats.pauses, 1);
+  assert.equal(stats.resumes, 0, "ended by the clear, not resumed");
+  assert.equal(stats.underruns, 0);
+});
+
+test("a pause made stale by a clear is ignored; one made after the clear applies", () => {
+  const r = ring(256);
+  r.write(ramp(1, 50));
+  const out = new Float32Array(8);
+  r.read(out);
+  // Paused, then cleared before the player looked: the pause ended with the clear.
+  r.pause();
+  r.clear();
+  r.write(ramp(100, 30));
+  assert.equal(r.read(out), 8);
+  assert.deepEqual(Array.from(out), Array.from(ramp(100, 8)));
+  assert.equal(r.stats().paused, false);
+  assert.equal(r.stats().pauses, 0);
+  // Cleared, then the next reply paused, before the player looked: it stays held.
+  r.clear();
+  r.write(ramp(200, 30));
+  r.pause();
+  assert.equal(r.read(out, 64), 0, "idle when the pause came: silent at once, no fade");
+  assert.equal(r.stats().paused, true);
+  assert.equal(r.stats().pauseFrame, 64);
+  assert.equal(r.stats().buffered, 30);
+  r.resume();
+  assert.equal(r.read(out), 8);
+  assert.equal(out[7], 207, "the held reply plays from its first sample");
+});
+
+test("resume with no pause in effect changes nothing; a pause on a dry ring is silent at once", () => {
+  const r = ring(128);
+  r.setFadeSamples(16);
+  r.write(ramp(1, 40));
+  const out = new Float32Array(8);
+  r.read(out);
+  r.resume();
+  r.read(out);
+  assert.deepEqual(Array.from(out), Array.from(ramp(9, 8)));
+  assert.equal(r.stats().resumes, 0);
+  // The ring runs dry during the fade-out: silence from where the audio ended.
+  r.read(out);
+  r.read(out);
+  r.pause();
+  assert.equal(r.read(out, 500), 8, "8 of the 15 fade samples are there");
+  assert.equal(r.read(out, 508), 0);
+  assert.equal(r.stats().pauseFrame, 508, "silent where the ring ran dry");
+  r.write(ramp(41, 8));
+  r.resume();
+  assert.equal(r.read(out, 516), 8);
+  assert.equal(r.stats().underruns, 0, "the silence was the pause, not a gap");
+  // Paused while starved: silent at once, and the pause does not add to the gap.
+  const s = ring(128);
+  s.write(ramp(1, 4));
+  s.read(out);
+  assert.equal(s.stats().state, PlayerState.STARVED);
+  s.pause();
+  readQuanta(s, 8, 10);
+  s.write(ramp(5, 8));
+  s.resume();
+  s.read(out);
+  assert.equal(s.stats().underruns, 1);
+  assert.equal(s.stats().underrunSamples, 4, "the gap before the pause only");
+});
+
+test("random pauses, resumes and clears on one SharedArrayBuffer lose and repeat nothing", () => {
+  const sab = PlayoutRing.allocate(4096, true);
+  const writer = new PlayoutRing(sab);
+  const reader = new PlayoutRing(sab);
+  // No fade: every sample played is the written value, so order and loss are exact.
+  writer.setFadeSamples(0);
+  const out = new Float32Array(128);
+  let written = 0;
+  let expected = 0;
+  let lastClearAt = 0;
+  let paused = false;
+  let pausedReads = 0;
+  let rng = 99;
+  const random = () => ((rng = (rng * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  for (let step = 0; step < 20000; step++) {
+    if (random() < 0.3 && writer.buffered + 240 <= writer.capacity) written += writer.write(ramp(written, 240));
+    const action = random();
+    if (action < 0.01) {
+      writer.pause();
+      paused = true;
+    } else if (action < 0.02) {
+      writer.resume();
+      paused = false;
+    } else if (action < 0.022) {
+      writer.clear();
+      lastClearAt = written;
+      paused = false;
+    }
+    const n = reader.read(out);
+    if (paused) {
+      assert.equal(n, 0, `step ${step}: nothing plays while paused`);
+      pausedReads++;
+    }
+    if (n > 0 && expected < lastClearAt) expected = Math.max(expected, out[0]);
+    for (let i = 0; i < n; i++) assert.equal(out[i], expected++, `step ${step}`);
+  }
+  assert.ok(expected > 100000, `exercised ${expected} samples`);
+  assert.ok(pausedReads > 1000, `${pausedReads} quanta paused`);
+  assert.equal(writer.stats().overflow, 0);
+});
+
+test("the fade length is checked", () => {
+  const r = ring(8);
+  for (const bad of [-1, 1.5, 192001]) assert.throws(() => r.setFadeSamples(bad), RangeError);
+  r.setFadeSamples(0);
+  r.setFadeSamples(192000);
 });

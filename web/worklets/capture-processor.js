@@ -6,6 +6,10 @@
  * through a MessagePort, so mic audio never waits for the main thread. The frame's level
  * goes to the main thread (node.port) for the meter.
  *
+ * Input 0 is the mic. Input 1, connected only for the EchoLoop test option, is a simulated
+ * echo of the agent: it is added to the frames sent (the server hears it), not to the level
+ * and the onsets (they describe the user).
+ *
  * processorOptions: { frameMs: number }
  * node.port in: { type: "port", port: MessagePort }   the socket worker's end
  * node.port out: { type: "level", rms, peak, onset, frame }   once per frame: its level
@@ -41,6 +45,10 @@ class CaptureProcessor extends AudioWorkletProcessor {
     this.port.onmessage = (/** @type {MessageEvent} */ event) => {
       if (event.data?.type === "port") this.sink = event.data.port;
     };
+    /** Mic plus echo, one render quantum (allocated once; resized if a quantum differs). */
+    this.mixed = new Float32Array(128);
+    /** Silence, standing in for a mic that delivers nothing while the echo plays. */
+    this.silence = new Float32Array(128);
   }
 
   /**
@@ -49,9 +57,20 @@ class CaptureProcessor extends AudioWorkletProcessor {
    */
   process(inputs) {
     // Channel 0 only: the session is mono, and the constraints ask the browser for one channel.
-    const channel = inputs[0]?.[0];
+    const mic = inputs[0]?.[0];
+    const echo = inputs[1]?.[0];
     this.blockFrame = currentFrame;
-    if (channel) this.assembler.push(channel);
+    if (!echo) {
+      if (mic) this.assembler.push(mic);
+      return true;
+    }
+    if (this.mixed.length !== echo.length) {
+      this.mixed = new Float32Array(echo.length);
+      this.silence = new Float32Array(echo.length);
+    }
+    const user = mic ?? this.silence;
+    for (let i = 0; i < echo.length; i++) this.mixed[i] = user[i] + echo[i];
+    this.assembler.push(this.mixed, user);
     return true;
   }
 }

@@ -6,15 +6,18 @@
  *
  * Two modes, chosen by the client:
  * * shared (cross-origin isolated page): processorOptions.ring is a SharedArrayBuffer the
- *   socket worker writes into (and clears, and marks at agent_done); the worker also reads
- *   the stats from it. The player only reads.
+ *   socket worker writes into (and clears, pauses, resumes, and marks at agent_done); the
+ *   worker also reads the stats from it. The player only reads.
  * * port (no SharedArrayBuffer): the player owns a ring on plain memory and the socket worker
  *   talks to it over a MessagePort: { type: "audio", samples: Float32Array } (transferred),
- *   { type: "clear" }, { type: "done" }; the player answers with
- *   { type: "stats", stats: RingStats } every `statsMs`.
+ *   { type: "clear" }, { type: "pause" }, { type: "resume" }, { type: "done" }; the player
+ *   answers with { type: "stats", stats: RingStats } every `statsMs`.
+ *
+ * Either way a pause fades the output out and a resume fades it in, here on the audio
+ * thread, sample by sample (lib/ring.mjs).
  *
  * processorOptions: { ring?: SharedArrayBuffer, capacity: number, startThreshold?: number
- *   (samples; port mode), statsMs?: number }
+ *   (samples; port mode), fadeSamples?: number (port mode), statsMs?: number }
  * node.port in: { type: "port", port: MessagePort }   port mode: the socket worker's end
  */
 import { PlayoutRing } from "../lib/ring.mjs";
@@ -22,16 +25,17 @@ import { PlayoutRing } from "../lib/ring.mjs";
 class PlayerProcessor extends AudioWorkletProcessor {
   /**
    * @param {{processorOptions: {ring?: SharedArrayBuffer, capacity: number,
-   *   startThreshold?: number, statsMs?: number}}} options
+   *   startThreshold?: number, fadeSamples?: number, statsMs?: number}}} options
    */
   constructor(options) {
     super();
-    const { ring, capacity, startThreshold = 0, statsMs = 50 } = options.processorOptions;
+    const { ring, capacity, startThreshold = 0, fadeSamples = 0, statsMs = 50 } = options.processorOptions;
     this.ring = new PlayoutRing(ring ?? PlayoutRing.allocate(capacity, false));
     if (!ring) {
       // Port mode: this ring is the player's own (in shared mode the client configured it).
       this.ring.setSampleRate(sampleRate);
       this.ring.setStartThreshold(startThreshold);
+      this.ring.setFadeSamples(fadeSamples);
     }
     /** @type {MessagePort | null} port mode: the socket worker */
     this.feed = null;
@@ -48,6 +52,8 @@ class PlayerProcessor extends AudioWorkletProcessor {
   onFeed(msg) {
     if (msg.type === "audio" && msg.samples) this.ring.write(msg.samples);
     else if (msg.type === "clear") this.ring.clear();
+    else if (msg.type === "pause") this.ring.pause();
+    else if (msg.type === "resume") this.ring.resume();
     else if (msg.type === "done") this.ring.markDone();
   }
 
