@@ -16,6 +16,11 @@ samples in order, so when nothing goes wrong the recorded output *is* the receiv
 sample for sample, with only idle silence between replies. :func:`align_reply` walks the two
 side by side and finds every stretch of silence the player inserted inside a reply (an
 underrun: the ring ran dry) and where the reply stopped playing (a barge-in's ``clear``).
+A ``pause`` (the server ducking the agent at the user's speech onset) is the one sanctioned
+change: the player fades out over ``FADE_MS`` (each sample one step of ``1/fade`` quieter),
+holds silence, and fades back in from the exact next sample on ``resume``;
+:func:`align_reply` recognises those fades and reports the silence between as a *hold*, not
+a gap.
 That is the definition of a gap these tests use: **silence in the output that the agent's
 audio did not contain**, found by exact comparison, so the pauses espeak puts between words
 and sentences (which are in the received stream too) never count, and a gap as short as one
@@ -48,6 +53,8 @@ ONSET_SUSTAIN_MS = 50.0
 #: A gap this long (ms) or longer is an audible hole; shorter inserted silence is still an
 #: underrun (a click), counted separately.
 AUDIBLE_GAP_MS = 10.0
+#: The web client's fade at a pause and a resume (its ``fadeMs`` option's default), ms.
+FADE_MS = 5.0
 
 
 def resample(samples: Int16Array, rate: int, new_rate: int) -> Int16Array:
@@ -187,6 +194,10 @@ class ReplyPlayback:
         gaps: every stretch of silence inserted inside the reply (underruns).
         mismatch: index in the recording where the output stopped matching the reply in any
             other way (a changed sample, audio from nowhere), or -1 when it never did.
+        holds: the silences of pauses the reply resumed from (faded out, held, faded in from
+            the next sample): sanctioned, not gaps.
+        faded_out: the reply stopped playing with a pause's fade-out (then a ``clear``), not
+            with an abrupt cut; ``end`` is then the first silent sample after the fade.
     """
 
     rate: int
@@ -196,6 +207,8 @@ class ReplyPlayback:
     received: int
     gaps: tuple[Gap, ...]
     mismatch: int
+    holds: tuple[Gap, ...] = ()
+    faded_out: bool = False
 
     @property
     def found(self) -> bool:
@@ -229,6 +242,8 @@ class ReplyPlayback:
             "gaps_ge_10ms": len(self.audible_gaps),
             "longest_gap_ms": round(max((g.length for g in self.gaps), default=0) * ms, 2),
             "sample_exact": self.mismatch < 0,
+            "holds": len(self.holds),
+            "held_ms": [round(h.length * ms, 1) for h in self.holds],
         }
 
 
@@ -249,6 +264,57 @@ def _find(needle: Int16Array, haystack: Int16Array, start: int) -> int:
     return -1
 
 
+def _fade_out(output: Int16Array, reply: Int16Array, i: int, j: int, fade: int, lowest: int) -> int:
+    """Where the silence of a pause's fade-out begins, when one explains the difference at
+    ``output[i]`` (nonzero) != ``reply[j]``, else -1.
+
+    The fade started ``back`` samples before ``i`` (the first samples of a fade can round to
+    the reply's own values); its samples are the reply's times ``(fade-1)/fade``,
+    ``(fade-2)/fade``... ``1/fade`` (within one step of rounding), possibly cut short by
+    silence (the ring ran dry, or a clear came mid-fade). The start explaining the longest
+    stretch wins."""
+    steps = fade - 1
+    if steps < 1:
+        return -1
+    gains = (steps - np.arange(steps)) / fade
+    best = -1
+    for back in range(0, min(steps, i - lowest + 1)):
+        s, js = i - back, j - back
+        length = min(steps, len(output) - s, len(reply) - js)
+        expected = reply[js : js + length].astype(np.float64) * gains[:length]
+        close = np.abs(output[s : s + length] - expected) <= 1.0
+        explained = length if close.all() else int(np.argmin(close))
+        if explained > back:
+            best = max(best, s + explained)
+    return best
+
+
+def _fade_in(
+    output: Int16Array, reply: Int16Array, z: int, j: int, fade: int, max_gap: int, key: int
+) -> tuple[int, int] | None:
+    """Where the reply, silent in the output from ``z`` on (at ``reply[j]``), comes back with
+    a resume's fade-in: ``(output index, reply index)`` of the first sample after the fade
+    that plays exactly, or None. Between the silence and that point every output sample is
+    the reply's scaled by a gain in 0..1 (the fade-in may start in the reply's own silence,
+    so where exactly it began cannot be told)."""
+    after = np.flatnonzero(reply[j + fade :])
+    if after.size == 0:
+        return None
+    q = j + fade + int(after[0])
+    window = reply[q : q + key]
+    shift = q - j  # output index of reply[x] is p - q + x
+    p = _find(window, output[: z + max_gap + shift + len(window)], z + shift)
+    if p < 0:
+        return None
+    back_at = p - shift  # where reply[j] plays
+    if np.any(output[z:back_at] != 0):
+        return None
+    played = output[back_at:p].astype(np.int64)
+    wanted = reply[j:q].astype(np.int64)
+    scaled = (played * wanted >= 0) & (np.abs(played) <= np.abs(wanted) + 1)
+    return (p, q) if scaled.all() else None
+
+
 def align_reply(
     output: Int16Array,
     reply: Int16Array,
@@ -257,18 +323,26 @@ def align_reply(
     search_from: int = 0,
     max_gap_s: float = 5.0,
     key: int = 64,
+    fade: int | None = None,
+    pauses: tuple[tuple[int, int], ...] = (),
 ) -> ReplyPlayback:
     """Finds ``reply`` (one turn's received audio) in the recorded ``output`` and walks them
     side by side: equal samples played; silence in the output where the reply goes on is a
-    :class:`Gap`; the walk ends when the reply is done or the output never resumes it (a
-    ``clear`` dropped the rest).
+    :class:`Gap`; a pause's fade-out, silence and fade-in is a hold; the walk ends when the
+    reply is done or the output never resumes it (a ``clear`` dropped the rest).
 
     The reply is located by its first ``key`` samples after its leading silence, searched
-    from ``search_from``. After a gap the walk resumes where the next ``key`` samples of the
-    reply appear within ``max_gap_s``. Silence inserted while the reply is still in its
-    leading silence cannot be told from the idle output before it (nor heard): it is not
-    counted here, though the player's own counter counts it.
+    from ``search_from``. After a gap or a hold the walk resumes where the next ``key``
+    samples of the reply appear within ``max_gap_s``. Silence inserted while the reply is
+    still in its leading silence cannot be told from the idle output before it (nor heard):
+    it is not counted here, though the player's own counter counts it.
+
+    ``fade`` is the player's fade in samples (default ``FADE_MS`` at ``rate``). A pause that
+    falls in the reply's own silence shows no fade to recognise it by: ``pauses`` (the
+    page's pauses, ``(first silent sample, resume)`` as recording indexes) turns a gap that
+    overlaps one into a hold.
     """
+    fade = round(rate * FADE_MS / 1000) if fade is None else fade
     received = len(reply)
     nonzero = np.flatnonzero(reply)
     if nonzero.size == 0:
@@ -279,25 +353,49 @@ def align_reply(
         return ReplyPlayback(rate, -1, -1, 0, received, (), -1)
     first, i, played = at, at, j  # the reply's leading silence counts as played
     gaps: list[Gap] = []
+    holds: list[Gap] = []
     mismatch = -1
+    faded_out = False
     max_gap = round(max_gap_s * rate)
     while j < received:
         step = _first_difference(output[i:], reply[j:])
         i, j, played = i + step, j + step, played + step
         if j >= received or i >= len(output):
             break
+        faded_out = False
         if output[i] != 0:
-            mismatch = i
-            break
-        # Silence where the reply has sound (the first difference is never a zero of the
-        # reply: there both are zero): find where the reply's next samples resume.
-        window = reply[j : j + key]
-        resume = _find(window, output[: i + max_gap + len(window)], i + 1)
-        if resume < 0 or np.any(output[i:resume] != 0):
+            silent = _fade_out(output, reply, i, j, fade, first)
+            if silent < 0:
+                mismatch = i
+                break
+            # The fade's samples played (quieter); the pause's silence starts after them.
+            i, j, played = silent, j + silent - i, played + silent - i
+            faded_out = True
+            if j >= received:
+                break
+        else:
+            # Silence where the reply has sound (the first difference is never a zero of the
+            # reply: there both are zero): find where the reply's next samples resume.
+            window = reply[j : j + key]
+            resume = _find(window, output[: i + max_gap + len(window)], i + 1)
+            if resume >= 0 and not np.any(output[i:resume] != 0):
+                gap = Gap(i, resume - i)
+                held = any(a <= i + gap.length + fade and i <= b + fade for a, b in pauses)
+                (holds if held else gaps).append(gap)
+                i = resume
+                continue
+        back = _fade_in(output, reply, i, j, fade, max_gap, key)
+        if back is None:
             break  # the reply never resumed: dropped (clear) or the recording ended
-        gaps.append(Gap(i, resume - i))
-        i = resume
-    return ReplyPlayback(rate, first, i, played, received, tuple(gaps), mismatch)
+        p, q = back
+        holds.append(Gap(i, p - q + j - i))
+        i, j, played = p, q, played + q - j
+        faded_out = False
+    if mismatch >= 0 or j >= received:
+        faded_out = False
+    return ReplyPlayback(
+        rate, first, i, played, received, tuple(gaps), mismatch, tuple(holds), faded_out
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

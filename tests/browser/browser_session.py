@@ -7,6 +7,12 @@ directions with its arrival time. The agent audio it received is cut into one ar
 (at each ``agent_done`` or ``clear``), the reference the recorded output is compared with.
 The page's own recording (the client's tap worklet: the player's output and the mic, on the
 AudioContext's frame clock) is fetched at the end with :meth:`DemoSession.stop_recording`.
+
+The page's URL parameters (:func:`page_query`) choose the player's mode, whether the client
+announces the ``pause`` capability, and the echo simulation (a speakerphone without echo
+cancellation). What the page measured of pauses and barge-ins comes from
+:meth:`DemoSession.barge_ins` and :meth:`DemoSession.ducks`, on the same frame clock as the
+recording (:meth:`Recording.index`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pytest
 
 from .audio_analysis import Int16Array, to_int16
 
@@ -55,6 +62,8 @@ _STOP_RECORDING_JS = """async () => {
            truncated: r.truncated, output: encode(r.output), input: encode(r.input) };
 }"""
 _PLAYOUT_JS = "() => window.voicecore.client.playout"
+_BARGE_INS_JS = "() => window.voicecore.client.bargeIns"
+_DUCKS_JS = "() => window.voicecore.client.ducks"
 _STATS_JS = "() => window.voicecore.stats()"
 _BUSY_LOOP_JS = """([blockMs, everyMs]) => {
   window.__busyBlocks = 0;
@@ -65,6 +74,25 @@ _BUSY_LOOP_JS = """([blockMs, everyMs]) => {
   }, everyMs);
 }"""
 _STOP_BUSY_LOOP_JS = "() => { clearInterval(window.__busyLoop); return window.__busyBlocks; }"
+
+
+def page_query(
+    *, port_mode: bool = False, pause: bool = True, echo_loop: tuple[float, float] | None = None
+) -> str:
+    """The demo page's URL parameters: the ``MessagePort`` player instead of the shared ring
+    (``port_mode``); a client that does not announce the ``pause`` capability, as one that
+    predates it (``pause=False``: the server then cuts with ``clear`` only, the baseline);
+    the echo simulation, ``(gain_db, delay_ms)``: the player's output fed back into what
+    the page sends, the browser's echo canceller off (the client's ``echoLoop`` option)."""
+    params = []
+    if port_mode:
+        params.append("mode=port")
+    if not pause:
+        params.append("pause=0")
+    if echo_loop is not None:
+        gain_db, delay_ms = echo_loop
+        params += [f"echo_gain_db={gain_db:g}", f"echo_delay_ms={delay_ms:g}"]
+    return "&".join(params)
 
 
 @dataclass(frozen=True)
@@ -118,6 +146,11 @@ class Recording:
         """``samples`` at the recording's rate, in milliseconds."""
         return samples * 1000.0 / self.rate
 
+    def index(self, frame: int) -> int:
+        """The recording index of AudioContext frame ``frame`` (a ``silentFrame``,
+        ``resumeFrame`` or ``clearFrame`` the page reported)."""
+        return frame - self.start_frame
+
 
 class DemoSession:
     """The demo page in one browser tab, and the WebSocket traffic it made."""
@@ -145,6 +178,19 @@ class DemoSession:
         """Loads the demo page (``query``: its URL parameters, e.g. ``mode=port``)."""
         self.page.goto(f"{self.server.url}/" + (f"?{query}" if query else ""))
         self.page.wait_for_function("() => window.voicecore !== undefined", timeout=10_000)
+
+    @property
+    def capabilities(self) -> list[str]:
+        """The capabilities the server confirmed in ``ready`` (none from a server that
+        predates them)."""
+        assert self.session is not None, "not connected"
+        return list(self.session.get("capabilities") or [])
+
+    def require_server_pause(self) -> None:
+        """Skips the test unless the server will pause this client (it confirmed the
+        ``pause`` capability in ``ready``)."""
+        if "pause" not in self.capabilities:
+            pytest.skip("the server does not pause this client (no 'pause' in ready.capabilities)")
 
     def connect(self) -> dict[str, Any]:
         """Connects (what the page's Connect button does), starts the tap recording as soon
@@ -300,6 +346,30 @@ class DemoSession:
         """The client's latest PlayoutStats (bufferedMs, playedMs, underruns, underrunMs...)."""
         stats: dict[str, Any] | None = self.page.evaluate(_PLAYOUT_JS)
         return stats
+
+    def barge_ins(self) -> list[dict[str, Any]]:
+        """The barge-ins the page measured: ``turnId``, ``ms`` (the user's speech onset at the
+        mic to the agent's silence at the speaker, output latency included), ``silentFrame``
+        (the first silent sample, an AudioContext frame), ``via`` (``"pause"``: the clear
+        confirmed a pause that had silenced the agent already; ``"clear"``: the clear did),
+        ``clearFrame``, ``outputLatencyMs``."""
+        found: list[dict[str, Any]] = self.page.evaluate(_BARGE_INS_JS)
+        return found
+
+    def ducks(self) -> list[dict[str, Any]]:
+        """The pauses a ``resume`` ended, as the page measured them: ``turnId``, ``ms`` (speech
+        onset to silence; None when no onset at the mic explains the pause: echo, noise),
+        ``silentFrame``, ``resumeFrame``, ``pausedMs``, ``outputLatencyMs``."""
+        found: list[dict[str, Any]] = self.page.evaluate(_DUCKS_JS)
+        return found
+
+    def pauses_in(self, recording: Recording) -> tuple[tuple[int, int], ...]:
+        """The resumed pauses as ``(first silent sample, resume)`` indexes of ``recording``:
+        what :func:`~audio_analysis.align_reply` takes as ``pauses``."""
+        return tuple(
+            (recording.index(d["silentFrame"]), recording.index(d["resumeFrame"]))
+            for d in self.ducks()
+        )
 
     def page_stats(self) -> dict[str, Any]:
         """The demo page's own figures (``window.voicecore.stats()``: mode, playout, turns,

@@ -18,18 +18,35 @@ class Results:
         self.figures.setdefault(scenario, {}).update(figures)
 
     def summary_lines(self) -> list[str]:
-        """One line per scenario: underruns and gaps, or barge-in latencies."""
+        """One line per scenario: underruns and gaps, barge-in latencies, the echo loop's
+        accuracy, or what a short sound over the agent did (pause, resume, hold)."""
         lines: list[str] = []
         for scenario, f in sorted(self.figures.items()):
             if scenario == "servers":
                 lines.extend(f"server ({label}): {figures}" for label, figures in f.items())
             elif "barge_ins" in f:
                 each = [b["barge_in_ms"] for b in f["barge_ins"] if b.get("measured")]
+                via = f.get("page_barge_in_via") or []
                 lines.append(
                     f"{scenario}: guard {f['barge_in_min_speech_ms']} ms, mic onset -> silent "
                     f"output {each} ms, p50 {f.get('p50_ms')} p95 {f.get('p95_ms')} ms "
                     f"(target {f['target_p95_ms']:g} ms: "
-                    f"{'met' if f.get('target_met') else 'MISSED'})"
+                    f"{'met' if f.get('target_met') else 'MISSED'}); silenced by pause "
+                    f"{via.count('pause')}, by clear {via.count('clear')}"
+                )
+            elif "max_residual_lsb" in f:
+                lines.append(
+                    f"{scenario}: echo {f['gain_db']:g} dB, {f['delay_ms']:g} ms "
+                    f"({f['echo_level_dbfs']} dBFS), sent = mic + echo within "
+                    f"{f['max_residual_lsb']} LSB; the server's own voice made it clear "
+                    f"{f['clears']}x, pause {f['pauses']}x (capabilities "
+                    f"{f['server_capabilities']})"
+                )
+            elif "page_ducks" in f:
+                lines.append(
+                    f"{scenario}: pause {f['pauses']}, resume {f['resumes']}, clear "
+                    f"{f['clears']}; held {f.get('held_ms')} ms, underruns {f.get('underruns')}, "
+                    f"page ducks (onset -> silent ms) {[d['ms'] for d in f['page_ducks']]}"
                 )
             else:
                 lines.append(

@@ -87,6 +87,103 @@ def test_a_reply_cut_by_clear_ends_where_the_output_stopped() -> None:
     assert playback.gaps == ()
 
 
+FADE = 220  # 5 ms at 44.1 kHz, as the player's default
+
+
+def _faded(samples: Int16Array, gains: np.ndarray) -> Int16Array:
+    """``samples`` times ``gains`` as the web player plays them (float32, then back to
+    int16 as the page's recording is read)."""
+    played = (samples.astype(np.float64) / 32768 * gains).astype(np.float32)
+    return to_int16(played)
+
+
+def _paused(reply: Int16Array, at: int, hold: int, fade_out: int = FADE - 1) -> Int16Array:
+    """``reply`` as the player plays it when a pause reaches it at ``reply[at]``: ``fade_out``
+    samples one step quieter each (``FADE - 1``, or fewer when the ring ran dry), ``hold``
+    samples of silence, then a fade-in from the exact next sample (a resume)."""
+    down = (FADE - 1 - np.arange(fade_out)) / FADE
+    up = (np.arange(FADE) + 1) / FADE
+    back = at + fade_out
+    return np.concatenate(
+        [
+            reply[:at],
+            _faded(reply[at:back], down),
+            np.zeros(hold, np.int16),
+            _faded(reply[back : back + FADE], up),
+            reply[back + FADE :],
+        ]
+    )
+
+
+def test_a_pause_resumed_is_a_hold_with_every_sample_played() -> None:
+    reply = _reply_with_pauses()
+    at = 300 + round(0.1 * RATE)
+    output = np.concatenate([np.zeros(1000, np.int16), _paused(reply, at, hold=9000)])
+    playback = align_reply(output, reply, RATE)
+    assert playback.holds == (Gap(1000 + at + FADE - 1, 9000),)
+    assert playback.gaps == ()
+    assert playback.mismatch == -1
+    assert playback.complete
+    assert not playback.faded_out
+    assert playback.summary()["held_ms"] == [round(9000 * 1000 / RATE, 1)]
+
+
+def test_a_fade_out_cut_short_by_a_dry_ring_is_still_a_hold() -> None:
+    reply = _reply_with_pauses()
+    at = 300 + round(0.05 * RATE)
+    playback = align_reply(_paused(reply, at, hold=3000, fade_out=50), reply, RATE)
+    assert playback.holds == (Gap(at + 50, 3000),)
+    assert playback.gaps == ()
+    assert playback.complete
+
+
+def test_a_pause_then_clear_ends_the_reply_after_its_fade_out() -> None:
+    reply = _reply_with_pauses()
+    at = 300 + round(0.2 * RATE)
+    paused = _paused(reply, at, hold=RATE)[: at + FADE - 1 + RATE]  # never resumed
+    output = np.concatenate([paused, _voice(0.2, 9)])  # then the next reply
+    playback = align_reply(output, reply, RATE)
+    assert playback.faded_out
+    assert playback.end == at + FADE - 1, "the first silent sample"
+    assert playback.played == at + FADE - 1
+    assert playback.mismatch == -1
+    assert playback.gaps == ()
+    assert playback.holds == ()
+    assert not playback.complete
+
+
+def test_a_pause_in_the_replys_own_silence_is_a_hold_when_the_page_reported_it() -> None:
+    reply = _reply_with_pauses()
+    pause_start = 300 + round(0.3 * RATE)  # the reply's first pause (80 ms of zeros)
+    # Paused 20 ms into it, resumed 100 ms later: the fade-in ends inside the zeros, so the
+    # output shows only silence inserted into silence.
+    at = pause_start + round(0.02 * RATE)
+    output = _paused(reply, at, hold=round(0.1 * RATE))
+    silent_at = at + FADE - 1
+    resumed_at = silent_at + round(0.1 * RATE)
+    unknown = align_reply(output, reply, RATE)
+    assert len(unknown.gaps) == 1, "no fade to recognise it by"
+    assert unknown.holds == ()
+    known = align_reply(output, reply, RATE, pauses=((silent_at, resumed_at),))
+    assert known.gaps == ()
+    assert len(known.holds) == 1
+    assert known.complete
+
+
+def test_a_resume_whose_fade_in_overlaps_the_voice_is_a_hold() -> None:
+    reply = _reply_with_pauses()
+    voice_back = 300 + round(0.3 * RATE) + round(0.08 * RATE)  # after the reply's first pause
+    # The fade-out falls in the reply's silence (nothing to see), the fade-in's last 120
+    # samples on the voice.
+    at = voice_back - (FADE - 1) - 100
+    output = _paused(reply, at, hold=5000)
+    playback = align_reply(output, reply, RATE)
+    assert playback.gaps == ()
+    assert len(playback.holds) == 1
+    assert playback.complete
+    assert playback.mismatch == -1
+
+
 def test_a_changed_sample_is_a_mismatch_not_a_gap() -> None:
     reply = _reply_with_pauses()
     output = reply.copy()

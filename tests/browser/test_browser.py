@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.speech import Utterance
 from voicecore import SessionConfig
 
 from .audio_analysis import (
@@ -35,8 +36,9 @@ from .audio_analysis import (
     locate,
     onset,
     percentile,
+    to_int16,
 )
-from .browser_session import DemoSession, Recording
+from .browser_session import DemoSession, Recording, page_query
 from .figures import Results
 from .servers import Servers
 
@@ -361,6 +363,9 @@ def test_barge_in_stops_the_agent_at_the_speaker(
                 measured=True,
                 turn_id=reply.turn_id,
                 ended_by=reply.ended_by,
+                # A server that pauses the client fades the reply out before its clear: the
+                # agent is silent from the fade's end (``playback.end`` either way).
+                faded_out=playback.faded_out,
                 barge_in_ms=round(recording.ms(playback.end - speech_at), 1),
                 played_before_onset_ms=round(recording.ms(speech_at - playback.first), 1),
                 silent_after_cut_ms=round(recording.ms(len(after_cut)), 1),
@@ -369,15 +374,21 @@ def test_barge_in_stops_the_agent_at_the_speaker(
         figures.append(figure)
 
     server_barge_in = [m.get("barge_in_ms") for m in demo.messages("metrics")]
-    page_barge_in = [b["ms"] for b in demo.page_stats().get("bargeIns", [])]
+    page_barge_ins = demo.barge_ins()
     measured = [f["barge_in_ms"] for f in figures if f.get("measured")]
     summary = {
         "barge_in_min_speech_ms": min_speech_ms,
+        "server_capabilities": demo.capabilities,
         "barge_ins": figures,
         # The server's own step (speech confirmed -> clear sent) and the page's own figure
-        # (its onset detector -> the clear applied, plus the output latency), for comparison.
+        # (its onset detector -> the agent silent: at the pause the clear confirmed, or at
+        # the clear; plus the output latency), for comparison.
         "server_barge_in_ms": [round(b, 2) for b in server_barge_in if b is not None],
-        "page_barge_in_ms": [round(b, 1) for b in page_barge_in],
+        "page_barge_in_ms": [round(b["ms"], 1) for b in page_barge_ins],
+        "page_barge_in_via": [b["via"] for b in page_barge_ins],
+        "pauses_sent": len(demo.messages("pause")),
+        "resumes_sent": len(demo.messages("resume")),
+        "page_ducks_ms": [None if d["ms"] is None else round(d["ms"], 1) for d in demo.ducks()],
         "target_p95_ms": BARGE_IN_TARGET_MS,
     }
     if measured:
@@ -396,3 +407,126 @@ def test_barge_in_stops_the_agent_at_the_speaker(
     assert all(f["ended_by"] == "clear" for f in cut), figures
     assert all(f["silent_after_cut"] for f in cut), figures
     assert max(measured) < 1000, figures
+
+
+# Echo: the client's echoLoop test option simulates a speakerphone without echo cancellation.
+ECHO_GAIN_DB = -10.0
+ECHO_DELAY_MS = 80.0
+
+
+def _sent_audio(demo: DemoSession) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The mic audio the page sent the server, as floats (full scale 1.0)."""
+    chunks = [f.payload for f in demo.frames if f.sent and isinstance(f.payload, bytes)]
+    return np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.float64) / 32768
+
+
+def test_the_echo_loop_sends_the_agents_voice_back_as_a_speakerphone_would(
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Results
+) -> None:
+    """What the page sends the server with the echo simulation on is, sample for sample, the
+    mic plus the agent's output ``ECHO_DELAY_MS`` later and ``ECHO_GAIN_DB`` down, the
+    browser's echo canceller off: the ground the echo-safety tests stand on. What the server
+    makes of its own voice coming back (taken for the user, or gated out) is recorded, not
+    asserted here."""
+    script = _question(utterances, "goforward.wav", tail_s=4.0)
+    demo = open_demo(script, query=page_query(echo_loop=(ECHO_GAIN_DB, ECHO_DELAY_MS)))
+    _connect(demo)
+    assert demo.page_stats()["echoLoop"] == {"gainDb": ECHO_GAIN_DB, "delayMs": ECHO_DELAY_MS}
+    demo.wait_for_type("agent_text", TURN_TIMEOUT_S)
+    while not demo.replies():  # the reply's first audio is on its way
+        demo.pump(0.01)
+    demo.pump(1.5)
+    recording = demo.stop_recording()
+    rate = recording.rate
+    sent = _sent_audio(demo)
+
+    # Where the sent stream starts on the recording's clock: the question, found in both.
+    question = script.segments[0]
+    in_sent = locate(script.samples[question.start : question.end], sent, WAV_RATE, rate)
+    piece = to_int16(sent[in_sent : in_sent + rate].astype(np.float32))
+    offset = locate(piece, recording.input, rate, rate) - in_sent
+    delay = round(ECHO_DELAY_MS / 1000 * rate)
+    gain = 10 ** (ECHO_GAIN_DB / 20)
+    played = recording.output.astype(np.float64) / 32768
+    # Every sent sample whose echo source the recording holds.
+    first = max(0, delay - offset)
+    last = min(len(sent), len(recording.input) - offset)
+    k = np.arange(first, last)
+    mic = recording.input[k + offset].astype(np.float64)
+    echo = played[k + offset - delay]
+    residual_lsb = np.abs(sent[k] - mic - gain * echo) * 32768
+    without_echo_lsb = np.abs(sent[k] - mic) * 32768
+    audible = echo != 0
+    echo_level_dbfs = 20 * np.log10(np.sqrt(np.mean((gain * echo[audible]) ** 2)) + 1e-12)
+    results.record(
+        "echo_loop",
+        gain_db=ECHO_GAIN_DB,
+        delay_ms=ECHO_DELAY_MS,
+        samples_compared=int(k.size),
+        agent_samples_echoed=int(audible.sum()),
+        echo_level_dbfs=round(float(echo_level_dbfs), 1),
+        max_residual_lsb=round(float(residual_lsb.max()), 2),
+        # What the server did with its own voice in the mic (no user speech after the
+        # question): a clear or a pause here means it took the echo for the user.
+        server_capabilities=demo.capabilities,
+        clears=len(demo.messages("clear")),
+        pauses=len(demo.messages("pause")),
+        resumes=len(demo.messages("resume")),
+    )
+
+    assert audible.sum() > rate // 5, "less than 200 ms of the agent's voice was echoed"
+    assert residual_lsb.max() <= 3, "the sent audio is not mic + delayed, attenuated output"
+    assert without_echo_lsb[audible].max() > 100, "no echo in the sent audio"
+
+
+#: A sound over the agent too short to be an interruption: the first 150 ms of an
+#: utterance's speech (shorter than the server's ``barge_in_min_speech_ms``, 300 ms).
+COUGH_MS = 150.0
+
+
+def _burst(utterance: Spoken, ms: float) -> Utterance:
+    """The first ``ms`` of ``utterance``'s speech, from its onset."""
+    at = onset(utterance.samples, utterance.sample_rate) or 0
+    n = round(ms / 1000 * utterance.sample_rate)
+    samples = utterance.samples[at : at + n]
+    return Utterance(f"{utterance.name}[:{ms:g} ms]", samples, utterance.sample_rate, "")
+
+
+def test_a_short_sound_over_the_agent_pauses_it_and_the_reply_goes_on_whole(
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Results
+) -> None:
+    """A cough-length sound while the agent talks: a server that pauses this client
+    (``pause`` confirmed in ``ready``) ducks the agent at its onset and, the sound being no
+    interruption, resumes it: the reply then plays whole, no sample lost or repeated, the
+    silence between the fade-out and the fade-in a hold, not a gap. Skipped with a server
+    that does not pause."""
+    script = MicScript(WAV_RATE).silence(LEAD_IN_S).speech(utterances["librivox-0890.wav"])
+    script.silence(BARGE_AFTER_S).speech(_burst(utterances["librivox-0880.wav"], COUGH_MS))
+    script.silence(8.0)
+    demo = open_demo(script)
+    _connect(demo)
+    demo.require_server_pause()
+    demo.wait_for_type("agent_done", TURN_TIMEOUT_S + script.seconds)
+    demo.wait_until_played()
+    recording = demo.stop_recording()
+    (reply,) = demo.replies()
+    playback = align_reply(
+        recording.output, reply.audio, recording.rate, pauses=demo.pauses_in(recording)
+    )
+    ducks = demo.ducks()
+    results.record(
+        "short_sound_over_the_agent",
+        pauses=len(demo.messages("pause")),
+        resumes=len(demo.messages("resume")),
+        clears=len(demo.messages("clear")),
+        page_ducks=ducks,
+        **playback.summary(),
+    )
+
+    assert demo.messages("pause"), "the server did not pause the agent"
+    assert demo.messages("resume"), "the server did not resume the agent"
+    assert reply.ended_by == "agent_done", "the sound cut the reply"
+    _assert_played_whole(playback)
+    assert playback.gaps == (), f"silence inserted besides the pause: {playback.gaps}"
+    assert playback.holds, "the pause does not show in the output"
+    assert ducks, "the page measured no pause"
