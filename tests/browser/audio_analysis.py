@@ -340,7 +340,8 @@ def align_reply(
     ``fade`` is the player's fade in samples (default ``FADE_MS`` at ``rate``). A pause that
     falls in the reply's own silence shows no fade to recognise it by: ``pauses`` (the
     page's pauses, ``(first silent sample, resume)`` as recording indexes) turns a gap that
-    overlaps one into a hold.
+    overlaps one into a hold. A hold's edges are exact to within the few samples of a fade
+    that round to the same int16 values whatever the gain (quiet speech).
     """
     fade = round(rate * FADE_MS / 1000) if fade is None else fade
     received = len(reply)

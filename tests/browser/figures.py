@@ -19,7 +19,7 @@ class Results:
 
     def summary_lines(self) -> list[str]:
         """One line per scenario: underruns and gaps, barge-in latencies, the echo loop's
-        accuracy, or what a short sound over the agent did (pause, resume, hold)."""
+        accuracy, the player's pause and resume, or what a short sound over the agent did."""
         lines: list[str] = []
         for scenario, f in sorted(self.figures.items()):
             if scenario == "servers":
@@ -41,6 +41,12 @@ class Results:
                     f"{f['max_residual_lsb']} LSB; the server's own voice made it clear "
                     f"{f['clears']}x, pause {f['pauses']}x (capabilities "
                     f"{f['server_capabilities']})"
+                )
+            elif "pause_frame_in_recording" in f:
+                lines.append(
+                    f"{scenario}: held {f['held_ms']} ms, played {f['played_ms']} of "
+                    f"{f['received_ms']} ms, sample-exact {f['sample_exact']}, "
+                    f"gaps {f['underruns']}"
                 )
             elif "page_ducks" in f:
                 lines.append(

@@ -13,6 +13,7 @@ Figures (underruns per scenario, barge-in latency) are printed and written to
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import signal
@@ -36,6 +37,7 @@ from .audio_analysis import (
     locate,
     onset,
     percentile,
+    resample,
     to_int16,
 )
 from .browser_session import DemoSession, Recording, page_query
@@ -530,3 +532,116 @@ def test_a_short_sound_over_the_agent_pauses_it_and_the_reply_goes_on_whole(
     assert playback.gaps == (), f"silence inserted besides the pause: {playback.gaps}"
     assert playback.holds, "the pause does not show in the output"
     assert ducks, "the page measured no pause"
+
+
+# The player alone: pause and resume in Chromium's audio thread, with no server in the loop.
+_PLAYER_PAUSE_JS = """async ([pcm64, rate, mode, pauseAfterMs, holdMs]) => {
+  const { PlayoutRing } = await import("/lib/ring.mjs");
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const bytes = Uint8Array.from(atob(pcm64), (c) => c.charCodeAt(0));
+  const reply = Float32Array.from(new Int16Array(bytes.buffer), (v) => v / 32768);
+  const context = new AudioContext({ sampleRate: rate });
+  for (const f of ["player-processor.js", "tap-processor.js"]) {
+    await context.audioWorklet.addModule(`/worklets/${f}`);
+  }
+  const capacity = reply.length + rate;
+  const fadeSamples = Math.round(0.005 * rate);
+  // Shared: this thread writes the ring as the socket worker does; port: it posts to the
+  // player as the worker does.
+  const ring = mode === "shared" ? PlayoutRing.allocate(capacity, true) : null;
+  const writer = ring ? new PlayoutRing(ring) : null;
+  writer?.setFadeSamples(fadeSamples);
+  const player = new AudioWorkletNode(context, "voicecore-player", {
+    numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1],
+    processorOptions: { ring, capacity, startThreshold: 0, fadeSamples, statsMs: 20 },
+  });
+  const tap = new AudioWorkletNode(context, "voicecore-tap", {
+    numberOfInputs: 2, numberOfOutputs: 1, outputChannelCount: [1],
+    channelCount: 1, channelCountMode: "explicit",
+  });
+  player.connect(tap, 0, 0);
+  player.connect(context.destination);
+  tap.connect(context.destination);
+  let stats = null;
+  let feed = null;
+  if (!writer) {
+    const channel = new MessageChannel();
+    player.port.postMessage({ type: "port", port: channel.port1 }, [channel.port1]);
+    feed = channel.port2;
+    feed.onmessage = (e) => (stats = e.data.stats);
+  }
+  const send = (type, samples) => {
+    if (writer) return type === "audio" ? writer.write(samples) : writer[type]();
+    feed.postMessage(samples ? { type, samples } : { type }, samples ? [samples.buffer] : []);
+  };
+  await context.resume();
+  tap.port.postMessage({ type: "start", maxSeconds: 30 });
+  await sleep(50);
+  // Half the reply, the pause, the other half while paused (kept), the resume.
+  const half = Math.floor(reply.length / 2);
+  send("audio", reply.slice(0, half));
+  await sleep(pauseAfterMs);
+  send("pause");
+  send("audio", reply.slice(half));
+  await sleep(holdMs);
+  send("resume");
+  await sleep((reply.length / rate) * 1000 - pauseAfterMs + 500);
+  if (writer) stats = writer.stats();
+  const recording = await new Promise((resolve) => {
+    tap.port.onmessage = (e) => resolve(e.data);
+    tap.port.postMessage({ type: "stop" });
+  });
+  await context.close();
+  const out = new Uint8Array(recording.output.buffer);
+  let text = "";
+  for (let i = 0; i < out.length; i += 0x8000) {
+    text += String.fromCharCode.apply(null, out.subarray(i, i + 0x8000));
+  }
+  return { output: btoa(text), startFrame: recording.startFrame, stats,
+           discontinuities: recording.discontinuities };
+}"""
+
+
+@pytest.mark.parametrize("mode", ["shared", "port"])
+def test_the_player_pauses_and_resumes_on_the_exact_sample(
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Results, mode: str
+) -> None:
+    """The player worklet in Chromium, fed as the socket worker feeds it (the shared ring's
+    header, or its port), paused 400 ms into a reply of real speech with the rest of the
+    reply arriving while paused, resumed 300 ms later: the output is the reply with a 5 ms
+    fade-out, a hold and a 5 ms fade-in from the exact next sample, nothing lost, repeated or
+    inserted; the hold lies between the frames the player reported (``pauseFrame``,
+    ``resumeFrame``)."""
+    demo = open_demo(MicScript(WAV_RATE).silence(1.0))
+    assert demo.page.evaluate("() => crossOriginIsolated"), "the page is not cross-origin isolated"
+    reply = resample(utterances["goforward.wav"].samples, 16_000, WAV_RATE)
+    pcm64 = base64.b64encode(reply.astype("<i2").tobytes()).decode()
+    r = demo.page.evaluate(_PLAYER_PAUSE_JS, [pcm64, WAV_RATE, mode, 400, 300])
+    output = to_int16(np.frombuffer(base64.b64decode(r["output"]), dtype=np.float32))
+    stats = r["stats"]
+    silent_at = stats["pauseFrame"] - r["startFrame"]
+    resumed_at = stats["resumeFrame"] - r["startFrame"]
+    playback = align_reply(output, reply, WAV_RATE, pauses=((silent_at, resumed_at),))
+    results.record(
+        f"player_pause_{mode}",
+        **playback.summary(),
+        pause_frame_in_recording=silent_at,
+        resume_frame_in_recording=resumed_at,
+        stats={k: stats[k] for k in ("pauses", "resumes", "played", "underruns", "paused")},
+    )
+
+    assert r["discontinuities"] == 0, "the render clock jumped: the recording is not contiguous"
+    _assert_played_whole(playback)
+    assert playback.gaps == (), f"silence inserted besides the pause: {playback.gaps}"
+    (hold,) = playback.holds
+    # Where quiet speech fades, a few samples round to the same int16 values whatever the
+    # gain: the hold's edges are found to within those.
+    edge = round(0.0005 * WAV_RATE)
+    assert abs(hold.at - silent_at) <= edge, "the hold starts where the player went silent"
+    assert abs(hold.at + hold.length - resumed_at) <= edge, "and ends where it resumed"
+    assert 250 <= playback.summary()["held_ms"][0] <= 600  # type: ignore[index]
+    assert stats["pauses"] == 1
+    assert stats["resumes"] == 1
+    assert stats["played"] == len(reply), "every sample played exactly once"
+    assert stats["underruns"] == 0
+    assert not stats["paused"]
