@@ -436,6 +436,8 @@ for (const type of ["transcript", "agent_text", "agent_done", "clear"]) {
 // The server holds the agent's reply while it decides whether the user is interrupting.
 on("pause", () => (ui.agentPaused.hidden = false));
 on("resume", () => (ui.agentPaused.hidden = true));
+// Kept in `events` for tests; the figures live in client.ducks.
+on("duck", () => {});
 on("metrics", (msg) => {
   const turn = conversation.apply(msg);
   if (turn) renderTurn(turn);

@@ -39,7 +39,7 @@ export const CLIENT_CAPABILITIES = Object.freeze(["pause"]);
  * `ready.capabilities`: those of the client's the server will use with it (absent from a
  * server that predates them: none).
  * @typedef {{type: "ready", protocol: number, session_id: string, input_rate: number,
- *   output_rate: number, frame_ms: number, cushion_ms: number, capabilities?: string[]}} Ready
+ *   output_rate: number, frame_ms: number, cushion_ms: number, capabilities?: string[] | null}} Ready
  * @typedef {{type: "speech_start" | "speech_end", time_s: number}} SpeechEvent
  * @typedef {{type: "transcript", turn_id: number, text: string, final: boolean}} Transcript
  * @typedef {{type: "agent_text", turn_id: number, text: string}} AgentText
