@@ -15,7 +15,8 @@ measured, not claimed. ``TrioFramePacer`` is that replacement, inside the same s
   on absolute deadlines ``t0 + n * frame`` computed in integer nanoseconds, the
   ``max_lead`` guard, the cushion kept on target by the phase-locked loop on playout
   reports, the catch-up after lateness, underruns counted per frame slot, the queue bound
-  with its "writable" descriptor;
+  with its "writable" descriptor, a stream held (no deadline, the client model frozen) and
+  resumed from the exact sample it paused at;
 * the one difference: who runs it. The Rust pacer sleeps on a ``timerfd`` in its own OS
   thread that never takes the GIL; this one is a Trio task (``run``) that awaits
   ``trio.sleep_until(deadline)`` (a ``move_on_at`` around a wake-up event, which API calls
@@ -270,6 +271,8 @@ class TrioStreamStats:
     client_buffered_ms: float
     client_rate_ppm: int
     playing: bool
+    holds: int
+    held_ms: float
     lateness_p50_ms: float
     lateness_p99_ms: float
     lateness_max_ms: float
@@ -398,7 +401,9 @@ class _Stream:
     """One stream's state: ``Stream`` of ``stream.rs``, method for method. Samples are
     counted in samples; the queue holds PCM16 bytes (2 per sample)."""
 
-    def __init__(self, info: _Info, now_ns: int, sink: SocketSink | None = None) -> None:
+    def __init__(
+        self, info: _Info, now_ns: int, sink: SocketSink | None = None, *, held: bool = False
+    ) -> None:
         self.info = info
         self.sink = sink
         self.queue = bytearray()
@@ -421,6 +426,9 @@ class _Stream:
         self.lateness = _LatenessHistogram()
         self.started = False  # the "started" event was emitted
         self.drained = False  # this utterance's "drained" was emitted (or a flush cut it)
+        self.held_since_ns: int | None = now_ns if held else None  # None: not held
+        self.holds = int(held)  # opening held counts as one
+        self.held_ns = 0  # total of the holds that have ended
 
     def take_drained(self) -> bool:
         """True once per utterance, when ``finish`` was called and the queue is empty."""
@@ -453,7 +461,18 @@ class _Stream:
         """Samples the client plays in ``elapsed_ns`` at the estimated rate, rounded down."""
         return max(elapsed_ns, 0) * self._per_second() // (_NS_PER_SECOND * _PPM)
 
+    @property
+    def held(self) -> bool:
+        return self.held_since_ns is not None
+
+    def held_ns_at(self, now_ns: int) -> int:
+        """Total time held by ``now_ns``, the current hold included."""
+        since = self.held_since_ns
+        return self.held_ns + (0 if since is None else now_ns - since)
+
     def unbounded_played(self, now_ns: int) -> int:
+        if self.held:  # the client paused: frozen where the hold began
+            return self.anchor_played
         return self.anchor_played + self.samples_in(now_ns - self.anchor_ns)
 
     def client_buffered(self, now_ns: int) -> int:
@@ -475,7 +494,7 @@ class _Stream:
                 deadline = max(deadline, report.at_ns + self.duration_ns(excess))
         return deadline
 
-    def resume(self, now_ns: int) -> bool:
+    def restart(self, now_ns: int) -> bool:
         if self.unbounded_played(now_ns) >= self.released:
             self.anchor_ns = now_ns
             self.anchor_played = self.released
@@ -492,7 +511,9 @@ class _Stream:
         if accepted > 0:
             self.finishing = False
             self.drained = False
-        schedule = accepted > 0 and self.waiting_for_audio() and self.resume(now_ns)
+        schedule = (
+            accepted > 0 and not self.held and self.waiting_for_audio() and self.restart(now_ns)
+        )
         return accepted, schedule
 
     def finish(self, now_ns: int) -> tuple[int, bool]:
@@ -500,7 +521,9 @@ class _Stream:
         padding = (frame - self.queued % frame) % frame
         self.queue += bytes(2 * padding)
         self.finishing = True
-        schedule = padding > 0 and self.waiting_for_audio() and self.resume(now_ns)
+        schedule = (
+            padding > 0 and not self.held and self.waiting_for_audio() and self.restart(now_ns)
+        )
         return padding, schedule
 
     def release(self) -> tuple[int, bytes]:
@@ -544,6 +567,37 @@ class _Stream:
             self.writable.signal()
         return TrioFlushReport(dropped, self.released, client_buffered, self.info.sample_rate)
 
+    def hold(self, now_ns: int) -> bool:
+        """Freezes the client model and drops the heap entry; False when held already."""
+        if self.held:
+            return False
+        self.anchor_played = min(self.unbounded_played(now_ns), self.released)
+        self.anchor_ns = now_ns
+        self.held_since_ns = now_ns
+        self.holds += 1
+        self.generation += 1
+        return True
+
+    def resume(self, now_ns: int) -> bool:
+        """The client plays on from the frozen position from now; False when not held."""
+        since = self.held_since_ns
+        if since is None:
+            return False
+        self.held_since_ns = None
+        self.held_ns += now_ns - since
+        self.anchor_ns = now_ns
+        if self.last_report is not None:  # the max_lead guard skips the hold
+            self.last_report.at_ns = now_ns - max(since - self.last_report.at_ns, 0)
+        self.last_rate_report_ns = None  # the client's resume delay is not drift
+        self.not_before_ns = now_ns
+        return True
+
+    def due_after_resume(self) -> bool | None:
+        """After a resume: ``starved`` when it must be scheduled, None when it stays idle."""
+        if self.has_frame():
+            return False
+        return None if self.idle else self.starved
+
     def report(self, buffered_ms: float, now_ns: int) -> bool:
         if not 0.0 <= buffered_ms <= _MAX_REPORTED_MS:
             raise _invalid("buffered_ms", buffered_ms, "a finite number of ms from 0 to 60000")
@@ -552,7 +606,7 @@ class _Stream:
         unbounded = self.unbounded_played(now_ns)
         estimate = min(unbounded, self.released)
         error = measured - estimate
-        if buffered > 0 and unbounded < self.released:  # the client is playing
+        if not self.held and buffered > 0 and unbounded < self.released:  # the client plays
             previous = self.last_rate_report_ns
             if previous is not None and now_ns - previous >= _MIN_RATE_INTERVAL_NS:
                 correction = (
@@ -566,13 +620,13 @@ class _Stream:
             self.anchor_played = min(max(estimate + step, 0), self.released)
             self.last_rate_report_ns = now_ns
         else:
-            # A dry client says where it stopped, not how fast it plays.
+            # A dry or paused (held) client says where it stopped, not how fast it plays.
             self.anchor_played = measured
             self.last_rate_report_ns = None
         self.anchor_ns = now_ns
         self.last_report = _Report(now_ns, buffered, self.released)
         self.not_before_ns = now_ns
-        return not self.idle and not self.starved
+        return not self.held and not self.idle and not self.starved
 
 
 # --- the pacer: mod.rs, with a Trio task for the thread --------------------------------------
@@ -672,11 +726,13 @@ class TrioFramePacer:
         max_lead_ms: int | None = None,
         queue_ms: int = 2000,
         sink: SocketSink | None = None,
+        held: bool = False,
     ) -> TrioPacerStream:
         """Opens a mono playout stream (rate in Hz, durations in ms; the same arguments and
-        checks as ``FramePacer.open_stream``); it plays once it has a frame of audio. With a
-        ``sink``, this pacer's task writes each released frame to it, as the Rust pacer's
-        thread does (here the event loop must be free for that to happen).
+        checks as ``FramePacer.open_stream``); it plays once it has a frame of audio (and,
+        opened ``held``, once resumed). With a ``sink``, this pacer's task writes each
+        released frame to it, as the Rust pacer's thread does (here the event loop must be
+        free for that to happen).
 
         Raises:
             UnsupportedSampleRateError, ConfigError: a value out of range.
@@ -693,7 +749,7 @@ class TrioFramePacer:
             queue_ms=queue_ms,
         )
         self._next_id += 1
-        stream = _Stream(info, self.now_ns(), sink)
+        stream = _Stream(info, self.now_ns(), sink, held=held)
         self._streams[info.id] = stream
         return TrioPacerStream(self, info, stream.writable)
 
@@ -884,6 +940,22 @@ class TrioFramePacer:
         if self._stream(stream_id).report(buffered_ms, self.now_ns()):
             self._reschedule(stream_id)
 
+    def _hold(self, stream_id: int) -> bool:
+        return self._stream(stream_id).hold(self.now_ns())
+
+    def _resume(self, stream_id: int) -> bool:
+        stream = self._stream(stream_id)
+        if not stream.resume(self.now_ns()):
+            return False
+        starved = stream.due_after_resume()
+        if starved is not None:
+            self._schedule(stream_id, starved=starved, deadline_ns=stream.next_deadline_ns())
+            self._wake.set()  # the pacer task recomputes its sleep
+        return True
+
+    def _is_held(self, stream_id: int) -> bool:
+        return self._stream(stream_id).held
+
     def _close(self, stream_id: int) -> None:
         stream = self._stream(stream_id)
         del self._streams[stream_id]
@@ -906,6 +978,8 @@ class TrioFramePacer:
             client_buffered_ms=stream.client_buffered(self.now_ns()) * 1000 / rate,
             client_rate_ppm=stream.rate_ppm,
             playing=not stream.idle,
+            holds=stream.holds,
+            held_ms=stream.held_ns_at(self.now_ns()) / 1e6,
             lateness_p50_ms=lateness.quantile_ns(0.5) / 1e6,
             lateness_p99_ms=lateness.quantile_ns(0.99) / 1e6,
             lateness_max_ms=lateness.max_ns / 1e6,
@@ -989,6 +1063,37 @@ class TrioPacerStream:
             ConfigError: negative, non-finite, or above 60000 ms.
         """
         self._pacer._report_playout(self._info.id, buffered_ms)
+
+    def hold(self) -> bool:
+        """Holds the stream (as ``PacerStream.hold``): nothing is released and no underrun
+        counted until ``resume()``, the client model is frozen, ``push`` still queues.
+        Returns ``True`` when the hold began, ``False`` when already held.
+
+        Raises:
+            UnknownStreamError: the stream is closed.
+            PacerStoppedError: the pacer has been stopped.
+        """
+        return self._pacer._hold(self._info.id)
+
+    def resume(self) -> bool:
+        """Resumes a held stream from the exact sample it paused at (as
+        ``PacerStream.resume``). Returns ``True`` when it was held, ``False`` otherwise.
+
+        Raises:
+            UnknownStreamError: the stream is closed.
+            PacerStoppedError: the pacer has been stopped.
+        """
+        return self._pacer._resume(self._info.id)
+
+    @property
+    def held(self) -> bool:
+        """Whether the stream is held.
+
+        Raises:
+            UnknownStreamError: the stream is closed.
+            PacerStoppedError: the pacer has been stopped.
+        """
+        return self._pacer._is_held(self._info.id)
 
     def close(self) -> None:
         """Closes the stream, dropping its queued audio; further calls raise

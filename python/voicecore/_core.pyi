@@ -399,8 +399,13 @@ class FramePacer:
         max_lead_ms: int | None = None,
         queue_ms: int = 2000,
         sink: SocketSink | None = None,
+        held: bool = False,
     ) -> PacerStream:
         """Opens a mono playout stream (rates in Hz, durations in ms); returns its handle.
+
+        ``held=True`` opens it held (see ``PacerStream.hold``): it queues audio but releases
+        nothing until ``resume()``, which sends the cushion burst at once (and the
+        ``"started"`` event then).
 
         With a ``sink``, the pacer thread writes each released frame to it itself, as one
         WebSocket binary message, and that is all: the frame is not handed over
@@ -468,6 +473,16 @@ class PacerStream:
         No ``"drained"`` event follows: the utterance was cut, not played out."""
     def report_playout(self, buffered_ms: float) -> None:
         """The client holds ``buffered_ms`` ms of this stream's audio now."""
+    def hold(self) -> bool:
+        """Holds the stream (the client paused its playout, keeping what it holds): nothing
+        is released and no underrun counted until ``resume()``, the client model is frozen,
+        ``push`` still queues. ``True`` when the hold began, ``False`` if already held."""
+    def resume(self) -> bool:
+        """Resumes a held stream from the exact sample it paused at (a stream opened held
+        sends its cushion burst now). ``True`` when it was held, ``False`` otherwise."""
+    @property
+    def held(self) -> bool:
+        """Whether the stream is held."""
     def close(self) -> None:
         """Closes the stream, dropping its queued audio."""
     def writable_fileno(self) -> int:
@@ -596,6 +611,12 @@ class StreamStats:
     def client_rate_ppm(self) -> int: ...
     @property
     def playing(self) -> bool: ...
+    @property
+    def holds(self) -> int:
+        """Holds begun since the stream opened (opening it held counts as one)."""
+    @property
+    def held_ms(self) -> float:
+        """Total time held, the current hold included, in ms."""
     @property
     def lateness_p50_ms(self) -> float: ...
     @property

@@ -111,17 +111,20 @@ class PlayoutRouter:
         cushion_ms: int = 120,
         queue_ms: int = 2000,
         sink: SocketSink | None = None,
+        held: bool = False,
     ) -> PacerStreamLike:
         """Opens a pacer stream (rates in Hz, durations in ms; see ``FramePacer.open_stream``)
         whose lifecycle events go to ``on_event``.
 
         With a ``sink``, the pacer writes each frame to the client itself and no frame comes
-        back; without one, ``on_frames`` receives them (required then).
+        back; without one, ``on_frames`` receives them (required then). ``held=True`` opens
+        it held: it queues audio (a reply prepared before the user's turn is confirmed) and
+        releases nothing until ``stream.resume()``, which sends the cushion at once.
         """
         if sink is None and on_frames is None:
             raise ValueError("a stream without a sink needs on_frames: its audio goes nowhere")
         stream = self.pacer.open_stream(
-            sample_rate, cushion_ms=cushion_ms, queue_ms=queue_ms, sink=sink
+            sample_rate, cushion_ms=cushion_ms, queue_ms=queue_ms, sink=sink, held=held
         )
         self._routes[stream.id] = _Route(on_event, on_frames if sink is None else None)
         return stream

@@ -124,11 +124,16 @@ impl PyFramePacer {
     ///         never returns them; Python gets no copy of the audio it would only discard):
     ///         its ``StreamEvent``s and ``stats()`` say what Python needs. Frames the sink
     ///         refuses count in ``StreamStats.sink_refused``.
+    ///     held: open the stream held (see ``PacerStream.hold``): it queues audio but
+    ///         releases nothing until ``resume()``, which sends the cushion burst at once
+    ///         (the ``"started"`` event comes then). For a reply generated before the user's
+    ///         turn is confirmed.
     ///
     /// Raises:
     ///     UnsupportedSampleRateError, ConfigError: a value out of range.
     ///     PacerStoppedError: the pacer has been stopped.
-    #[pyo3(signature = (sample_rate, *, channels = 1, cushion_ms = 120, max_lead_ms = None, queue_ms = 2000, sink = None))]
+    #[pyo3(signature = (sample_rate, *, channels = 1, cushion_ms = 120, max_lead_ms = None, queue_ms = 2000, sink = None, held = false))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of one Python call
     fn open_stream(
         slf: &Bound<'_, Self>,
         sample_rate: i64,
@@ -137,6 +142,7 @@ impl PyFramePacer {
         max_lead_ms: Option<i64>,
         queue_ms: i64,
         sink: Option<&Bound<'_, PySocketSink>>,
+        held: bool,
     ) -> PyResult<PyPacerStream> {
         let config = StreamConfig {
             sample_rate,
@@ -145,6 +151,7 @@ impl PyFramePacer {
             max_lead_ms,
             queue_ms,
             sink: sink.map(|sink| Arc::clone(sink.get().core())),
+            held,
         };
         let core = &slf.get().core;
         let (info, writable) = audio::detach(slf.py(), || {
@@ -392,6 +399,54 @@ impl PyPacerStream {
         audio::detach(py, || core.report_playout(self.id, buffered_ms)).map_err(to_py_err)
     }
 
+    /// Holds the stream: it releases nothing from now on (no frame is due, no underrun is
+    /// counted, the pacer thread does not wake for it) and the pacer's model of the client's
+    /// buffer is frozen, since the client has paused its playout keeping what it holds.
+    /// ``push`` still queues (up to the queue's capacity, with the usual backpressure);
+    /// ``flush()`` works as usual (``heard`` counts what the client played before it
+    /// paused); after ``finish()`` the ``"drained"`` event comes once ``resume()`` has
+    /// released the rest. Playout reports taken while held correct the client's position
+    /// only (nothing played, so nothing is learnt about its clock) and never end the hold.
+    ///
+    /// Returns ``True`` when the hold began, ``False`` when the stream was held already
+    /// (nothing changes: two holds make one).
+    ///
+    /// Raises:
+    ///     UnknownStreamError: the stream is closed.
+    ///     PacerStoppedError: the pacer has been stopped.
+    fn hold(&self, py: Python<'_>) -> PyResult<bool> {
+        let core = self.core();
+        audio::detach(py, || core.hold(self.id)).map_err(to_py_err)
+    }
+
+    /// Resumes a held stream from the exact sample it paused at: the client plays on from
+    /// now with the buffer it kept, so a client paused with a full cushion gets no extra
+    /// audio, while a stream opened held (nothing sent yet) sends its cushion burst at once.
+    /// Frames due at the resume are due now (their lateness is measured from now).
+    ///
+    /// Returns ``True`` when the stream was held, ``False`` when it was not (nothing
+    /// changes).
+    ///
+    /// Raises:
+    ///     UnknownStreamError: the stream is closed.
+    ///     PacerStoppedError: the pacer has been stopped.
+    fn resume(&self, py: Python<'_>) -> PyResult<bool> {
+        let core = self.core();
+        audio::detach(py, || core.resume(self.id)).map_err(to_py_err)
+    }
+
+    /// Whether the stream is held (``hold()``, or opened with ``held=True``, and not
+    /// resumed since).
+    ///
+    /// Raises:
+    ///     UnknownStreamError: the stream is closed.
+    ///     PacerStoppedError: the pacer has been stopped.
+    #[getter]
+    fn held(&self, py: Python<'_>) -> PyResult<bool> {
+        let core = self.core();
+        audio::detach(py, || core.is_held(self.id)).map_err(to_py_err)
+    }
+
     /// Closes the stream, dropping its queued audio. Further calls raise
     /// ``UnknownStreamError``.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
@@ -423,6 +478,8 @@ impl PyPacerStream {
             client_buffered_ms: ms(stats.client_buffered_samples),
             client_rate_ppm: stats.client_rate_ppm,
             playing: stats.playing,
+            holds: stats.holds,
+            held_ms: ms_of_ns(stats.held_ns),
             lateness: stats.lateness,
         })
     }
@@ -662,9 +719,16 @@ pub struct PyStreamStats {
     /// Estimated client clock drift in parts per million (positive: it plays fast).
     #[pyo3(get)]
     client_rate_ppm: i64,
-    /// Whether the stream is scheduled (playing, or starved and waiting for audio).
+    /// Whether the stream is scheduled (playing, or starved and waiting for audio); a
+    /// stream held mid-utterance stays ``playing`` (it goes on at its resume).
     #[pyo3(get)]
     playing: bool,
+    /// Holds begun since the stream opened (opening it held counts as one).
+    #[pyo3(get)]
+    holds: u64,
+    /// Total time held, the current hold included, in ms.
+    #[pyo3(get)]
+    held_ms: f64,
     lateness: LatenessSummary,
 }
 
@@ -691,7 +755,8 @@ impl PyStreamStats {
     fn __repr__(&self) -> String {
         format!(
             "StreamStats(frames_released={}, underruns={}, flushes={}, queued_ms={:.1}, \
-             client_buffered_ms={:.1}, client_rate_ppm={}, playing={}, lateness_p99_ms={:.4})",
+             client_buffered_ms={:.1}, client_rate_ppm={}, playing={}, holds={}, held_ms={:.1}, \
+             lateness_p99_ms={:.4})",
             self.frames_released,
             self.underruns,
             self.flushes,
@@ -699,6 +764,8 @@ impl PyStreamStats {
             self.client_buffered_ms,
             self.client_rate_ppm,
             if self.playing { "True" } else { "False" },
+            self.holds,
+            self.held_ms,
             self.lateness_p99_ms()
         )
     }

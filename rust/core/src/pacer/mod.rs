@@ -3,7 +3,8 @@
 //! A [`FramePacer`] owns one thread serving any number of streams through a deadline heap
 //! (a server with 100 sessions has one pacer thread, not 100). Each stream has a playout
 //! queue bounded in ms, a target client cushion and a maximum lead (see [`stream`] for the
-//! model of the client's buffer, the drift correction and the underrun policy).
+//! model of the client's buffer, the drift correction, the underrun policy, and how a stream
+//! is held and resumed).
 //!
 //! The thread sleeps on a `timerfd` armed with the absolute deadline of the earliest stream
 //! (never a relative sleep, so nothing accumulates) and an eventfd that API calls write when
@@ -191,8 +192,15 @@ pub struct StreamStats {
     pub client_buffered_samples: u64,
     /// Estimated client clock drift, in parts per million (positive: it plays fast).
     pub client_rate_ppm: i64,
-    /// Whether the stream is scheduled (playing, or starved waiting for audio).
+    /// Whether the stream is scheduled (playing, or starved waiting for audio); a stream
+    /// held mid-utterance stays `playing` (it goes on at its resume).
     pub playing: bool,
+    /// Whether the stream is held now.
+    pub held: bool,
+    /// Holds begun since the stream opened (opening held counts as one).
+    pub holds: u64,
+    /// Total time held, the current hold included, in ns.
+    pub held_ns: u64,
     /// Release lateness of this stream's frames.
     pub lateness: LatenessSummary,
 }
@@ -542,7 +550,8 @@ impl FramePacer {
         self.shared.released.raw_fd()
     }
 
-    /// Opens a stream; it plays once it has a frame of audio.
+    /// Opens a stream; it plays once it has a frame of audio (and, when opened
+    /// [`held`](StreamConfig::held), once resumed).
     pub fn open_stream(&self, config: &StreamConfig) -> Result<StreamInfo> {
         let writable = Arc::new(EventFd::new()?);
         let mut engine = self.shared.engine.lock();
@@ -552,7 +561,7 @@ impl FramePacer {
         let now = engine.now_ns();
         engine.streams.insert(
             info.id,
-            Stream::new(info, writable, config.sink.clone(), now),
+            Stream::new(info, writable, config.sink.clone(), config.held, now),
         );
         Ok(info)
     }
@@ -675,6 +684,43 @@ impl FramePacer {
         Ok(())
     }
 
+    /// Holds the stream (see [`stream`]'s "Hold and resume"): from now on it releases
+    /// nothing and counts no underrun, and the model of the client's buffer is frozen (the
+    /// client has paused its playout, keeping what it holds); `push` still queues. Returns
+    /// true when the hold began, false when the stream was held already (nothing changes:
+    /// two holds make one). The pacer thread has no deadline for a held stream; it may wake
+    /// once more at the deadline it was sleeping to, and re-arms without it.
+    pub fn hold(&self, id: u64) -> Result<bool> {
+        let mut engine = self.shared.engine.lock();
+        let now = engine.now_ns();
+        Ok(engine.stream(id)?.hold(now))
+    }
+
+    /// Resumes a held stream: the client model goes on from where the hold froze it, from
+    /// now, so the stream continues at the exact sample it paused at; frames due at once
+    /// (a stream opened held sends its cushion burst) are due now. Returns true when the
+    /// stream was held, false when it was not (nothing changes).
+    pub fn resume(&self, id: u64) -> Result<bool> {
+        let mut engine = self.shared.engine.lock();
+        let now = engine.now_ns();
+        let stream = engine.stream(id)?;
+        if !stream.resume(now) {
+            return Ok(false);
+        }
+        if let Some(starved) = stream.due_after_resume() {
+            let deadline = stream.next_deadline_ns();
+            engine.schedule(id, starved, deadline);
+            drop(engine);
+            self.wake_thread();
+        }
+        Ok(true)
+    }
+
+    /// Whether the stream is held.
+    pub fn is_held(&self, id: u64) -> Result<bool> {
+        Ok(self.shared.engine.lock().stream(id)?.is_held())
+    }
+
     /// Closes the stream, dropping its queued audio; its id is never reused. Frames already
     /// released stay in the hand-off queue. A producer waiting on its writable eventfd wakes.
     pub fn close_stream(&self, id: u64) -> Result<()> {
@@ -699,6 +745,9 @@ impl FramePacer {
             client_buffered_samples: stream.client_buffered(now) as u64,
             client_rate_ppm: stream.rate_ppm(),
             playing: stream.phase != Phase::Idle,
+            held: stream.is_held(),
+            holds: stream.holds(),
+            held_ns: stream.held_ns(now) as u64,
             lateness: LatenessSummary::from(&stream.lateness),
         })
     }

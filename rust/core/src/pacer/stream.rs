@@ -48,6 +48,34 @@
 //! the resume instant and playback restarts with a burst, exactly like a fresh stream.
 //! A stream whose producer called [`finish`](super::FramePacer::finish) goes idle when its queue
 //! drains, with no underrun: that is the end of an utterance, not a gap.
+//!
+//! # Hold and resume
+//!
+//! [`hold`](super::FramePacer::hold) pauses one stream where it is (the client has paused its
+//! playout, keeping what it holds: the user started speaking over the agent), and a stream
+//! may be opened held ([`StreamConfig::held`]: a reply generated before the user's turn is
+//! confirmed). A held stream has no deadline at all (its heap entry goes stale, so the pacer
+//! thread neither spins nor wakes for it, beyond the one deadline its timer may already be
+//! armed for), releases nothing and counts no underrun; `push` still queues, up to the
+//! queue's capacity, with the usual backpressure. Its client model is frozen: the client
+//! paused, so `played(t)` stays where it was when the hold began.
+//! [`resume`](super::FramePacer::resume) re-anchors the model at the resume instant on that
+//! frozen position, so the stream goes on from the exact sample it paused at: a client
+//! paused with a full cushion gets its next frame one frame period later, not a burst; a
+//! stream opened held (nothing released) sends its cushion burst at once, and its `started`
+//! event comes then. A stream held mid-utterance is scheduled again at its resume even with
+//! less than a frame queued, and the underrun policy goes on from there. Frames due at the
+//! resume are due *at* the resume instant, so their lateness measures the pacer, not the
+//! hold.
+//!
+//! A playout report taken while held re-anchors the phase only, like one from a dry client:
+//! a paused client's position is exact (it does not move while the report travels), but
+//! time passed and nothing played, so it says nothing about the client's clock. The first
+//! report after a resume does not update the rate either: the client resumes when the word
+//! reaches it, a little after the server's resume instant, and that delay is not drift. The
+//! `max_lead` guard's extrapolation skips the hold for the same reason. Reports never end a
+//! hold; `flush` and `finish` work while held (a finished utterance drains once its last
+//! frame is released, after the resume; at once if nothing is left to release).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -95,6 +123,9 @@ pub struct StreamConfig {
     /// message, before handing the frame over (so the client's audio does not wait for the
     /// consumer); `None`: frames only go to the hand-off queue.
     pub sink: Option<Arc<SocketSink>>,
+    /// Open the stream held (see [`FramePacer::hold`](super::FramePacer::hold)): it queues
+    /// audio but releases nothing until [`resume`](super::FramePacer::resume).
+    pub held: bool,
 }
 
 impl Default for StreamConfig {
@@ -106,6 +137,7 @@ impl Default for StreamConfig {
             max_lead_ms: None,
             queue_ms: 2000,
             sink: None,
+            held: false,
         }
     }
 }
@@ -264,6 +296,12 @@ pub(crate) struct Stream {
     /// The queue has drained since the last accepted push (the `drained` event was
     /// emitted), or a flush cancelled the utterance: no `drained` until new audio comes.
     drained: bool,
+    /// When the current hold began; `None` while the stream is not held.
+    held_since_ns: Option<i64>,
+    /// Holds begun (opening held counts as one).
+    holds: u64,
+    /// Total duration of the holds that have ended, in ns.
+    held_ns: i64,
 }
 
 impl Stream {
@@ -271,6 +309,7 @@ impl Stream {
         info: StreamInfo,
         writable: Arc<EventFd>,
         sink: Option<Arc<SocketSink>>,
+        held: bool,
         now_ns: i64,
     ) -> Self {
         let capacity = info.samples_of_ms(info.queue_ms) as usize;
@@ -300,6 +339,9 @@ impl Stream {
             sink,
             started: false,
             drained: false,
+            held_since_ns: held.then_some(now_ns),
+            holds: u64::from(held),
+            held_ns: 0,
         }
     }
 
@@ -336,6 +378,21 @@ impl Stream {
         self.rate_ppm
     }
 
+    /// Whether a hold is in progress.
+    pub fn is_held(&self) -> bool {
+        self.held_since_ns.is_some()
+    }
+
+    /// Holds begun since the stream opened (opening held counts as one).
+    pub fn holds(&self) -> u64 {
+        self.holds
+    }
+
+    /// Total time held by `now`, the current hold included, in ns.
+    pub fn held_ns(&self, now_ns: i64) -> i64 {
+        self.held_ns + self.held_since_ns.map_or(0, |since| now_ns - since)
+    }
+
     pub fn has_frame(&self) -> bool {
         self.queue.len() >= self.info.frame_samples
     }
@@ -358,8 +415,12 @@ impl Stream {
         (elapsed_ns.max(0) as i128 * per_second / (NS_PER_SECOND * PPM)) as i64
     }
 
-    /// The model's play position at `now`, not capped by what was released.
+    /// The model's play position at `now`, not capped by what was released. Frozen while
+    /// held: the client has paused (the anchor was moved to the hold's start).
     fn unbounded_played(&self, now_ns: i64) -> i64 {
+        if self.is_held() {
+            return self.anchor_played;
+        }
         self.anchor_played + self.samples_in(now_ns - self.anchor_ns)
     }
 
@@ -398,7 +459,7 @@ impl Stream {
     /// Makes the stream due no earlier than `now` (the pacer learnt of a change now), after
     /// re-anchoring the model if the client has run dry. Returns whether it must be
     /// (re)scheduled: it has a frame to release.
-    fn resume(&mut self, now_ns: i64) -> bool {
+    fn restart(&mut self, now_ns: i64) -> bool {
         if self.unbounded_played(now_ns) >= self.released {
             self.anchor_ns = now_ns;
             self.anchor_played = self.released;
@@ -422,7 +483,8 @@ impl Stream {
             self.finishing = false;
             self.drained = false;
         }
-        let schedule = accepted > 0 && self.waiting_for_audio() && self.resume(now_ns);
+        let schedule =
+            accepted > 0 && !self.is_held() && self.waiting_for_audio() && self.restart(now_ns);
         (accepted, schedule)
     }
 
@@ -437,7 +499,8 @@ impl Stream {
         let padding = (frame - self.queue.len() % frame) % frame;
         self.queue.resize(self.queue.len() + padding, 0);
         self.finishing = true;
-        let schedule = padding > 0 && self.waiting_for_audio() && self.resume(now_ns);
+        let schedule =
+            padding > 0 && !self.is_held() && self.waiting_for_audio() && self.restart(now_ns);
         (padding, schedule)
     }
 
@@ -499,8 +562,54 @@ impl Stream {
         }
     }
 
+    /// Starts a hold at `now` (see the module doc): freezes the client model where it is and
+    /// makes the stream's heap entry stale, so it has no deadline. Returns false (and changes
+    /// nothing) when the stream is held already.
+    pub fn hold(&mut self, now_ns: i64) -> bool {
+        if self.is_held() {
+            return false;
+        }
+        self.anchor_played = self.unbounded_played(now_ns).min(self.released);
+        self.anchor_ns = now_ns;
+        self.held_since_ns = Some(now_ns);
+        self.holds += 1;
+        self.generation += 1;
+        true
+    }
+
+    /// Ends the hold at `now`: the client plays on from the frozen position, starting now,
+    /// and nothing is due before now. Returns false (and changes nothing) when the stream is
+    /// not held; the caller then schedules it if [`due_after_resume`](Self::due_after_resume).
+    pub fn resume(&mut self, now_ns: i64) -> bool {
+        let Some(since) = self.held_since_ns.take() else {
+            return false;
+        };
+        self.held_ns += now_ns - since;
+        self.anchor_ns = now_ns;
+        if let Some(report) = &mut self.last_report {
+            // Nothing played during the hold: the guard extrapolates over playing time only.
+            report.at_ns = now_ns - (since - report.at_ns).max(0);
+        }
+        // The client resumes when the word reaches it, after `now`: the next report's phase
+        // error holds that delay, which is not drift.
+        self.last_rate_report_ns = None;
+        self.not_before_ns = now_ns;
+        true
+    }
+
+    /// After a resume: `Some(starved)` when the stream must be scheduled (it has a frame, or
+    /// an utterance was in progress when the hold began, whose frame grid goes on), `None`
+    /// when it stays idle.
+    pub fn due_after_resume(&self) -> Option<bool> {
+        match self.phase {
+            _ if self.has_frame() => Some(false),
+            Phase::Scheduled { starved } => Some(starved),
+            Phase::Idle => None,
+        }
+    }
+
     /// Takes a client playout report (`buffered_ms` held at the client, now) into the model;
-    /// returns whether the stream's deadline must be recomputed (it is playing).
+    /// returns whether the stream's deadline must be recomputed (it is playing, not held).
     pub fn report(&mut self, buffered_ms: f64, now_ns: i64) -> Result<bool, PacerError> {
         if !(0.0..=MAX_REPORTED_MS).contains(&buffered_ms) {
             return Err(PacerError::InvalidPlayoutReport { buffered_ms });
@@ -510,7 +619,7 @@ impl Stream {
         let unbounded = self.unbounded_played(now_ns);
         let estimate = unbounded.min(self.released);
         let error = measured - estimate;
-        let client_playing = buffered > 0 && unbounded < self.released;
+        let client_playing = !self.is_held() && buffered > 0 && unbounded < self.released;
         if client_playing {
             if let Some(previous) = self.last_rate_report_ns {
                 let interval = now_ns - previous;
@@ -526,8 +635,9 @@ impl Stream {
             self.anchor_played = (estimate + step).clamp(0, self.released);
             self.last_rate_report_ns = Some(now_ns);
         } else {
-            // A dry client (or one we believe dry) says where it stopped, not how fast it
-            // plays: take its position as is and wait for playback to resume.
+            // A dry client (or one we believe dry), or a paused one (held), says where it
+            // stopped, not how fast it plays: take its position as is and wait for playback
+            // to resume.
             self.anchor_played = measured;
             self.last_rate_report_ns = None;
         }
@@ -538,7 +648,8 @@ impl Stream {
             released_then: self.released,
         });
         self.not_before_ns = now_ns;
-        // A starved stream keeps its frame grid until audio comes back.
-        Ok(self.phase == Phase::Scheduled { starved: false })
+        // A starved stream keeps its frame grid until audio comes back; a held one has no
+        // deadline until its resume.
+        Ok(!self.is_held() && self.phase == Phase::Scheduled { starved: false })
     }
 }

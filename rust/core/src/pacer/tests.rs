@@ -916,3 +916,387 @@ fn only_late_frames_are_reported_late() {
     assert_eq!(late, vec![(stream.id as i64, 7 * MS)]);
     assert_eq!(StreamEventKind::Late { lateness_ns: 1 }.name(), "late");
 }
+
+/// Holding a stream (the client paused its playout) and resuming it where it paused.
+mod hold {
+    use super::*;
+
+    fn open_held(pacer: &FramePacer, cushion_ms: i64) -> StreamInfo {
+        pacer
+            .open_stream(&StreamConfig {
+                cushion_ms,
+                held: true,
+                ..StreamConfig::default()
+            })
+            .unwrap()
+    }
+
+    /// Whether any stream has a live deadline in the heap.
+    fn anything_due(pacer: &FramePacer) -> bool {
+        pacer.shared.engine.lock().next_due().is_some()
+    }
+
+    #[test]
+    fn a_held_stream_releases_nothing_and_counts_no_underrun() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 120, 2000);
+        pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
+        pacer.advance_ns(100 * MS).unwrap();
+        assert_eq!(take(&pacer).len(), 11);
+        assert!(pacer.hold(stream.id).unwrap());
+        assert!(
+            !anything_due(&pacer),
+            "no deadline while held: nothing wakes the thread"
+        );
+        for _ in 0..100 {
+            pacer.advance_ns(100 * MS).unwrap();
+            assert!(take(&pacer).is_empty());
+        }
+        let stats = pacer.stream_stats(stream.id).unwrap();
+        assert_eq!(stats.counters.underruns, 0);
+        assert_eq!(stats.counters.frames_released, 11);
+        assert_eq!(stats.queued_samples, 16_000 - 11 * 320);
+        assert_eq!(
+            stats.client_buffered_samples,
+            6 * 320,
+            "the client paused with its cushion: the model is frozen"
+        );
+        assert!(stats.held && stats.playing);
+        assert_eq!((stats.holds, stats.held_ns), (1, 10_000 * MS as u64));
+        // A held stream whose queue runs dry counts no underrun either.
+        let dry = open(&pacer, 20, 2000);
+        pacer.push(dry.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        pacer.hold(dry.id).unwrap();
+        pacer.advance_ns(1000 * MS).unwrap();
+        assert_eq!(pacer.stream_stats(dry.id).unwrap().counters.underruns, 0);
+        assert_eq!(pacer.stats().counters.underruns, 0);
+    }
+
+    #[test]
+    fn resume_goes_on_from_the_paused_sample_without_a_burst() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 120, 2000);
+        pacer.push(stream.id, &ramp(0, 16_000)).unwrap();
+        pacer.advance_ns(110 * MS).unwrap(); // frames 0-5 at 0, 6-10 at 20..100 ms
+        assert_eq!(take(&pacer).len(), 11);
+        // Paused halfway through a frame period: 110 ms played of 11 frames (220 ms).
+        pacer.hold(stream.id).unwrap();
+        pacer.advance_ns(10_000 * MS).unwrap();
+        assert!(pacer.resume(stream.id).unwrap());
+        assert!(!pacer.is_held(stream.id).unwrap());
+        pacer.advance_ns(10 * MS - 1).unwrap();
+        assert!(
+            take(&pacer).is_empty(),
+            "the client still holds its cushion"
+        );
+        pacer.advance_ns(1).unwrap();
+        let frames = take(&pacer);
+        assert_eq!(frames.len(), 1, "one frame: the rest of the paused period");
+        assert_eq!(
+            (
+                frames[0].seq,
+                frames[0].deadline_ns,
+                frames[0].lateness_ns()
+            ),
+            (11, 10_120 * MS, 0)
+        );
+        assert_eq!(frames[0].samples, ramp(11 * 320, 320));
+        for n in 1..=10 {
+            pacer.advance_ns(20 * MS).unwrap();
+            let frames = take(&pacer);
+            assert_eq!(frames.len(), 1);
+            assert_eq!(frames[0].deadline_ns, (10_120 + 20 * n) * MS);
+        }
+        let stats = pacer.stream_stats(stream.id).unwrap();
+        assert_eq!(stats.counters.underruns, 0);
+        assert_eq!(stats.client_buffered_samples, 6 * 320);
+        assert_eq!((stats.holds, stats.held_ns), (1, 10_000 * MS as u64));
+    }
+
+    #[test]
+    fn a_stream_opened_held_bursts_and_starts_at_its_resume() {
+        let pacer = virtual_pacer();
+        let stream = open_held(&pacer, 120);
+        assert!(pacer.is_held(stream.id).unwrap());
+        assert_eq!(pacer.push(stream.id, &ramp(0, 16_000)).unwrap(), 16_000);
+        pacer.advance_ns(5_000 * MS).unwrap();
+        assert!(take(&pacer).is_empty());
+        assert!(
+            take_events(&pacer).is_empty(),
+            "no `started` before the resume"
+        );
+        assert!(!anything_due(&pacer));
+        assert!(pacer.resume(stream.id).unwrap());
+        pacer.advance_ns(0).unwrap();
+        let burst = take(&pacer);
+        assert_eq!(burst.len(), 6, "the cushion, at once");
+        assert!(burst
+            .iter()
+            .all(|f| f.deadline_ns == 5_000 * MS && f.lateness_ns() == 0));
+        assert_eq!(burst[0].samples, ramp(0, 320));
+        assert_eq!(
+            take_events(&pacer),
+            vec![StreamEvent {
+                stream_id: stream.id,
+                kind: StreamEventKind::Started { lateness_ns: 0 },
+                at_ns: 5_000 * MS
+            }]
+        );
+        pacer.advance_ns(20 * MS).unwrap();
+        assert_eq!(take(&pacer)[0].deadline_ns, 5_020 * MS);
+        let stats = pacer.stream_stats(stream.id).unwrap();
+        assert_eq!(
+            (stats.holds, stats.held_ns, stats.counters.underruns),
+            (1, 5_000 * MS as u64, 0)
+        );
+    }
+
+    #[test]
+    fn reports_while_held_move_the_phase_not_the_rate_and_never_resume() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 120, 10_000);
+        pacer.push(stream.id, &vec![0; 16_000 * 8]).unwrap();
+        // A client 2 % fast: reports every 250 ms move the rate estimate.
+        let report_fast_client = |at_ms: i64| {
+            let released = pacer.stream_stats(stream.id).unwrap().released_samples as f64;
+            let played = at_ms as f64 * 16.0 * 1.02;
+            pacer
+                .report_playout(stream.id, (released - played).max(0.0) / 16.0)
+                .unwrap();
+        };
+        for k in 1..=8 {
+            pacer.advance_to(k * 250 * MS).unwrap();
+            report_fast_client(k * 250);
+        }
+        let rate = pacer.stream_stats(stream.id).unwrap().client_rate_ppm;
+        assert!(rate > 1000, "the fast client was measured: {rate} ppm");
+        take(&pacer);
+        pacer.hold(stream.id).unwrap();
+        for (k, buffered_ms) in [0.0, 500.0, 40.0, 100.0].into_iter().enumerate() {
+            pacer.advance_ns(250 * MS).unwrap();
+            pacer.report_playout(stream.id, buffered_ms).unwrap();
+            let stats = pacer.stream_stats(stream.id).unwrap();
+            assert_eq!(stats.client_rate_ppm, rate, "report {k}: nothing played");
+            assert!(stats.held, "a report never resumes");
+            // A paused client's report is exact: the model takes its position as is.
+            assert_eq!(stats.client_buffered_samples as f64, 16.0 * buffered_ms);
+        }
+        assert!(take(&pacer).is_empty());
+        pacer.resume(stream.id).unwrap();
+        // The client said it holds 100 ms: the stream tops it up to the cushion at once.
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take(&pacer).len(), 1);
+        // The first report after a resume carries the client's resume delay, not drift.
+        pacer.advance_ns(250 * MS).unwrap();
+        pacer.report_playout(stream.id, 80.0).unwrap();
+        assert_eq!(pacer.stream_stats(stream.id).unwrap().client_rate_ppm, rate);
+        pacer.advance_ns(250 * MS).unwrap();
+        pacer.report_playout(stream.id, 80.0).unwrap();
+        let rate = pacer.stream_stats(stream.id).unwrap().client_rate_ppm;
+        // So does the first one after a hold without reports.
+        pacer.hold(stream.id).unwrap();
+        pacer.advance_ns(1000 * MS).unwrap();
+        pacer.resume(stream.id).unwrap();
+        pacer.advance_ns(250 * MS).unwrap();
+        pacer.report_playout(stream.id, 60.0).unwrap();
+        assert_eq!(pacer.stream_stats(stream.id).unwrap().client_rate_ppm, rate);
+    }
+
+    #[test]
+    fn the_max_lead_guard_skips_the_hold() {
+        let pacer = virtual_pacer();
+        let stream = pacer
+            .open_stream(&StreamConfig {
+                cushion_ms: 60,
+                max_lead_ms: Some(100),
+                ..StreamConfig::default()
+            })
+            .unwrap();
+        pacer.push(stream.id, &vec![1; 320 * 50]).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take(&pacer).len(), 3);
+        pacer.report_playout(stream.id, 200.0).unwrap();
+        // Without a hold the next frame waits until 120 ms (see the guard's test); 50 ms of
+        // them pass before the hold, the other 70 after the resume.
+        pacer.advance_ns(50 * MS).unwrap();
+        pacer.hold(stream.id).unwrap();
+        pacer.advance_ns(1000 * MS).unwrap();
+        pacer.resume(stream.id).unwrap();
+        pacer.advance_ns(70 * MS - 1).unwrap();
+        assert!(take(&pacer).is_empty());
+        pacer.advance_ns(1).unwrap();
+        let frames = take(&pacer);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].deadline_ns, 1120 * MS);
+    }
+
+    #[test]
+    fn flush_while_held_counts_what_the_client_played_before_it_paused() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 60, 2000);
+        pacer.push(stream.id, &vec![7; 320 * 20]).unwrap();
+        pacer.advance_ns(40 * MS).unwrap(); // 3 burst frames, 2 paced: 100 ms sent
+        assert_eq!(take(&pacer).len(), 5);
+        pacer.hold(stream.id).unwrap();
+        pacer.advance_ns(500 * MS).unwrap();
+        let report = pacer.flush(stream.id).unwrap();
+        assert_eq!(report.released_samples, 5 * 320);
+        assert_eq!(report.dropped_samples, 15 * 320);
+        assert_eq!(
+            report.client_buffered_samples,
+            3 * 320,
+            "40 ms played, then paused for 500 ms: 60 ms still at the client"
+        );
+        assert!(pacer.is_held(stream.id).unwrap(), "a flush does not resume");
+        pacer.push(stream.id, &vec![9; 320 * 5]).unwrap();
+        pacer.advance_ns(100 * MS).unwrap();
+        assert!(take(&pacer).is_empty());
+        // The client cleared its buffer: the resume starts a fresh burst.
+        pacer.resume(stream.id).unwrap();
+        pacer.advance_ns(0).unwrap();
+        let frames = take(&pacer);
+        assert_eq!(frames.len(), 3);
+        assert!(frames
+            .iter()
+            .all(|f| f.samples[0] == 9 && f.deadline_ns == 640 * MS));
+        assert_eq!(pacer.stream_stats(stream.id).unwrap().counters.underruns, 0);
+    }
+
+    #[test]
+    fn finish_while_held_drains_after_the_resume() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        pacer.push(stream.id, &ramp(0, 500)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        assert_eq!(take(&pacer).len(), 1);
+        take_events(&pacer);
+        pacer.hold(stream.id).unwrap();
+        assert_eq!(pacer.finish(stream.id).unwrap(), 140);
+        pacer.advance_ns(1000 * MS).unwrap();
+        assert!(take(&pacer).is_empty());
+        assert!(take_events(&pacer).is_empty(), "the tail is still queued");
+        pacer.resume(stream.id).unwrap();
+        // The client held one frame when it paused: the tail is due one period on.
+        pacer.advance_ns(20 * MS).unwrap();
+        let frames = take(&pacer);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].samples[..180], ramp(320, 180)[..]);
+        assert_eq!(
+            take_events(&pacer),
+            vec![StreamEvent {
+                stream_id: stream.id,
+                kind: StreamEventKind::Drained,
+                at_ns: 1020 * MS
+            }]
+        );
+        pacer.advance_ns(1000 * MS).unwrap();
+        let stats = pacer.stream_stats(stream.id).unwrap();
+        assert_eq!((stats.counters.underruns, stats.playing), (0, false));
+        // With nothing left to release, a finish drains at once, held or not.
+        pacer.hold(stream.id).unwrap();
+        pacer.finish(stream.id).unwrap();
+        assert!(take_events(&pacer).is_empty(), "once per utterance");
+        pacer.push(stream.id, &ramp(0, 320)).unwrap();
+        pacer.advance_ns(0).unwrap();
+        pacer.flush(stream.id).unwrap();
+        pacer.finish(stream.id).unwrap();
+        assert!(
+            take_events(&pacer).is_empty(),
+            "a flush cancels the utterance"
+        );
+    }
+
+    #[test]
+    fn push_fills_a_held_queue_with_the_usual_backpressure() {
+        let pacer = virtual_pacer();
+        let stream = pacer
+            .open_stream(&StreamConfig {
+                cushion_ms: 20,
+                queue_ms: 100, // 1600 samples
+                held: true,
+                ..StreamConfig::default()
+            })
+            .unwrap();
+        let writable = pacer.writable_event(stream.id).unwrap();
+        assert_eq!(pacer.push(stream.id, &ramp(0, 2000)).unwrap(), 1600);
+        pacer.advance_ns(1000 * MS).unwrap();
+        assert_eq!(pacer.push(stream.id, &ramp(1600, 400)).unwrap(), 0);
+        assert!(!writable.drain(), "nothing drains while held");
+        pacer.resume(stream.id).unwrap();
+        pacer.advance_ns(40 * MS).unwrap(); // a burst of one frame, two paced: 640 left
+        assert!(writable.drain());
+        assert_eq!(pacer.push(stream.id, &ramp(1600, 400)).unwrap(), 400);
+        let samples: Vec<i16> = take(&pacer).into_iter().flat_map(|f| f.samples).collect();
+        assert_eq!(samples, ramp(0, 960));
+    }
+
+    #[test]
+    fn hold_and_resume_are_idempotent_and_refuse_unknown_streams() {
+        let pacer = virtual_pacer();
+        let stream = open(&pacer, 20, 2000);
+        assert!(
+            !pacer.resume(stream.id).unwrap(),
+            "not held: nothing to resume"
+        );
+        pacer.advance_ns(10 * MS).unwrap();
+        assert!(pacer.hold(stream.id).unwrap());
+        pacer.advance_ns(10 * MS).unwrap();
+        assert!(!pacer.hold(stream.id).unwrap(), "two holds make one");
+        pacer.advance_ns(10 * MS).unwrap();
+        assert!(pacer.resume(stream.id).unwrap());
+        assert!(!pacer.resume(stream.id).unwrap());
+        let stats = pacer.stream_stats(stream.id).unwrap();
+        assert_eq!(
+            (stats.holds, stats.held_ns, stats.held),
+            (1, 20 * MS as u64, false)
+        );
+        pacer.close_stream(stream.id).unwrap();
+        let unknown = Err(PacerError::UnknownStream { id: stream.id });
+        assert_eq!(pacer.hold(stream.id), unknown);
+        assert_eq!(pacer.resume(stream.id), unknown);
+        assert_eq!(pacer.is_held(stream.id), unknown);
+        let other = open(&pacer, 20, 2000);
+        pacer.stop();
+        assert_eq!(pacer.hold(other.id), Err(PacerError::Stopped));
+        assert_eq!(pacer.resume(other.id), Err(PacerError::Stopped));
+    }
+
+    #[test]
+    fn the_real_clock_thread_holds_and_resumes() {
+        let pacer = FramePacer::new(10, ClockKind::Real, false).unwrap();
+        let stream = pacer
+            .open_stream(&StreamConfig {
+                cushion_ms: 10,
+                held: true,
+                ..StreamConfig::default()
+            })
+            .unwrap();
+        pacer.push(stream.id, &vec![3; 160 * 100]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(take(&pacer).is_empty());
+        let resumed_at = monotonic_now_ns();
+        pacer.resume(stream.id).unwrap();
+        let mut frames = Vec::new();
+        while frames.len() < 5 && monotonic_now_ns() - resumed_at < 2_000 * MS {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            pacer.take_released(&mut frames);
+        }
+        assert!(frames.len() >= 5);
+        assert!(frames[0].deadline_ns >= resumed_at);
+        for (n, frame) in frames.iter().enumerate() {
+            assert_eq!(
+                frame.deadline_ns,
+                frames[0].deadline_ns + n as i64 * 10 * MS
+            );
+        }
+        // Measured from the resume, not from the open 300 ms earlier (generous: this
+        // machine is shared).
+        assert!(
+            frames[0].lateness_ns() < 150 * MS,
+            "{}",
+            frames[0].lateness_ns()
+        );
+        pacer.stop();
+    }
+}
