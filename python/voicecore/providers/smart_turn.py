@@ -98,10 +98,10 @@ recordings and on synthesized speech; it was not tuned on them.
 """
 
 DEFAULT_INTRA_OP_THREADS: Final = 2
-"""onnxruntime threads inside one prediction. Two split the encoder's matrix products over
-both cores of an idle 2-core machine; where the cores are busy (the shared VM under load)
-they were no faster than one (``benches/bench_smart_turn.py`` compares both in each run) and
-cost ~10 % more CPU: choose 1 there."""
+"""onnxruntime threads inside one prediction. Two can split the encoder's matrix products
+over both cores when they are free. On the shared 2-core VM, where other work kept them busy
+(load 2-8), two were no faster than one (p50 ratio 1.04-1.26; ``benches/bench_smart_turn.py``
+compares both in each run) and cost ~10 % more CPU: choose 1 where the cores are busy."""
 
 SAMPLE_RATE: Final = STT_SAMPLE_RATE
 WINDOW_SAMPLES: Final = 8 * SAMPLE_RATE
