@@ -62,3 +62,12 @@ def moonshine_model_dir() -> Path:
     if found is None:
         pytest.skip("the Moonshine model 'moonshine-base-en' is not fetched: run `make models`")
     return found
+
+
+@pytest.fixture(scope="session")
+def smart_turn_model_path() -> Path:
+    """The Smart Turn v3.2 model file (skips with a clear message when it is absent)."""
+    found = find_model("smart-turn-v3.2")
+    if found is None:
+        pytest.skip("the Smart Turn model 'smart-turn-v3.2' is not fetched: run `make models`")
+    return found / "smart-turn-v3.2-cpu.onnx"

@@ -12,11 +12,12 @@ detects as speech with sample-accurate boundaries.
 
 from __future__ import annotations
 
+import functools
 import re
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +35,7 @@ __all__ = [
     "normalize",
     "one_utterance",
     "voice",
+    "word_ends",
     "word_errors",
 ]
 
@@ -168,3 +170,40 @@ def word_errors(reference: list[str], hypothesis: list[str]) -> int:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
         previous = current
     return previous[-1]
+
+
+@functools.lru_cache(maxsize=1)
+def _aligner() -> Any:
+    from pocketsphinx import Decoder
+
+    return Decoder(samprate=RATE, loglevel="FATAL")
+
+
+def word_ends(samples: npt.NDArray[np.int16], text: str) -> list[int] | None:
+    """Where each word of ``text`` ends in ``samples`` (16 kHz): the sample index after it,
+    from PocketSphinx's forced alignment of the known words (10 ms resolution); None when
+    it cannot align them (a word missing from its dictionary, audio that does not fit).
+
+    The audio gets a faint dither first (about -60 dBFS): runs of digital silence, which
+    espeak-ng writes between words, made the alignment fail on 15 of 36 of its sentences.
+    """
+    words = normalize(text)
+    dither = np.random.default_rng(0).normal(0, 30, len(samples))
+    pcm = np.clip(samples + dither, -32768, 32767).astype("<i2")
+    decoder = _aligner()
+    try:
+        decoder.set_align_text(" ".join(words))
+        decoder.start_utt()
+        decoder.process_raw(pcm.tobytes(), full_utt=True)
+        decoder.end_utt()
+    except RuntimeError:
+        return None
+    segments = decoder.seg()  # None when the search did not reach the last word
+    found = [
+        (re.sub(r"\(\d+\)$", "", segment.word), (segment.end_frame + 1) * RATE // 100)
+        for segment in segments or ()
+        if segment.word not in ("<s>", "</s>", "<sil>")
+    ]
+    if [word for word, _ in found] != words:
+        return None
+    return [end for _, end in found]

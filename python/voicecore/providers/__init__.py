@@ -3,8 +3,9 @@
 The offline pipeline (no network, no API key; its models come from registry packages,
 ``voicecore models fetch``): ``silero`` (``SileroVad``, behind the Rust energy VAD),
 ``moonshine`` (``MoonshineSTT``, a neural recognizer), ``responder`` (``RuleBasedResponder``: a
-few rules, not a language model, and it says so) and ``piper`` (``PiperTTS``, a neural voice).
-Their models are loaded once per process and shared by every session. The fallbacks
+few rules, not a language model, and it says so) and ``piper`` (``PiperTTS``, a neural voice);
+``smart_turn`` (``SmartTurn``) predicts whether a pause ends the user's turn. Their models are
+loaded once per process and shared by every session. The fallbacks
 ``sphinx`` (``SphinxSTT``, PocketSphinx) and ``espeak`` (``EspeakTTS``, espeak-ng) need no
 model file. ``openai`` holds the network providers (any OpenAI-compatible server: Ollama,
 llama.cpp's server, vLLM...); ``scripted`` has test doubles with scripted output and
@@ -29,6 +30,7 @@ from voicecore.providers.scripted import Utterance as Utterance
 from voicecore.providers.silero import SileroStats as SileroStats
 from voicecore.providers.silero import SileroVad as SileroVad
 from voicecore.providers.silero import make_vad as make_vad
+from voicecore.providers.smart_turn import SmartTurn as SmartTurn
 from voicecore.providers.sphinx import SphinxStats as SphinxStats
 from voicecore.providers.sphinx import SphinxSTT as SphinxSTT
 
@@ -48,6 +50,7 @@ __all__ = [
     "ScriptedTTS",
     "SileroStats",
     "SileroVad",
+    "SmartTurn",
     "SphinxSTT",
     "SphinxStats",
     "Utterance",
