@@ -58,8 +58,10 @@ def hello(
     input_rate: int = MIC_RATE,
     output_rate: int = OUTPUT_RATE,
     frame_ms: int = FRAME_MS,
+    capabilities: tuple[str, ...] = ("pause",),
 ) -> str:
-    """The ``hello`` that opens a session (docs/protocol.md)."""
+    """The ``hello`` that opens a session (docs/protocol.md); like the web page, the client
+    obeys ``pause``/``resume`` unless ``capabilities`` says otherwise."""
     return json.dumps(
         {
             "type": "hello",
@@ -68,6 +70,7 @@ def hello(
             "output_rate": output_rate,
             "frame_ms": frame_ms,
             "client": client,
+            "capabilities": list(capabilities),
         }
     )
 
@@ -97,7 +100,8 @@ class ClientResult:
         v2v_client_ms: end of the user's speech (last speech frame sent) to the reply's
             first frame received.
         v2v_server_ms: the server's ``voice_to_voice_ms`` (from its VAD's end of speech).
-        barge_client_ms: first barge-in speech frame sent to ``clear`` received.
+        barge_client_ms: first barge-in speech frame sent to the agent silenced at the client
+            (``pause`` or ``clear`` received, whichever came first).
         barge_server_ms: the server's ``barge_in_ms``.
         replies: replies that started; clears: ``clear`` messages.
         cushion_ms: the cushion the server announced.
@@ -252,13 +256,17 @@ async def _converse(
                     continue
                 event = json.loads(message)
                 kind = event.get("type")
+                if kind in ("clear", "pause") and barge_pending:
+                    # From the barge-in utterance's first frame on the wire.
+                    barge_pending.clear()
+                    result.barge_client_ms.append((now - spoken["start"]) * 1000)
                 if kind == "clear":
                     result.clears += 1
                     end_reply(now, cleared=True)
-                    if barge_pending:
-                        # From the barge-in utterance's first frame on the wire.
-                        barge_pending.clear()
-                        result.barge_client_ms.append((now - spoken["start"]) * 1000)
+                elif kind == "pause":
+                    player.pause(now)
+                elif kind == "resume":
+                    player.resume(now)
                 elif kind == "agent_done":
                     end_reply(now, cleared=False)
                 elif kind == "metrics":

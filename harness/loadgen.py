@@ -187,6 +187,10 @@ async def _client(index: int, cfg: LoadConfig, script: bytes, start: float) -> C
                         stats.turns += 1
                     elif kind == "clear":
                         player.clear(now)
+                    elif kind == "pause":
+                        player.pause(now)
+                    elif kind == "resume":
+                        player.resume(now)
                     elif kind == "metrics" and data.get("voice_to_voice_ms") is not None:
                         stats.voice_to_voice_ms.append(float(data["voice_to_voice_ms"]))
                     elif kind == "error":

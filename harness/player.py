@@ -1,7 +1,9 @@
 """The simulated client player every benchmark client plays the agent's audio into.
 
 ``PlayoutModel`` is the web page's player (``web/lib/ring.mjs``) in continuous time, driven
-by the protocol's events: agent frames, ``agent_done``, ``clear``. It starts a reply once
+by the protocol's events: agent frames, ``agent_done``, ``clear``, ``pause`` and ``resume``
+(the user talked over the agent: playback stops with everything kept, then goes on from the
+same sample). It starts a reply once
 ``start_ms`` is buffered (or after waiting ``start_ms``), drains in real time, and counts an
 underrun when it ran dry inside a reply and audio then resumed (dry at the reply's end,
 ``agent_done``, is the reply ending, not a gap).
@@ -50,6 +52,9 @@ class PlayoutModel:
         self._wait_until = 0.0
         self._written_ms = 0.0
         self._done_at_ms = -1.0
+        self.paused = False
+        """Between a ``pause`` and its ``resume`` (or a ``clear``): nothing drains."""
+        self.pauses = 0
 
     def __repr__(self) -> str:
         return (
@@ -59,6 +64,9 @@ class PlayoutModel:
 
     def advance(self, now: float) -> None:
         """Plays out the audio due between the last event and ``now`` (seconds)."""
+        if self.paused:
+            self._last = now
+            return
         if self._state == "waiting" and now >= self._wait_until:
             self._state = "playing"  # waited the threshold's duration: playback began then
             self._last = self._wait_until
@@ -108,7 +116,21 @@ class PlayoutModel:
             self._state = "playing"  # the whole reply is there: no reason to wait
 
     def clear(self, now: float) -> None:
-        """``clear`` (barge-in): the buffered audio is dropped, the player goes idle."""
+        """``clear`` (barge-in): the buffered audio is dropped, the player goes idle (a
+        pause ends)."""
         self.advance(now)
         self.buffered_ms = 0.0
         self._state = "idle"
+        self.paused = False
+
+    def pause(self, now: float) -> None:
+        """``pause``: playback stops at ``now``; what is buffered stays, frames keep coming."""
+        self.advance(now)
+        if not self.paused:
+            self.paused = True
+            self.pauses += 1
+
+    def resume(self, now: float) -> None:
+        """``resume``: playback goes on from where it paused."""
+        self.advance(now)
+        self.paused = False

@@ -312,6 +312,10 @@ async def _converse(
                     if kind == "clear":
                         player.clear(trio.current_time())
                         counters.barge_ins += 1
+                    elif kind == "pause":
+                        player.pause(trio.current_time())
+                    elif kind == "resume":
+                        player.resume(trio.current_time())
                     elif kind == "error" and len(counters.errors) < 20:
                         counters.errors.append(f"{event.get('code')}: {event.get('message')}")
                     elif kind == "agent_done":

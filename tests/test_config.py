@@ -24,6 +24,7 @@ from voicecore.config import (
     ServerConfig,
     SttConfig,
     TtsConfig,
+    TurnConfig,
     VadConfig,
     VoicecoreConfig,
     add_config_arguments,
@@ -414,7 +415,7 @@ def test_an_unknown_section_is_rejected_listing_the_sections(tmp_path: Path) -> 
         load_config(path, env={})
     assert str(exc.value) == (
         f"vda (in {path}): unknown section (did you mean 'vad'?); "
-        "the sections are server, vad, stt, llm, tts, session"
+        "the sections are server, vad, turn, stt, llm, tts, session"
     )
 
 
@@ -708,9 +709,7 @@ def test_config_show_exits_2_naming_every_bad_setting() -> None:
 def test_config_show_check_builds_the_providers() -> None:
     result = run_cli("config", "show", "--check", "--vad-kind", "energy", env={})
     assert result.returncode == 0, result.stderr
-    assert "# built: Pipeline(vad='energy', stt='moonshine', llm=RuleBasedResponder(" in (
-        result.stdout
-    )
+    assert "# built: Pipeline(vad='energy', turn=SmartTurnEnd(" in (result.stdout)
     result = run_cli(
         "config", "show", "--check", "--tts-kind", "espeak", "--tts-voice", "xx-zz", env={}
     )
@@ -792,21 +791,35 @@ def test_a_missing_voice_is_an_error_naming_the_fix_unless_the_fallback_is_asked
 ) -> None:
     monkeypatch.setenv("VOICECORE_CACHE_DIR", str(tmp_path))  # an empty model cache
     energy, sphinx = VadConfig(kind="energy"), SttConfig(kind="sphinx")
+    with pytest.raises(ConfigError, match=r"^turn\.kind: .*voicecore models fetch") as exc:
+        build_pipeline(VoicecoreConfig(vad=energy, stt=sphinx, tts=TtsConfig(kind="espeak")))
+    assert "--turn-kind silence" in str(exc.value)
+    with pytest.warns(ModelFallbackWarning, match="fixed silence"):
+        pipeline = build_pipeline(
+            VoicecoreConfig(
+                vad=energy,
+                turn=TurnConfig(fallback=True),
+                stt=sphinx,
+                tts=TtsConfig(kind="espeak"),
+            )
+        )
+    assert pipeline.turn_model is None
+    silence = TurnConfig(kind="silence")
     with pytest.raises(ConfigError, match=r"^tts\.piper_voice: .*voicecore models fetch") as exc:
-        build_pipeline(VoicecoreConfig(vad=energy, stt=sphinx))
+        build_pipeline(VoicecoreConfig(vad=energy, turn=silence, stt=sphinx))
     assert "--tts-kind espeak" in str(exc.value)
     with pytest.warns(ModelFallbackWarning, match="espeak-ng"):
         pipeline = build_pipeline(
-            VoicecoreConfig(vad=energy, stt=sphinx, tts=TtsConfig(fallback=True))
+            VoicecoreConfig(vad=energy, turn=silence, stt=sphinx, tts=TtsConfig(fallback=True))
         )
     assert isinstance(pipeline.tts, EspeakTTS)
     espeak = TtsConfig(kind="espeak")
     with pytest.raises(ConfigError, match=r"^stt\.moonshine_model: .*voicecore models fetch") as e:
-        build_pipeline(VoicecoreConfig(vad=energy, tts=espeak))
+        build_pipeline(VoicecoreConfig(vad=energy, turn=silence, tts=espeak))
     assert "--stt-kind sphinx" in str(e.value)
     with pytest.warns(ModelFallbackWarning, match="PocketSphinx"):
         pipeline = build_pipeline(
-            VoicecoreConfig(vad=energy, stt=SttConfig(fallback=True), tts=espeak)
+            VoicecoreConfig(vad=energy, turn=silence, stt=SttConfig(fallback=True), tts=espeak)
         )
     assert isinstance(pipeline.providers().stt, SphinxSTT)
 

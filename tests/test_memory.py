@@ -56,7 +56,7 @@ def no_cycle_collector() -> Iterator[None]:
 async def test_a_finished_session_is_freed_by_reference_counting(
     autojump_clock: trio.abc.Clock, no_cycle_collector: None
 ) -> None:
-    stt = ScriptedSTT([Utterance([], "Tell me a story."), Utterance([], "Stop.")])
+    stt = ScriptedSTT([Utterance([], "Tell me a story."), Utterance(["stop"], "Stop.")])
     llm = ScriptedLLM([LONG_REPLY, "Okay."], token_delay_s=0.05)
     session, client, _ = make_session(stt=stt, llm=llm)
     async with trio.open_nursery() as nursery:

@@ -20,9 +20,11 @@ from voicecore.protocol import (
     ErrorCode,
     Hello,
     Metrics,
+    Pause,
     Playout,
     ProtocolSession,
     Ready,
+    Resume,
     SpeechStart,
     State,
     Transcript,
@@ -70,6 +72,26 @@ def test_parses_hello_playout_bye_and_audio() -> None:
     assert parse_client_message('{"type":"bye"}') == Bye()
     assert parse_client_message(b"\x01\x00\x02\x00") == Audio(b"\x01\x00\x02\x00")
     assert parse_client_message(memoryview(b"\x01\x00")).samples == 1  # type: ignore[union-attr]
+
+
+def test_capabilities_are_announced_and_negotiated() -> None:
+    message = parse_client_message(hello(capabilities=["pause", "telepathy"]))
+    assert isinstance(message, Hello)
+    assert message.capabilities == frozenset({"pause", "telepathy"})
+    conn = ProtocolSession(session_id="s1")
+    step = conn.receive(hello(capabilities=["telepathy", "pause"]))
+    (ready,) = step.replies
+    assert isinstance(ready, Ready)
+    assert ready.capabilities == ("pause",)  # what this server uses, nothing it does not know
+    # An older client announces nothing and gets nothing.
+    (ready,) = ProtocolSession(session_id="s2").receive(hello()).replies
+    assert isinstance(ready, Ready)
+    assert ready.capabilities == ()
+
+
+@pytest.mark.parametrize("value", ["pause", [1], ["x" * 201], ["a"] * 33, {"pause": True}])
+def test_bad_capabilities_are_refused(value: object) -> None:
+    assert error_code(hello(capabilities=value)) == ErrorCode.INVALID_MESSAGE
 
 
 def test_unknown_fields_are_ignored() -> None:
@@ -170,8 +192,11 @@ def test_serialize_server_messages() -> None:
         "frame_ms": 20,
         "cushion_ms": 120,
         "protocol": 1,
+        "capabilities": [],
     }
     assert str(serialize(ready)).startswith('{"type":"ready"')
+    assert json.loads(serialize(Pause(4))) == {"type": "pause", "turn_id": 4}
+    assert json.loads(serialize(Resume(4))) == {"type": "resume", "turn_id": 4}
     assert serialize(AgentAudio(b"\x01\x00")) == b"\x01\x00"
     assert json.loads(serialize(Clear(3))) == {"type": "clear", "turn_id": 3}
     assert json.loads(serialize(SpeechStart(1.5))) == {"type": "speech_start", "time_s": 1.5}

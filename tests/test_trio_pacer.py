@@ -32,7 +32,7 @@ from voicecore.exceptions import (
     UnknownStreamError,
     UnsupportedSampleRateError,
 )
-from voicecore.protocol import AgentAudio, AgentText, Clear
+from voicecore.protocol import AgentAudio, AgentText, Clear, Pause
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
 
 
@@ -104,7 +104,7 @@ async def test_barge_in_flushes_the_trio_pacer(autojump_clock: trio.abc.Clock) -
     tts = RecordingTTS()
     session, client, _ = trio_session(
         tts,
-        ScriptedSTT([Utterance([], "Tell me a story."), Utterance([], "Stop.")]),
+        ScriptedSTT([Utterance([], "Tell me a story."), Utterance(["stop"], "Stop.")]),
         ScriptedLLM([story, "Okay."]),
     )
     router = session._router
@@ -124,10 +124,12 @@ async def test_barge_in_flushes_the_trio_pacer(autojump_clock: trio.abc.Clock) -
     # first frame after the clear comes after turn 2's first agent_text.
     second = next(i for i, m in enumerate(after) if isinstance(m, AgentText) and m.turn_id == 2)
     assert not [m for m in after[:second] if isinstance(m, AgentAudio)]
-    # Sent: the cushion ahead of 1.8 s of playback; heard = sent - cushion (the Rust
-    # pacer's figures in test_session's barge-in test).
+    # Sent: the cushion ahead of the playback until the pause; heard = sent - cushion (the
+    # Rust pacer's figures in test_session's barge-in test).
     cushion = session.config.cushion_ms
-    assert len(client.audio(1)) * 20 == pytest.approx(1800 + cushion, abs=40)
+    paused_at = next(t for t, m in client.received if isinstance(m, Pause))
+    expected_ms = 1000 * (paused_at - 2.0) + cushion
+    assert len(client.audio(1)) * 20 == pytest.approx(expected_ms, abs=40)
     heard = client.events("agent_done")[0]["heard"]
     assert story.startswith(heard)
     assert 20 <= len(heard) <= 40

@@ -5,12 +5,16 @@ from __future__ import annotations
 from voicecore.engine.floor import TurnTaker
 from voicecore.engine.stages import SpeechEnded, SpeechStarted
 from voicecore.engine.turns import (
+    ConfirmReply,
     CutReply,
     DropTurn,
+    DuckReply,
     EndTranscription,
     FalseStart,
     FinishReply,
+    PredictTurn,
     ReplyAudible,
+    ResumeReply,
     SpeechPaused,
     SpeechResumed,
     StartReply,
@@ -22,10 +26,30 @@ from voicecore.engine.turns import (
 MS = 16  # samples per ms at 16 kHz
 
 
-def machine() -> TurnMachine:
+def machine(
+    *, duck: bool = False, preemptive: bool = False, predicted: bool = False
+) -> TurnMachine:
+    silences = {"complete_silence_ms": 200, "incomplete_silence_ms": 1500} if predicted else {}
     return TurnMachine(
-        TurnTaker(min_speech_ms=200, barge_in_min_speech_ms=300, end_of_turn_silence_ms=500)
+        TurnTaker(
+            min_speech_ms=200,
+            barge_in_min_speech_ms=300,
+            end_of_turn_silence_ms=500,
+            **silences,  # type: ignore[arg-type]
+        ),
+        duck=duck,
+        duck_timeout_ms=300,
+        backchannel_max_ms=1000,
+        preemptive=preemptive,
     )
+
+
+def agent_speaking(m: TurnMachine) -> None:
+    """Turn 1 answered; its reply is audible."""
+    speak(m, 0, 1000)
+    m.stt_final(1, "tell me a story", speech_until=1000 * MS)
+    m.reply_started(1)
+    m.reply_audible(1)
 
 
 def speak(m: TurnMachine, start_ms: int, end_ms: int) -> list[object]:
@@ -126,21 +150,200 @@ def test_a_reply_lifecycle() -> None:
     assert m.is_cut(1)  # no longer tracked: nothing of it may be sent
 
 
-def test_barge_in_cuts_the_reply_and_opens_a_new_turn() -> None:
+def test_talking_over_the_agent_is_transcribed_and_its_words_interrupt() -> None:
     m = machine()
-    speak(m, 0, 1000)
-    m.stt_final(1, "tell me a story", speech_until=1000 * MS)
-    m.reply_started(1)
-    m.reply_audible(1)
-    # 250 ms of speech would open a turn, but not interrupt the agent (300 ms needed).
+    agent_speaking(m)
+    # 250 ms of speech would open a turn, but not over the agent (300 ms needed).
     m.audio([SpeechStarted(5000 * MS)], speech_until=5250 * MS, stream_end=5250 * MS)
-    assert m.agent_active
     actions = m.audio([], speech_until=5300 * MS, stream_end=5300 * MS)
-    assert actions == [CutReply(1, barge_in=True, started=True), StartTranscription(2, 5000 * MS)]
+    # The utterance contests the reply: transcribed, not yet an interruption.
+    assert actions == [StartTranscription(2, 5000 * MS)]
+    assert not m.is_cut(1)
+    assert m.stt_partial(2, "mm", speculative=False) == []  # feedback so far
+    assert m.stt_partial(2, "wait a", speculative=False) == [
+        CutReply(1, barge_in=True, started=True)
+    ]
     assert m.is_cut(1)
     assert not m.agent_active
     assert m.reply_audible(1) == []  # a frame released just before the cut changes nothing
     assert m.reply_finished(1) == [FinishReply(1, interrupted=True, audible=True)]
+    # The interruption is a turn of its own.
+    speak_end = m.audio([SpeechEnded(6000 * MS)], speech_until=6000 * MS, stream_end=6000 * MS)
+    assert speak_end == [SpeechPaused(6000 * MS)]
+    assert m.stt_final(2, "wait a minute", speech_until=6000 * MS) == [
+        EndTranscription(2, 6000 * MS, True),
+        StartReply(2, "wait a minute"),
+    ]
+
+
+def test_a_long_utterance_interrupts_before_its_words_are_known() -> None:
+    m = machine()
+    agent_speaking(m)
+    m.audio([SpeechStarted(5000 * MS)], speech_until=5400 * MS, stream_end=5400 * MS)
+    assert m.audio([], speech_until=5990 * MS, stream_end=5990 * MS) == []
+    assert m.audio([], speech_until=6000 * MS, stream_end=6000 * MS) == [
+        CutReply(1, barge_in=True, started=True)
+    ]
+
+
+def test_the_first_sound_ducks_and_a_backchannel_resumes_the_reply() -> None:
+    m = machine(duck=True)
+    agent_speaking(m)
+    assert m.agent_audible
+    # The echo-gated mic level rises: duck at once, before the VAD says anything.
+    assert m.onset(5000 * MS) == [DuckReply(1)]
+    assert not m.agent_audible
+    assert m.onset(5010 * MS) == []  # once
+    actions = m.audio([SpeechStarted(5000 * MS)], speech_until=5400 * MS, stream_end=5400 * MS)
+    assert actions == [StartTranscription(2, 5000 * MS)]
+    assert m.audio([SpeechEnded(5450 * MS)], speech_until=5450 * MS, stream_end=5460 * MS) == [
+        SpeechPaused(5450 * MS)
+    ]
+    assert m.stt_final(2, "Mm-hmm.", speech_until=5450 * MS) == [
+        EndTranscription(2, 5450 * MS, True),
+        ResumeReply(1, "backchannel"),
+        DropTurn(2, "backchannel"),
+    ]
+    assert m.agent_audible
+    assert not m.is_cut(1)
+    assert m.user_turn is None
+    assert m.reply_finished(1) == [FinishReply(1, interrupted=False, audible=True)]
+
+
+def test_words_after_a_duck_cut_the_reply() -> None:
+    m = machine(duck=True)
+    agent_speaking(m)
+    m.onset(5000 * MS)
+    m.audio([SpeechStarted(5000 * MS)], speech_until=5400 * MS, stream_end=5400 * MS)
+    assert m.stt_partial(2, "stop", speculative=False) == [CutReply(1, barge_in=True, started=True)]
+
+
+def test_a_cough_and_a_noise_resume_the_ducked_reply() -> None:
+    m = machine(duck=True)
+    agent_speaking(m)
+    # A cough: the VAD sees 150 ms of "speech", too short.
+    assert m.onset(5000 * MS) == [DuckReply(1)]
+    assert speak(m, 5000, 5150) == [
+        FalseStart(5000 * MS, 5150 * MS, during_agent=True),
+        ResumeReply(1, "false_start"),
+    ]
+    # A door: the level rose, the VAD never confirmed speech.
+    assert m.onset(7000 * MS) == [DuckReply(1)]
+    assert silence_until(m, 5150, 7290) == []
+    assert silence_until(m, 5150, 7300) == [ResumeReply(1, "no_speech")]
+    assert not m.is_cut(1)
+
+
+def test_a_noise_that_contests_the_reply_resumes_it() -> None:
+    m = machine(duck=True)
+    agent_speaking(m)
+    m.onset(5000 * MS)
+    speak(m, 5000, 5400)  # long enough to be transcribed
+    silence_until(m, 5400, 5900)  # the end of turn
+    assert m.stt_final(2, "", speech_until=5400 * MS) == [
+        ResumeReply(1, "backchannel"),
+        DropTurn(2, "backchannel"),
+    ]
+
+
+def test_without_pause_the_reply_plays_on_and_a_backchannel_gets_no_reply() -> None:
+    m = machine(duck=False)
+    agent_speaking(m)
+    assert m.onset(5000 * MS) == []
+    speak(m, 5000, 5400)
+    silence_until(m, 5400, 5900)
+    assert m.stt_final(2, "yeah okay", speech_until=5400 * MS) == [DropTurn(2, "backchannel")]
+    assert not m.is_cut(1)
+
+
+def test_a_backchannel_after_the_reply_ended_gets_no_reply() -> None:
+    m = machine()
+    agent_speaking(m)
+    speak(m, 5000, 5400)
+    assert m.reply_finished(1) == [FinishReply(1, interrupted=False, audible=True)]
+    silence_until(m, 5400, 5900)
+    assert m.stt_final(2, "okay", speech_until=5400 * MS) == [DropTurn(2, "backchannel")]
+    # Words after the reply ended are a turn.
+    speak(m, 7000, 7600)
+    silence_until(m, 7600, 8100)
+    assert m.stt_final(3, "and then?", speech_until=7600 * MS) == [StartReply(3, "and then?")]
+
+
+def test_the_end_of_turn_model_decides_the_silence() -> None:
+    m = machine(predicted=True)
+    assert speak(m, 1000, 2000) == [
+        StartTranscription(1, 1000 * MS),
+        SpeechPaused(2000 * MS),
+        PredictTurn(1, 2000 * MS),
+    ]
+    # Before the verdict, a pause needs the long silence.
+    assert silence_until(m, 2000, 2300) == []
+    assert (
+        m.turn_verdict(1, 2000 * MS, False, speech_until=2000 * MS, stream_end=2300 * MS) == []
+    )  # incomplete: still waiting
+    assert silence_until(m, 2000, 3490) == []
+    assert silence_until(m, 2000, 3500) == [EndTranscription(1, 2000 * MS, False)]
+
+    speak(m, 5000, 6000)
+    # Complete, and the short silence has already passed: the turn ends now.
+    assert m.turn_verdict(2, 6000 * MS, True, speech_until=6000 * MS, stream_end=6250 * MS) == [
+        EndTranscription(2, 6000 * MS, False)
+    ]
+    # A verdict on a pause the user spoke after is stale.
+    speak(m, 8000, 8500)
+    m.audio([SpeechStarted(8600 * MS)], speech_until=8700 * MS, stream_end=8700 * MS)
+    assert m.turn_verdict(3, 8500 * MS, True, speech_until=8700 * MS, stream_end=8800 * MS) == []
+
+
+def test_a_preemptive_reply_is_confirmed_by_the_same_final() -> None:
+    m = machine(preemptive=True)
+    speak(m, 1000, 2000)
+    # A partial while the user still speaks is not speculative: nothing starts.
+    assert m.stt_partial(1, "what time", speculative=False) == []
+    assert m.stt_partial(1, "What time is it?", speculative=True) == [
+        StartReply(1, "What time is it?", preemptive=True)
+    ]
+    assert not m.agent_active  # not a reply the user waits for yet
+    m.reply_started(1)
+    assert m.stt_final(1, "what time is it", speech_until=2000 * MS) == [
+        EndTranscription(1, 2000 * MS, True),
+        ConfirmReply(1),
+    ]
+    assert m.agent_active
+    assert m.reply_audible(1) == [ReplyAudible(1)]
+
+
+def test_a_preemptive_reply_is_cut_when_the_user_speaks_on() -> None:
+    m = machine(preemptive=True)
+    speak(m, 1000, 2000)
+    m.stt_partial(1, "I would like", speculative=True)
+    m.reply_started(1)
+    actions = m.audio([SpeechStarted(2150 * MS)], speech_until=2300 * MS, stream_end=2300 * MS)
+    assert actions == [SpeechResumed(2150 * MS), CutReply(1, barge_in=False, started=True)]
+    # Another speculative transcript waits until the cut reply is gone.
+    m.audio([SpeechEnded(3000 * MS)], speech_until=3000 * MS, stream_end=3000 * MS)
+    assert m.stt_partial(1, "I would like a coffee", speculative=True) == []
+    assert m.reply_finished(1) == [FinishReply(1, interrupted=True, audible=False)]
+    assert m.stt_final(1, "I would like a coffee", speech_until=3000 * MS) == [
+        EndTranscription(1, 3000 * MS, True),
+        StartReply(1, "I would like a coffee"),
+    ]
+
+
+def test_a_preemptive_reply_on_other_words_restarts() -> None:
+    m = machine(preemptive=True)
+    speak(m, 1000, 2000)
+    m.stt_partial(1, "what time is", speculative=True)
+    m.reply_started(1)
+    assert m.stt_final(1, "what time is it", speech_until=2000 * MS) == [
+        EndTranscription(1, 2000 * MS, True),
+        CutReply(1, barge_in=False, started=True),
+    ]
+    assert m.reply_finished(1) == [
+        FinishReply(1, interrupted=True, audible=False),
+        StartReply(1, "what time is it"),
+    ]
+    assert m.agent_active
 
 
 def test_a_false_interruption_leaves_the_reply_alone() -> None:

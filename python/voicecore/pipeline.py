@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from voicecore.config import VadConfig, VoicecoreConfig
-from voicecore.engine.stages import LLM, STT, TTS, VAD, EnergyVadStage
+from voicecore.engine.stages import LLM, STT, TTS, VAD, EnergyVadStage, TurnEndModel
 from voicecore.exceptions import (
     ConfigError,
     ModelFallbackWarning,
@@ -85,6 +85,7 @@ class Pipeline:
             fallback when the Silero model or onnxruntime is missing).
         llm: the shared LLM.
         tts: the shared TTS.
+        turn_model: the shared end-of-turn model (None: a fixed silence ends turns).
     """
 
     def __init__(
@@ -96,18 +97,20 @@ class Pipeline:
         new_stt: Callable[[], STT],
         llm: LLM,
         tts: TTS,
+        turn_model: TurnEndModel | None = None,
     ) -> None:
         self.config = config
         self.vad_kind = vad_kind
         self.llm = llm
         self.tts = tts
+        self.turn_model = turn_model
         self._new_vad = new_vad
         self._new_stt = new_stt
 
     def __repr__(self) -> str:
         return (
-            f"Pipeline(vad={self.vad_kind!r}, stt={self.config.stt.kind!r}, "
-            f"llm={self.llm!r}, tts={self.tts!r})"
+            f"Pipeline(vad={self.vad_kind!r}, turn={self.turn_model!r}, "
+            f"stt={self.config.stt.kind!r}, llm={self.llm!r}, tts={self.tts!r})"
         )
 
     def providers(self) -> Providers:
@@ -147,6 +150,7 @@ class Pipeline:
         return Session(
             transport,
             vad=stages.vad,
+            turn_model=self.turn_model,
             stt=stages.stt,
             llm=stages.llm,
             tts=stages.tts,
@@ -197,6 +201,35 @@ def _vad_factory(config: VadConfig) -> tuple[Literal["silero", "energy"], Callab
     if close is not None:
         close()
     return "silero", new_silero
+
+
+SMART_TURN_THREADS = 1
+"""onnxruntime threads per Smart Turn prediction: on a 2-core server busy with other sessions,
+two threads were never faster than one (p50 ratio 1.04-1.26) and cost ~10 % more CPU."""
+
+
+def _turn_model(config: VoicecoreConfig) -> TurnEndModel | None:
+    """The shared end-of-turn model ``turn.kind`` asks for; None for a fixed silence (chosen,
+    or when Smart Turn is not fetched and ``turn.fallback`` allows the silence instead)."""
+    if config.turn.kind == "silence":
+        return None
+    from voicecore import models
+    from voicecore.providers import smart_turn
+
+    try:
+        path = models.require("smart-turn-v3.2")
+        model = smart_turn.SmartTurn.shared(path, intra_op_threads=SMART_TURN_THREADS)
+    except ModelNotFoundError as exc:
+        if not config.turn.fallback:
+            raise ConfigError(
+                f"turn.kind: {exc} Or end turns after a fixed silence (--turn-kind silence), "
+                "or let it stand in when the model is missing (--turn-fallback)."
+            ) from exc
+        message = f"{exc} Ending turns after a fixed silence instead (turn.fallback is on)."
+        _log.warning("%s", message)
+        warnings.warn(message, ModelFallbackWarning, stacklevel=3)
+        return None
+    return smart_turn.SmartTurnEnd(model, config.turn.threshold)
 
 
 def _moonshine(config: VoicecoreConfig) -> Callable[[], STT] | None:
@@ -365,8 +398,10 @@ def build_pipeline(config: VoicecoreConfig | None = None) -> Pipeline:
     Provider modules are imported only when chosen. Every provider is built once here, so
     a missing package, model or voice fails at start-up. With ``vad.kind = "silero"`` and
     no model (or no onnxruntime), a ``VadFallbackWarning`` says how to fetch the model and
-    the energy VAD is used, unless ``vad.fallback`` is off. The network providers take
-    their first-output and gap deadlines from ``config.session``
+    the energy VAD is used, unless ``vad.fallback`` is off; a missing Smart Turn, Moonshine
+    or Piper model gives a ``ModelFallbackWarning`` and its fallback (a fixed end-of-turn
+    silence, PocketSphinx, espeak-ng) unless that section's ``fallback`` is off. The network
+    providers take their first-output and gap deadlines from ``config.session``
     (``llm_first_token_timeout_s``...), the ones the engine enforces.
 
     Raises:
@@ -382,6 +417,7 @@ def build_pipeline(config: VoicecoreConfig | None = None) -> Pipeline:
         new_stt=_stt_factory(config),
         llm=_llm(config),
         tts=_tts(config),
+        turn_model=_turn_model(config),
     )
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "INPUT_RATES",
     "OUTPUT_RATES",
     "PROTOCOL_VERSION",
+    "SERVER_CAPABILITIES",
     "AgentDone",
     "AgentText",
     "Audio",
@@ -52,10 +53,12 @@ __all__ = [
     "ErrorCode",
     "Hello",
     "Metrics",
+    "Pause",
     "Playout",
     "ProtocolError",
     "ProtocolSession",
     "Ready",
+    "Resume",
     "ServerMessage",
     "SpeechEnd",
     "SpeechStart",
@@ -95,6 +98,18 @@ MAX_UNDERRUNS: Final = 10**9
 
 MAX_CLIENT_NAME = 200
 """Longest ``hello.client`` string kept (characters)."""
+
+MAX_CAPABILITIES = 32
+"""Most entries a ``hello.capabilities`` list may have (each at most ``MAX_CLIENT_NAME``
+characters): a client announces a handful, never a document."""
+
+SERVER_CAPABILITIES: Final = frozenset({"pause"})
+"""Optional features this server can use with a client that announces them in ``hello``:
+
+* ``"pause"``: the client obeys ``pause`` / ``resume`` (it stops playing at once, keeping
+  what it holds, and later continues from the exact sample). The server then ducks the agent
+  the moment the user starts speaking over it, and resumes it after a cough or a backchannel.
+"""
 
 
 class ErrorCode(enum.StrEnum):
@@ -175,6 +190,8 @@ class Hello:
         output_rate: rate at which the client wants the agent's audio, Hz.
         frame_ms: the frame duration the client proposes, ms (the server may answer another).
         client: the client's name and version, for logs (e.g. ``"voicecore-web/1"``).
+        capabilities: optional features the client supports (see ``SERVER_CAPABILITIES``);
+            unknown ones are ignored.
     """
 
     protocol: int
@@ -182,6 +199,7 @@ class Hello:
     output_rate: int
     frame_ms: int = 20
     client: str = ""
+    capabilities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +252,7 @@ class Ready:
         frame_ms: duration of each agent audio frame, ms (the server's pacer frame).
         cushion_ms: playout buffer the server aims to keep at the client, ms.
         protocol: the protocol version.
+        capabilities: the client's capabilities this server will use (sorted).
     """
 
     session_id: str
@@ -242,6 +261,7 @@ class Ready:
     frame_ms: int
     cushion_ms: int
     protocol: int = PROTOCOL_VERSION
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +317,25 @@ class AgentDone:
 
 @dataclass(frozen=True, slots=True)
 class Clear:
-    """Barge-in: drop all buffered agent audio now; no frame of ``turn_id`` follows."""
+    """Barge-in: drop all buffered agent audio now; no frame of ``turn_id`` follows. A clear
+    also ends a ``Pause``."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """The user started speaking over reply ``turn_id``: stop playing it now (a short fade
+    out), keeping every sample held and receiving more; playout reports go on. Sent only to
+    a client that announced the ``"pause"`` capability. ``Resume`` or ``Clear`` follows."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """It was not an interruption (a cough, a backchannel): play reply ``turn_id`` on from
+    the exact sample where it paused (a short fade in)."""
 
     turn_id: int
 
@@ -359,6 +397,8 @@ ServerMessage = (
     | AgentText
     | AgentDone
     | Clear
+    | Pause
+    | Resume
     | Metrics
     | Error
     | AgentAudio
@@ -373,6 +413,8 @@ _TYPE_NAMES: Final[dict[type[Any], str]] = {
     AgentText: "agent_text",
     AgentDone: "agent_done",
     Clear: "clear",
+    Pause: "pause",
+    Resume: "resume",
     Metrics: "metrics",
     Error: "error",
 }
@@ -396,7 +438,11 @@ def serialize(message: ServerMessage) -> str | bytes:
             continue
         if isinstance(value, float) and not math.isfinite(value):
             value = None  # JSON has no NaN or infinity; a latency that is not a number is none
-        data[name] = str(value) if isinstance(value, ErrorCode) else value
+        if isinstance(value, ErrorCode):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        data[name] = value
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -467,7 +513,24 @@ def _parse_hello(data: Mapping[str, Any]) -> Hello:
     client = data.get("client", "")
     if not isinstance(client, str):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "'hello.client' must be a string")
-    return Hello(protocol, input_rate, output_rate, frame_ms, client[:MAX_CLIENT_NAME])
+    capabilities = data.get("capabilities", [])
+    if (
+        not isinstance(capabilities, list)
+        or len(capabilities) > MAX_CAPABILITIES
+        or not all(isinstance(c, str) and len(c) <= MAX_CLIENT_NAME for c in capabilities)
+    ):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"'hello.capabilities' must be a list of at most {MAX_CAPABILITIES} strings",
+        )
+    return Hello(
+        protocol,
+        input_rate,
+        output_rate,
+        frame_ms,
+        client[:MAX_CLIENT_NAME],
+        frozenset(capabilities),
+    )
 
 
 def _parse_playout(data: Mapping[str, Any]) -> Playout:
@@ -667,6 +730,7 @@ class ProtocolSession:
                 output_rate=message.output_rate,
                 frame_ms=self.frame_ms,
                 cushion_ms=self.cushion_ms,
+                capabilities=tuple(sorted(message.capabilities & SERVER_CAPABILITIES)),
             )
             self.state = State.READY
             return Step(replies=(self._ready,), message=message)

@@ -1,14 +1,17 @@
 """voicecore's configuration: one object, from a TOML file, the environment and CLI flags.
 
 :class:`VoicecoreConfig` is voicecore's one configuration: the server, the providers and
-their settings. It has six sections, each a frozen dataclass: ``server``
+their settings. It has seven sections, each a frozen dataclass: ``server``
 (:class:`ServerConfig`: how ``voicecore serve`` listens and what it allows), ``vad``
-(:class:`VadConfig`), ``stt`` (:class:`SttConfig`), ``llm`` (:class:`LlmConfig`), ``tts``
-(:class:`TtsConfig`) and ``session`` (the engine's own ``voicecore.SessionConfig``, whose
-fields it takes as they are). It is the one place that reads voicecore's environment
-variables: the providers take their settings as arguments. The defaults are the offline
-pipeline: Silero VAD behind the energy gate (the energy VAD alone, with a warning, when the
-model has not been fetched), PocketSphinx, the rule-based responder and espeak-ng. It runs
+(:class:`VadConfig`), ``turn`` (:class:`TurnConfig`: the end of the user's turn), ``stt``
+(:class:`SttConfig`), ``llm`` (:class:`LlmConfig`), ``tts`` (:class:`TtsConfig`) and
+``session`` (the engine's own ``voicecore.SessionConfig``, whose fields it takes as they
+are). It is the one place that reads voicecore's environment variables: the providers take
+their settings as arguments. The defaults are the offline pipeline: Silero VAD behind the
+energy gate (the energy VAD alone, with a warning, when the model has not been fetched),
+Smart Turn for the end of turn, Moonshine, the rule-based responder and Piper (each with its
+fallback, with a warning, when its model has not been fetched: PocketSphinx, a fixed
+silence, espeak-ng). It runs
 with no network and no API key.
 
 Where settings come from, later ones winning (:func:`load_config`)::
@@ -96,6 +99,7 @@ from voicecore.config.sections import (
     ServerConfig,
     SttConfig,
     TtsConfig,
+    TurnConfig,
     VadConfig,
     VoicecoreConfig,
 )
@@ -112,6 +116,7 @@ __all__ = [
     "Setting",
     "SttConfig",
     "TtsConfig",
+    "TurnConfig",
     "VadConfig",
     "VoicecoreConfig",
     "add_config_arguments",

@@ -164,6 +164,28 @@ class VadConfig(_Section):
 
 
 @dataclass(frozen=True)
+class TurnConfig(_Section):
+    """The end of the user's turn: an end-of-turn model, or a fixed silence.
+
+    Attributes:
+        kind: ``"smart-turn"``: Smart Turn v3.2 (a registry model, ``voicecore models
+            fetch``; one per process, run off the event loop) judges at each pause whether
+            the turn is complete, and the turn ends after ``session.turn_complete_silence_ms``
+            or ``session.turn_incomplete_silence_ms``; ``"silence"``: every turn ends after
+            ``session.end_of_turn_silence_ms``.
+        threshold: Smart Turn's probability at or above which a turn is complete, in (0, 1).
+            Higher waits the long silence more often (fewer users cut off mid-thought, more
+            slow answers); lower answers sooner and cuts off more.
+        fallback: with ``kind = "smart-turn"``, use the fixed silence (with a warning) when
+            the model is not fetched; false (the default): refuse to start, naming the fix.
+    """
+
+    kind: Literal["smart-turn", "silence"] = _setting("smart-turn")
+    threshold: float = _setting(0.5, check=_between(0.0, 1.0, open_ends=True))
+    fallback: bool = _setting(False)
+
+
+@dataclass(frozen=True)
 class SttConfig(_Section):
     """Speech to text: who transcribes the user's speech.
 
@@ -378,6 +400,7 @@ class VoicecoreConfig:
     Attributes:
         server: the voice server's address, limits and pipeline (``voicecore serve``).
         vad: the voice activity detector.
+        turn: the end of the user's turn (an end-of-turn model or a fixed silence).
         stt: speech to text.
         llm: the language model.
         tts: text to speech.
@@ -390,6 +413,7 @@ class VoicecoreConfig:
 
     server: ServerConfig = field(default_factory=ServerConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
     stt: SttConfig = field(default_factory=SttConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
@@ -411,6 +435,7 @@ class VoicecoreConfig:
 SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "vad": VadConfig,
+    "turn": TurnConfig,
     "stt": SttConfig,
     "llm": LlmConfig,
     "tts": TtsConfig,

@@ -10,6 +10,12 @@ End of turn: ``end_of_turn_silence_ms`` of silence after the speech ended, or at
 STT final arrives during that silence (``on_stt_final``). A final that arrives before the VAD
 has reported the end (its hangover delays the end event) counts as soon as the end comes,
 provided no speech followed the final.
+
+With an end-of-turn model (``complete_silence_ms`` and ``incomplete_silence_ms`` given), the
+silence each pause needs depends on its verdict (``on_verdict``): a turn the model finds
+complete ends after the short ``complete_silence_ms``, an incomplete one (the user is
+thinking, mid-sentence) after ``incomplete_silence_ms``; until the verdict comes a pause
+needs the long one, so a slow or failed prediction costs latency, never a cut-off user.
 """
 
 from __future__ import annotations
@@ -91,10 +97,16 @@ class TurnTaker:
         min_speech_ms: speech shorter than this (ms) starts no utterance.
         barge_in_min_speech_ms: while the agent is active, speech must last this long (ms) to
             interrupt it; shorter speech is a false interruption.
-        end_of_turn_silence_ms: silence (ms) after speech that ends the user's turn.
+        end_of_turn_silence_ms: silence (ms) after speech that ends the user's turn (without
+            an end-of-turn model).
+        complete_silence_ms: with an end-of-turn model, the silence (ms) that ends a turn it
+            predicts complete.
+        incomplete_silence_ms: with an end-of-turn model, the silence (ms) that ends a turn
+            it predicts incomplete, or whose verdict has not come.
 
     Raises:
-        ValueError: a negative duration or a non-positive rate.
+        ValueError: a negative duration, a non-positive rate, only one of the two model
+            silences, or a complete silence longer than the incomplete one.
     """
 
     def __init__(
@@ -104,20 +116,40 @@ class TurnTaker:
         min_speech_ms: float = 200.0,
         barge_in_min_speech_ms: float = 300.0,
         end_of_turn_silence_ms: float = 500.0,
+        complete_silence_ms: float | None = None,
+        incomplete_silence_ms: float | None = None,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate}")
+        if (complete_silence_ms is None) != (incomplete_silence_ms is None):
+            raise ValueError("complete_silence_ms and incomplete_silence_ms go together")
         for name, value in (
             ("min_speech_ms", min_speech_ms),
             ("barge_in_min_speech_ms", barge_in_min_speech_ms),
             ("end_of_turn_silence_ms", end_of_turn_silence_ms),
+            ("complete_silence_ms", complete_silence_ms or 0.0),
+            ("incomplete_silence_ms", incomplete_silence_ms or 0.0),
         ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0 ms, got {value}")
+        if (complete_silence_ms or 0.0) > (incomplete_silence_ms or 0.0):
+            raise ValueError(
+                f"complete_silence_ms ({complete_silence_ms}) must be <= incomplete_silence_ms "
+                f"({incomplete_silence_ms})"
+            )
         self.sample_rate = sample_rate
-        self._min_speech = round(min_speech_ms * sample_rate / 1000)
-        self._barge_in_min = round(barge_in_min_speech_ms * sample_rate / 1000)
-        self._silence = round(end_of_turn_silence_ms * sample_rate / 1000)
+
+        def samples(ms: float) -> int:
+            return round(ms * sample_rate / 1000)
+
+        self._min_speech = samples(min_speech_ms)
+        self._barge_in_min = samples(barge_in_min_speech_ms)
+        self.predicted = complete_silence_ms is not None
+        """Pauses wait for an end-of-turn model's verdict (``on_verdict``)."""
+        self._complete = samples(complete_silence_ms or 0.0)
+        self._incomplete = samples(incomplete_silence_ms or 0.0)
+        self._fixed = samples(end_of_turn_silence_ms)
+        self._silence = self._incomplete if self.predicted else self._fixed
         self._tolerance = sample_rate // 50  # one 20 ms frame of VAD resolution
         self._final_until: int | None = None
         self._state = _State.IDLE
@@ -167,13 +199,13 @@ class TurnTaker:
                 if self._state is _State.PENDING:
                     if event.sample - self._start >= self._threshold():
                         actions.append(UtteranceConfirmed(self._start, self._agent_active))
-                        self._state, self._end = _State.PAUSED, event.sample
+                        self._pause(event.sample)
                         actions.append(SpeechPaused(event.sample))
                     else:
                         actions.append(FalseStart(self._start, event.sample, self._agent_active))
                         self._state = _State.IDLE
                 elif self._state is _State.SPEAKING:
-                    self._state, self._end = _State.PAUSED, event.sample
+                    self._pause(event.sample)
                     actions.append(SpeechPaused(event.sample))
                     final = self._final_until
                     if final is not None and event.sample <= final + self._tolerance:
@@ -182,13 +214,42 @@ class TurnTaker:
         if self._state is _State.PENDING and speech_until - self._start >= self._threshold():
             self._state = _State.SPEAKING
             actions.append(UtteranceConfirmed(self._start, self._agent_active))
+        actions += self._silence_over(speech_until, stream_end)
+        return actions
+
+    def _pause(self, end_sample: int) -> None:
+        self._state, self._end = _State.PAUSED, end_sample
+        self._silence = self._incomplete if self.predicted else self._fixed
+
+    def _silence_over(self, speech_until: int, stream_end: int) -> list[Action]:
         # Speech frames during the pause (a resumption the VAD has not confirmed yet) restart
         # the silence, so the turn does not end under the user's next words.
         silent_since = max(self._end, speech_until)
         if self._state is _State.PAUSED and stream_end - silent_since >= self._silence:
             self._state = _State.IDLE
-            actions.append(EndOfTurn(self._end, by_stt_final=False))
-        return actions
+            return [EndOfTurn(self._end, by_stt_final=False)]
+        return []
+
+    @property
+    def utterance_start(self) -> int | None:
+        """The first sample of the utterance under way (pending, speaking or paused), if any."""
+        return None if self._state is _State.IDLE else self._start
+
+    @property
+    def pause_sample(self) -> int | None:
+        """Where the speech of the pause running now ended (None: no pause is running)."""
+        return self._end if self._state is _State.PAUSED else None
+
+    def on_verdict(
+        self, end_sample: int, complete: bool, *, speech_until: int, stream_end: int
+    ) -> list[Action]:
+        """The end-of-turn model's verdict on the pause whose speech ended at ``end_sample``
+        (ignored if the user has spoken since): the silence this pause needs is now the
+        complete or the incomplete one, and the turn may end at once."""
+        if not self.predicted or self._state is not _State.PAUSED or end_sample != self._end:
+            return []
+        self._silence = self._complete if complete else self._incomplete
+        return self._silence_over(speech_until, stream_end)
 
     def on_stt_final(self, *, speech_until: int) -> list[Action]:
         """An STT final arrived (``speech_until``: the VAD's, now).

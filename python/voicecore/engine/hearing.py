@@ -14,6 +14,10 @@ session's dispatcher) without deciding anything itself.
   to the client.
 * ``end``: the end of the turn: no more audio for the STT, whose final is then due within
   ``stt_final_timeout_s``.
+* ``predict``: at each pause, the end-of-turn model (if any) gets the turn's newest audio
+  from the ring, off the event loop; its verdict goes to the turn machine.
+* Partial transcripts go to the client and to the turn machine (what the user says over the
+  agent decides whether it is an interruption; a speculative one may start the reply).
 """
 
 from __future__ import annotations
@@ -29,10 +33,20 @@ from voicecore._core import Resampler, SampleRing
 from voicecore.diagnostics import Timeline
 from voicecore.engine.contracts import DSP_TO_STT, EdgeChannel
 from voicecore.engine.settings import RING_MS
-from voicecore.engine.stages import STT, STT_SAMPLE_RATE, VAD, AudioFrame, TurnContext, closing
+from voicecore.engine.stages import (
+    MAX_TURN_AUDIO_S,
+    STT,
+    STT_SAMPLE_RATE,
+    VAD,
+    AudioFrame,
+    TurnContext,
+    TurnEndModel,
+    closing,
+)
 from voicecore.engine.turns import (
     DropTurn,
     EndTranscription,
+    PredictTurn,
     SpeechPaused,
     SpeechResumed,
     StartTranscription,
@@ -61,12 +75,14 @@ class UserTurn:
     Attributes:
         ctx: the turn's context (handed on to its reply).
         audio: the STT call's input.
+        first_sample: the first 16 kHz sample it was given (its pre-roll's).
         scope: the STT call's cancel scope (its deadline is the final's).
         final_at: Trio time of the latest final transcript.
     """
 
     ctx: TurnContext
     audio: EdgeChannel[AudioFrame]
+    first_sample: int
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     final_at: float | None = None
 
@@ -77,6 +93,7 @@ class Hearing:
     Args:
         stt: the session's STT.
         vad: the session's VAD.
+        turn_model: the end-of-turn model, if any (asked at each ``PredictTurn``).
         turns: the session's turn machine.
         mic_rate: the client's mic rate, in Hz.
         preroll_ms: ``SessionConfig.stt_preroll_ms``.
@@ -92,6 +109,7 @@ class Hearing:
         *,
         stt: STT,
         vad: VAD,
+        turn_model: TurnEndModel | None,
         turns: TurnMachine,
         mic_rate: int,
         preroll_ms: float,
@@ -108,6 +126,7 @@ class Hearing:
         self.nursery: trio.Nursery | None = None
         """Where STT calls run (the session's, while it runs)."""
         self._stt, self._vad, self._turns = stt, vad, turns
+        self._turn_model = turn_model
         self._preroll_samples = round(preroll_ms * STT_SAMPLE_RATE / 1000)
         self._final_timeout_s = final_timeout_s
         self._session_id, self._timeline, self._metrics = session_id, timeline, metrics
@@ -166,11 +185,11 @@ class Hearing:
             session_metrics=self._metrics,
             log=logging.LoggerAdapter(_log, {"session": self._session_id, "turn": turn_id}),
         )
-        turn = UserTurn(ctx, self._channel(DSP_TO_STT))
         # Pre-roll: the speech since before its first sample (the VAD reports the start late,
         # and confirms it later still), from the ring.
         first = max(start_sample - self._preroll_samples, 0)
         held = min(self._samples - first, self._ring.capacity)
+        turn = UserTurn(ctx, self._channel(DSP_TO_STT), self._samples - held)
         turn.audio.send_nowait(
             AudioFrame(self._ring.peek_last_bytes(held), STT_SAMPLE_RATE, self._samples - held)
         )
@@ -219,6 +238,48 @@ class Hearing:
             turn.ctx.log.info("turn %d: no reply (%s)", action.turn_id, action.reason)
             turn.audio.close()
 
+    def context(self, turn_id: int) -> TurnContext:
+        """User turn ``turn_id``'s context (the turn is still open: a preemptive reply)."""
+        return self._turns_open[turn_id].ctx
+
+    def predict(self, action: PredictTurn) -> None:
+        """Asks the end-of-turn model about the pause at ``action.end_sample`` (a task)."""
+        turn = self._turns_open.get(action.turn_id)
+        if turn is None or self._turn_model is None:
+            return
+        first = max(turn.first_sample, self._samples - MAX_TURN_AUDIO_S * STT_SAMPLE_RATE)
+        held = min(self._samples - first, self._ring.capacity)
+        pcm = self._ring.peek_last_bytes(held)
+        assert self.nursery is not None
+        self.nursery.start_soon(self._predict, turn, action.end_sample, pcm)
+
+    async def _predict(self, turn: UserTurn, end_sample: int, pcm: bytes) -> None:
+        ctx = turn.ctx
+        started = trio.current_time()
+        assert self._turn_model is not None
+        try:
+            complete = await self._turn_model.is_complete(pcm)
+        except Exception as exc:  # the pause then needs the long silence: latency, not loss
+            ctx.log.warning("turn %d: end-of-turn model failed: %r", ctx.turn_id, exc)
+            self._metrics.count("turn_model.errors")
+            return
+        ctx.record(
+            "turn_verdict",
+            complete=complete,
+            ms=1000 * (trio.current_time() - started),
+            sample=end_sample,
+        )
+        self._metrics.count("turn_model.complete" if complete else "turn_model.incomplete")
+        self._act(
+            self._turns.turn_verdict(
+                ctx.turn_id,
+                end_sample,
+                complete,
+                speech_until=self._vad.speech_until,
+                stream_end=self._samples,
+            )
+        )
+
     def answered(self, turn_id: int) -> UserTurn:
         """Hands user turn ``turn_id`` over to its reply (its STT figure recorded)."""
         turn = self._turns_open.pop(turn_id)
@@ -239,7 +300,13 @@ class Hearing:
                         if not self._turns.transcribing(turn_id):
                             break  # answered, dropped or replaced: nothing more is wanted
                         self._send(protocol.Transcript(turn_id, result.text, result.is_final))
-                        if result.is_final:
+                        if not result.is_final:
+                            self._act(
+                                self._turns.stt_partial(
+                                    turn_id, result.text, speculative=result.speculative
+                                )
+                            )
+                        else:
                             turn.final_at = trio.current_time()
                             ctx.record("stt_final", text=result.text)
                             self._act(

@@ -54,15 +54,28 @@ from voicecore.engine.pacing import Pacer
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.settings import SessionConfig
 from voicecore.engine.speaking import Speaking
-from voicecore.engine.stages import LLM, STT, STT_SAMPLE_RATE, TTS, VAD, EnergyVadStage, TurnContext
+from voicecore.engine.stages import (
+    LLM,
+    STT,
+    STT_SAMPLE_RATE,
+    TTS,
+    VAD,
+    EnergyVadStage,
+    TurnContext,
+    TurnEndModel,
+)
 from voicecore.engine.transport import Transport
 from voicecore.engine.turns import (
+    ConfirmReply,
     CutReply,
     DropTurn,
+    DuckReply,
     EndTranscription,
     FalseStart,
     FinishReply,
+    PredictTurn,
     ReplyAudible,
+    ResumeReply,
     SpeechPaused,
     SpeechResumed,
     StartReply,
@@ -112,6 +125,8 @@ class Session:
         transport: the client connection (e.g. ``transport.memory_transport()`` in tests).
         stt, llm, tts: the providers (see ``voicecore.engine.stages``).
         vad: the VAD; by default ``EnergyVadStage()`` over the Rust energy VAD.
+        turn_model: an end-of-turn model (``TurnEndModel``, e.g. Smart Turn); None: a fixed
+            silence ends the turn (``config.end_of_turn_silence_ms``).
         history: the conversation; by default a ``ConversationHistory(system_prompt)``.
         system_prompt: the LLM's instructions (when ``history`` is not given).
         config: timings and thresholds.
@@ -140,6 +155,7 @@ class Session:
         llm: LLM,
         tts: TTS,
         vad: VAD | None = None,
+        turn_model: TurnEndModel | None = None,
         history: ConversationHistory | None = None,
         system_prompt: str = "",
         config: SessionConfig | None = None,
@@ -154,13 +170,21 @@ class Session:
         self.metrics = SessionMetrics(self.session_id)
         self.history = history if history is not None else ConversationHistory(system_prompt)
         self.timeline = timeline if timeline is not None else Timeline(clock=trio.current_time)
+        config = self.config
+        predicted = turn_model is not None
         self.turns = TurnMachine(
             TurnTaker(
                 sample_rate=STT_SAMPLE_RATE,
-                min_speech_ms=self.config.min_speech_ms,
-                barge_in_min_speech_ms=self.config.barge_in_min_speech_ms,
-                end_of_turn_silence_ms=self.config.end_of_turn_silence_ms,
-            )
+                min_speech_ms=config.min_speech_ms,
+                barge_in_min_speech_ms=config.barge_in_min_speech_ms,
+                end_of_turn_silence_ms=config.end_of_turn_silence_ms,
+                complete_silence_ms=config.turn_complete_silence_ms if predicted else None,
+                incomplete_silence_ms=config.turn_incomplete_silence_ms if predicted else None,
+            ),
+            duck=config.duck and "pause" in transport.capabilities,
+            duck_timeout_ms=config.duck_timeout_ms,
+            backchannel_max_ms=config.backchannel_max_ms,
+            preemptive=config.preemptive_replies,
         )
         self._transport = transport
         if isinstance(pacer, PlayoutRouter):
@@ -182,6 +206,7 @@ class Session:
         self._hearing = Hearing(
             stt=stt,
             vad=vad if vad is not None else EnergyVadStage(),
+            turn_model=turn_model,
             turns=self.turns,
             mic_rate=transport.input_rate,
             preroll_ms=self.config.stt_preroll_ms,
@@ -319,8 +344,21 @@ class Session:
                 self.metrics.count(
                     "vad.false_interruptions" if action.during_agent else "vad.false_starts"
                 )
+            elif isinstance(action, PredictTurn):
+                hearing.predict(action)
             elif isinstance(action, StartReply):
-                speaking.start(hearing.answered(action.turn_id).ctx, action.text)
+                if action.preemptive:
+                    ctx = hearing.context(action.turn_id)
+                else:
+                    ctx = hearing.answered(action.turn_id).ctx
+                speaking.start(ctx, action.text, preemptive=action.preemptive)
+            elif isinstance(action, ConfirmReply):
+                hearing.answered(action.turn_id)
+                speaking.confirm(action.turn_id)
+            elif isinstance(action, DuckReply):
+                speaking.duck(action.turn_id)
+            elif isinstance(action, ResumeReply):
+                speaking.resume(action)
             elif isinstance(action, CutReply):
                 speaking.cut(action)
             elif isinstance(action, ReplyAudible):

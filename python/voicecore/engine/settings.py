@@ -10,17 +10,19 @@ from voicecore.engine.contracts import (
     LatencyBudget,
     latency_budget,
 )
+from voicecore.engine.stages import MAX_TURN_AUDIO_S
 
 __all__ = ["MAX_PREROLL_MS", "RING_MS", "SessionConfig"]
 
 MAX_PREROLL_MS = 1000
 """The longest ``SessionConfig.stt_preroll_ms`` accepted."""
 
-RING_MS = MAX_PREROLL_MS + 2000
-"""Recent 16 kHz audio kept (a ring) to hand an utterance to the STT from before its first
-speech sample: the pre-roll, plus what lies between the VAD's start sample and the frame that
-confirms the utterance (the minimum speech, up to the barge-in minimum, and the VAD's own
-decision delay, 70-290 ms measured on real speech), with room to spare."""
+RING_MS = max(MAX_PREROLL_MS + 2000, MAX_TURN_AUDIO_S * 1000 + 1000)
+"""Recent 16 kHz audio kept (a ring): to hand an utterance to the STT from before its first
+speech sample (the pre-roll, plus what lies between the VAD's start sample and the frame that
+confirms the utterance: the minimum speech, up to the barge-in minimum, and the VAD's own
+decision delay, 70-290 ms measured on real speech), and the newest ``MAX_TURN_AUDIO_S`` of a
+turn to the end-of-turn model, with room to spare."""
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,35 @@ class SessionConfig:
     """A session's settings (durations in ms unless the name says ``_s``: seconds).
 
     Attributes:
-        end_of_turn_silence_ms: silence after the user's speech that ends their turn (an STT
-            final during it ends the turn at once).
+        end_of_turn_silence_ms: silence after the user's speech that ends their turn, without
+            an end-of-turn model (an STT final during it ends the turn at once).
+        turn_complete_silence_ms: with an end-of-turn model (``TurnEndModel``), the silence
+            that ends a turn it finds complete. Shorter answers sooner; the model's verdict
+            must come within it (Smart Turn: ~45 ms after the VAD reports the pause, itself
+            ~100 ms after the speech), or the pause waits for it.
+        turn_incomplete_silence_ms: with an end-of-turn model, the silence that ends a turn
+            it finds incomplete ("I'd like a... "), or before its verdict: the longest the
+            agent waits for a user who is thinking. Longer lets people think; shorter
+            recovers sooner from a wrong "incomplete".
         min_speech_ms: shorter speech starts nothing (a cough, a click).
-        barge_in_min_speech_ms: speech must last this long to interrupt the agent; shorter
-            speech during agent audio is a false interruption.
+        barge_in_min_speech_ms: speech over the agent shorter than this is not transcribed:
+            a cough, a click, a short "mm" (the agent resumes at once if it was ducked).
+        duck: with a client that can pause (the ``"pause"`` capability), pause the agent the
+            moment the user's voice appears (echo-gated mic level or VAD), before knowing
+            whether it is an interruption; the reply then resumes from the exact sample or is
+            cut. Off: the agent talks on until the speech proves an interruption.
+        duck_timeout_ms: a duck the VAD confirms no speech for within this resumes (a
+            door, a breath). Shorter resumes sooner after a noise; too short resumes under a
+            user whose first syllable the VAD is still weighing (~30-100 ms).
+        backchannel_max_ms: speech over the agent lasting this long interrupts it even before
+            its words are recognized; shorter speech interrupts only once its words are not
+            listener feedback ("mm-hm", "yeah", "okay": ``engine.backchannel``). Backchannels
+            last 0.3-0.6 s; longer waits longer for the words of a real interruption when
+            the STT is slow, shorter cuts the agent on long feedback ("yeah yeah I see").
+        preemptive_replies: start the reply (LLM and TTS into a held stream) on the STT's
+            speculative transcript at a pause, before the turn has ended; it is released the
+            moment the turn ends with the same words, and cut unheard (counted) if the user
+            speaks on. Costs the wasted work of those cuts; buys the LLM and TTS latency.
         stt_preroll_ms: audio from before the VAD's speech start that the STT also gets.
             A VAD reports the start late (its onset criteria, a neural gate's pad: 170-370
             ms after the first word began, measured on real speech), and an STT that
@@ -51,8 +77,14 @@ class SessionConfig:
     """
 
     end_of_turn_silence_ms: float = 500.0
+    turn_complete_silence_ms: float = 200.0
+    turn_incomplete_silence_ms: float = 1500.0
     min_speech_ms: float = 200.0
     barge_in_min_speech_ms: float = 300.0
+    duck: bool = True
+    duck_timeout_ms: float = 300.0
+    backchannel_max_ms: float = 1000.0
+    preemptive_replies: bool = True
     stt_preroll_ms: float = 300.0
     stt_final_timeout_s: float = 3.0
     llm_first_token_timeout_s: float = 10.0
@@ -75,9 +107,22 @@ class SessionConfig:
                 f"barge_in_min_speech_ms must be <= {RING_MS - MAX_PREROLL_MS - 500} ms (the "
                 f"pre-roll ring), got {self.barge_in_min_speech_ms}"
             )
-        for name in ("end_of_turn_silence_ms", "min_speech_ms", "barge_in_min_speech_ms"):
+        for name in (
+            "end_of_turn_silence_ms",
+            "turn_complete_silence_ms",
+            "turn_incomplete_silence_ms",
+            "min_speech_ms",
+            "barge_in_min_speech_ms",
+            "duck_timeout_ms",
+            "backchannel_max_ms",
+        ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 ms, got {getattr(self, name)}")
+        if self.turn_complete_silence_ms > self.turn_incomplete_silence_ms:
+            raise ValueError(
+                f"turn_complete_silence_ms ({self.turn_complete_silence_ms}) must be <= "
+                f"turn_incomplete_silence_ms ({self.turn_incomplete_silence_ms})"
+            )
         for name in (
             "stt_final_timeout_s",
             "llm_first_token_timeout_s",

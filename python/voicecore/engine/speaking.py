@@ -15,6 +15,13 @@
 * ``cut`` is the barge-in step, synchronous: the reply's scope cancelled, its stream flushed,
   queued agent audio purged and ``clear`` put first in the send queue. ``finish`` records
   what the user heard (the flush report's heard samples, mapped back to words).
+* ``duck`` / ``resume``: the user may be talking over the reply: its stream is held and the
+  client told to ``pause`` (first in the send queue), until the reply resumes from the exact
+  sample or is cut.
+* A *preemptive* reply (started on a speculative transcript before the turn ended) runs into
+  a held stream and shows the client nothing until ``confirm``: then the user's words enter
+  the history, its ``agent_text`` goes out and its audio is released. Cut unconfirmed, it
+  leaves no trace but a counter.
 """
 
 from __future__ import annotations
@@ -42,7 +49,14 @@ from voicecore.engine.pacing import (
 from voicecore.engine.playout import PlayoutRouter, PlayoutTotals
 from voicecore.engine.settings import SessionConfig
 from voicecore.engine.stages import LLM, TTS, AudioChunk, TurnContext, closing, next_within
-from voicecore.engine.turns import CutReply, FinishReply, ReplyAudible, TurnAction, TurnMachine
+from voicecore.engine.turns import (
+    CutReply,
+    FinishReply,
+    ReplyAudible,
+    ResumeReply,
+    TurnAction,
+    TurnMachine,
+)
 from voicecore.metrics import SessionMetrics
 
 __all__ = ["Reply", "Speaking"]
@@ -68,10 +82,19 @@ class Reply:
         tts_started: Trio time of the first TTS call.
         audible_at: Trio time the first frame was released.
         drained: set when the stream has released its last frame after ``finish``.
+        preemptive: started before its turn ended and not confirmed yet (held, silent).
+        held_texts: its ``agent_text`` messages, kept until it is confirmed.
+        ducked: held because the user may be talking over it.
+        words_pending: its prompt ends with the user's words, which the history does not
+            hold yet (a preemptive reply that started).
     """
 
     ctx: TurnContext
     text: str
+    preemptive: bool = False
+    held_texts: list[protocol.AgentText] = field(default_factory=list)
+    ducked: bool = False
+    words_pending: bool = False
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     spoken: SpokenReply = field(default_factory=SpokenReply)
     stream: PacerStreamLike | None = None
@@ -149,15 +172,62 @@ class Speaking:
 
     # --- the turn machine's actions on this side ---------------------------------------------
 
-    def start(self, ctx: TurnContext, text: str) -> None:
-        """Queues the reply to user turn ``ctx.turn_id``, who said ``text`` (synchronous)."""
-        reply = Reply(ctx, text)
+    def start(self, ctx: TurnContext, text: str, *, preemptive: bool = False) -> None:
+        """Queues the reply to user turn ``ctx.turn_id``, who said ``text`` (synchronous;
+        ``preemptive``: the turn has not ended, hold everything until ``confirm``)."""
+        reply = Reply(ctx, text, preemptive)
+        if preemptive:
+            self._metrics.count("turns.preemptive_started")
+            ctx.record("preemptive_start", text=text)
         self._replies[ctx.turn_id] = reply
         try:
             self._waiting.send_nowait(reply)
         except trio.WouldBlock:
             self._report_error(ctx, "engine", RuntimeError("too many user turns waiting"))
             self._act(self._turns.reply_failed(ctx.turn_id))
+
+    def confirm(self, turn_id: int) -> None:
+        """The turn ended with the words preemptive reply ``turn_id`` was started on: it is
+        the reply now (the user's words recorded, its text shown, its audio released)."""
+        reply = self._replies[turn_id]
+        reply.preemptive = False
+        self._metrics.count("turns.preemptive_confirmed")
+        reply.ctx.record("preemptive_confirmed")
+        if reply.words_pending:
+            # Its prompt already ends with the user's words; the history gets them now.
+            self._history.add_user(reply.text)
+            reply.words_pending = False
+        for message in reply.held_texts:
+            self._send(message)
+        reply.held_texts.clear()
+        if reply.stream is not None and not reply.ducked:
+            reply.stream.resume()
+
+    def duck(self, turn_id: int) -> None:
+        """The user may be talking over reply ``turn_id``: hold its stream and pause the
+        client now (a ``resume`` of it still queued is withdrawn instead: the client has not
+        resumed yet)."""
+        reply = self._replies[turn_id]
+        reply.ducked = True
+        if reply.stream is not None:
+            reply.stream.hold()
+        withdrawn = self._outbound.purge(
+            lambda m: isinstance(m, protocol.Resume) and m.turn_id == turn_id
+        )
+        if not withdrawn:
+            self._outbound.push_front(protocol.Pause(turn_id))
+        self._metrics.count("turns.ducks")
+        reply.ctx.record("duck")
+
+    def resume(self, action: ResumeReply) -> None:
+        """Reply ``turn_id`` goes on from the exact sample where it paused."""
+        reply = self._replies[action.turn_id]
+        reply.ducked = False
+        if reply.stream is not None and not reply.preemptive:
+            reply.stream.resume()
+        self._send(protocol.Resume(action.turn_id))
+        self._metrics.count(f"turns.resumed.{action.reason}")
+        reply.ctx.record("resume", reason=action.reason)
 
     def audible(self, action: ReplyAudible) -> None:
         """The reply's first frame was released: voice-to-voice, and the GC policy told."""
@@ -176,10 +246,12 @@ class Speaking:
         reply.scope.cancel()
         if reply.stream is not None:
             reply.flushed = reply.stream.flush()
-        self._outbound.purge(lambda m: isinstance(m, protocol.AgentAudio))
-        self._outbound.push_front(protocol.Clear(action.turn_id))
         if not action.started:
             self._waiting.purge(lambda r: r is reply)
+        if reply.preemptive:
+            return  # the client never heard of it
+        self._outbound.purge(lambda m: isinstance(m, protocol.AgentAudio))
+        self._outbound.push_front(protocol.Clear(action.turn_id))
         if action.barge_in:
             reply.barge_in_t0 = t0
             step_ms = 1000 * (time.perf_counter() - t0)  # cancelled, flushed, clear queued
@@ -196,6 +268,14 @@ class Speaking:
         """Records what was heard, the metrics, and frees the reply (synchronous)."""
         reply = self._replies.pop(action.turn_id)
         ctx = reply.ctx
+        if reply.preemptive:
+            # Started on words the user went on from: wasted work, counted, never heard.
+            self._metrics.count("turns.preemptive_cancelled")
+            ctx.record("preemptive_cancelled")
+            if reply.stream is not None:
+                assert self.router is not None
+                self.router.close_stream(reply.stream)
+            return
         if action.interrupted:
             heard_samples = reply.flushed.heard_samples if reply.flushed is not None else 0
             heard = reply.spoken.heard_text(heard_samples)
@@ -239,8 +319,13 @@ class Speaking:
         ctx = reply.ctx
         history, config = self._history, self._config
         with reply.scope:
-            history.add_user(reply.text)
-            messages = history.messages()
+            if reply.preemptive:
+                # The user's words join the history only if the turn confirms them.
+                messages = [*history.messages(), Message("user", reply.text)]
+                reply.words_pending = True
+            else:
+                history.add_user(reply.text)
+                messages = history.messages()
             ctx.metrics.prompt_tokens = history.prompt_tokens()
             ctx.log.info(
                 "turn %d: prompt %d tokens, %d messages (budget %d, %d oldest turns dropped)",
@@ -259,6 +344,7 @@ class Speaking:
                 cushion_ms=config.cushion_ms,
                 queue_ms=config.queue_ms,
                 sink=self._sink,
+                held=reply.preemptive or reply.ducked,
             )
             reply.stream = stream
             chunks: EdgeChannel[str] = self._channel(LLM_TO_TTS)  # type: ignore[assignment]
@@ -303,7 +389,11 @@ class Speaking:
         ctx, config = reply.ctx, self._config
         resampler: Resampler | None = None
         async for text in chunks:
-            self._send(protocol.AgentText(ctx.turn_id, text))
+            message = protocol.AgentText(ctx.turn_id, text)
+            if reply.preemptive:
+                reply.held_texts.append(message)
+            else:
+                self._send(message)
             if reply.tts_started is None:
                 reply.tts_started = trio.current_time()
             samples = 0

@@ -49,6 +49,7 @@ __all__ = [
     "SpeechEnded",
     "SpeechStarted",
     "TurnContext",
+    "TurnEndModel",
     "VadEvent",
     "closing",
     "next_within",
@@ -128,10 +129,14 @@ class Hypothesis:
     Attributes:
         text: the words so far (partial) or the settled words (final).
         is_final: a final transcript will not be revised; partials replace each other.
+        speculative: a partial that decodes all the speech so far, made because the user
+            paused: the final will say the same unless they speak on (the engine may start
+            the reply on it, ``SessionConfig.preemptive_replies``).
     """
 
     text: str
     is_final: bool
+    speculative: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +308,31 @@ class TTS(Protocol):
     def synthesize(self, text: str, ctx: TurnContext) -> AsyncIterator[AudioChunk]:
         """Synthesizes ``text``, chunk by chunk."""
         ...
+
+
+@runtime_checkable
+class TurnEndModel(Protocol):
+    """Decides from the user's voice whether their turn is complete (a semantic end of turn:
+    "I'd like a..." is not, "I'd like a coffee." is), so the engine waits a short silence
+    after a complete turn and a long one after an incomplete one.
+
+    Contract:
+        * input: ``pcm``, 16 kHz mono PCM16 of the user's turn up to now (its pause
+          included), at most ``MAX_TURN_AUDIO_S`` seconds (the newest).
+        * output: whether the turn is complete.
+        * timing: asked at every pause of the user, while they are silent; run heavy work off
+          the event loop (``trio.to_thread``) and share one model across sessions. A slow
+          answer costs latency only: until it comes the pause needs the long silence.
+        * errors: raise any ``Exception``; the pause is then treated as incomplete.
+    """
+
+    async def is_complete(self, pcm: bytes) -> bool:
+        """Whether the turn whose audio is ``pcm`` is complete."""
+        ...
+
+
+MAX_TURN_AUDIO_S = 8
+"""The most recent audio (seconds) a ``TurnEndModel`` is given."""
 
 
 class EnergyVadStage:

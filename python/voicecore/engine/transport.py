@@ -28,6 +28,7 @@ import trio
 
 from voicecore._core import SocketSink
 from voicecore.protocol import (
+    SERVER_CAPABILITIES,
     AgentAudio,
     AgentText,
     Audio,
@@ -76,6 +77,12 @@ class Transport(Protocol):
         ...
 
     @property
+    def capabilities(self) -> frozenset[str]:
+        """The client's optional features the session may use (``protocol.Ready``'s
+        ``capabilities``: e.g. ``"pause"``, it obeys ``Pause``/``Resume``)."""
+        ...
+
+    @property
     def audio_sink(self) -> SocketSink | None:
         """Where the pacer writes the agent's audio frames itself, on their deadlines and
         whatever the event loop is doing (the client's socket); None: the session sends
@@ -107,6 +114,8 @@ class MemoryTransport:
     input_rate: int
     _incoming: trio.MemoryReceiveChannel[EngineInput]
     _outgoing: trio.MemorySendChannel[ServerMessage]
+    capabilities: frozenset[str] = SERVER_CAPABILITIES
+    """What the client side obeys (by default everything the server can use)."""
     audio_sink: None = None
     """No socket: agent audio travels as ``protocol.AgentAudio`` messages."""
 
@@ -213,7 +222,11 @@ class MemoryClient:
 
 
 def memory_transport(
-    sample_rate: int = 16000, *, input_rate: int | None = None, buffer: int = 1024
+    sample_rate: int = 16000,
+    *,
+    input_rate: int | None = None,
+    buffer: int = 1024,
+    capabilities: frozenset[str] = SERVER_CAPABILITIES,
 ) -> tuple[MemoryTransport, MemoryClient]:
     """An in-memory transport: the server side for the session, the client side for a test.
 
@@ -221,11 +234,13 @@ def memory_transport(
         sample_rate: the rate the client plays agent audio at, in Hz.
         input_rate: the client's mic rate in Hz (default: ``sample_rate``).
         buffer: messages each direction holds before ``send`` waits.
+        capabilities: what the client side obeys (``frozenset()``: a client of before
+            ``pause``).
     """
     mic_rate = sample_rate if input_rate is None else input_rate
     to_server, from_client = trio.open_memory_channel[EngineInput](buffer)
     to_client, from_server = trio.open_memory_channel[ServerMessage](buffer)
     return (
-        MemoryTransport(sample_rate, mic_rate, from_client, to_client),
+        MemoryTransport(sample_rate, mic_rate, from_client, to_client, capabilities),
         MemoryClient(mic_rate, to_server, from_server),
     )

@@ -14,14 +14,38 @@ A user turn::
 An agent reply::
 
     QUEUED --reply_started--> THINKING --reply_audible--> AUDIBLE --reply_finished--> done
-       \\______________________\\_________________________\\--- user speech confirmed ---> CUT
-                                                                  (barge-in) or failure
+       \\______________________\\_________________________\\--- interruption ---> CUT
+                                                                  or failure
 
-Inputs: ``audio`` (the VAD's events and the stream's progress), ``stt_final``, ``stt_done``,
+Talking over the agent (the user speaks while a reply is audible) is not an interruption
+until it proves to be one:
+
+* **Duck.** The first sign of the user's voice (``onset``: the echo-gated mic level, or the
+  VAD's start) pauses the reply at once when the client can pause (``DuckReply``: the
+  client stops playing, keeping what it holds, and the pacer holds the stream).
+* **Decide.** Speech shorter than the barge-in minimum (a cough, a click), or no speech the
+  VAD confirms within ``duck_timeout_ms`` (a door, a breath), resumes the reply from the
+  exact sample (``ResumeReply``). A longer utterance contests the reply: it is transcribed,
+  and it interrupts (``CutReply``: cancelled, flushed, cleared) as soon as its words are not
+  listener feedback (``voicecore.engine.backchannel``), or once it has lasted
+  ``backchannel_max_ms`` (backchannels are short). If its final words are feedback ("mm-hm",
+  "yeah", "okay") or nothing, the reply resumes, heard whole, and the utterance gets no
+  reply. A client that cannot pause keeps playing meanwhile; the decision is the same.
+
+Ending the user's turn: ``TurnTaker`` (``voicecore.engine.floor``) decides on the audio
+clock; with an end-of-turn model it asks (``PredictTurn``) at each pause and waits the short
+silence after a complete turn, the long one otherwise (``turn_verdict``).
+
+Preemptive replies: a speculative transcript (the STT's decode of all the speech so far,
+made at a pause) starts the reply before the turn has ended (``StartReply(preemptive=True)``:
+LLM and TTS run into a held stream). When the turn ends with the same words the reply is
+confirmed (``ConfirmReply``: released at once); if the user speaks on, or the final differs,
+it is cut unheard and (for a different final) a fresh reply starts.
+
+Inputs: ``audio`` (the VAD's events and the stream's progress), ``onset``,
+``stt_partial``, ``stt_final``, ``stt_done``, ``stt_timed_out``, ``turn_verdict``,
 ``reply_started``, ``reply_audible``, ``reply_failed``, ``reply_finished``, ``close``.
-Outputs (actions, dataclasses): what the session must do now. Who holds the floor (speech
-confirmed, paused, resumed, ended) is decided on the 16 kHz audio clock by ``TurnTaker``
-(``voicecore.engine.floor``), which this machine drives.
+Outputs (actions, dataclasses): what the session must do now.
 """
 
 from __future__ import annotations
@@ -31,6 +55,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from voicecore.engine.backchannel import is_backchannel, words
 from voicecore.engine.floor import (
     EndOfTurn,
     FalseStart,
@@ -39,15 +64,19 @@ from voicecore.engine.floor import (
     TurnTaker,
     UtteranceConfirmed,
 )
-from voicecore.engine.stages import VadEvent
+from voicecore.engine.stages import SpeechStarted, VadEvent
 
 __all__ = [
+    "ConfirmReply",
     "CutReply",
     "DropTurn",
+    "DuckReply",
     "EndTranscription",
     "FalseStart",
     "FinishReply",
+    "PredictTurn",
     "ReplyAudible",
+    "ResumeReply",
     "SpeechPaused",
     "SpeechResumed",
     "StartReply",
@@ -89,17 +118,60 @@ class EndTranscription:
 
 
 @dataclass(frozen=True, slots=True)
+class PredictTurn:
+    """The user paused at ``end_sample``: ask the end-of-turn model whether user turn
+    ``turn_id`` is complete, and report with ``TurnMachine.turn_verdict``."""
+
+    turn_id: int
+    end_sample: int
+
+
+@dataclass(frozen=True, slots=True)
 class StartReply:
-    """Answer user turn ``turn_id``, whose recognized text is ``text``: queue the reply."""
+    """Answer user turn ``turn_id``, whose recognized text is ``text``: queue the reply.
+
+    ``preemptive``: the turn has not ended yet (``text`` is a speculative transcript): run
+    the reply into a held stream, show the client nothing, and wait for ``ConfirmReply`` or
+    ``CutReply``.
+    """
 
     turn_id: int
     text: str
+    preemptive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmReply:
+    """The turn a preemptive reply answers ended with the words it was started on: the reply
+    is real now (release its audio, record the user's words)."""
+
+    turn_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class DropTurn:
     """User turn ``turn_id`` ended with nothing to answer (``reason``: ``"empty"``, nothing
-    recognized; ``"stt_failed"``; ``"stt_timeout"``: no final in time)."""
+    recognized; ``"backchannel"``, listener feedback over the agent, or a noise that
+    contested it; ``"stt_failed"``; ``"stt_timeout"``: no final in time)."""
+
+    turn_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuckReply:
+    """The user may be speaking over reply ``turn_id``: pause it now (the client stops playing
+    and keeps what it holds, the pacer holds the stream) until ``ResumeReply`` or
+    ``CutReply``."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReply:
+    """The ducked reply ``turn_id`` goes on from the exact sample where it paused (``reason``:
+    ``"false_start"``, speech too short; ``"no_speech"``, the VAD confirmed none;
+    ``"backchannel"``, feedback or nothing recognized; ``"stt_failed"``)."""
 
     turn_id: int
     reason: str
@@ -109,8 +181,9 @@ class DropTurn:
 class CutReply:
     """Stop reply ``turn_id`` now: cancel its work, flush its playout, clear the client.
 
-    ``barge_in``: the user interrupted it (else it failed or the session is ending);
-    ``started``: its work had begun (else it was still queued and never ran).
+    ``barge_in``: the user interrupted it (else it failed, was a preemptive reply the turn
+    did not confirm, or the session is ending); ``started``: its work had begun (else it was
+    still queued and never ran).
     """
 
     turn_id: int
@@ -141,8 +214,12 @@ TurnAction = (
     | SpeechPaused
     | SpeechResumed
     | FalseStart
+    | PredictTurn
     | StartReply
+    | ConfirmReply
     | DropTurn
+    | DuckReply
+    | ResumeReply
     | CutReply
     | ReplyAudible
     | FinishReply
@@ -163,6 +240,9 @@ class _UserPhase(enum.Enum):
 @dataclass(eq=False, slots=True)
 class _UserTurn:
     turn_id: int
+    start_sample: int
+    over_reply: int | None = None  # the audible reply this utterance contests
+    decided: bool = False  # found to be a real turn (it interrupted, or the reply is gone)
     phase: _UserPhase = _UserPhase.TRANSCRIBING
     finals: list[str] = field(default_factory=list)
     stt_done: bool = False
@@ -178,8 +258,16 @@ class _ReplyPhase(enum.Enum):
 @dataclass(eq=False, slots=True)
 class _Reply:
     turn_id: int
+    text: str
+    preemptive: bool = False  # started on a speculative transcript, not confirmed yet
     phase: _ReplyPhase = _ReplyPhase.QUEUED
     audible: bool = False
+    ducked: bool = False
+    restart_with: str | None = None  # a fresh reply to start once this (cut) one finishes
+
+
+def _same_words(a: str, b: str) -> bool:
+    return words(a) == words(b)
 
 
 class TurnMachine:
@@ -187,6 +275,11 @@ class TurnMachine:
 
     Args:
         floor: who holds the floor, on the 16 kHz audio clock (a ``TurnTaker``).
+        duck: the client can pause (``DuckReply``/``ResumeReply`` are wanted).
+        duck_timeout_ms: a duck with no speech the VAD confirms within this (ms) resumes.
+        backchannel_max_ms: an utterance over the agent that lasts this long (ms, from its
+            start) interrupts even before any word is recognized.
+        preemptive: start replies on speculative transcripts.
 
     Every method returns the actions to carry out now, in order; none blocks or reads a clock.
     Inputs about turns the machine no longer tracks (a late final of a replaced utterance, a
@@ -194,11 +287,25 @@ class TurnMachine:
     checking.
     """
 
-    def __init__(self, floor: TurnTaker | None = None) -> None:
+    def __init__(
+        self,
+        floor: TurnTaker | None = None,
+        *,
+        duck: bool = False,
+        duck_timeout_ms: float = 300.0,
+        backchannel_max_ms: float = 1000.0,
+        preemptive: bool = False,
+    ) -> None:
         self.floor = floor if floor is not None else TurnTaker()
+        rate = self.floor.sample_rate
+        self.duck = duck
+        self.preemptive = preemptive
+        self._duck_timeout = round(duck_timeout_ms * rate / 1000)
+        self._backchannel_max = round(backchannel_max_ms * rate / 1000)
         self._turn_ids = itertools.count(1)
         self._user: _UserTurn | None = None
         self._replies: dict[int, _Reply] = {}
+        self._duck_sample = 0
 
     def __repr__(self) -> str:
         user = f"{self._user.turn_id}:{self._user.phase.value}" if self._user else None
@@ -207,15 +314,22 @@ class TurnMachine:
 
     # --- what the session asks -----------------------------------------------------------------
 
+    def _live(self) -> list[_Reply]:
+        """Replies not cut and not merely preemptive (those the user hears or waits for)."""
+        return [
+            r for r in self._replies.values() if r.phase is not _ReplyPhase.CUT and not r.preemptive
+        ]
+
     @property
     def agent_active(self) -> bool:
-        """A reply is queued, thinking or audible (and not cut): user speech interrupts it."""
-        return any(r.phase is not _ReplyPhase.CUT for r in self._replies.values())
+        """A reply is queued, thinking or audible (and not cut, nor an unconfirmed preemptive
+        one): new user speech contests or interrupts it."""
+        return bool(self._live())
 
     @property
     def agent_audible(self) -> bool:
-        """A reply not cut has released audio (the client plays, or will play, the agent)."""
-        return any(r.phase is _ReplyPhase.AUDIBLE for r in self._replies.values())
+        """A reply not cut has released audio and is not ducked (the client plays it)."""
+        return any(r.phase is _ReplyPhase.AUDIBLE and not r.ducked for r in self._live())
 
     @property
     def user_turn(self) -> int | None:
@@ -228,22 +342,62 @@ class TurnMachine:
         reply = self._replies.get(turn_id)
         return reply is None or reply.phase is _ReplyPhase.CUT
 
+    def transcribing(self, turn_id: int) -> bool:
+        """User turn ``turn_id`` still wants transcripts (not yet answered, dropped or
+        replaced)."""
+        user = self._user
+        return (
+            user is not None and user.turn_id == turn_id and user.phase is not _UserPhase.ANSWERED
+        )
+
     # --- the user side -----------------------------------------------------------------------
+
+    def onset(self, sample: int) -> list[TurnAction]:
+        """The user's voice may have begun at ``sample`` (the echo-gated mic level rose):
+        duck the audible reply, if the client can pause."""
+        return self._duck(sample)
 
     def audio(
         self, events: Sequence[VadEvent], *, speech_until: int, stream_end: int
     ) -> list[TurnAction]:
         """The VAD's events for the mic audio up to ``stream_end`` (16 kHz samples), and its
         ``speech_until`` (one past the last speech sample)."""
+        actions: list[TurnAction] = []
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                actions += self._duck(event.sample)
         floor_actions = self.floor.on_audio(
             events,
             speech_until=speech_until,
             stream_end=stream_end,
             agent_active=self.agent_active,
         )
-        actions: list[TurnAction] = []
         for action in floor_actions:
             actions += self._floor_action(action)
+        actions += self._contest(speech_until, stream_end)
+        return actions
+
+    def stt_partial(self, turn_id: int, text: str, *, speculative: bool) -> list[TurnAction]:
+        """User turn ``turn_id``'s STT gave a partial transcript ``text`` (``speculative``:
+        a decode of all the speech so far, made at a pause)."""
+        user = self._user
+        if user is None or user.turn_id != turn_id or user.phase is not _UserPhase.TRANSCRIBING:
+            return []
+        actions: list[TurnAction] = []
+        contested = self._contested(user)
+        if contested is not None and words(text) and not is_backchannel(text):
+            actions += self._interrupt(user, contested)
+            contested = None
+        if (
+            speculative
+            and self.preemptive
+            and contested is None
+            and self.floor.pause_sample is not None
+            and words(text)
+            and turn_id not in self._replies
+        ):
+            self._replies[turn_id] = _Reply(turn_id, text, preemptive=True)
+            actions.append(StartReply(turn_id, text, preemptive=True))
         return actions
 
     def stt_final(self, turn_id: int, text: str, *, speech_until: int) -> list[TurnAction]:
@@ -269,8 +423,7 @@ class TurnMachine:
             return []
         user.stt_done = True
         if failed:
-            user.phase = _UserPhase.ANSWERED
-            return [DropTurn(turn_id, "stt_failed")]
+            return self._drop(user, "stt_failed")
         if user.phase is _UserPhase.ENDED:
             return self._answer(user)
         return []
@@ -283,60 +436,172 @@ class TurnMachine:
             return []
         if user.finals:
             return self._answer(user)
-        user.phase = _UserPhase.ANSWERED
-        return [DropTurn(turn_id, "stt_timeout")]
+        return self._drop(user, "stt_timeout")
 
-    def transcribing(self, turn_id: int) -> bool:
-        """User turn ``turn_id`` still wants transcripts (not yet answered, dropped or
-        replaced)."""
-        user = self._user
-        return (
-            user is not None and user.turn_id == turn_id and user.phase is not _UserPhase.ANSWERED
+    def turn_verdict(
+        self, turn_id: int, end_sample: int, complete: bool, *, speech_until: int, stream_end: int
+    ) -> list[TurnAction]:
+        """The end-of-turn model's verdict on user turn ``turn_id``'s pause at ``end_sample``
+        (see ``PredictTurn``); stale verdicts are ignored."""
+        if self.user_turn != turn_id:
+            return []
+        actions: list[TurnAction] = []
+        verdict = self.floor.on_verdict(
+            end_sample, complete, speech_until=speech_until, stream_end=stream_end
         )
+        for action in verdict:
+            actions += self._floor_action(action)
+        return actions
 
     def _floor_action(self, action: object) -> list[TurnAction]:
         if isinstance(action, UtteranceConfirmed):
             return self._confirmed(action)
         if isinstance(action, FalseStart):
-            return [action]
+            # Too short to be anything: a ducked reply nobody contests goes on.
+            return [action, *self._resume_uncontested("false_start")]
         user = self._user
         if user is None or user.phase is not _UserPhase.TRANSCRIBING:
             return []
-        if isinstance(action, SpeechPaused | SpeechResumed):
-            return [action]
+        if isinstance(action, SpeechPaused):
+            actions: list[TurnAction] = [action]
+            if self.floor.predicted:
+                actions.append(PredictTurn(user.turn_id, action.end_sample))
+            return actions
+        if isinstance(action, SpeechResumed):
+            # The user spoke on: a reply started on their words so far answers the wrong turn.
+            preempted = self._replies.get(user.turn_id)
+            cut = self._cut(preempted, barge_in=False) if preempted and preempted.preemptive else []
+            return [action, *cut]
         if isinstance(action, EndOfTurn):
             user.phase = _UserPhase.ENDED
-            actions: list[TurnAction] = [
+            ended: list[TurnAction] = [
                 EndTranscription(user.turn_id, action.end_sample, action.by_stt_final)
             ]
             if user.stt_done or action.by_stt_final:
-                actions += self._answer(user)
-            return actions
+                ended += self._answer(user)
+            return ended
         raise TypeError(f"unknown floor action {action!r}")
 
     def _confirmed(self, action: UtteranceConfirmed) -> list[TurnAction]:
         actions: list[TurnAction] = []
-        for reply in list(self._replies.values()):
-            if reply.phase is not _ReplyPhase.CUT:
-                actions += self._cut(reply, barge_in=True)
         previous = self._user
+        contested: _Reply | None = None
+        for reply in list(self._replies.values()):
+            if reply.phase is _ReplyPhase.CUT:
+                continue
+            if reply.phase is _ReplyPhase.AUDIBLE and not reply.preemptive:
+                contested = reply  # the user talks over the agent: decided by their words
+            else:
+                # Nothing heard yet (queued, thinking, or preemptive for the previous words):
+                # the user spoke again before the answer, which now answers the wrong turn.
+                actions += self._cut(reply, barge_in=True)
         if previous is not None and previous.phase is not _UserPhase.ANSWERED:
             # The user spoke again before the previous utterance was answered: the new one
             # replaces it (its words are not lost: the floor's utterance spans both).
             previous.phase = _UserPhase.ANSWERED
             actions.append(StopTranscription(previous.turn_id))
-        user = _UserTurn(next(self._turn_ids))
+        user = _UserTurn(next(self._turn_ids), action.start_sample)
+        if contested is not None:
+            user.over_reply = contested.turn_id
+            actions += self._duck(action.start_sample)
         self._user = user
         actions.append(StartTranscription(user.turn_id, action.start_sample))
         return actions
 
+    def _contested(self, user: _UserTurn) -> _Reply | None:
+        """The live reply ``user`` speaks over and has not decided about yet."""
+        if user.over_reply is None or user.decided or user.phase is _UserPhase.ANSWERED:
+            return None
+        reply = self._replies.get(user.over_reply)
+        return reply if reply is not None and reply.phase is not _ReplyPhase.CUT else None
+
+    def _contest(self, speech_until: int, stream_end: int) -> list[TurnAction]:
+        """The decisions the audio clock makes: a long utterance over the agent interrupts it;
+        a duck that no speech followed ends."""
+        user = self._user
+        if user is not None and user.phase is _UserPhase.TRANSCRIBING:
+            contested = self._contested(user)
+            if contested is not None and speech_until - user.start_sample >= self._backchannel_max:
+                return self._interrupt(user, contested)
+        if (
+            self.floor.utterance_start is None
+            and stream_end - self._duck_sample >= self._duck_timeout
+        ):
+            return self._resume_uncontested("no_speech")
+        return []
+
     def _answer(self, user: _UserTurn) -> list[TurnAction]:
-        user.phase = _UserPhase.ANSWERED
         text = " ".join(t.strip() for t in user.finals if t.strip())
-        if not text:
-            return [DropTurn(user.turn_id, "empty")]
-        self._replies[user.turn_id] = _Reply(user.turn_id)
-        return [StartReply(user.turn_id, text)]
+        if user.over_reply is not None and not user.decided:
+            if not words(text) or is_backchannel(text):
+                return self._drop(user, "backchannel")
+            contested = self._contested(user)
+            user.decided = True
+            interrupted = self._cut(contested, barge_in=True) if contested is not None else []
+            return interrupted + self._answer(user)
+        user.phase = _UserPhase.ANSWERED
+        preempted = self._replies.get(user.turn_id)
+        if not words(text):
+            cut = self._cut(preempted, barge_in=False) if preempted is not None else []
+            return [*cut, DropTurn(user.turn_id, "empty")]
+        if preempted is None:
+            self._replies[user.turn_id] = _Reply(user.turn_id, text)
+            return [StartReply(user.turn_id, text)]
+        if preempted.phase is not _ReplyPhase.CUT and _same_words(preempted.text, text):
+            preempted.preemptive = False
+            return [ConfirmReply(user.turn_id)]
+        # Started on other words (or cut and still finishing): a fresh reply once it is gone.
+        preempted.restart_with = text
+        return (
+            self._cut(preempted, barge_in=False) if preempted.phase is not _ReplyPhase.CUT else []
+        )
+
+    def _drop(self, user: _UserTurn, reason: str) -> list[TurnAction]:
+        """``user``'s turn gets no reply; a reply it contested (and ducked) goes on, and a
+        preemptive reply to it is cut."""
+        contested = self._contested(user)
+        user.phase = _UserPhase.ANSWERED
+        actions: list[TurnAction] = []
+        preempted = self._replies.get(user.turn_id)
+        if preempted is not None and preempted.phase is not _ReplyPhase.CUT:
+            actions += self._cut(preempted, barge_in=False)
+        if contested is not None:
+            actions += self._resume(contested, reason)
+        return [*actions, DropTurn(user.turn_id, reason)]
+
+    # --- ducking -----------------------------------------------------------------------------
+
+    def _duck(self, sample: int) -> list[TurnAction]:
+        if not self.duck:
+            return []
+        actions: list[TurnAction] = []
+        for reply in self._live():
+            if reply.phase is _ReplyPhase.AUDIBLE and not reply.ducked:
+                reply.ducked = True
+                self._duck_sample = sample
+                actions.append(DuckReply(reply.turn_id))
+        return actions
+
+    def _resume(self, reply: _Reply, reason: str) -> list[TurnAction]:
+        if not reply.ducked or reply.phase is _ReplyPhase.CUT:
+            return []
+        reply.ducked = False
+        return [ResumeReply(reply.turn_id, reason)]
+
+    def _resume_uncontested(self, reason: str) -> list[TurnAction]:
+        """Resumes ducked replies no user utterance is contesting."""
+        user = self._user
+        contested = self._contested(user) if user is not None else None
+        actions: list[TurnAction] = []
+        for reply in self._live():
+            if reply.ducked and reply is not contested:
+                actions += self._resume(reply, reason)
+        return actions
+
+    def _interrupt(self, user: _UserTurn, reply: _Reply) -> list[TurnAction]:
+        """``user``'s utterance is an interruption: the reply it contested is cut."""
+        user.decided = True
+        return self._cut(reply, barge_in=True)
 
     # --- the agent side ----------------------------------------------------------------------
 
@@ -368,13 +633,20 @@ class TurnMachine:
         reply = self._replies.pop(turn_id, None)
         if reply is None:
             return []
-        return [FinishReply(turn_id, reply.phase is _ReplyPhase.CUT, reply.audible)]
+        actions: list[TurnAction] = [
+            FinishReply(turn_id, reply.phase is _ReplyPhase.CUT, reply.audible)
+        ]
+        if reply.restart_with is not None:
+            self._replies[turn_id] = _Reply(turn_id, reply.restart_with)
+            actions.append(StartReply(turn_id, reply.restart_with))
+        return actions
 
     def close(self) -> list[TurnAction]:
         """The session is ending: every reply still running is cut (what was not played is
         not heard) and every queued one finished."""
         actions: list[TurnAction] = []
         for reply in list(self._replies.values()):
+            reply.restart_with = None
             if reply.phase is not _ReplyPhase.CUT:
                 actions += self._cut(reply, barge_in=False)
         return actions
@@ -382,6 +654,7 @@ class TurnMachine:
     def _cut(self, reply: _Reply, *, barge_in: bool) -> list[TurnAction]:
         started = reply.phase is not _ReplyPhase.QUEUED
         reply.phase = _ReplyPhase.CUT
+        reply.ducked = False
         actions: list[TurnAction] = [CutReply(reply.turn_id, barge_in, started)]
         if not started:
             # Never started: nothing else will finish it.

@@ -263,9 +263,13 @@ class MoonshineSTT:
                         if ended.kind == "partial" and self._partial_interval is not None:
                             stretch = round(ended.wall_s / self._duty * STT_SAMPLE_RATE)
                             gap = max(self._partial_interval, stretch)
-                        if text and text != partial and ended.samples >= shown:
+                        # A speculative decode (all the speech so far, at a pause) is news
+                        # even with the last partial's words: the reply may start on it.
+                        speculative = ended.kind == "speculative"
+                        fresh = text != partial or speculative
+                        if text and fresh and ended.samples >= shown:
                             partial, shown = text, ended.samples
-                            yield Hypothesis(text, is_final=False)
+                            yield Hypothesis(text, is_final=False, speculative=speculative)
                 partial_due = (
                     self._partial_interval is not None
                     and total - last_start >= gap

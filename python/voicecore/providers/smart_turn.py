@@ -76,6 +76,7 @@ __all__ = [
     "N_MELS",
     "WINDOW_SAMPLES",
     "SmartTurn",
+    "SmartTurnEnd",
     "SmartTurnStats",
     "log_mel_features",
     "prediction_limiter",
@@ -466,6 +467,33 @@ class SmartTurn:
     def _infer(self, features: Float32Array) -> float:
         (output,) = self._session.run(None, {"input_features": features[np.newaxis]})
         return float(np.asarray(output).reshape(-1)[0])
+
+
+class SmartTurnEnd:
+    """The engine's end-of-turn model (``voicecore.engine.stages.TurnEndModel``) over a
+    shared :class:`SmartTurn`: a turn is complete when its probability reaches ``threshold``.
+
+    Args:
+        model: the (shared) model.
+        threshold: see :data:`DEFAULT_THRESHOLD`.
+
+    Raises:
+        ConfigError: a threshold outside (0, 1).
+    """
+
+    def __init__(self, model: SmartTurn, threshold: float = DEFAULT_THRESHOLD) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}")
+        self.model = model
+        self.threshold = threshold
+
+    def __repr__(self) -> str:
+        return f"SmartTurnEnd({self.model!r}, threshold={self.threshold})"
+
+    async def is_complete(self, pcm: bytes) -> bool:
+        """Whether the turn whose audio (16 kHz PCM16, its pause included) is ``pcm`` is
+        complete (off the event loop, one prediction at a time per process)."""
+        return await self.model.predict_async(pcm) >= self.threshold
 
 
 def _model_file(model_path: Path | str | None) -> Path:

@@ -87,6 +87,12 @@ class WebSocketTransport:
         before ``hello``."""
         return self._hello().input_rate
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The client's optional features this server uses (those sent in ``ready``)."""
+        ready = self.protocol.ready
+        return frozenset(ready.capabilities) if ready is not None else frozenset()
+
     def _hello(self) -> Hello:
         if self.protocol.hello is None:
             raise RuntimeError("no hello yet: the audio format is not known")
