@@ -289,6 +289,10 @@ def _fade_out(output: Int16Array, reply: Int16Array, i: int, j: int, fade: int, 
     return best
 
 
+QUIET_LSB = 2
+"""The largest residue (int16 steps) a fade's rounding leaves in a pause's silence."""
+
+
 def _fade_in(
     output: Int16Array, reply: Int16Array, z: int, j: int, fade: int, max_gap: int, key: int
 ) -> tuple[int, int] | None:
@@ -306,13 +310,23 @@ def _fade_in(
     p = _find(window, output[: z + max_gap + shift + len(window)], z + shift)
     if p < 0:
         return None
-    back_at = p - shift  # where reply[j] plays
-    if np.any(output[z:back_at] != 0):
-        return None
-    played = output[back_at:p].astype(np.int64)
-    wanted = reply[j:q].astype(np.int64)
-    scaled = (played * wanted >= 0) & (np.abs(played) <= np.abs(wanted) + 1)
-    return (p, q) if scaled.all() else None
+    # The reply sample the resume starts from is the one after the fade-out, or a little
+    # later: the fade-out's last samples can round to zero (in quiet speech, to 0 and +-1
+    # alternately, so where its silence began is uncertain by up to a fade). More would be
+    # samples lost, fewer samples played twice. Before it the output is silent but for that
+    # rounding residue (+-QUIET_LSB); from it, the reply scaled by the fade-in's gain.
+    for resumed_at in range(j, j + fade + 5):
+        back_at = p - (q - resumed_at)  # where reply[resumed_at] plays
+        if back_at < z:
+            continue
+        if back_at > z and np.abs(output[z:back_at]).max() > QUIET_LSB:
+            break
+        played = output[back_at:p].astype(np.int64)
+        wanted = reply[resumed_at:q].astype(np.int64)
+        scaled = (played * wanted >= 0) & (np.abs(played) <= np.abs(wanted) + 1)
+        if scaled.all():
+            return p, q
+    return None
 
 
 def align_reply(

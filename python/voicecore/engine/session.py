@@ -318,6 +318,8 @@ class Session:
     async def _write(self) -> None:
         async for message in self._outbound:
             await self._transport.send(message)
+            if isinstance(message, protocol.AgentText):
+                self._speaking.text_sent(message)
 
     # --- the turn machine's actions ----------------------------------------------------------
 

@@ -87,6 +87,8 @@ class Reply:
         ducked: held because the user may be talking over it.
         words_pending: its prompt ends with the user's words, which the history does not
             hold yet (a preemptive reply that started).
+        release_after: a confirmed preemptive reply's stream is released once this message
+            has gone out.
     """
 
     ctx: TurnContext
@@ -95,6 +97,7 @@ class Reply:
     held_texts: list[protocol.AgentText] = field(default_factory=list)
     ducked: bool = False
     words_pending: bool = False
+    release_after: protocol.AgentText | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     spoken: SpokenReply = field(default_factory=SpokenReply)
     stream: PacerStreamLike | None = None
@@ -199,8 +202,22 @@ class Speaking:
             reply.words_pending = False
         for message in reply.held_texts:
             self._send(message)
-        reply.held_texts.clear()
-        if reply.stream is not None and not reply.ducked:
+        if reply.held_texts:
+            # Released once its text is out (``text_sent``): the pacer thread writes frames to
+            # the socket itself, and a frame before the ``agent_text`` naming its turn would
+            # be taken for the previous turn's.
+            reply.release_after = reply.held_texts[-1]
+            reply.held_texts = []
+        elif reply.stream is not None and not reply.ducked:
+            reply.stream.resume()
+
+    def text_sent(self, message: protocol.AgentText) -> None:
+        """``message`` reached the transport: a confirmed reply waiting for it is released."""
+        reply = self._replies.get(message.turn_id)
+        if reply is None or reply.release_after is not message:
+            return
+        reply.release_after = None
+        if reply.stream is not None and not reply.ducked and not reply.preemptive:
             reply.stream.resume()
 
     def duck(self, turn_id: int) -> None:
@@ -223,7 +240,7 @@ class Speaking:
         """Reply ``turn_id`` goes on from the exact sample where it paused."""
         reply = self._replies[action.turn_id]
         reply.ducked = False
-        if reply.stream is not None and not reply.preemptive:
+        if reply.stream is not None and not reply.preemptive and reply.release_after is None:
             reply.stream.resume()
         self._send(protocol.Resume(action.turn_id))
         self._metrics.count(f"turns.resumed.{action.reason}")
