@@ -12,9 +12,11 @@ run as ``python -m harness.<tool>``. By job:
   SIGSTOP freezes and cgroup CPU quotas from outside), ``trio_pacer`` (the pure-Trio pacing
   baseline that replaces the Rust pacer);
 * the client side: ``client`` (the protocol messages, and the one-session conversing client),
-  ``player`` (the page's playout buffer, which counts underruns), ``speech`` (the real speech
-  corpus beside the checkout and the synthetic voice), ``openai_server`` (fake
-  OpenAI-compatible servers: scripted for the tests, streaming for the benchmark);
+  ``player`` (the page's playout buffer, which counts underruns), ``speakerphone`` (a
+  client whose mic hears what it plays: the echo, sample by sample), ``speech`` (the real
+  speech corpus beside the checkout, the synthetic voice, espeak-ng sentences and coughs),
+  ``openai_server`` (fake OpenAI-compatible servers: scripted for the tests, streaming for
+  the benchmark);
 * the system benchmarks: ``loadgen`` (sessions per core), ``impair`` (network impairment
   through a loopback proxy), ``stalls`` (faults, Rust pacer against the Trio baseline),
   ``soak`` (memory and descriptors over many turns), ``summary`` (one table of their

@@ -8,6 +8,9 @@ data goes); the benchmark clients fall back on the synthetic voice instead and s
 The synthetic voice needs no data: a harmonic sound (150 Hz and its harmonics,
 amplitude-modulated at 4 Hz like syllables) over a faint noise floor, which the energy VAD
 detects as speech with sample-accurate boundaries.
+
+Held-out sounds are synthesized: ``espeak_speech`` (sentences in espeak-ng's voices, exactly
+trimmed to the speech) and ``cough`` (a shaped noise burst with no words).
 """
 
 from __future__ import annotations
@@ -21,14 +24,19 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import trio
 
 from harness import ROOT
+from voicecore._core import Resampler
+from voicecore.providers.espeak import EspeakTTS
 
 __all__ = [
     "RATE",
     "SPEECH_DIR",
     "SpeechMissingError",
     "Utterance",
+    "cough",
+    "espeak_speech",
     "load_corpus",
     "mic_clips",
     "noise",
@@ -147,6 +155,64 @@ def voice(ms: float, rate: int = RATE) -> bytes:
     harmonics = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))
     x = 3000 * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + _rng.normal(0, 30, t.size)
     return bytes(x.astype("<i2").tobytes())
+
+
+# --- synthesized sounds: held-out speech and coughs -------------------------------------------
+
+
+def _audible(samples: npt.NDArray[np.int16], floor: int = 64) -> npt.NDArray[np.int16]:
+    """``samples`` without the silence before and after them (samples below ``floor``,
+    about -54 dBFS)."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) >= floor)
+    return samples[loud[0] : loud[-1] + 1] if loud.size else samples[:0]
+
+
+def espeak_speech(text: str, voice: str = "en-us", rate_wpm: int = 175) -> npt.NDArray[np.int16]:
+    """``text`` said by espeak-ng (``voice``: a voice with an optional variant, e.g.
+    ``"en-us+f3"``; ``rate_wpm``: words per minute) at :data:`RATE`, from its first audible
+    sample to its last: the speech starts and ends exactly where the array does.
+
+    Held-out speech for benchmarks: sentences nobody recorded, in voices and at rates the
+    models were not tuned on.
+
+    Raises:
+        voicecore.exceptions.ConfigError: an unknown voice.
+    """
+    tts = EspeakTTS(voice, rate_wpm=rate_wpm)
+
+    async def synthesize() -> list[npt.NDArray[np.int16]]:
+        return [np.asarray(chunk.pcm) async for chunk in tts.synthesize(text, None)]
+
+    pcm = np.concatenate(trio.run(synthesize))
+    resampler = Resampler(tts.sample_rate, RATE)
+    at_rate = np.concatenate([np.asarray(resampler.process(pcm)), np.asarray(resampler.flush())])
+    return _audible(at_rate[resampler.latency :].astype(np.int16))
+
+
+def cough(
+    duration_ms: float, *, peak_dbfs: float = -12.0, seed: int = 0, rate: int = RATE
+) -> npt.NDArray[np.int16]:
+    """A synthesized cough, ``duration_ms`` long, peaking at ``peak_dbfs``.
+
+    A cough is an explosive burst of turbulent noise, not a voice: noise band-limited to
+    200-4000 Hz (where a cough's energy lies, a throat's and a mouth's resonances
+    shaping it), with a 10 ms attack and an exponential decay (to 2 % by the end). It has
+    no words: an STT hears nothing in it, a VAD may or may not call it speech.
+    """
+    n = round(duration_ms * rate / 1000)
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum[(freqs < 200) | (freqs > 4000)] = 0
+    burst = np.fft.irfft(spectrum, n)
+    t = np.arange(n) / rate
+    attack_s = 0.01
+    decay_s = max(duration_ms / 1000 - attack_s, 1e-3) / 4
+    envelope = np.where(t < attack_s, t / attack_s, np.exp(-(t - attack_s) / decay_s))
+    shaped = burst * envelope
+    peak = 32767 * 10 ** (peak_dbfs / 20)
+    scaled: npt.NDArray[np.int16] = np.round(shaped * peak / np.abs(shaped).max()).astype(np.int16)
+    return scaled
 
 
 # --- scoring what a recognizer heard ---------------------------------------------------------
