@@ -332,3 +332,22 @@ def test_bad_inputs_raise_type_errors() -> None:
 def test_a_counter_returning_nonsense_is_reported() -> None:
     with pytest.raises(ValueError, match="count_tokens must return an int >= 0"):
         ConversationHistory("sys", count_tokens=lambda text: -1)
+
+
+def test_a_user_turn_whose_reply_went_unheard_can_be_taken_back() -> None:
+    history = ConversationHistory("sys")
+    history.add_user("hello")
+    history.add_agent("hi there")
+    history.add_user("what is twenty")
+    assert not history.retract_user("something else")
+    assert history.retract_user("what is twenty")
+    assert [(m.role, m.content) for m in history.messages()] == [
+        ("system", "sys"),
+        ("user", "hello"),
+        ("assistant", "hi there"),
+    ]
+    fresh = ConversationHistory("sys")
+    fresh.add_user("hello")
+    fresh.add_agent("hi there")
+    assert history.prompt_tokens() == fresh.prompt_tokens()  # its tokens were given back
+    assert not history.retract_user("hello")  # answered: not the user's alone

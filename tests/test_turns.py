@@ -394,3 +394,47 @@ def test_failure_and_close_cut_replies() -> None:
         FinishReply(2, interrupted=True, audible=False),
     ]
     assert not m.agent_active
+
+
+def test_a_speculative_backchannel_resumes_at_once_and_the_next_words_are_new() -> None:
+    m = machine(duck=True, predicted=True)
+    agent_speaking(m)
+    m.onset(5000 * MS)
+    m.audio([SpeechStarted(5000 * MS)], speech_until=5400 * MS, stream_end=5400 * MS)
+    # Over a paused agent the pause needs no verdict: no PredictTurn.
+    assert m.audio([SpeechEnded(5450 * MS)], speech_until=5450 * MS, stream_end=5460 * MS) == [
+        SpeechPaused(5450 * MS)
+    ]
+    assert m.stt_partial(2, "Okay.", speculative=True) == [
+        ResumeReply(1, "backchannel"),
+        DropTurn(2, "backchannel"),
+    ]
+    assert m.floor.state == "idle"
+    # The user goes on: a new utterance, ducking the agent again.
+    assert m.onset(5700 * MS) == [DuckReply(1)]
+    m.audio([SpeechStarted(5700 * MS)], speech_until=6100 * MS, stream_end=6100 * MS)
+    assert m.user_turn == 3
+
+
+def test_a_contest_ends_after_the_short_silence() -> None:
+    m = machine(duck=True, predicted=True)
+    agent_speaking(m)
+    m.onset(5000 * MS)
+    speak(m, 5000, 5400)
+    assert silence_until(m, 5400, 5590) == []
+    assert silence_until(m, 5400, 5600) == [EndTranscription(2, 5400 * MS, False)]
+
+
+def test_words_the_agent_had_not_answered_yet_go_on_into_the_next_turn() -> None:
+    m = machine()
+    speak(m, 0, 1000)
+    m.stt_final(1, "what is twenty", speech_until=1000 * MS)
+    m.reply_started(1)  # thinking: nothing heard yet
+    actions = m.audio([SpeechStarted(1400 * MS)], speech_until=1700 * MS, stream_end=1700 * MS)
+    assert actions == [CutReply(1, barge_in=True, started=True), StartTranscription(2, 1400 * MS)]
+    m.reply_finished(1)
+    m.audio([SpeechEnded(2200 * MS)], speech_until=2200 * MS, stream_end=2200 * MS)
+    assert m.stt_final(2, "plus thirty one", speech_until=2200 * MS) == [
+        EndTranscription(2, 2200 * MS, True),
+        StartReply(2, "what is twenty plus thirty one"),
+    ]

@@ -499,6 +499,36 @@ def test_the_echo_loop_sends_the_agents_voice_back_as_a_speakerphone_would(
     assert without_echo_lsb[audible].max() > 100, "no echo in the sent audio"
 
 
+@pytest.mark.parametrize("delay_ms", [40.0, 80.0, 150.0])
+def test_the_agents_own_voice_in_the_mic_neither_ducks_nor_interrupts_it(
+    open_demo: OpenDemo, utterances: dict[str, Spoken], results: Results, delay_ms: float
+) -> None:
+    """Echo safety: a speakerphone without echo cancellation (the page's echo loop: the
+    agent's output back into the mic ``ECHO_GAIN_DB`` down, ``delay_ms`` later) while the
+    agent answers at length and the user stays silent: the server must not take its own
+    voice for the user's. Zero pauses, zero clears; the reply plays whole."""
+    script = _question(utterances, "librivox-0890.wav", tail_s=10.0)
+    demo = open_demo(script, query=page_query(echo_loop=(ECHO_GAIN_DB, delay_ms)))
+    rate = _connect(demo)["output_rate"]
+    demo.wait_for_type("agent_done", TURN_TIMEOUT_S + script.seconds)
+    replies = demo.replies()
+    results.record(
+        f"echo_safety_{delay_ms:g}ms",
+        gain_db=ECHO_GAIN_DB,
+        delay_ms=delay_ms,
+        server_capabilities=demo.capabilities,
+        agent_audio_s=round(sum(len(r.audio) for r in replies) / rate, 2),
+        pauses=len(demo.messages("pause")),
+        resumes=len(demo.messages("resume")),
+        clears=len(demo.messages("clear")),
+        speech_starts=len(demo.messages("speech_start")),
+    )
+    assert sum(len(r.audio) for r in replies) / rate > 2.0, "the reply was short"
+    assert demo.messages("pause") == [], "the agent's echo ducked it"
+    assert demo.messages("clear") == [], "the agent's echo interrupted it"
+    assert [r.ended_by for r in replies] == ["agent_done"]
+
+
 #: A sound over the agent too short to be an interruption: the first 150 ms of an
 #: utterance's speech (shorter than the server's ``barge_in_min_speech_ms``, 300 ms).
 COUGH_MS = 150.0

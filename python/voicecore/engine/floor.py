@@ -230,6 +230,12 @@ class TurnTaker:
             return [EndOfTurn(self._end, by_stt_final=False)]
         return []
 
+    def abandon(self) -> None:
+        """The utterance under way is over as far as the conversation goes (it was listener
+        feedback, settled): speech from now on starts a new one."""
+        self._state = _State.IDLE
+        self._final_until = None
+
     @property
     def utterance_start(self) -> int | None:
         """The first sample of the utterance under way (pending, speaking or paused), if any."""

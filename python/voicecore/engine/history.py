@@ -312,6 +312,19 @@ class ConversationHistory:
         self._turns_tokens += self._turns[-1].tokens
         self._truncate()
 
+    def retract_user(self, text: str) -> bool:
+        """Takes back the newest turn if it is only the user saying ``text`` (the reply to it
+        was cut before a word was heard, and the user's words go on into their next turn);
+        returns whether it did."""
+        if not self._turns:
+            return False
+        last = self._turns[-1]
+        if [(m.role, m.content) for m in last.messages] != [("user", text.strip())]:
+            return False
+        self._turns.pop()
+        self._turns_tokens -= last.tokens
+        return True
+
     def add_agent(self, text: str, *, interrupted: bool = False) -> None:
         """Adds the agent's reply to the current turn: the text the user actually heard.
 

@@ -298,6 +298,10 @@ class Speaking:
             heard = reply.spoken.heard_text(heard_samples)
         else:
             heard = reply.spoken.text
+        if action.interrupted and not action.audible and reply.barge_in_t0 is not None:
+            # The user spoke on before a word of it was heard: their words go on into their
+            # next turn (the turn machine carries them), not twice into the history.
+            self._history.retract_user(reply.text)
         self._history.add_agent(heard, interrupted=action.interrupted)
         ctx.metrics.interrupted = action.interrupted
         if reply.barge_in_t0 is not None:

@@ -241,6 +241,7 @@ class _UserPhase(enum.Enum):
 class _UserTurn:
     turn_id: int
     start_sample: int
+    carried: str = ""  # the user's words of a reply cut before it was heard (they go on)
     over_reply: int | None = None  # the audible reply this utterance contests
     decided: bool = False  # found to be a real turn (it interrupted, or the reply is gone)
     phase: _UserPhase = _UserPhase.TRANSCRIBING
@@ -388,6 +389,11 @@ class TurnMachine:
         if contested is not None and words(text) and not is_backchannel(text):
             actions += self._interrupt(user, contested)
             contested = None
+        elif contested is not None and speculative and self.floor.pause_sample is not None:
+            # All the speech so far, at a pause, is feedback (or nothing): settled now, not
+            # after the end-of-turn silence; whatever the user says next is a new utterance.
+            self.floor.abandon()
+            return self._drop(user, "backchannel")
         if (
             speculative
             and self.preemptive
@@ -464,7 +470,12 @@ class TurnMachine:
             return []
         if isinstance(action, SpeechPaused):
             actions: list[TurnAction] = [action]
-            if self.floor.predicted:
+            if self._contested(user) is not None:
+                # Over a paused agent, no semantic wait: the short silence settles it.
+                self.floor.on_verdict(
+                    action.end_sample, True, speech_until=action.end_sample, stream_end=0
+                )
+            elif self.floor.predicted:
                 actions.append(PredictTurn(user.turn_id, action.end_sample))
             return actions
         if isinstance(action, SpeechResumed):
@@ -486,6 +497,7 @@ class TurnMachine:
         actions: list[TurnAction] = []
         previous = self._user
         contested: _Reply | None = None
+        carried = ""
         for reply in list(self._replies.values()):
             if reply.phase is _ReplyPhase.CUT:
                 continue
@@ -494,13 +506,16 @@ class TurnMachine:
             else:
                 # Nothing heard yet (queued, thinking, or preemptive for the previous words):
                 # the user spoke again before the answer, which now answers the wrong turn.
+                # Their earlier words go on into the new turn (the end of turn was early).
+                if not reply.preemptive:
+                    carried = f"{carried} {reply.text}".strip()
                 actions += self._cut(reply, barge_in=True)
         if previous is not None and previous.phase is not _UserPhase.ANSWERED:
             # The user spoke again before the previous utterance was answered: the new one
             # replaces it (its words are not lost: the floor's utterance spans both).
             previous.phase = _UserPhase.ANSWERED
             actions.append(StopTranscription(previous.turn_id))
-        user = _UserTurn(next(self._turn_ids), action.start_sample)
+        user = _UserTurn(next(self._turn_ids), action.start_sample, carried)
         if contested is not None:
             user.over_reply = contested.turn_id
             actions += self._duck(action.start_sample)
@@ -531,7 +546,7 @@ class TurnMachine:
         return []
 
     def _answer(self, user: _UserTurn) -> list[TurnAction]:
-        text = " ".join(t.strip() for t in user.finals if t.strip())
+        text = " ".join(t.strip() for t in [user.carried, *user.finals] if t.strip())
         if user.over_reply is not None and not user.decided:
             if not words(text) or is_backchannel(text):
                 return self._drop(user, "backchannel")
