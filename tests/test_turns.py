@@ -438,3 +438,29 @@ def test_words_the_agent_had_not_answered_yet_go_on_into_the_next_turn() -> None
         EndTranscription(2, 2200 * MS, True),
         StartReply(2, "what is twenty plus thirty one"),
     ]
+
+
+def test_speech_soon_after_the_end_of_turn_continues_it() -> None:
+    m = machine()
+    speak(m, 0, 1000)
+    m.stt_final(1, "what is twenty", speech_until=1000 * MS)
+    m.reply_started(1)
+    m.reply_audible(1)  # the agent already answers the first half
+    # 700 ms after the end of the turn the user goes on: a continuation over the agent.
+    m.audio([SpeechStarted(1700 * MS)], speech_until=2100 * MS, stream_end=2100 * MS)
+    assert m.stt_partial(2, "plus thirty", speculative=False) == [
+        CutReply(1, barge_in=True, started=True)
+    ]
+    m.audio([SpeechEnded(2400 * MS)], speech_until=2400 * MS, stream_end=2400 * MS)
+    assert m.stt_final(2, "plus thirty one", speech_until=2400 * MS) == [
+        EndTranscription(2, 2400 * MS, True),
+        StartReply(2, "what is twenty plus thirty one"),
+    ]
+    # Feedback soon after is still feedback, not a continuation.
+    m2 = machine()
+    speak(m2, 0, 1000)
+    m2.stt_final(1, "tell me a story", speech_until=1000 * MS)
+    m2.reply_started(1)
+    m2.reply_audible(1)
+    speak(m2, 1700, 2100)
+    assert m2.stt_final(2, "okay", speech_until=2100 * MS)[-1] == DropTurn(2, "backchannel")

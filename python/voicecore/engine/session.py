@@ -185,6 +185,7 @@ class Session:
             duck_timeout_ms=config.duck_timeout_ms,
             backchannel_max_ms=config.backchannel_max_ms,
             preemptive=config.preemptive_replies,
+            continuation_ms=config.continuation_ms,
         )
         self._transport = transport
         if isinstance(pacer, PlayoutRouter):

@@ -55,6 +55,10 @@ class SessionConfig:
             listener feedback ("mm-hm", "yeah", "okay": ``engine.backchannel``). Backchannels
             last 0.3-0.6 s; longer waits longer for the words of a real interruption when
             the STT is slow, shorter cuts the agent on long feedback ("yeah yeah I see").
+        continuation_ms: speech that starts within this of the end of the user's previous
+            turn continues it ("what is twenty ... plus thirty-one"): if it interrupts the
+            reply, the two are answered as one. Longer catches slower continuations, and
+            also merges a quick new question into the previous one.
         preemptive_replies: start the reply (LLM and TTS into a held stream) on the STT's
             speculative transcript at a pause, before the turn has ended; it is released the
             moment the turn ends with the same words, and cut unheard (counted) if the user
@@ -84,6 +88,7 @@ class SessionConfig:
     duck: bool = True
     duck_timeout_ms: float = 300.0
     backchannel_max_ms: float = 1000.0
+    continuation_ms: float = 1000.0
     preemptive_replies: bool = True
     stt_preroll_ms: float = 300.0
     stt_final_timeout_s: float = 3.0
@@ -115,6 +120,7 @@ class SessionConfig:
             "barge_in_min_speech_ms",
             "duck_timeout_ms",
             "backchannel_max_ms",
+            "continuation_ms",
         ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 ms, got {getattr(self, name)}")

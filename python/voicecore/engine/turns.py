@@ -241,7 +241,9 @@ class _UserPhase(enum.Enum):
 class _UserTurn:
     turn_id: int
     start_sample: int
-    carried: str = ""  # the user's words of a reply cut before it was heard (they go on)
+    carried: str = ""  # the user's earlier words this turn continues (they go on into it)
+    end_sample: int | None = None  # where its speech ended (its end of turn)
+    answered: str = ""  # the words it was answered with
     over_reply: int | None = None  # the audible reply this utterance contests
     decided: bool = False  # found to be a real turn (it interrupted, or the reply is gone)
     phase: _UserPhase = _UserPhase.TRANSCRIBING
@@ -281,6 +283,9 @@ class TurnMachine:
         backchannel_max_ms: an utterance over the agent that lasts this long (ms, from its
             start) interrupts even before any word is recognized.
         preemptive: start replies on speculative transcripts.
+        continuation_ms: speech that starts within this (ms) of the end of the user's
+            previous turn continues it: its words are answered together with the previous
+            ones (the end of turn came too early).
 
     Every method returns the actions to carry out now, in order; none blocks or reads a clock.
     Inputs about turns the machine no longer tracks (a late final of a replaced utterance, a
@@ -296,6 +301,7 @@ class TurnMachine:
         duck_timeout_ms: float = 300.0,
         backchannel_max_ms: float = 1000.0,
         preemptive: bool = False,
+        continuation_ms: float = 1000.0,
     ) -> None:
         self.floor = floor if floor is not None else TurnTaker()
         rate = self.floor.sample_rate
@@ -303,6 +309,7 @@ class TurnMachine:
         self.preemptive = preemptive
         self._duck_timeout = round(duck_timeout_ms * rate / 1000)
         self._backchannel_max = round(backchannel_max_ms * rate / 1000)
+        self._continuation = round(continuation_ms * rate / 1000)
         self._turn_ids = itertools.count(1)
         self._user: _UserTurn | None = None
         self._replies: dict[int, _Reply] = {}
@@ -402,6 +409,7 @@ class TurnMachine:
             and words(text)
             and turn_id not in self._replies
         ):
+            text = f"{user.carried} {text}".strip()
             self._replies[turn_id] = _Reply(turn_id, text, preemptive=True)
             actions.append(StartReply(turn_id, text, preemptive=True))
         return actions
@@ -485,6 +493,7 @@ class TurnMachine:
             return [action, *cut]
         if isinstance(action, EndOfTurn):
             user.phase = _UserPhase.ENDED
+            user.end_sample = action.end_sample
             ended: list[TurnAction] = [
                 EndTranscription(user.turn_id, action.end_sample, action.by_stt_final)
             ]
@@ -515,6 +524,16 @@ class TurnMachine:
             # replaces it (its words are not lost: the floor's utterance spans both).
             previous.phase = _UserPhase.ANSWERED
             actions.append(StopTranscription(previous.turn_id))
+        if (
+            not carried
+            and previous is not None
+            and previous.answered
+            and previous.end_sample is not None
+            and action.start_sample - previous.end_sample < self._continuation
+        ):
+            # The user went on after a short pause that ended their turn too early: this is
+            # the same turn, and its words include the earlier ones (if it interrupts).
+            carried = previous.answered
         user = _UserTurn(next(self._turn_ids), action.start_sample, carried)
         if contested is not None:
             user.over_reply = contested.turn_id
@@ -546,9 +565,10 @@ class TurnMachine:
         return []
 
     def _answer(self, user: _UserTurn) -> list[TurnAction]:
-        text = " ".join(t.strip() for t in [user.carried, *user.finals] if t.strip())
+        said = " ".join(t.strip() for t in user.finals if t.strip())
+        text = f"{user.carried} {said}".strip()
         if user.over_reply is not None and not user.decided:
-            if not words(text) or is_backchannel(text):
+            if not words(said) or is_backchannel(said):
                 return self._drop(user, "backchannel")
             contested = self._contested(user)
             user.decided = True
@@ -559,6 +579,7 @@ class TurnMachine:
         if not words(text):
             cut = self._cut(preempted, barge_in=False) if preempted is not None else []
             return [*cut, DropTurn(user.turn_id, "empty")]
+        user.answered = text
         if preempted is None:
             self._replies[user.turn_id] = _Reply(user.turn_id, text)
             return [StartReply(user.turn_id, text)]
