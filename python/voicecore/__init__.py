@@ -1,10 +1,12 @@
 """voicecore: real-time voice agents whose audio never glitches.
 
-The audio work that has a deadline (ring buffers, resampling, VAD features, frame pacing)
-runs in a Rust core that never takes the GIL; Python orchestrates. This module re-exports
-the public API; the implementation lives in private modules.
+The audio work that has a deadline (ring buffers, resampling, VAD features, the echo gate,
+frame pacing) runs in a Rust core that never takes the GIL; Python orchestrates. This module
+re-exports the public API; the implementation lives in private modules.
 """
 
+from voicecore._core import EchoGate as EchoGate
+from voicecore._core import EchoStats as EchoStats
 from voicecore._core import EnergyVad as EnergyVad
 from voicecore._core import FlushReport as FlushReport
 from voicecore._core import FrameFeatures as FrameFeatures
@@ -84,6 +86,8 @@ __all__ = [
     "CpuStat",
     "CpuThrottleSampler",
     "Diagnostics",
+    "EchoGate",
+    "EchoStats",
     "EnergyVad",
     "FlushReport",
     "FrameFeatures",

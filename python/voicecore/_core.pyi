@@ -9,6 +9,8 @@ from voicecore._typing import AudioIn
 
 __version__: str
 __all__ = [
+    "EchoGate",
+    "EchoStats",
     "EnergyVad",
     "FlushReport",
     "FrameFeatures",
@@ -688,3 +690,125 @@ class SinkStats:
     def refused(self) -> int: ...
     @property
     def partial_writes(self) -> int: ...
+
+# --- echo gate --------------------------------------------------------------------------------
+
+@final
+class EchoGate:
+    """An echo gate: keeps the agent's own voice, leaking from the user's loudspeaker into
+    their mic, from passing for the user speaking, while the user's speech over the agent
+    passes.
+
+    Feed it the agent's audio in play order (``far_audio``), say when it plays
+    (``set_playing``), and pass every block of mic audio at 16 kHz through ``process``: echo
+    is replaced by comfort noise at the mic's own noise level; the user's speech, and
+    everything while the agent is silent, passes untouched. ``near_end_ms`` says how long the
+    user (or anything the agent's audio does not explain) has been active: the signal to
+    duck on.
+
+    The gate learns the echo's delay (from when the far end plays on the mic's clock to its
+    echo in the mic: network, the client's cushion and the room together) and its level per
+    band within about 0.5 s of the agent speaking; until then it assumes the echo may come
+    from anywhere in the last ``max_delay_ms``, as loud as ``initial_gain_db``.
+
+    Args:
+        far_rate: sample rate of the far-end (agent) audio, in Hz.
+        max_delay_ms: the longest delay from the far end's playing to its echo, 10-2000 ms.
+        margin_db: how far above the echo expected a band must be to count as near end
+            (besides the echo's measured scatter), 0-30 dB.
+        suppression_db: the mic's gain in echo blocks, -120-0 dB (comfort noise fills in).
+        onset_db: near-end activity must be this far above the mic's noise floor, 0-60 dB.
+        min_level_dbfs: ... and above this level, -120-0 dBFS.
+        tail_ms: the echo's tail (reverberation): 60 dB of decay in this time, 0-2000 ms.
+        initial_gain_db: the echo's level assumed before it is measured, -60-20 dB.
+        max_far_ms: the most far-end audio queued and not played, 1000-3600000 ms; more is
+            refused and counted in ``stats().far_rejected_ms``.
+
+    Raises:
+        UnsupportedSampleRateError: a far rate that cannot be resampled to 16 kHz.
+        ConfigError: another setting out of its range.
+    """
+
+    SAMPLE_RATE: int
+    """The mic's sample rate: 16000 Hz."""
+
+    def __new__(
+        cls,
+        far_rate: int,
+        *,
+        max_delay_ms: int = 600,
+        margin_db: float = 3.0,
+        suppression_db: float = -40.0,
+        onset_db: float = 12.0,
+        min_level_dbfs: float = -55.0,
+        tail_ms: float = 300.0,
+        initial_gain_db: float = -3.0,
+        max_far_ms: int = 600000,
+    ) -> EchoGate: ...
+    @property
+    def far_rate(self) -> int:
+        """Sample rate of the far-end audio, in Hz."""
+    @property
+    def max_delay_ms(self) -> int:
+        """The longest delay looked for, in ms."""
+    @property
+    def playing(self) -> bool:
+        """True while the far end plays (see ``set_playing``)."""
+    @property
+    def near_end_ms(self) -> int:
+        """The length of the current run of near-end activity at the end of the mic audio
+        processed so far, in ms (a multiple of 10; 0 when the last complete 10 ms block was
+        not near end). Duck when it reaches 20-30 ms."""
+    def far_audio(self, audio: AudioIn) -> None:
+        """Queues far-end (agent) audio at ``far_rate``, in the order it plays.
+
+        Raises:
+            AudioFormatError / AudioTypeError: for unusable audio.
+        """
+    def set_playing(self, playing: bool) -> None:
+        """Starts (True) or stops (False) playing the far end: while it plays, every 10 ms
+        of mic audio processed takes 10 ms of the queue (silence when the queue is empty)."""
+    def clear_far(self) -> None:
+        """Drops the far end's queue (a cut or a hold: that audio will not play). What
+        already played is still expected to echo."""
+    def realign(self) -> None:
+        """Forgets the echo's delay, keeping its level: for when the playout timeline moved
+        (the client's player ran dry, or its buffer was reset). Until the delay is found
+        again (about 0.5 s of far-end speech) the gate expects the echo at any delay."""
+    @overload
+    def process(self, audio: bytes | bytearray | memoryview) -> bytes: ...
+    @overload
+    def process(self, audio: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]: ...
+    @overload
+    def process(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+    def stats(self) -> EchoStats:
+        """What the gate has seen and learnt so far (see ``EchoStats``)."""
+
+@final
+class EchoStats:
+    """A snapshot of what an ``EchoGate`` has seen and learnt."""
+
+    @property
+    def echo_blocks(self) -> int:
+        """10 ms blocks judged echo and suppressed."""
+    @property
+    def near_end_blocks(self) -> int:
+        """10 ms blocks of near-end activity."""
+    @property
+    def delay_ms(self) -> int | None:
+        """The echo's delay behind the far end as played on the mic's clock, in ms (a
+        multiple of 10), or None until it is found."""
+    @property
+    def echo_gain_db(self) -> float | None:
+        """The echo's level relative to the far end's, in dB (energy, for the far end's
+        average spectrum), or None until the delay is found."""
+    @property
+    def converged(self) -> bool:
+        """True once the echo's delay is found."""
+    @property
+    def far_queued_ms(self) -> float:
+        """Far-end audio queued and not yet played, in ms."""
+    @property
+    def far_rejected_ms(self) -> float:
+        """Far-end audio refused because the queue held ``max_far_ms``, in ms."""
+    def __eq__(self, value: object, /) -> bool: ...

@@ -17,6 +17,7 @@
 //! | [`VadError`]      | [`FeatureExtractor`](crate::vad::FeatureExtractor), [`EnergyVad`](crate::vad::EnergyVad) |
 //! | [`PacerError`]    | [`FramePacer`](crate::pacer::FramePacer) and its streams |
 //! | [`SinkError`]     | [`SocketSink`](crate::sink::SocketSink)                 |
+//! | [`EchoError`]     | [`EchoGate`](crate::echo::EchoGate)                     |
 //! | [`OsError`]       | eventfds, timers, threads (inside [`PacerError::Os`])   |
 
 use std::fmt;
@@ -539,13 +540,64 @@ impl fmt::Display for SinkError {
 
 impl std::error::Error for SinkError {}
 
+/// What the echo gate refuses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EchoError {
+    /// A far-end rate the resampler cannot take to the gate's 16 kHz.
+    UnsupportedFarRate {
+        /// The rate given, in Hz.
+        rate: u32,
+    },
+    /// A setting out of its range (or not finite).
+    InvalidSetting {
+        /// The setting's name, as the caller spells it.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// An output buffer whose length differs from the input's.
+    OutputLength {
+        /// The output's length, in samples.
+        len: usize,
+        /// The input's length, in samples.
+        expected: usize,
+    },
+}
+
+impl fmt::Display for EchoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedFarRate { rate } => write!(
+                f,
+                "far_rate = {rate} Hz is not supported; use {} (the gate resamples the far \
+                 end to 16000 Hz)",
+                crate::resample::SUPPORTED_RATES
+            ),
+            Self::InvalidSetting {
+                name,
+                value,
+                expected,
+            } => write!(f, "{name} = {value} is invalid; expected {expected}"),
+            Self::OutputLength { len, expected } => write!(
+                f,
+                "output length = {len} is invalid; expected {expected} samples (the input's \
+                 length)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EchoError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn messages_name_the_value_and_what_is_accepted() {
-        let cases: [(String, &[&str]); 6] = [
+        let cases: [(String, &[&str]); 8] = [
             (
                 RingError::InvalidCapacity { capacity: -1 }.to_string(),
                 &["capacity = -1", "67108864"],
@@ -574,6 +626,19 @@ mod tests {
                 }
                 .to_string(),
                 &["9 bytes", "3", "10"],
+            ),
+            (
+                EchoError::UnsupportedFarRate { rate: 7 }.to_string(),
+                &["far_rate = 7 Hz", "48000"],
+            ),
+            (
+                EchoError::InvalidSetting {
+                    name: "margin_db",
+                    value: -1.0,
+                    expected: "0 to 30 (dB)",
+                }
+                .to_string(),
+                &["margin_db = -1", "0 to 30"],
             ),
             (
                 PacerError::from(OsError {

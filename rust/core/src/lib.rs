@@ -8,11 +8,14 @@
 //!   overwrite-oldest policy (mic capture) and a reject policy (playout backpressure).
 //! * [`resample`]: a streaming polyphase resampler between common speech and music rates.
 //! * [`vad`]: per-frame VAD features and an adaptive-noise-floor energy VAD.
+//! * [`echo`]: an echo gate that keeps the agent's own voice, leaking into the user's mic,
+//!   from passing for the user.
 //! * [`pacer`]: a frame pacer on its own OS thread releasing frames on absolute deadlines.
 //! * [`sink`]: a non-blocking socket writer through which the pacer thread puts released
 //!   frames on the wire itself, as WebSocket messages.
 #![deny(missing_docs)]
 
+pub mod echo;
 pub mod error;
 pub mod pacer;
 pub mod resample;
@@ -20,4 +23,4 @@ pub mod ring;
 pub mod sink;
 pub mod vad;
 
-pub use error::{OsError, PacerError, ResampleError, RingError, SinkError, VadError};
+pub use error::{EchoError, OsError, PacerError, ResampleError, RingError, SinkError, VadError};

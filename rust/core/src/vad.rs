@@ -15,7 +15,7 @@
 mod energy;
 mod features;
 mod mel;
-mod noise;
+pub(crate) mod noise;
 
 pub use energy::{EnergyVad, EnergyVadConfig, FrameDecision, SpeechEvent, SpeechEventKind};
 pub use features::{FeatureConfig, FeatureExtractor, Features, MAX_MELS, SILENCE_DBFS};

@@ -12,7 +12,9 @@
 
 use pyo3::exceptions::PyConnectionResetError;
 use pyo3::PyErr;
-use voicecore_core::{OsError, PacerError, ResampleError, RingError, SinkError, VadError};
+use voicecore_core::{
+    EchoError, OsError, PacerError, ResampleError, RingError, SinkError, VadError,
+};
 
 pyo3::import_exception!(voicecore.exceptions, ConfigError);
 pyo3::import_exception!(voicecore.exceptions, UnsupportedSampleRateError);
@@ -115,6 +117,17 @@ impl IntoPyErr for SinkError {
             SinkError::Full { .. } => SendBufferFullError::new_err(message),
             // The builtin: code that already handles a dropped connection keeps working.
             SinkError::Closed { .. } => PyConnectionResetError::new_err(message),
+        }
+    }
+}
+
+impl IntoPyErr for EchoError {
+    fn into_py_err(self) -> PyErr {
+        let message = self.to_string();
+        match self {
+            EchoError::UnsupportedFarRate { .. } => UnsupportedSampleRateError::new_err(message),
+            EchoError::InvalidSetting { .. } => ConfigError::new_err(message),
+            EchoError::OutputLength { .. } => AudioFormatError::new_err(message),
         }
     }
 }

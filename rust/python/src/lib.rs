@@ -8,6 +8,7 @@
 use pyo3::prelude::*;
 
 mod audio;
+mod echo;
 mod errors;
 mod pacer;
 mod resample;
@@ -23,5 +24,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     vad::register(m)?;
     pacer::register(m)?;
     sink::register(m)?;
+    echo::register(m)?;
     Ok(())
 }

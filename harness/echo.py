@@ -1,0 +1,276 @@
+"""Speakerphone scenes for the echo gate's tests and benchmark.
+
+A *scene* is what a speakerphone's mic hears at 16 kHz: the agent's audio (the far end),
+played from some block on, coming back ``delay_ms`` later at ``echo_db`` (through a room and
+a small loudspeaker if asked), the room's noise, and, in a double-talk scene, the user's
+voice. ``run_gate`` passes a scene through ``voicecore.EchoGate`` in 10 ms chunks, as the
+engine would after resampling, and records the gate's near-end verdict per block.
+
+Levels are *active* levels: the 90th percentile of a clip's 10 ms block energies, so that a
+recording's pauses do not make it look quieter than it speaks. The far end is put at -20 dBFS
+(a TTS's usual level), the echo ``echo_db`` below it, the user ``user_db`` relative to the far
+end.
+
+Derived clips (so that no figure rests on the corpus's four recordings as they are): other
+gains, other noise levels, and voices moved in pitch by resampling (``pitch_shift``: a factor
+of 1.12 makes a talker sound like another, faster and higher).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import signal
+
+from voicecore import EchoGate, EchoStats
+
+__all__ = [
+    "BLOCK",
+    "FAR_DBFS",
+    "RATE",
+    "GateRun",
+    "Scene",
+    "at_level",
+    "heard_onsets",
+    "longest_run",
+    "loudspeaker",
+    "onset_latencies",
+    "pitch_shift",
+    "room",
+    "run_gate",
+    "scene",
+    "speech_blocks",
+    "without_room_noise",
+]
+
+RATE: Final = 16000
+"""The mic's rate (the gate's), Hz."""
+BLOCK: Final = 160
+"""The gate's block: 10 ms."""
+FAR_DBFS: Final = -20.0
+"""The far end's active level."""
+
+Floats = npt.NDArray[np.float64]
+
+
+def active_level(samples: Floats) -> float:
+    """The 90th percentile of the 10 ms block energies (mean square, full scale 1.0)."""
+    n = len(samples) // BLOCK
+    energies = (samples[: n * BLOCK].reshape(n, BLOCK) ** 2).mean(axis=1)
+    return float(np.percentile(energies, 90))
+
+
+def at_level(samples: Floats, dbfs: float) -> Floats:
+    """``samples`` scaled to an active level of ``dbfs``."""
+    scaled: Floats = samples * np.sqrt(10 ** (dbfs / 10) / active_level(samples))
+    return scaled
+
+
+def without_room_noise(voice: Floats) -> Floats:
+    """``voice`` with its recording's own room noise gated out: 10 ms blocks more than 30 dB
+    below its active level are silenced, with 10 ms fades. A recording's noise would
+    otherwise start and stop with the clip, 15-25 dB above the scene's noise, and look like
+    an event of its own."""
+    n = len(voice) // BLOCK
+    energies = (voice[: n * BLOCK].reshape(n, BLOCK) ** 2).mean(axis=1)
+    keep = (energies >= active_level(voice) / 1000).astype(np.float64)
+    gains = np.interp(np.arange(n * BLOCK), np.arange(n) * BLOCK + BLOCK / 2, keep)
+    gated: Floats = voice[: n * BLOCK] * gains
+    return gated
+
+
+def pitch_shift(samples: Floats, factor: float) -> Floats:
+    """``samples`` played ``factor`` times faster (pitch and tempo up by ``factor``)."""
+    shifted: Floats = signal.resample_poly(samples, 1000, round(1000 * factor))
+    return shifted
+
+
+def room(t60_ms: float, direct_to_reverb_db: float, seed: int) -> Floats:
+    """A room's impulse response: the direct sound, then from 3 ms on a noise tail decaying
+    60 dB in ``t60_ms``, ``direct_to_reverb_db`` below the direct sound in energy."""
+    rng = np.random.default_rng(seed)
+    n = int(RATE * t60_ms / 1000)
+    t = np.arange(n) / RATE
+    tail = rng.standard_normal(n) * 10 ** (-3 * t / (t60_ms / 1000))
+    tail[: int(0.003 * RATE)] = 0.0
+    tail *= np.sqrt(10 ** (-direct_to_reverb_db / 10) / (tail**2).sum())
+    tail[0] = 1.0
+    return tail
+
+
+def loudspeaker(samples: Floats, cutoff_hz: float = 250.0) -> Floats:
+    """A small loudspeaker: second-order high-pass at ``cutoff_hz``, and soft clipping of
+    the peaks (its distortion, which no linear echo canceller models)."""
+    b, a = signal.butter(2, cutoff_hz / (RATE / 2), "high")
+    filtered: Floats = signal.lfilter(b, a, samples)
+    peak = float(np.max(np.abs(filtered))) or 1.0
+    clipped: Floats = np.tanh(filtered / (0.5 * peak)) * 0.5 * peak
+    return clipped
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One speakerphone scene (float64 signals, full scale 1.0, at 16 kHz).
+
+    Attributes:
+        mic: what the mic hears (echo + noise + user).
+        far: the far end's audio, as queued.
+        play_block: the block from which the far end plays.
+        user: the user's share of ``mic`` (zeros when the user is silent).
+        noise: the room noise's share of ``mic``.
+    """
+
+    mic: Floats
+    far: Floats
+    play_block: int
+    user: Floats
+    noise: Floats
+
+
+def scene(
+    far: Floats,
+    *,
+    delay_ms: float,
+    echo_db: float,
+    noise_dbfs: float,
+    rng: np.random.Generator,
+    user: Floats | None = None,
+    user_db: float = 0.0,
+    user_at_s: float = 0.0,
+    room_response: Floats | None = None,
+    small_loudspeaker: bool = False,
+    lead_s: float = 1.0,
+) -> Scene:
+    """The mic of a speakerphone whose loudspeaker plays ``far`` from ``lead_s`` on.
+
+    Args:
+        far: the far end (any level; put at :data:`FAR_DBFS`).
+        delay_ms: from the far end's playing (on the mic's clock) to its echo; any value,
+            not only whole blocks.
+        echo_db: the echo's active level relative to the far end's.
+        noise_dbfs: the room noise's level (white).
+        rng: the noise's source.
+        user: the user's voice, or None; put ``user_db`` relative to the far end, starting
+            ``user_at_s`` into the mic, without its recording's room noise.
+        room_response: the room's impulse response, or None (the direct sound only).
+        small_loudspeaker: the echo through :func:`loudspeaker`.
+        lead_s: mic audio before the far end plays (a whole number of blocks).
+    """
+    far = at_level(far, FAR_DBFS)
+    start = round(lead_s * RATE) // BLOCK * BLOCK
+    delay = round(delay_ms * RATE / 1000)
+    user_part = np.zeros(0)
+    if user is not None:
+        user_part = np.concatenate(
+            [
+                np.zeros(round(user_at_s * RATE)),
+                at_level(without_room_noise(user), FAR_DBFS + user_db),
+            ]
+        )
+    n = max(start + delay + len(far) + RATE // 2, len(user_part))
+    echo = far
+    if small_loudspeaker:
+        echo = loudspeaker(echo)
+    if room_response is not None:
+        echo = np.convolve(echo, room_response)
+    echo = echo * np.sqrt(10 ** (echo_db / 10))
+    echo_part = np.zeros(n)
+    echo_part[start + delay : start + delay + len(echo)] = echo[: n - start - delay]
+    noise = rng.standard_normal(n) * 10 ** (noise_dbfs / 20)
+    user_full = np.zeros(n)
+    user_full[: len(user_part)] = user_part
+    return Scene(echo_part + noise + user_full, far, start // BLOCK, user_full, noise)
+
+
+def to_pcm16(samples: Floats) -> npt.NDArray[np.int16]:
+    """Float samples (full scale 1.0) as PCM16, rounded and saturated."""
+    return np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
+
+
+@dataclass(frozen=True)
+class GateRun:
+    """What the gate made of a scene.
+
+    Attributes:
+        near: the gate's near-end activity after each 10 ms block.
+        output: the gated mic (PCM16).
+        stats: the gate's stats at the end.
+        converged_block: the first block after which the delay was known (None: never).
+    """
+
+    near: npt.NDArray[np.bool_]
+    output: npt.NDArray[np.int16]
+    stats: EchoStats
+    converged_block: int | None
+
+
+def run_gate(the_scene: Scene, *, far_end: bool = True, **settings: Any) -> GateRun:
+    """Passes ``the_scene``'s mic through a new ``EchoGate(16000, **settings)`` in 10 ms
+    chunks; the far end is queued and played at ``play_block`` (never, without ``far_end``:
+    the headphones case, or a gate that is not told)."""
+    gate = EchoGate(RATE, **settings)
+    pcm = to_pcm16(the_scene.mic)
+    blocks = len(pcm) // BLOCK
+    near = np.zeros(blocks, dtype=bool)
+    output = np.empty(blocks * BLOCK, dtype=np.int16)
+    converged: int | None = None
+    for block in range(blocks):
+        if far_end and block == the_scene.play_block:
+            gate.far_audio(to_pcm16(the_scene.far))
+            gate.set_playing(True)
+        output[block * BLOCK : (block + 1) * BLOCK] = gate.process(
+            pcm[block * BLOCK : (block + 1) * BLOCK]
+        )
+        near[block] = gate.near_end_ms > 0
+        if converged is None and block % 10 == 0 and gate.stats().converged:
+            converged = block
+    return GateRun(near, output, gate.stats(), converged)
+
+
+def longest_run(near: npt.NDArray[np.bool_]) -> int:
+    """The longest run of True, in blocks."""
+    longest = run = 0
+    for value in near:
+        run = run + 1 if value else 0
+        longest = max(longest, run)
+    return longest
+
+
+def heard_onsets(near: npt.NDArray[np.bool_], min_gap_blocks: int = 20) -> list[int]:
+    """Where near-end activity starts: the first block of two active in a row after at
+    least ``min_gap_blocks`` without."""
+    onsets: list[int] = []
+    last = -(10**9)
+    for block in range(len(near) - 1):
+        if near[block] and near[block + 1]:
+            if block - last > min_gap_blocks:
+                onsets.append(block)
+            last = block + 1
+    return onsets
+
+
+def speech_blocks(voice: Floats) -> npt.NDArray[np.bool_]:
+    """The 10 ms blocks of ``voice`` within 20 dB of its active level: its speech, not the
+    room noise a recording carries."""
+    n = len(voice) // BLOCK
+    energies = (voice[: n * BLOCK].reshape(n, BLOCK) ** 2).mean(axis=1)
+    speech: npt.NDArray[np.bool_] = energies >= active_level(voice) / 100
+    return speech
+
+
+def onset_latencies(
+    reference: npt.NDArray[np.bool_], near: npt.NDArray[np.bool_], speech: npt.NDArray[np.bool_]
+) -> list[int]:
+    """For each onset the gate heard in ``reference`` where ``speech`` starts within 30 ms,
+    the blocks until ``near`` is active (0: in the onset's own block), or -1 when it is not
+    within 0.5 s."""
+    latencies = []
+    for onset in heard_onsets(reference):
+        if not speech[onset : onset + 3].any():
+            continue
+        hits = np.flatnonzero(near[onset : onset + 50])
+        latencies.append(int(hits[0]) if len(hits) else -1)
+    return latencies
