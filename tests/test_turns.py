@@ -464,3 +464,23 @@ def test_speech_soon_after_the_end_of_turn_continues_it() -> None:
     m2.reply_audible(1)
     speak(m2, 1700, 2100)
     assert m2.stt_final(2, "okay", speech_until=2100 * MS)[-1] == DropTurn(2, "backchannel")
+
+
+def test_with_an_echo_gate_only_the_users_voice_ducks_or_interrupts() -> None:
+    m = TurnMachine(TurnTaker(barge_in_min_speech_ms=300), duck=True, echo_gated=True)
+    agent_speaking(m)
+    # The agent's own voice, back through the mic: the VAD hears speech, the gate no voice.
+    actions = m.audio([SpeechStarted(5000 * MS)], speech_until=5400 * MS, stream_end=5400 * MS)
+    assert actions == [StartTranscription(2, 5000 * MS)]  # transcribed, nothing more
+    assert m.stt_partial(2, "once upon a time", speculative=False) == []
+    assert m.audio([], speech_until=6500 * MS, stream_end=6500 * MS) == []  # long: still no
+    m.audio([SpeechEnded(6500 * MS)], speech_until=6500 * MS, stream_end=6500 * MS)
+    assert m.stt_final(2, "once upon a time", speech_until=6500 * MS) == [
+        EndTranscription(2, 6500 * MS, True),
+        DropTurn(2, "echo"),
+    ]
+    assert not m.is_cut(1)
+    # The user's voice: the gate's onset ducks, and their words interrupt.
+    assert m.onset(8000 * MS) == [DuckReply(1)]
+    m.audio([SpeechStarted(7980 * MS)], speech_until=8400 * MS, stream_end=8400 * MS)
+    assert m.stt_partial(3, "stop", speculative=False) == [CutReply(1, barge_in=True, started=True)]

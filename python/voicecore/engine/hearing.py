@@ -7,8 +7,11 @@ is the ``TurnMachine``'s decision, which it asks and whose actions it hands to `
 session's dispatcher) without deciding anything itself.
 
 * ``mic_audio``: each client frame, inline in the reader (``MIC_TO_DSP``: no queue, no task
-  switch), resampled once to 16 kHz, kept in the pre-roll ring, scored by the VAD, fed to the
-  turn machine; during a user turn also to its STT's channel (``DSP_TO_STT``, drop-oldest).
+  switch), resampled once to 16 kHz, measured by the echo gate (the user's voice above the
+  agent's own echo is an ``onset``: it ducks the agent, and it is the evidence the turn
+  machine wants before letting speech over the agent interrupt it), kept in the pre-roll
+  ring, scored by the VAD, fed to the turn machine; during a user turn also to its STT's
+  channel (``DSP_TO_STT``, drop-oldest).
 * ``start``: a confirmed utterance: its STT call gets ``stt_preroll_ms`` of audio from
   before the VAD's start (VADs report it late), then the live frames; ``speech_start`` goes
   to the client.
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 import trio
 
 from voicecore import protocol
-from voicecore._core import Resampler, SampleRing
+from voicecore._core import EchoGate, Resampler, SampleRing
 from voicecore.diagnostics import Timeline
 from voicecore.engine.contracts import DSP_TO_STT, EdgeChannel
 from voicecore.engine.settings import RING_MS
@@ -94,6 +97,8 @@ class Hearing:
         stt: the session's STT.
         vad: the session's VAD.
         turn_model: the end-of-turn model, if any (asked at each ``PredictTurn``).
+        echo: the session's echo gate, if any (its far end is fed by ``Speaking``).
+        duck_onset_ms: ``SessionConfig.duck_onset_ms``.
         turns: the session's turn machine.
         mic_rate: the client's mic rate, in Hz.
         preroll_ms: ``SessionConfig.stt_preroll_ms``.
@@ -110,6 +115,8 @@ class Hearing:
         stt: STT,
         vad: VAD,
         turn_model: TurnEndModel | None,
+        echo: EchoGate | None,
+        duck_onset_ms: float,
         turns: TurnMachine,
         mic_rate: int,
         preroll_ms: float,
@@ -127,6 +134,9 @@ class Hearing:
         """Where STT calls run (the session's, while it runs)."""
         self._stt, self._vad, self._turns = stt, vad, turns
         self._turn_model = turn_model
+        self._echo = echo
+        self._duck_onset_ms = duck_onset_ms
+        self._onset_told = False  # the current run of near-end activity was reported
         self._preroll_samples = round(preroll_ms * STT_SAMPLE_RATE / 1000)
         self._final_timeout_s = final_timeout_s
         self._session_id, self._timeline, self._metrics = session_id, timeline, metrics
@@ -150,10 +160,23 @@ class Hearing:
         """One client frame of mic audio (PCM16 at the mic rate), processed inline."""
         pcm16k = self._to_16k.process(pcm) if self._to_16k is not None else pcm
         frame = AudioFrame(pcm16k, STT_SAMPLE_RATE, self._samples)
+        if self._echo is not None:
+            # The gate tells the user's voice from the agent's own (its near-end activity);
+            # the VAD and the STT get the mic as it is: a gated block would be a hole in the
+            # user's words, and the turn machine asks the gate's evidence before acting.
+            self._echo.process(pcm16k)
         self._samples = frame.end_sample
         self._audio_now = trio.current_time()
         self._ring.push(pcm16k)
         user_turn = self._turns.user_turn
+        if self._echo is not None:
+            near_end_ms = self._echo.near_end_ms
+            if near_end_ms >= self._duck_onset_ms and not self._onset_told:
+                self._onset_told = True
+                onset = self._samples - near_end_ms * STT_SAMPLE_RATE // 1000
+                self._act(self._turns.onset(onset))
+            elif near_end_ms == 0:
+                self._onset_told = False
         self._act(
             self._turns.audio(
                 self._vad.process(frame),

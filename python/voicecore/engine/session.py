@@ -44,7 +44,7 @@ from typing import Any
 import trio
 
 from voicecore import protocol
-from voicecore._core import FramePacer
+from voicecore._core import EchoGate, FramePacer
 from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
 from voicecore.engine.contracts import SESSION_TO_TRANSPORT, EdgeChannel, LatencyBudget
 from voicecore.engine.floor import TurnTaker
@@ -186,6 +186,7 @@ class Session:
             backchannel_max_ms=config.backchannel_max_ms,
             preemptive=config.preemptive_replies,
             continuation_ms=config.continuation_ms,
+            echo_gated=config.echo_gate,
         )
         self._transport = transport
         if isinstance(pacer, PlayoutRouter):
@@ -204,10 +205,14 @@ class Session:
         channel = functools.partial(_edge_channel, self.metrics)
         self._outbound: EdgeChannel[protocol.ServerMessage] = channel(SESSION_TO_TRANSPORT)
         report_error = functools.partial(_report_error, self.metrics, self._outbound)
+        # One gate per conversation: the agent's audio (the far end) meets the mic here.
+        echo = EchoGate(transport.sample_rate) if config.echo_gate else None
         self._hearing = Hearing(
             stt=stt,
             vad=vad if vad is not None else EnergyVadStage(),
             turn_model=turn_model,
+            echo=echo,
+            duck_onset_ms=config.duck_onset_ms,
             turns=self.turns,
             mic_rate=transport.input_rate,
             preroll_ms=self.config.stt_preroll_ms,
@@ -233,6 +238,7 @@ class Session:
             timeline=self.timeline,
             gc_policy=gc_policy,
             report_error=report_error,
+            echo=echo,
         )
         self._nursery: trio.Nursery | None = None
 

@@ -47,6 +47,14 @@ class SessionConfig:
             moment the user's voice appears (echo-gated mic level or VAD), before knowing
             whether it is an interruption; the reply then resumes from the exact sample or is
             cut. Off: the agent talks on until the speech proves an interruption.
+        echo_gate: keep the agent's own voice, leaking from the user's loudspeaker into
+            their mic, from reading as the user (``voicecore.EchoGate`` between the
+            resampler and the VAD, fed with the agent's audio as it plays): echo never ducks
+            or interrupts the agent; a user much quieter than the echo may not either.
+        duck_onset_ms: near-end activity (the echo-gated mic above its noise floor) lasting
+            this long ducks the agent, before the VAD has decided (it needs ~30-100 ms more).
+            Shorter ducks sooner, and on more clicks (each resumed after
+            ``duck_timeout_ms``).
         duck_timeout_ms: a duck the VAD confirms no speech for within this resumes (a
             door, a breath). Shorter resumes sooner after a noise; too short resumes under a
             user whose first syllable the VAD is still weighing (~30-100 ms).
@@ -86,6 +94,8 @@ class SessionConfig:
     min_speech_ms: float = 200.0
     barge_in_min_speech_ms: float = 300.0
     duck: bool = True
+    echo_gate: bool = True
+    duck_onset_ms: float = 20.0
     duck_timeout_ms: float = 300.0
     backchannel_max_ms: float = 1000.0
     continuation_ms: float = 1000.0
@@ -118,6 +128,7 @@ class SessionConfig:
             "turn_incomplete_silence_ms",
             "min_speech_ms",
             "barge_in_min_speech_ms",
+            "duck_onset_ms",
             "duck_timeout_ms",
             "backchannel_max_ms",
             "continuation_ms",

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import trio
 
 from voicecore import protocol
-from voicecore._core import Resampler, SocketSink
+from voicecore._core import EchoGate, Resampler, SocketSink
 from voicecore.diagnostics import GcPolicy, Timeline
 from voicecore.engine import pacing
 from voicecore.engine.chunker import SentenceChunker
@@ -124,6 +124,7 @@ class Speaking:
         metrics, timeline: the session's.
         gc_policy: told when the agent speaks.
         report_error: reports a failed stage.
+        echo: the session's echo gate, if any: it gets the agent's audio and when it plays.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class Speaking:
         timeline: Timeline,
         gc_policy: GcPolicy | None,
         report_error: ReportError,
+        echo: EchoGate | None = None,
     ) -> None:
         self.act: Act | None = None
         """The session's dispatcher (connected by the session; None once it has ended)."""
@@ -154,6 +156,7 @@ class Speaking:
         self._outbound, self._channel = outbound, channel
         self._metrics, self._timeline, self._gc_policy = metrics, timeline, gc_policy
         self._report_error = report_error
+        self._echo = echo
         self._replies: dict[int, Reply] = {}
         self._waiting: EdgeChannel[Reply] = channel(STT_TO_LLM)  # type: ignore[assignment]
 
@@ -228,6 +231,8 @@ class Speaking:
         reply.ducked = True
         if reply.stream is not None:
             reply.stream.hold()
+        if self._echo is not None:
+            self._echo.set_playing(False)  # its queue waits: the reply may resume
         withdrawn = self._outbound.purge(
             lambda m: isinstance(m, protocol.Resume) and m.turn_id == turn_id
         )
@@ -242,6 +247,8 @@ class Speaking:
         reply.ducked = False
         if reply.stream is not None and not reply.preemptive and reply.release_after is None:
             reply.stream.resume()
+            if self._echo is not None and reply.audible_at is not None:
+                self._echo.set_playing(True)
         self._send(protocol.Resume(action.turn_id))
         self._metrics.count(f"turns.resumed.{action.reason}")
         reply.ctx.record("resume", reason=action.reason)
@@ -263,6 +270,9 @@ class Speaking:
         reply.scope.cancel()
         if reply.stream is not None:
             reply.flushed = reply.stream.flush()
+        if self._echo is not None and not reply.preemptive:
+            self._echo.set_playing(False)
+            self._echo.clear_far()  # none of it will play
         if not action.started:
             self._waiting.purge(lambda r: r is reply)
         if reply.preemptive:
@@ -312,6 +322,9 @@ class Speaking:
             self.router.close_stream(reply.stream)
         if action.audible and self._gc_policy is not None:
             self._gc_policy.agent_speaking(False, who=self)
+        if self._echo is not None and action.audible:
+            self._echo.set_playing(False)  # played out: what is queued (nothing) is dropped
+            self._echo.clear_far()
         self._metrics.add_turn(ctx.metrics)
         self._metrics.update_pacer(self.playout)
         ctx.record("turn_cancelled" if action.interrupted else "turn_end")
@@ -441,6 +454,8 @@ class Speaking:
                         if reply.scope.cancel_called:
                             return  # cut: queue nothing more
                         samples += len(pcm)
+                        if self._echo is not None:
+                            self._echo.far_audio(pcm)  # in play order, played from 'started'
                         await pacing.push(stream, pcm)
             except Exception as exc:
                 self._fail(reply, "tts", exc)
@@ -449,7 +464,10 @@ class Speaking:
                 if samples:
                     reply.spoken.add(text, samples)
         if resampler is not None and not reply.scope.cancel_called:
-            await pacing.push(stream, resampler.flush())
+            tail = resampler.flush()
+            if self._echo is not None:
+                self._echo.far_audio(tail)
+            await pacing.push(stream, tail)
 
     def _fail(self, reply: Reply, stage: str, exc: Exception) -> None:
         self._report_error(reply.ctx, stage, exc)
@@ -461,6 +479,8 @@ class Speaking:
         if event.kind == "started":
             assert self.router is not None
             reply.audible_at = self.router.trio_time(event.at_ns)
+            if self._echo is not None:
+                self._echo.set_playing(True)
             self._act(self._turns.reply_audible(reply.ctx.turn_id))
         elif event.kind == "drained":
             reply.drained.set()

@@ -152,7 +152,8 @@ class ConfirmReply:
 class DropTurn:
     """User turn ``turn_id`` ended with nothing to answer (``reason``: ``"empty"``, nothing
     recognized; ``"backchannel"``, listener feedback over the agent, or a noise that
-    contested it; ``"stt_failed"``; ``"stt_timeout"``: no final in time)."""
+    contested it; ``"echo"``, speech over the agent in which the echo gate heard no voice
+    but the agent's own; ``"stt_failed"``; ``"stt_timeout"``: no final in time)."""
 
     turn_id: int
     reason: str
@@ -269,6 +270,11 @@ class _Reply:
     restart_with: str | None = None  # a fresh reply to start once this (cut) one finishes
 
 
+VOICE_SLACK_MS = 300
+"""An echo gate's onset this long before a VAD utterance's start still counts as its voice
+(the VAD pads its start earlier, the gate needs 20 ms of activity, Silero decides late)."""
+
+
 def _same_words(a: str, b: str) -> bool:
     return words(a) == words(b)
 
@@ -283,6 +289,9 @@ class TurnMachine:
         backchannel_max_ms: an utterance over the agent that lasts this long (ms, from its
             start) interrupts even before any word is recognized.
         preemptive: start replies on speculative transcripts.
+        echo_gated: ``onset`` comes from an echo gate: speech over the agent decides nothing
+            (it neither ducks nor interrupts the agent) unless the gate heard the user's
+            voice in it; the VAD alone cannot tell the user from the agent's echo.
         continuation_ms: speech that starts within this (ms) of the end of the user's
             previous turn continues it: its words are answered together with the previous
             ones (the end of turn came too early).
@@ -302,6 +311,7 @@ class TurnMachine:
         backchannel_max_ms: float = 1000.0,
         preemptive: bool = False,
         continuation_ms: float = 1000.0,
+        echo_gated: bool = False,
     ) -> None:
         self.floor = floor if floor is not None else TurnTaker()
         rate = self.floor.sample_rate
@@ -310,6 +320,9 @@ class TurnMachine:
         self._duck_timeout = round(duck_timeout_ms * rate / 1000)
         self._backchannel_max = round(backchannel_max_ms * rate / 1000)
         self._continuation = round(continuation_ms * rate / 1000)
+        self.echo_gated = echo_gated
+        self._voice_slack = round(VOICE_SLACK_MS * rate / 1000)
+        self._voice_at: int | None = None  # the latest onset the echo gate reported
         self._turn_ids = itertools.count(1)
         self._user: _UserTurn | None = None
         self._replies: dict[int, _Reply] = {}
@@ -363,7 +376,16 @@ class TurnMachine:
     def onset(self, sample: int) -> list[TurnAction]:
         """The user's voice may have begun at ``sample`` (the echo-gated mic level rose):
         duck the audible reply, if the client can pause."""
+        self._voice_at = sample
         return self._duck(sample)
+
+    def _voiced(self, user: _UserTurn) -> bool:
+        """The echo gate (if any) heard the user's own voice in ``user``'s utterance."""
+        if not self.echo_gated:
+            return True
+        return (
+            self._voice_at is not None and self._voice_at >= user.start_sample - self._voice_slack
+        )
 
     def audio(
         self, events: Sequence[VadEvent], *, speech_until: int, stream_end: int
@@ -372,8 +394,8 @@ class TurnMachine:
         ``speech_until`` (one past the last speech sample)."""
         actions: list[TurnAction] = []
         for event in events:
-            if isinstance(event, SpeechStarted):
-                actions += self._duck(event.sample)
+            if isinstance(event, SpeechStarted) and not self.echo_gated:
+                actions += self._duck(event.sample)  # with a gate, only its onsets duck
         floor_actions = self.floor.on_audio(
             events,
             speech_until=speech_until,
@@ -394,6 +416,8 @@ class TurnMachine:
         actions: list[TurnAction] = []
         contested = self._contested(user)
         if contested is not None and words(text) and not is_backchannel(text):
+            if not self._voiced(user):
+                return actions  # the agent's own words, heard back: not the user's
             actions += self._interrupt(user, contested)
             contested = None
         elif contested is not None and speculative and self.floor.pause_sample is not None:
@@ -537,7 +561,8 @@ class TurnMachine:
         user = _UserTurn(next(self._turn_ids), action.start_sample, carried)
         if contested is not None:
             user.over_reply = contested.turn_id
-            actions += self._duck(action.start_sample)
+            if not self.echo_gated:
+                actions += self._duck(action.start_sample)
         self._user = user
         actions.append(StartTranscription(user.turn_id, action.start_sample))
         return actions
@@ -555,7 +580,8 @@ class TurnMachine:
         user = self._user
         if user is not None and user.phase is _UserPhase.TRANSCRIBING:
             contested = self._contested(user)
-            if contested is not None and speech_until - user.start_sample >= self._backchannel_max:
+            long = speech_until - user.start_sample >= self._backchannel_max
+            if contested is not None and long and self._voiced(user):
                 return self._interrupt(user, contested)
         if (
             self.floor.utterance_start is None
@@ -568,6 +594,8 @@ class TurnMachine:
         said = " ".join(t.strip() for t in user.finals if t.strip())
         text = f"{user.carried} {said}".strip()
         if user.over_reply is not None and not user.decided:
+            if not self._voiced(user):
+                return self._drop(user, "echo")
             if not words(said) or is_backchannel(said):
                 return self._drop(user, "backchannel")
             contested = self._contested(user)
