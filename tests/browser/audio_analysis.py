@@ -281,8 +281,11 @@ def _fade_out(output: Int16Array, reply: Int16Array, i: int, j: int, fade: int, 
     for back in range(0, min(steps, i - lowest + 1)):
         s, js = i - back, j - back
         length = min(steps, len(output) - s, len(reply) - js)
-        expected = reply[js : js + length].astype(np.float64) * gains[:length]
-        close = np.abs(output[s : s + length] - expected) <= 1.0
+        wanted = reply[js : js + length].astype(np.float64)
+        expected = wanted * gains[:length]
+        # Within a rounding step, or one step of the fade's gain (the player computes its
+        # gain in float32 on the audio thread; loud samples show the difference).
+        close = np.abs(output[s : s + length] - expected) <= 1.0 + np.abs(wanted) / fade
         explained = length if close.all() else int(np.argmin(close))
         if explained > back:
             best = max(best, s + explained)
