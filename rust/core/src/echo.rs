@@ -607,8 +607,16 @@ impl EchoGate {
     fn decide(&mut self) {
         self.far.play(&mut self.far_block);
         let mut far = [0.0; N_BANDS];
-        self.analyser
-            .analyse(&self.far_previous, &self.far_block, &mut far);
+        // Most of the time the agent is silent: no spectrum to compute.
+        if self
+            .far_block
+            .iter()
+            .chain(&self.far_previous)
+            .any(|&s| s != 0.0)
+        {
+            self.analyser
+                .analyse(&self.far_previous, &self.far_block, &mut far);
+        }
         let far_playing = far.iter().sum::<f32>() > FAR_PLAYING_FLOOR;
         self.far_previous = self.far_block;
         let mut mic = [0.0; N_BANDS];
@@ -626,15 +634,19 @@ impl EchoGate {
             }
         }
 
-        let active_floor = FAR_BAND_FLOOR.max(FAR_BAND_RELATIVE * self.history.loudest());
-        let mic_log: BandPowers = std::array::from_fn(|b| {
-            (mic[b] - floor[b])
-                .max(MIC_EXCESS_FLOOR * floor[b])
-                .max(POWER_FLOOR)
-                .ln()
-        });
-        self.path
-            .update(&mic_log, &self.history, active_floor, far_playing);
+        let loudest = self.history.loudest();
+        // With nothing audible in the far end's whole history there is nothing to learn.
+        if loudest > FAR_BAND_FLOOR {
+            let active_floor = FAR_BAND_FLOOR.max(FAR_BAND_RELATIVE * loudest);
+            let mic_log: BandPowers = std::array::from_fn(|b| {
+                (mic[b] - floor[b])
+                    .max(MIC_EXCESS_FLOOR * floor[b])
+                    .max(POWER_FLOOR)
+                    .ln()
+            });
+            self.path
+                .update(&mic_log, &self.history, active_floor, far_playing);
+        }
 
         // The reference: the loudest far block within reach of the lag, with its tail.
         let reach = match self.path.lag() {
