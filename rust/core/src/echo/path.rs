@@ -16,15 +16,20 @@
 //!
 //! * The median of `x` is the band's gain at that lag; the 90th percentile minus the median
 //!   is how far above that gain the echo scatters (reverberation, loudspeaker distortion,
-//!   a delay between two lags), which the gate adds to its margin.
-//! * The lag's score is the median's mean over the bands; the echo's lag is the best score,
-//!   and it counts as found once it stands [`FOUND_DB`] above the median score of all lags
-//!   after at least [`MIN_FAR_BLOCKS`] blocks of far-end audio.
+//!   a delay between two lags), which the gate adds to its margin. A value far above the
+//!   90th percentile is the user, not the echo, and leaves it alone.
+//! * The lag's score is the mean over the bands of the median minus the scatter: the echo's
+//!   lag is where the ratio is highest *and* steadiest (next to it the median is nearly as
+//!   high during a long vowel, but the ratio wanders). The best score counts as found once
+//!   it stands [`FOUND_DB`] above the median score of all lags, after at least
+//!   [`MIN_FAR_BLOCKS`] blocks of far-end audio, away from the ends of the range, and once
+//!   its trackers have had most of the updates the busiest lag has had.
 //!
-//! The quantiles are tracked by fixed steps (up by `s * tau`, down by `s * (1 - tau)`
-//! scaled to keep `tau` the fraction below): no sorting, no history, four additions per lag
-//! and band per block. The steps set the speed: the median moves 0.2 dB per block, so a
-//! gain 20 dB off is learnt in about a second of far-end audio.
+//! The quantiles are tracked by steps (a step up when `x` is above, a step down when below,
+//! in the ratio that leaves the wanted fraction below): no sorting, no history, a few
+//! additions per lag and band per block. The median moves 0.2 dB per update once settled,
+//! faster over its first updates, so the gains of a new session are learnt within about a
+//! second of far-end speech.
 
 use super::bands::{BandPowers, N_BANDS};
 
