@@ -18,6 +18,7 @@ of 1.12 makes a talker sound like another, faster and higher).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,15 +26,25 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
+from harness.speech import Utterance
 from voicecore import EchoGate, EchoStats
 
 __all__ = [
     "BLOCK",
+    "DELAYS_MS",
     "FAR_DBFS",
     "RATE",
     "GateRun",
     "Scene",
+    "active_level",
+    "agent_reply",
     "at_level",
+    "corpus_voices",
+    "derived_far_ends",
+    "double_talk",
+    "double_talk_table",
+    "echo_grid",
+    "floats",
     "heard_onsets",
     "longest_run",
     "loudspeaker",
@@ -43,6 +54,8 @@ __all__ = [
     "run_gate",
     "scene",
     "speech_blocks",
+    "talker",
+    "to_pcm16",
     "without_room_noise",
 ]
 
@@ -52,6 +65,8 @@ BLOCK: Final = 160
 """The gate's block: 10 ms."""
 FAR_DBFS: Final = -20.0
 """The far end's active level."""
+DELAYS_MS: Final = range(40, 160, 10)
+"""The issue's grid of echo delays: 40 to 150 ms in 10 ms steps."""
 
 Floats = npt.NDArray[np.float64]
 
@@ -67,6 +82,37 @@ def at_level(samples: Floats, dbfs: float) -> Floats:
     """``samples`` scaled to an active level of ``dbfs``."""
     scaled: Floats = samples * np.sqrt(10 ** (dbfs / 10) / active_level(samples))
     return scaled
+
+
+def talker(seconds: float, pitch_hz: tuple[float, float], seed: int) -> Floats:
+    """A synthetic talker (no data needed): syllables of 80-300 ms (voiced: a pitch glide
+    with harmonics shaped by two random formants; one in five a fricative of differentiated
+    noise) between pauses of 30-400 ms. Unlike ``harness.speech.voice``, whose steady 4 Hz
+    beat would make every 250 ms look like the echo's delay, its envelope never repeats."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * RATE)
+    out = np.zeros(n)
+    t = round(rng.uniform(0.0, 0.2) * RATE)
+    while t < n:
+        length = round(rng.uniform(0.08, 0.3) * RATE)
+        end = min(t + length, n)
+        progress = np.arange(end - t) / length
+        level = 0.1 * rng.uniform(0.3, 1.0)
+        if rng.random() < 0.2:
+            noise = np.diff(rng.standard_normal(end - t + 1))
+            out[t:end] = 0.4 * level * np.sin(np.pi * progress) * noise
+        else:
+            f0 = np.linspace(*rng.uniform(*pitch_hz, size=2), end - t)
+            phase = np.cumsum(2 * np.pi * f0 / RATE)
+            formants = (rng.uniform(300, 900), rng.uniform(900, 2500))
+            voiced = np.zeros(end - t)
+            for harmonic in range(1, int(7000 / pitch_hz[1]) + 1):
+                f = f0 * harmonic
+                shape = sum(1 / (1 + ((f - fm) / 150) ** 2) for fm in formants) + 0.02
+                voiced += shape * np.sin(harmonic * phase) / harmonic
+            out[t:end] = level * np.sin(np.pi * progress) ** 0.7 * voiced
+        t = end + round(rng.uniform(0.03, 0.4) * RATE)
+    return out
 
 
 def without_room_noise(voice: Floats) -> Floats:
@@ -274,3 +320,164 @@ def onset_latencies(
         hits = np.flatnonzero(near[onset : onset + 50])
         latencies.append(int(hits[0]) if len(hits) else -1)
     return latencies
+
+
+# --- measurements shared by the tests and the benchmark --------------------------------------
+
+
+def floats(utterance: Utterance) -> Floats:
+    """A recording of the corpus as float samples (full scale 1.0)."""
+    return utterance.samples.astype(np.float64) / 32768
+
+
+def agent_reply(voices: list[Floats], rng: np.random.Generator) -> Floats:
+    """The voices in a random order with 0.2-0.6 s pauses: an agent's reply."""
+    parts: list[Floats] = []
+    for index in rng.permutation(len(voices)):
+        parts += [at_level(voices[index], -20.0), np.zeros(round(rng.uniform(0.2, 0.6) * RATE))]
+    return np.concatenate(parts)
+
+
+def derived_far_ends(speech: list[Utterance], rng: np.random.Generator) -> Iterator[Floats]:
+    """Far ends made of the corpus: as recorded, and moved up and down in pitch."""
+    voices = [floats(u) for u in speech]
+    for factor in (1.0, 1.12, 0.89):
+        moved = voices if factor == 1.0 else [pitch_shift(v, factor) for v in voices]
+        yield agent_reply(moved, rng)
+
+
+def echo_grid(far_ends: list[Floats], condition: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The gate over every delay of the grid, cycling through ``far_ends``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index, delay_ms in enumerate(DELAYS_MS):
+        # Delays between whole blocks too: the gate's blocks do not know where the echo is.
+        true_delay = delay_ms + rng.uniform(0.0, 10.0)
+        the_scene = scene(
+            far_ends[index % len(far_ends)],
+            delay_ms=true_delay,
+            noise_dbfs=-65.0 + 10 * rng.random(),
+            rng=rng,
+            **condition,
+        )
+        run = run_gate(the_scene)
+        converged = run.converged_block
+        before = run.near[the_scene.play_block : converged]
+        after = run.near[converged:] if converged is not None else run.near[:0]
+        rows.append(
+            {
+                "delay_ms": round(true_delay, 1),
+                "found_ms": run.stats.delay_ms,
+                "gain_db": None
+                if run.stats.echo_gain_db is None
+                else round(run.stats.echo_gain_db, 1),
+                "converged_after_ms": None
+                if converged is None
+                else (converged - the_scene.play_block) * 10,
+                "longest_before_ms": longest_run(before) * 10,
+                "longest_after_ms": longest_run(after) * 10,
+            }
+        )
+    return rows
+
+
+def double_talk(
+    far_voices: list[Floats],
+    user: Floats,
+    user_db: float,
+    echo_db: float,
+    delay_ms: float,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """One double-talk scene: the user's onsets (where the gate hears them with no far end:
+    the headphones case) and how late the gate hears them with the agent's echo in the mic;
+    the untouched blocks; the user's energy that passes."""
+    far = agent_reply(far_voices, rng)
+    room_for_user = len(far) / RATE - len(user) / RATE - 0.5
+    user_at_s = 1.0 + rng.uniform(1.5, max(room_for_user, 1.6))
+    the_scene = scene(
+        far,
+        delay_ms=delay_ms,
+        echo_db=echo_db,
+        noise_dbfs=-60.0,
+        rng=rng,
+        user=user,
+        user_db=user_db,
+        user_at_s=user_at_s,
+    )
+    headphones = Scene(
+        the_scene.user + the_scene.noise, far, the_scene.play_block, the_scene.user, the_scene.noise
+    )
+    alone = run_gate(headphones, far_end=False)
+    run = run_gate(the_scene)
+    speech_mask = speech_blocks(the_scene.user)[: len(run.near)]
+    latencies = onset_latencies(alone.near, run.near, speech_mask)
+    mic = to_pcm16(the_scene.mic)[: len(run.output)]
+    blocks = len(run.near)
+    untouched = [
+        bool(
+            np.array_equal(
+                run.output[b * BLOCK + 32 : (b + 1) * BLOCK], mic[b * BLOCK + 32 : (b + 1) * BLOCK]
+            )
+        )
+        for b in np.flatnonzero(run.near)
+    ]
+    user_energy = (the_scene.user[: blocks * BLOCK].reshape(blocks, BLOCK) ** 2).sum(axis=1)
+    gain = (run.output.astype(np.float64).reshape(blocks, BLOCK) ** 2).sum(axis=1) / np.maximum(
+        (mic.astype(np.float64).reshape(blocks, BLOCK) ** 2).sum(axis=1), 1e-9
+    )
+    kept = float(
+        (user_energy * np.minimum(gain, 1.0))[speech_mask].sum() / user_energy[speech_mask].sum()
+    )
+    return {"latencies": latencies, "untouched": untouched, "kept": kept}
+
+
+def double_talk_table(
+    far_pool: dict[str, Floats], users: dict[str, Floats], echo_db: float, seed: int
+) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user_db in (-10.0, -5.0, 0.0):
+        latencies: list[int] = []
+        untouched: list[bool] = []
+        kept: list[float] = []
+        for user_name, user in users.items():
+            far_voices = [
+                voice
+                for name, voice in far_pool.items()
+                if name.split("@")[0] != user_name.split("@")[0]
+            ]
+            for delay_ms in (50.0, 130.0):
+                result = double_talk(
+                    far_voices, user, user_db, echo_db, delay_ms + rng.uniform(0, 10), rng
+                )
+                latencies += result["latencies"]
+                untouched += result["untouched"]
+                kept.append(result["kept"])
+        heard = np.array(latencies)
+        rows.append(
+            {
+                "user_db": user_db,
+                "onsets": len(heard),
+                "within_30ms": round(float(np.mean((heard >= 0) & (heard <= 2))), 3),
+                "within_50ms": round(float(np.mean((heard >= 0) & (heard <= 4))), 3),
+                "missed_500ms": int(np.sum(heard < 0)),
+                "near_blocks_untouched": round(float(np.mean(untouched)), 4),
+                "user_energy_kept": round(float(np.mean(kept)), 3),
+            }
+        )
+    return rows
+
+
+def corpus_voices(speech: list[Utterance]) -> tuple[dict[str, Floats], dict[str, Floats]]:
+    """Far-end voices (as recorded and 12 % higher) and users (as recorded and 11 % lower),
+    keyed by clip so that a user never talks over their own voice."""
+    far_pool: dict[str, Floats] = {}
+    users: dict[str, Floats] = {}
+    for u in speech:
+        name = u.name.removesuffix(".wav")
+        far_pool[name] = floats(u)
+        far_pool[f"{name}@1.12"] = pitch_shift(floats(u), 1.12)
+        users[name] = floats(u)
+        users[f"{name}@0.9"] = pitch_shift(floats(u), 0.9)
+    return far_pool, users

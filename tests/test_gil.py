@@ -56,6 +56,7 @@ CALLS: dict[str, Callable[[], object]] = {
         voicecore.VadFeatures(frame_ms=10).compute_many, TEN_MINUTES
     ),
     "EnergyVad.process": functools.partial(voicecore.EnergyVad(frame_ms=10).process, TEN_MINUTES),
+    "EchoGate.process": functools.partial(voicecore.EchoGate(16000).process, TEN_MINUTES),
     "SampleRing.push": functools.partial(
         voicecore.SampleRing(TEN_MINUTES.size, "overwrite").push, TEN_MINUTES
     ),

@@ -80,7 +80,11 @@ impl PyEchoGate {
         tail_ms = 300.0,
         initial_gain_db = -3.0,
         max_far_ms = 600_000
-    ))]
+    ),
+    // Spelled out because pyo3 renders the negative defaults as `...`, which stubtest flags.
+    text_signature = "(far_rate, *, max_delay_ms=600, margin_db=3.0, suppression_db=-40.0, \
+        onset_db=12.0, min_level_dbfs=-55.0, tail_ms=300.0, initial_gain_db=-3.0, \
+        max_far_ms=600000)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         far_rate: i64,

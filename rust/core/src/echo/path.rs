@@ -16,15 +16,20 @@
 //!
 //! * The median of `x` is the band's gain at that lag; the 90th percentile minus the median
 //!   is how far above that gain the echo scatters (reverberation, loudspeaker distortion,
-//!   a delay between two lags), which the gate adds to its margin.
-//! * The lag's score is the median's mean over the bands; the echo's lag is the best score,
-//!   and it counts as found once it stands [`FOUND_DB`] above the median score of all lags
-//!   after at least [`MIN_FAR_BLOCKS`] blocks of far-end audio.
+//!   a delay between two lags), which the gate adds to its margin. A value far above the
+//!   90th percentile is the user, not the echo, and leaves it alone.
+//! * The lag's score is the mean over the bands of the median minus the scatter: the echo's
+//!   lag is where the ratio is highest *and* steadiest (next to it the median is nearly as
+//!   high during a long vowel, but the ratio wanders). The best score counts as found once
+//!   it stands [`FOUND_DB`] above the median score of all lags, after at least
+//!   [`MIN_FAR_BLOCKS`] blocks of far-end audio, away from the ends of the range, and once
+//!   its trackers have had most of the updates the busiest lag has had.
 //!
-//! The quantiles are tracked by fixed steps (up by `s * tau`, down by `s * (1 - tau)`
-//! scaled to keep `tau` the fraction below): no sorting, no history, four additions per lag
-//! and band per block. The steps set the speed: the median moves 0.2 dB per block, so a
-//! gain 20 dB off is learnt in about a second of far-end audio.
+//! The quantiles are tracked by steps (a step up when `x` is above, a step down when below,
+//! in the ratio that leaves the wanted fraction below): no sorting, no history, a few
+//! additions per lag and band per block. The median moves 0.2 dB per update once settled,
+//! faster over its first updates, so the gains of a new session are learnt within about a
+//! second of far-end speech.
 
 use super::bands::{BandPowers, N_BANDS};
 
@@ -111,6 +116,8 @@ pub(crate) struct EchoPath {
     upper: Vec<BandPowers>,
     /// Updates each tracker has had (saturating), for the warm-up steps.
     updates: Vec<[u16; N_BANDS]>,
+    /// The updates of each lag, all bands together.
+    lag_updates: Vec<u32>,
     scores: Vec<f32>,
     scratch: Vec<f32>,
     far_blocks: u32,
@@ -124,6 +131,7 @@ impl EchoPath {
             median: vec![[initial_log_gain; N_BANDS]; lags],
             upper: vec![[initial_log_gain; N_BANDS]; lags],
             updates: vec![[0; N_BANDS]; lags],
+            lag_updates: vec![0; lags],
             scores: vec![initial_log_gain; lags],
             scratch: vec![0.0; lags],
             far_blocks: 0,
@@ -149,11 +157,12 @@ impl EchoPath {
         if far_playing {
             self.far_blocks = self.far_blocks.saturating_add(1);
         }
-        for (lag, ((median, upper), updates)) in self
+        for (lag, (((median, upper), updates), lag_updates)) in self
             .median
             .iter_mut()
             .zip(&mut self.upper)
             .zip(&mut self.updates)
+            .zip(&mut self.lag_updates)
             .enumerate()
         {
             let index = far.index(lag);
@@ -165,6 +174,7 @@ impl EchoPath {
                 let x = mic_log[band] - logs[band];
                 let boost = 1.0 + WARMUP / (1.0 + f32::from(updates[band]) / 4.0);
                 updates[band] = updates[band].saturating_add(1);
+                *lag_updates = lag_updates.saturating_add(1);
                 median[band] += boost
                     * if x < median[band] {
                         -MEDIAN_STEP
@@ -202,9 +212,8 @@ impl EchoPath {
         // A best lag at either end of the range is a slope, not a peak (an echo delay right at
         // `max_delay_ms` is not told apart from one beyond it).
         let inside = best > 0 && best + 1 < self.scores.len();
-        let total = |lag: usize| self.updates[lag].iter().map(|&u| u32::from(u)).sum::<u32>();
-        let most = (0..self.scores.len()).map(total).max().unwrap_or(0);
-        let settled = total(best) as f32 >= SETTLED_SHARE * most as f32;
+        let most = self.lag_updates.iter().copied().max().unwrap_or(0);
+        let settled = self.lag_updates[best] as f32 >= SETTLED_SHARE * most as f32;
         self.lag = (self.far_blocks >= MIN_FAR_BLOCKS
             && inside
             && settled
@@ -254,6 +263,7 @@ impl EchoPath {
             table.fill(highest);
         }
         self.updates.fill([0; N_BANDS]);
+        self.lag_updates.fill(0);
         self.far_blocks = 0;
         self.lag = None;
     }
