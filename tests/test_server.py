@@ -729,9 +729,9 @@ async def test_metrics_are_prometheus_text(web_root: Path) -> None:
             while server.live_sessions():
                 await trio.sleep(0.01)
         after = (await http_get(server, "/metrics")).body.decode()
-        assert "\nvoicecore_sessions 0\n" in after
-        assert "\nvoicecore_sessions_exported 1\n" in after
-        assert "\nvoicecore_turns_total 1\n" in after
+        assert "\nvoicecore_sessions 0.0\n" in after
+        assert "\nvoicecore_sessions_exported 1.0\n" in after
+        assert "\nvoicecore_turns_total 1.0\n" in after
 
 
 # --- voicecore serve -------------------------------------------------------------------------
