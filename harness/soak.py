@@ -562,7 +562,11 @@ def run_soak(
     counters = _Counters()
     samples: list[Sample] = []
     gc_samples: list[GcSample] = []
-    args = ["--providers", "scripted", *(server_args or [])]
+    # A fixed capacity (the soak measures memory, not admission), every client on 127.0.0.1.
+    args = [
+        "--providers", "scripted", "--max-sessions", str(sessions + 4),
+        "--server-max-connections-per-address", "0", *(server_args or []),
+    ]  # fmt: skip
     with ServerProcess(args, env=server_env, stop_timeout_s=10.0) as server:
         elapsed = trio.run(
             _run_clients,
