@@ -338,11 +338,13 @@ class WebSocket:
         what the peer still sends until its close frame (or ``close_timeout_s``), then
         closes the socket. Idempotent; needs :meth:`run_writer` running."""
         self.start_close(code, reason)
-        with trio.move_on_after(self.close_timeout_s):
-            while self.protocol.state is not CLOSED and not self._eof_received:
-                await self._read()
-                self._frames.clear()  # messages after our close frame are dropped
-        await self._cut()
+        try:
+            with trio.move_on_after(self.close_timeout_s):
+                while self.protocol.state is not CLOSED and not self._eof_received:
+                    await self._read()
+                    self._frames.clear()  # messages after our close frame are dropped
+        finally:
+            await self._cut()  # cancelled or not: the socket is never left open
 
     async def _cut(self) -> None:
         """Closes the socket, the sink first: once the sink is closed, neither Python nor the
