@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 import math
+import random
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -44,8 +45,10 @@ __all__ = [
     "RssSampler",
     "attack",
     "burst",
+    "healthz",
     "open_conversation",
     "quantile",
+    "silent_socket",
     "summarize",
 ]
 
@@ -105,10 +108,12 @@ async def open_conversation(
     pause_s: float = 3.0,
     local_address: str | None = None,
     client: str = "voicecore-burst/1",
+    seed: int = 0,
 ) -> Outcome:
     """One caller: connects, says ``hello``, records ``ready`` or the refusal; admitted, talks
     for ``talk_s`` (``speech`` utterances in turn, each followed by ``pause_s`` of silence,
-    in real time), then says ``bye``."""
+    in real time, from a point of the script that ``seed`` picks: callers that arrive
+    together do not speak in lockstep), then says ``bye``."""
     outcome = Outcome()
     try:
         ws = await connect(url, local_address=local_address)
@@ -127,7 +132,7 @@ async def open_conversation(
             if first.get("type") == "ready":
                 outcome.ready_s = trio.current_time() - sent
                 if talk_s > 0:
-                    await _talk(ws, first, speech, talk_s, pause_s, outcome)
+                    await _talk(ws, first, speech, talk_s, pause_s, outcome, seed)
                 with contextlib.suppress(ConnectionClosed, SendBufferFullError):
                     ws.send_nowait(BYE)
             elif first.get("type") == "error":
@@ -148,10 +153,12 @@ async def _talk(
     talk_s: float,
     pause_s: float,
     outcome: Outcome,
+    seed: int,
 ) -> None:
     frame = MIC_RATE // 50
     silence = np.zeros(int(pause_s * MIC_RATE), dtype=np.int16)
     script = np.concatenate([part for clip in speech for part in (clip, silence)])
+    script = np.roll(script, -random.Random(seed).randrange(len(script) // frame) * frame)
     pcm = script[: len(script) // frame * frame].astype("<i2").tobytes()
     player = PlayoutModel(float(ready["cushion_ms"]), float(ready["frame_ms"]))
     start = trio.current_time()
@@ -208,7 +215,9 @@ async def burst(
 
             async def one(index: int = index) -> None:
                 address = addresses[index % len(addresses)]
-                outcomes[index] = await open_conversation(url, local_address=address, **caller)
+                outcomes[index] = await open_conversation(
+                    url, local_address=address, seed=index, **caller
+                )
 
             nursery.start_soon(one)
     return outcomes
@@ -243,18 +252,6 @@ class AttackStats:
             "hostile_refused": dict(self.refused),
             "idle_cut_s_max": round(max(self.cut_s), 2) if self.cut_s else None,
         }
-
-
-async def _idle_socket(host: str, port: int, local_address: str, stats: AttackStats) -> None:
-    """A TCP connection that never sends a byte: how long the server keeps it."""
-    stream = await trio.open_tcp_stream(host, port, local_address=local_address)
-    opened = trio.current_time()
-    async with stream:
-        with trio.move_on_after(30):
-            with contextlib.suppress(trio.BrokenResourceError):
-                while await stream.receive_some(4096):
-                    pass
-    stats.cut_s.append(trio.current_time() - opened)
 
 
 async def _hostile_websocket(url: str, kind: str, local_address: str, stats: AttackStats) -> None:
@@ -316,7 +313,7 @@ async def attack(
             stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
             try:
                 if kind == "idle_socket":
-                    await _idle_socket("127.0.0.1", server.port, address, stats)
+                    await silent_socket(server.port, stats.cut_s, local_address=address)
                 else:
                     await _hostile_websocket(server.ws_url, kind, address, stats)
             except (OSError, WebSocketException):
@@ -327,6 +324,33 @@ async def attack(
             for index in range(connections):
                 nursery.start_soon(slot, index)
     return stats
+
+
+async def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    """``GET /healthz`` of the server on 127.0.0.1:``port``: (HTTP status, its JSON)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+async def silent_socket(
+    port: int, cut: list[float], hold_s: float = 30.0, local_address: str | None = None
+) -> None:
+    """A TCP connection to 127.0.0.1:``port`` (from ``local_address``) that never sends a
+    byte; appends to ``cut`` how long the server kept it (at most ``hold_s``)."""
+    opened = trio.current_time()
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local_address)
+    async with stream:
+        with trio.move_on_after(hold_s), contextlib.suppress(trio.BrokenResourceError):
+            while await stream.receive_some():
+                pass
+    cut.append(trio.current_time() - opened)
 
 
 # --- memory -----------------------------------------------------------------------------------

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 import trio
 
-from harness.burst import RssSampler, burst, open_conversation, summarize
+from harness.burst import (
+    RssSampler,
+    burst,
+    healthz,
+    open_conversation,
+    silent_socket,
+    summarize,
+)
 from harness.launcher import ServerProcess
 from harness.speech import mic_clips
 from voicecore.config import ServerConfig, VoicecoreConfig
@@ -198,29 +205,6 @@ async def running(web_root: Path, **settings: Any) -> AsyncIterator[VoiceServer]
             server.shutdown()
 
 
-async def healthz(port: int) -> tuple[int, dict[str, Any]]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        with trio.fail_after(10):
-            while chunk := await stream.receive_some():
-                data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
-
-
-async def silent_socket(port: int, closed: list[float]) -> None:
-    """A TCP connection that never sends a byte; records when the server cut it."""
-    opened = trio.current_time()
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        with trio.fail_after(15):
-            while await stream.receive_some():
-                pass
-    closed.append(trio.current_time() - opened)
-
-
 async def test_sockets_that_say_nothing_hold_no_slot_and_are_cut(tmp_path: Path) -> None:
     async with running(tmp_path, max_sessions=2, hello_timeout_s=1.0) as server:
         assert server.port is not None
@@ -344,7 +328,7 @@ async def test_a_burst_is_refused_cleanly_and_the_memory_comes_back() -> None:
                 BURST,
                 addresses=tuple(f"127.0.0.{10 + i}" for i in range(BURST)),
                 speech=speech,
-                talk_s=12.0,
+                talk_s=8.0,
                 pause_s=2.0,
             )
             nursery.cancel_scope.cancel()
