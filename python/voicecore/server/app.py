@@ -303,7 +303,7 @@ class VoiceServer:
                             )
 
                     connections.start_soon(accept_connections)
-                    _log.info("voicecore serving on %s; %s", self.url, capacity.describe())
+                    _log.info("%s", capacity.describe())
                     task_status.started(self)
                     await self._shutdown.wait()
                     self._stop(accepting, connections)
@@ -496,6 +496,11 @@ class VoiceServer:
     async def _serve_connection(self, stream: trio.SocketStream, ticket: Ticket) -> None:
         settings = self.settings
         deadline = trio.current_time() + settings.hello_timeout_s
+        try:
+            peer = stream.socket.getpeername()[0]
+        except OSError:  # the client is gone already
+            await trio.aclose_forcefully(stream)
+            return
         if settings.send_buffer_bytes:  # 0: the OS default
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
         websocket = await accept(
@@ -518,7 +523,6 @@ class VoiceServer:
             ),
             send_queue_ms=settings.send_queue_ms,
         )
-        peer = stream.socket.getpeername()[0]
         forwarded = websocket.request.headers.get("X-Forwarded-For") if websocket.request else None
         address = client_address(peer, forwarded, settings.trusted_proxies or ())
         async with trio.open_nursery() as nursery:

@@ -25,8 +25,11 @@ decodes that would queue, so a conversation costs a little less.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -119,7 +122,7 @@ async def calibrate(pipeline: Pipeline, *, timeout_s: float = 30.0) -> Calibrati
             await trio.sleep(_REPORT_S)
             await client.report_playout(playout.buffered_ms(trio.current_time()))
 
-    with trio.move_on_after(timeout_s) as waited:
+    with trio.move_on_after(timeout_s) as waited, _quiet_engine():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.run)
             async with trio.open_nursery() as conversation:
@@ -146,6 +149,19 @@ async def calibrate(pipeline: Pipeline, *, timeout_s: float = 30.0) -> Calibrati
         speech_s=len(question) / rate,
         stand_ins=stand_ins,
     )
+
+
+@contextlib.contextmanager
+def _quiet_engine() -> Iterator[None]:
+    """The engine's per-turn log lines are left out while the calibration converses: its
+    conversation is nobody's, and a deployer reading the start-up would take it for one."""
+    engine = logging.getLogger("voicecore.engine")
+    level = engine.level
+    engine.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        engine.setLevel(level)
 
 
 def _noise(rng: np.random.Generator, samples: int) -> npt.NDArray[np.int16]:

@@ -305,8 +305,6 @@ async def run_server(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
-            assert server.capacity is not None
-            print(f"voicecore: {server.capacity.describe()}", flush=True)
             print(f"voicecore: serving on {server.url} (Ctrl-C to stop)", flush=True)
             async for signum in signals:
                 print(f"voicecore: {signal.Signals(signum).name}: shutting down", flush=True)

@@ -121,7 +121,7 @@ class MemoryReleaser:
         if before is not None and after is not None:
             self.stats.last_freed_bytes = before - after
         freed = self.stats.last_freed_bytes
-        _log.info(
+        _log.debug(
             "memory released: %s MiB in %.0f ms",
             "?" if freed is None else freed >> 20,
             self.stats.last_release_ms,
@@ -136,3 +136,8 @@ class MemoryReleaser:
             await trio.sleep(self.delay_s)  # the rest of the burst ends meanwhile
             self._ended = trio.Event()
             await trio.to_thread.run_sync(self.release_now)
+            freed = self.stats.last_freed_bytes
+            _log.info(
+                "conversations ended: %s MiB of memory given back to the system",
+                "?" if freed is None else max(0, freed) >> 20,
+            )
