@@ -356,3 +356,34 @@ async def test_a_burst_is_refused_cleanly_and_the_memory_comes_back() -> None:
         )
         assert after_mb <= 1.3 * start_mb, (start_mb, sampler.peak_mb, after_mb)
         assert not math.isnan(after_mb)
+
+
+async def test_healthz_counts_the_underruns_clients_report(tmp_path: Path) -> None:
+    """``clients.underruns`` is what the clients' players counted (cumulative reports, live
+    and finished conversations); the pacer's own figure is ``pacer.starved_frames``."""
+    from voicecore.server.websocket import connect
+
+    async with running(tmp_path, max_sessions=2) as server:
+        assert server.port is not None
+        ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.run_writer)
+            ws.send_nowait(json.dumps({"type": "hello", "protocol": 1, "input_rate": 16000,
+                                       "output_rate": 24000}))  # fmt: skip
+            assert json.loads(await ws.receive())["type"] == "ready"
+            for underruns in (2, 5):
+                ws.send_nowait(
+                    json.dumps({"type": "playout", "buffered_ms": 0, "underruns": underruns})
+                )
+            with trio.fail_after(5):
+                while (await healthz(server.port))[1]["clients"]["underruns"] != 5:
+                    await trio.sleep(0.02)
+            ws.send_nowait(json.dumps({"type": "bye"}))
+            with trio.fail_after(5):
+                while server.sessions:
+                    await trio.sleep(0.02)
+            await ws.aclose()
+            nursery.cancel_scope.cancel()
+        _, health = await healthz(server.port)
+        assert health["clients"]["underruns"] == 5  # the finished conversation still counts
+        assert health["pacer"]["starved_frames"] == 0  # the agent never spoke
