@@ -385,7 +385,7 @@ class ServerConfig(_Section):
     token: str | None = _setting(None, check=_not_blank, secret=True, aliases=("--token",))
     max_sessions: int | None = _setting(None, check=_at_least(1), aliases=("--max-sessions",))
     capacity_per_core: float | None = _setting(None, check=_greater_than(0))
-    cpu_budget: float = _setting(0.5, check=_between(0.0, 1.0, open_ends=True))
+    cpu_budget: float = _setting(0.4, check=_between(0.0, 1.0, open_ends=True))
     max_connections_per_address: int = _setting(4, check=_at_least(0))
     max_pending: int = _setting(64, check=_at_least(1))
     trusted_proxies: tuple[str, ...] | None = _setting(None, check=_ip_network)
