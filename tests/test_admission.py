@@ -188,11 +188,36 @@ async def test_calibration_measures_one_real_conversation() -> None:
     assert measured.stand_ins == ()
 
 
+async def test_a_failing_measurement_is_a_clear_error_and_frees_the_port(tmp_path: Path) -> None:
+    from voicecore.engine.stages import EnergyVadStage
+    from voicecore.exceptions import CalibrationError, SynthesisError
+    from voicecore.pipeline import Pipeline
+    from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
+
+    broken = Pipeline(
+        VoicecoreConfig(),
+        vad_kind="energy",
+        new_vad=EnergyVadStage,
+        new_stt=lambda: ScriptedSTT([Utterance(["what"], "What time is it?")]),
+        llm=ScriptedLLM(["It is nine."]),
+        tts=ScriptedTTS(error=SynthesisError("the voice is broken"), fail_call=0),
+    )
+    server = VoiceServer(broken, ServerConfig(port=0, web_root=tmp_path, diagnostics=False))
+    with pytest.raises(CalibrationError, match="the voice is broken"):
+        await server.run()
+    assert server.port is not None
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", server.port))  # the port was given back
+    listener.close()
+    assert server.pacer.stopped
+
+
 # --- the server, in process ----------------------------------------------------------------------
 
 
 @asynccontextmanager
 async def running(web_root: Path, **settings: Any) -> AsyncIterator[VoiceServer]:
+    settings.setdefault("max_sessions", 20)  # no start-up measurement unless asked for
     server = VoiceServer(
         scripted_pipeline(VoicecoreConfig()),
         ServerConfig(port=0, web_root=web_root, diagnostics=False, **settings),

@@ -254,8 +254,8 @@ class VoiceServer:
     async def run(
         self, *, task_status: trio.TaskStatus[VoiceServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Finds its capacity (measuring it if no setting gives it: a few seconds), gives
-        the start-up memory back, listens, serves until ``shutdown``, then shuts down
+        """Binds its port, finds its capacity (measuring it if no setting gives it: a few
+        seconds), gives the start-up memory back, serves until ``shutdown``, then shuts down
         gracefully: no new connection, every session closed with 1001 (its agent turn
         cancelled), the pacer stopped.
 
@@ -268,7 +268,16 @@ class VoiceServer:
         """
         settings = self.settings
         try:
-            capacity = await self._find_capacity()
+            # The port first: a taken one fails at once, not after the measurement (and
+            # nothing is accepted until the capacity is known).
+            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+            self.port = listeners[0].socket.getsockname()[1]
+            try:
+                capacity = await self._find_capacity()
+            except BaseException:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                raise
             self.capacity = capacity
             self.admission = Admission(
                 max_sessions=capacity.max_sessions,
@@ -277,8 +286,6 @@ class VoiceServer:
             )
             await trio.to_thread.run_sync(self._memory.release_now)
             self.start_rss_bytes = rss_bytes()
-            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
-            self.port = listeners[0].socket.getsockname()[1]
             self._origins = frozenset(
                 settings.allowed_origins
                 if settings.allowed_origins is not None
