@@ -10,22 +10,35 @@ REPORTS := reports
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
+# The installs print one line each; pip's and cargo's output goes to $(INSTALL_LOG), shown only
+# when a step fails.
+INSTALL_LOG := $(VENV)/install.log
+QUIET_PIP := --quiet --disable-pip-version-check --no-input
+define logged
+	@$(1) >> $(INSTALL_LOG) 2>&1 || { tail -n 40 $(INSTALL_LOG); echo "make: failed: $(1) (whole log: $(INSTALL_LOG))"; exit 1; }
+endef
+
 $(BIN)/maturin:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet 'maturin>=1.7,<2'
+	@echo "voicecore: creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	$(call logged,$(BIN)/pip install $(QUIET_PIP) --upgrade pip)
+	$(call logged,$(BIN)/pip install $(QUIET_PIP) 'maturin>=1.7$(COMMA)<2')
+
+COMMA := ,
 
 .PHONY: install
 install: $(BIN)/maturin ## build the Rust extension (release) and install voicecore into .venv
-	$(BIN)/maturin develop --release --quiet
+	@echo "voicecore: building the Rust core and installing into $(VENV) (log: $(INSTALL_LOG))"
+	$(call logged,$(BIN)/maturin develop --release --quiet)
 
 .PHONY: install-dev
 install-dev: $(BIN)/maturin ## install voicecore with the test, lint and benchmark tools
-	$(BIN)/maturin develop --release --quiet --extras dev
+	@echo "voicecore: building the Rust core, installing it and the dev tools into $(VENV) (log: $(INSTALL_LOG))"
+	$(call logged,$(BIN)/maturin develop --release --quiet --extras dev)
 
 .PHONY: serve
 serve: install models ## run the voice agent server at http://127.0.0.1:8000/ (offline pipeline; Ctrl-C stops it)
-	$(BIN)/voicecore serve $(SERVE_ARGS)
+	@$(BIN)/voicecore serve $(SERVE_ARGS)
 
 .PHONY: demo
 demo: install ## run the core demo: real speech through ring, resampler, VAD and pacer
@@ -33,7 +46,7 @@ demo: install ## run the core demo: real speech through ring, resampler, VAD and
 
 .PHONY: models
 models: install ## fetch the pinned models (docs/models.md) into the cache; no network when cached
-	$(BIN)/voicecore models fetch
+	@$(BIN)/voicecore models fetch
 
 .PHONY: lint
 lint: install-dev ## cargo fmt/clippy, ruff, mypy --strict, stubtest

@@ -19,8 +19,11 @@ run as ``python -m harness.<tool>``. By job:
   the benchmark);
 * the system benchmarks: ``loadgen`` (sessions per core), ``impair`` (network impairment
   through a loopback proxy), ``stalls`` (faults, Rust pacer against the Trio baseline),
-  ``soak`` (memory and descriptors over many turns), ``summary`` (one table of their
-  figures, ``make bench-system``).
+  ``soak`` (memory and descriptors over many turns), ``burst`` (bursts of callers and
+  hostile connections: admission), ``summary`` (one table of their figures, ``make
+  bench-system``);
+* baselines: ``prometheus_baseline`` (the hand-written Prometheus writer voicecore used
+  before ``prometheus_client``).
 """
 
 import os

@@ -178,7 +178,10 @@ class ImpairingProxy:
 
 def _server_args(cushion_ms: int) -> list[str]:
     """The server of every run: the scripted, instant providers and the cushion tried."""
-    return ["--providers", "scripted", "--session-cushion-ms", str(cushion_ms)]
+    return [
+        "--providers", "scripted", "--session-cushion-ms", str(cushion_ms),
+        "--max-sessions", "4",  # a fixed capacity: no start-up measurement
+    ]  # fmt: skip
 
 
 async def measure(

@@ -466,7 +466,11 @@ def run_step(
     server_cpus, client_cpus = _cpu_sets()
     spread = min(5.0, 0.03 * sessions)
     _, source = mic_clips(speech_dir)
-    args = ["--providers", providers, "--max-sessions", str(sessions + 5), *server_args]
+    # Every simulated client is on 127.0.0.1: no per-address limit.
+    args = [
+        "--providers", providers, "--max-sessions", str(sessions + 5),
+        "--server-max-connections-per-address", "0", *server_args,
+    ]  # fmt: skip
     with ServerProcess(args, cpus=server_cpus) as server:
         time.sleep(0.5)
         rss_idle = rss_mb(server)

@@ -1,14 +1,20 @@
 """Soak test: many turns with barge-ins and reconnects against ``voicecore serve``, with the
-server's memory and open file descriptors sampled over time (issue 6).
+server's memory and open file descriptors sampled over time (issues 6 and 13).
 
 The server runs as ``python -m harness.serve --providers scripted`` in a subprocess
 (``harness.launcher``: its own process group, 127.0.0.1, an ephemeral port), so what is
 measured is voicecore's own footprint: sessions, turns, cancellations, pacer streams,
-connections. ``sessions`` clients converse over real WebSockets in a loop:
+connections. With ``providers="config"`` it runs the offline pipeline instead (Silero,
+Moonshine, the responder, Piper): the models' runtimes, their arenas and worker pools are
+soaked too, and the clients speak real speech. ``sessions`` clients converse over real
+WebSockets in a loop:
 
-* a turn: the client speaks one utterance (a loud voiced sound, then silence long enough to
-  end the turn), sent at once (turn-taking runs on the sample clock, so this is a turn at
-  full speed); the agent answers with the scripted reply (about 3 s of audio);
+* a turn: the client speaks one utterance (scripted: a loud voiced sound; offline: a
+  recording of real speech, so the recognizer has words to decode), then silence long enough
+  to end the turn, sent at once (turn-taking runs on the sample clock, so this is a turn at
+  full speed; offline, the mic then streams the noise floor in real time, as a live one
+  does: Silero's verdicts are collected as later audio arrives); the agent answers
+  (scripted: a canned reply of about 3 s; offline: the responder's answer spoken by Piper);
 * most turns are barged in: as soon as the reply's first audio frame arrives the client
   speaks again, which interrupts the reply (``clear``, ``agent_done`` interrupted) and is
   itself the next turn's utterance; the others play out to ``agent_done``;
@@ -39,7 +45,8 @@ frames' lateness, ~200 s of agent audio; 3,000 timeline events; the history up t
 budget), and that filling is not a leak.
 
 Run: ``python -m harness.soak --duration-s 600 --sessions 8 --json soak.json``
-(``--server-env MALLOC_ARENA_MAX=2`` to vary the server's allocator).
+(``--server-env MALLOC_ARENA_MAX=2`` to vary the server's allocator; ``--providers config``
+for the offline pipeline: fewer turns per second, so a longer run for the same turns).
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from websockets.trio.client import ClientConnection, connect
 from harness.client import BYE, FRAME_MS, MIC_RATE, REPORT_PERIOD_S, hello, playout_report
 from harness.launcher import ServerProcess
 from harness.player import PlayoutModel
-from harness.speech import noise, voice
+from harness.speech import noise, one_utterance, voice
 
 __all__ = [
     "GcSample",
@@ -73,6 +80,7 @@ __all__ = [
     "main",
     "parse_prometheus",
     "run_soak",
+    "utterance_of",
 ]
 
 TURN_TIMEOUT_S = 15.0
@@ -280,18 +288,41 @@ async def _converse(
     counters: _Counters,
     stop_at: float,
     cushion_ms: float,
+    mic_open: bool,
 ) -> None:
-    """Up to ``turns`` turns on one connection; returns when they are done or time is up."""
+    """Up to ``turns`` turns on one connection; returns when they are done or time is up.
+    With ``mic_open``, the mic streams the noise floor in real time between utterances, as a
+    live one does (the offline VAD reports its verdicts as later audio arrives)."""
     player = PlayoutModel(cushion_ms, FRAME_MS)
+    speaking = False
+    floor = noise(FRAME_MS)
+
+    async def say() -> None:
+        nonlocal speaking
+        speaking = True
+        try:
+            await _send_utterance(ws, utterance)
+        finally:
+            speaking = False
 
     async def report_playout() -> None:
         while True:
             await trio.sleep(REPORT_PERIOD_S)
             await ws.send(playout_report(player, trio.current_time()))
 
+    async def keep_mic_open() -> None:
+        deadline = trio.current_time()
+        while True:
+            deadline += FRAME_MS / 1000
+            await trio.sleep_until(deadline)
+            if not speaking:
+                await ws.send(floor)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(report_playout)
-        await _send_utterance(ws, utterance)
+        if mic_open:
+            nursery.start_soon(keep_mic_open)
+        await say()
         done = 0
         while done < turns and trio.current_time() < stop_at:
             barge_in = rng.random() < barge_in_ratio
@@ -305,7 +336,7 @@ async def _converse(
                         if barge_in and interrupted_turn is None:
                             # Speak over the reply: the barge-in, and the next utterance.
                             interrupted_turn = -1
-                            await _send_utterance(ws, utterance)
+                            await say()
                         continue
                     event = json.loads(message)
                     kind = event.get("type")
@@ -326,12 +357,25 @@ async def _converse(
                             counters.full_replies += 1
                             if interrupted_turn is None:
                                 # A reply heard to its end: the user speaks next.
-                                await _send_utterance(ws, utterance)
+                                await say()
                         break
             if timeout.cancelled_caught:
                 counters.stuck_turns += 1
                 break
         nursery.cancel_scope.cancel()
+
+
+def utterance_of(providers: str) -> bytes:
+    """What a soak client says in a turn, PCM16 at 16 kHz: 300 ms of the noise floor (the
+    energy VAD judges speech against it), the speech (longer than the 300 ms a barge-in
+    needs), then 700 ms of noise, longer than the end-of-turn silence (500 ms), so the turn
+    ends. Scripted: 600 ms of the synthetic voice; offline: 1.5 s of a real recording (the
+    synthetic voice when the corpus is absent)."""
+    if providers == "scripted":
+        speech = voice(600)
+    else:
+        speech = one_utterance(max_s=1.5).astype("<i2").tobytes()
+    return noise(300) + speech + noise(700)
 
 
 async def _client(
@@ -341,13 +385,11 @@ async def _client(
     barge_in_ratio: float,
     counters: _Counters,
     stop_at: float,
+    utterance: bytes,
+    mic_open: bool,
 ) -> None:
     """One simulated user: connects, converses ``reconnect_every`` turns, leaves, again."""
     rng = np.random.default_rng(index)
-    # A turn at full speed: 300 ms of the noise floor (the energy VAD judges speech against
-    # it), 600 ms of voice (longer than the 300 ms a barge-in needs), then 700 ms of noise,
-    # longer than the end-of-turn silence (500 ms), so the turn ends.
-    utterance = noise(300) + voice(600) + noise(700)
     greeting = hello(client=f"voicecore-soak/{index}")
 
     async def converse_once(ws: ClientConnection, abrupt: bool) -> None:
@@ -367,6 +409,7 @@ async def _client(
             counters,
             stop_at,
             float(ready["cushion_ms"]),
+            mic_open,
         )
         if trio.current_time() >= stop_at:
             await ws.send(BYE)
@@ -499,6 +542,8 @@ async def _run_clients(
     counters: _Counters,
     samples: list[Sample],
     gc_samples: list[GcSample],
+    utterance: bytes,
+    mic_open: bool,
 ) -> float:
     url = f"ws://127.0.0.1:{server.port}/ws"
     started = trio.current_time()
@@ -509,7 +554,15 @@ async def _run_clients(
         async with trio.open_nursery() as clients:
             for index in range(sessions):
                 clients.start_soon(
-                    _client, url, index, reconnect_every, barge_in_ratio, counters, stop_at
+                    _client,
+                    url,
+                    index,
+                    reconnect_every,
+                    barge_in_ratio,
+                    counters,
+                    stop_at,
+                    utterance,
+                    mic_open,
                 )
         # One last sample with every client gone, then stop sampling.
         await trio.sleep(0.5)
@@ -540,9 +593,10 @@ def run_soak(
     metrics_interval_s: float = 5.0,
     warmup_fraction: float = 0.5,
     server_env: dict[str, str] | None = None,
+    providers: str = "scripted",
 ) -> SoakResult:
-    """Runs a soak against a fresh ``voicecore serve --providers scripted`` and returns what
-    it measured (see the module docstring).
+    """Runs a soak against a fresh ``voicecore serve --providers <providers>`` and returns
+    what it measured (see the module docstring).
 
     Args:
         duration_s: how long the clients converse, s (the server starts before, stops after).
@@ -554,6 +608,8 @@ def run_soak(
         metrics_interval_s: the period of the ``/metrics`` scrapes (collector counters), s.
         warmup_fraction: the share of the run left out of the growth fits (0..0.9).
         server_env: extra environment variables of the server process.
+        providers: ``"scripted"`` (voicecore's own footprint) or ``"config"`` (the offline
+            pipeline, its models included).
     """
     if duration_s <= 0 or sessions < 1 or reconnect_every < 1:
         raise ValueError("duration_s > 0, sessions >= 1 and reconnect_every >= 1 are needed")
@@ -566,8 +622,15 @@ def run_soak(
     counters = _Counters()
     samples: list[Sample] = []
     gc_samples: list[GcSample] = []
-    args = ["--providers", "scripted", *(server_args or [])]
-    with ServerProcess(args, env=server_env, stop_timeout_s=10.0) as server:
+    # A fixed capacity (the soak measures memory, not admission), every client on 127.0.0.1.
+    if providers not in ("scripted", "config"):
+        raise ValueError(f"providers must be 'scripted' or 'config', got {providers!r}")
+    args = [
+        "--providers", providers, "--max-sessions", str(sessions + 4),
+        "--server-max-connections-per-address", "0", *(server_args or []),
+    ]  # fmt: skip
+    utterance = utterance_of(providers)
+    with ServerProcess(args, env=server_env, stop_timeout_s=10.0, start_timeout_s=120) as server:
         elapsed = trio.run(
             _run_clients,
             server,
@@ -580,6 +643,8 @@ def run_soak(
             counters,
             samples,
             gc_samples,
+            utterance,
+            providers == "config",
         )
     return _result(server, counters, samples, gc_samples, sessions, elapsed, warmup_fraction)
 
@@ -674,6 +739,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="an environment variable for the server, e.g. MALLOC_ARENA_MAX=2 (repeatable)",
     )
+    parser.add_argument(
+        "--providers",
+        choices=("scripted", "config"),
+        default="scripted",
+        help="the server's pipeline: scripted, or config (the offline pipeline) [scripted]",
+    )
     parser.add_argument("--json", type=Path, help="write the result (with samples) here")
     args = parser.parse_args(argv)
     server_env: dict[str, str] = {}
@@ -693,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_interval_s=args.metrics_interval_s,
         warmup_fraction=args.warmup_fraction,
         server_env=server_env,
+        providers=args.providers,
     )
     for name, value in result.summary().items():
         print(f"{name:30} {value}")

@@ -123,7 +123,10 @@ async def measure_stall(
     if stall is not None and stall.kind in faults.KINDS:
         env[faults.ENV] = f"{stall.kind}:{stall.ms:g}@{stall.period_s:g}"
     speech = one_utterance()
-    args = ["--providers", "scripted", "--session-cushion-ms", str(cushion_ms)]
+    args = [
+        "--providers", "scripted", "--session-cushion-ms", str(cushion_ms),
+        "--max-sessions", "4",  # a fixed capacity: no start-up measurement
+    ]  # fmt: skip
     async with ServerProcess(args, env=env) as process:
         port = process.port
         await _check_pacer(port, server)

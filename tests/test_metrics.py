@@ -80,7 +80,7 @@ def test_update_pacer_replaces_cumulative_counters() -> None:
     metrics = SessionMetrics("s1")
     metrics.update_pacer(FakePacerStats())
     metrics.update_pacer(FakePacerStats(underruns=5, dropped_samples=9600))
-    assert metrics.underruns == 5  # a snapshot, not a sum
+    assert metrics.starved_frames == 5  # a snapshot, not a sum
     assert metrics.drops == 9600
     assert metrics.frames_released == 500
     assert metrics.pacer_lateness_p99_ms == 0.4
@@ -152,7 +152,8 @@ def test_to_json_round_trips_through_json() -> None:
     assert data["session"] == "s1"
     assert data["turns"] == 2
     assert data["interrupted_turns"] == 1
-    assert data["underruns"] == 3
+    assert data["starved_frames"] == 3
+    assert data["client_underruns"] == 0
     assert data["drops"] == 4800
     assert data["pacer_lateness_ms"] == {"p50": 0.05, "p99": 0.4, "max": 1.5}
     assert data["edges"] == {"dsp->stt.dropped": 2}
@@ -172,7 +173,7 @@ def test_json_events_one_per_turn_then_a_summary() -> None:
         assert json.loads(json.dumps(event)) == event
 
 
-# --- Prometheus text exposition format 0.0.4 ---------------------------------------------------
+# --- Prometheus text exposition format 0.0.4 (written by prometheus_client) ----------------------
 
 METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 HELP_RE = re.compile(rf"^# HELP ({METRIC_NAME}) (.*)$")
@@ -259,6 +260,7 @@ def test_exposition_parses_back_and_has_the_right_values() -> None:
     s2 = SessionMetrics("s2")
     s2.add_turn(TurnMetrics(turn_id=1, stt_final_ms=40.0, voice_to_voice_ms=480.0))
     s2.overruns = 2
+    s2.client_underruns = 7
     families = parse_exposition(prometheus_text([s1, s2]))
 
     for name, family in families.items():
@@ -296,11 +298,13 @@ def test_exposition_parses_back_and_has_the_right_values() -> None:
     tokens = families["voicecore_prompt_tokens"].samples
     assert ("voicecore_prompt_tokens_sum", {}, 1320.0) in tokens
 
-    underruns = families["voicecore_playout_underruns_total"].samples
-    assert underruns == [
-        ("voicecore_playout_underruns_total", {"session": "s1"}, 3.0),
-        ("voicecore_playout_underruns_total", {"session": "s2"}, 0.0),
+    starved = families["voicecore_pacer_starved_frames_total"].samples
+    assert starved == [
+        ("voicecore_pacer_starved_frames_total", {"session": "s1"}, 3.0),
+        ("voicecore_pacer_starved_frames_total", {"session": "s2"}, 0.0),
     ]
+    client_underruns = families["voicecore_client_underruns_total"].samples
+    assert client_underruns[1] == ("voicecore_client_underruns_total", {"session": "s2"}, 7.0)
     overruns = families["voicecore_playout_overruns_total"].samples
     assert overruns[1] == ("voicecore_playout_overruns_total", {"session": "s2"}, 2.0)
     p99 = families["voicecore_pacer_lateness_p99_seconds"].samples
@@ -341,7 +345,7 @@ def test_exposition_of_no_sessions_is_valid() -> None:
     families = parse_exposition(prometheus_text([]))
     assert families["voicecore_sessions"].samples[0][2] == 0
     check_histogram(families["voicecore_turn_latency_seconds"], "voicecore_turn_latency_seconds")
-    assert families["voicecore_playout_underruns_total"].samples == []
+    assert families["voicecore_pacer_starved_frames_total"].samples == []
 
 
 def test_exposition_with_process_diagnostics(tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ def web_root(tmp_path: Path) -> Path:
 async def running(
     web_root: Path, *, pipe: Pipeline | None = None, **settings: Any
 ) -> AsyncIterator[VoiceServer]:
+    # A fixed capacity (no start-up measurement) unless the test asks for another one.
+    settings.setdefault("max_sessions", 20)
     server = VoiceServer(
         pipe or pipeline(),
         ServerConfig(port=0, web_root=web_root, diagnostics=False, **settings),
@@ -263,7 +265,7 @@ async def test_a_full_turn_with_resampled_mic_and_paced_frames(web_root: Path) -
         _, code, _ = await closed_with(ws)
         assert code == CloseCode.NORMAL
     assert server.recent[-1].turns[0].voice_to_voice_ms is not None
-    assert server.recent[-1].edge_counters["client.underruns"] == 3  # cumulative reports
+    assert server.recent[-1].client_underruns == 3  # cumulative reports
 
 
 async def test_barge_in_clears_the_client_and_no_frame_of_the_turn_follows(
@@ -729,9 +731,9 @@ async def test_metrics_are_prometheus_text(web_root: Path) -> None:
             while server.live_sessions():
                 await trio.sleep(0.01)
         after = (await http_get(server, "/metrics")).body.decode()
-        assert "\nvoicecore_sessions 0\n" in after
-        assert "\nvoicecore_sessions_exported 1\n" in after
-        assert "\nvoicecore_turns_total 1\n" in after
+        assert "\nvoicecore_sessions 0.0\n" in after
+        assert "\nvoicecore_sessions_exported 1.0\n" in after
+        assert "\nvoicecore_turns_total 1.0\n" in after
 
 
 # --- voicecore serve -------------------------------------------------------------------------

@@ -48,7 +48,7 @@ async def stress_run(seconds: float, timeline_path: Path) -> ClientResult:
     """The server with the GC storm and the freezes, one client conversing for ``seconds``;
     the server is stopped with SIGINT (graceful: the timeline is written)."""
     server = ServerProcess(
-        ["--providers", "scripted", "--timeline", str(timeline_path)],
+        ["--providers", "scripted", "--timeline", str(timeline_path), "--max-sessions", "4"],
         env={"VOICECORE_FAULTS": GC_STORM},
         start_timeout_s=30.0,
     )

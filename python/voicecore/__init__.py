@@ -49,6 +49,7 @@ from voicecore.engine.stages import Hypothesis as Hypothesis
 from voicecore.engine.stages import TurnContext as TurnContext
 from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
+from voicecore.exceptions import CalibrationError as CalibrationError
 from voicecore.exceptions import ConfigError as ConfigError
 from voicecore.exceptions import InvalidValueError as InvalidValueError
 from voicecore.exceptions import ModelFallbackWarning as ModelFallbackWarning
@@ -81,6 +82,7 @@ __all__ = [
     "AudioFrame",
     "AudioIn",
     "AudioTypeError",
+    "CalibrationError",
     "ConfigError",
     "ConversationHistory",
     "CpuStat",

@@ -31,7 +31,9 @@ The tree::
     ├── SynthesisError (RuntimeError)        espeak-ng could not be loaded, or failed a text
     ├── SupersededError (RuntimeError)       a newer call took a one-stream provider over
     ├── ModelNotFoundError (FileNotFoundError)  a model file is not where it was looked for
-    └── ModelFetchError (RuntimeError)       a model could not be downloaded or extracted
+    ├── ModelFetchError (RuntimeError)       a model could not be downloaded or extracted
+    └── CalibrationError (RuntimeError)      the server's start-up measurement of what a
+                                             conversation costs failed
 
     ModelFallbackWarning (RuntimeWarning)    a model is missing and its fallback was asked for
     └── VadFallbackWarning                   the preferred VAD could not be built; the
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, Final
 __all__ = [
     "AudioFormatError",
     "AudioTypeError",
+    "CalibrationError",
     "ConfigError",
     "InvalidValueError",
     "ModelFallbackWarning",
@@ -148,6 +151,12 @@ class SendBufferFullError(VoicecoreError):
 
 class ModelFetchError(VoicecoreError, RuntimeError):
     """A model could not be downloaded or extracted (the message says which step failed)."""
+
+
+class CalibrationError(VoicecoreError, RuntimeError):
+    """The server's start-up conversation, which measures what a conversation costs with
+    the configured pipeline, failed (the message says how); setting
+    ``server.capacity_per_core`` or ``server.max_sessions`` skips it."""
 
 
 class ProtocolError(VoicecoreError, ValueError):

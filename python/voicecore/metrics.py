@@ -18,23 +18,34 @@ latency; only an interrupted turn has a barge-in latency).
 ``SessionMetrics`` holds plain counters and is not tied to Trio: the engine updates it from
 its tasks, and an exporter reads it. It takes no lock: update it from the event loop thread.
 
-Prometheus exposition (``prometheus_text``), text format 0.0.4. Label cardinality decision:
+Prometheus exposition (``prometheus_text``, written by the ``prometheus_client`` library),
+text format 0.0.4. Label cardinality decision:
 
 * per-turn latencies and prompt sizes are **histograms with fixed buckets aggregated over all
   sessions** and carry no ``session`` label: buckets x stages x sessions would explode, and
   latency distributions are what dashboards and alerts use;
-* per-session counters and gauges (underruns, overruns, drops, late frames, pacer lateness,
-  edge overflow) **carry a ``session`` label**: a handful of series per live session, and a
-  glitch must be traceable to its session. Pass only live sessions: a session that is gone
-  simply stops being exported.
+* per-session counters and gauges (starved frames, client underruns, overruns, drops, late
+  frames, pacer lateness, edge overflow) **carry a ``session`` label**: a handful of series
+  per live session, and a glitch must be traceable to its session. Pass only live sessions:
+  a session that is gone simply stops being exported.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from voicecore.diagnostics import Diagnostics
@@ -46,7 +57,9 @@ __all__ = [
     "PacerStatsLike",
     "SessionMetrics",
     "TurnMetrics",
+    "diagnostics_families",
     "prometheus_text",
+    "session_families",
 ]
 
 TURN_LATENCY_FIELDS: Final[tuple[str, ...]] = (
@@ -166,8 +179,12 @@ class SessionMetrics:
 
     Counters (ints, never decreasing):
 
-    * ``underruns``: frame periods the playing stream had no audio for (set by
-      ``update_pacer``; the pacer counts them);
+    * ``starved_frames``: frame deadlines at which the agent was speaking and the pacer had
+      no audio for the stream (the TTS fell behind; set by ``update_pacer``: the pacer's
+      ``underruns``). The client's cushion may still cover them: what the user hears is
+      ``client_underruns``;
+    * ``client_underruns``: times the client's player ran dry, as the client reports them in
+      its ``playout`` messages (the transport counts them);
     * ``drops``: samples of agent audio dropped by playout flushes, i.e. not heard (set by
       ``update_pacer``);
     * ``overruns``: pushes of agent audio that did not fit the playout queue (the engine
@@ -190,7 +207,8 @@ class SessionMetrics:
             raise ValueError("session_id must not be empty")
         self.session_id = session_id
         self.turns: list[TurnMetrics] = []
-        self.underruns = 0
+        self.starved_frames = 0
+        self.client_underruns = 0
         self.overruns = 0
         self.drops = 0
         self.late_frames = 0
@@ -203,7 +221,8 @@ class SessionMetrics:
     def __repr__(self) -> str:
         return (
             f"SessionMetrics({self.session_id!r}, turns={len(self.turns)}, "
-            f"underruns={self.underruns}, overruns={self.overruns}, drops={self.drops}, "
+            f"starved_frames={self.starved_frames}, client_underruns={self.client_underruns}, "
+            f"overruns={self.overruns}, drops={self.drops}, "
             f"late_frames={self.late_frames})"
         )
 
@@ -219,7 +238,7 @@ class SessionMetrics:
         added: call it as often as you like (e.g. once per turn and at the end).
         """
         self.frames_released = stats.frames_released
-        self.underruns = stats.underruns
+        self.starved_frames = stats.underruns
         self.drops = stats.dropped_samples
         self.pacer_lateness_p50_ms = stats.lateness_p50_ms
         self.pacer_lateness_p99_ms = stats.lateness_p99_ms
@@ -259,7 +278,8 @@ class SessionMetrics:
             "session": self.session_id,
             "turns": len(self.turns),
             "interrupted_turns": sum(t.interrupted for t in self.turns),
-            "underruns": self.underruns,
+            "starved_frames": self.starved_frames,
+            "client_underruns": self.client_underruns,
             "overruns": self.overruns,
             "drops": self.drops,
             "late_frames": self.late_frames,
@@ -288,62 +308,7 @@ class SessionMetrics:
         return events
 
 
-# --- Prometheus text exposition format 0.0.4 -------------------------------------------------
-
-
-def _escape_label(value: str) -> str:
-    """Label values escape backslash, double quote and line feed (format 0.0.4)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    """HELP text escapes backslash and line feed only."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_value(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
-
-
-class _Exposition:
-    """Builds the text: one HELP and one TYPE line per family, then its samples."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {_escape_help(help_text)}")
-        self.lines.append(f"# TYPE {name} {kind}")
-
-    def sample(self, name: str, labels: dict[str, str], value: float) -> None:
-        self.lines.append(f"{name}{_labels(labels)} {_format_value(value)}")
-
-    def histogram(
-        self,
-        name: str,
-        labels: dict[str, str],
-        bounds: Sequence[float],
-        values: Sequence[float],
-    ) -> None:
-        for bound in bounds:
-            count = sum(1 for v in values if v <= bound)
-            self.sample(f"{name}_bucket", {**labels, "le": _format_value(float(bound))}, count)
-        self.sample(f"{name}_bucket", {**labels, "le": "+Inf"}, len(values))
-        self.sample(f"{name}_sum", labels, math.fsum(values))
-        self.sample(f"{name}_count", labels, len(values))
+# --- Prometheus exposition (prometheus_client) ------------------------------------------------
 
 
 _STAGE_OF_FIELD: Final[dict[str, str]] = {
@@ -355,7 +320,17 @@ _STAGE_OF_FIELD: Final[dict[str, str]] = {
 }
 
 _SESSION_COUNTERS: Final[tuple[tuple[str, str, str], ...]] = (
-    ("underruns", "voicecore_playout_underruns_total", "Frame periods with no agent audio."),
+    (
+        "starved_frames",
+        "voicecore_pacer_starved_frames_total",
+        "Frame deadlines at which the agent was speaking and the server had no audio ready "
+        "(the TTS fell behind); the client's cushion may still have covered them.",
+    ),
+    (
+        "client_underruns",
+        "voicecore_client_underruns_total",
+        "Times the client's player ran dry, as the client reports them (what the user hears).",
+    ),
     (
         "overruns",
         "voicecore_playout_overruns_total",
@@ -375,6 +350,148 @@ _SESSION_COUNTERS: Final[tuple[tuple[str, str, str], ...]] = (
 )
 
 
+def _histogram(
+    name: str,
+    help_text: str,
+    bounds: Sequence[float],
+    series: Iterable[tuple[Sequence[str], Sequence[float]]],
+    labels: Sequence[str] = (),
+) -> HistogramMetricFamily:
+    """A histogram family of fixed ``bounds``: one series per (label values, observations)."""
+    family = HistogramMetricFamily(name, help_text, labels=labels)
+    bound_names = [repr(float(bound)) for bound in bounds]
+    for label_values, values in series:
+        ordered = sorted(values)
+        buckets = [
+            (le, bisect.bisect_right(ordered, bound))
+            for le, bound in zip(bound_names, bounds, strict=True)
+        ]
+        buckets.append(("+Inf", len(ordered)))
+        family.add_metric(label_values, buckets, math.fsum(ordered))
+    return family
+
+
+def session_families(
+    sessions: Sequence[SessionMetrics], *, open_sessions: int | None = None
+) -> Iterator[Metric]:
+    """The metric families of ``sessions`` (see :func:`prometheus_text`), for a
+    ``prometheus_client`` collector."""
+    turns = [t for s in sessions for t in s.turns]
+    yield GaugeMetricFamily(
+        "voicecore_sessions",
+        "Sessions open now.",
+        value=len(sessions) if open_sessions is None else open_sessions,
+    )
+    yield GaugeMetricFamily(
+        "voicecore_sessions_exported",
+        "Sessions whose figures this exposition holds (open and recently finished).",
+        value=len(sessions),
+    )
+    yield CounterMetricFamily("voicecore_turns", "Agent turns finished.", value=len(turns))
+    yield CounterMetricFamily(
+        "voicecore_turns_interrupted",
+        "Agent turns cut short by a barge-in.",
+        value=sum(t.interrupted for t in turns),
+    )
+    yield _histogram(
+        "voicecore_turn_latency_seconds",
+        "Per-turn latency by stage, in seconds (all sessions).",
+        LATENCY_BUCKETS_S,
+        (
+            ([stage], [v / 1000.0 for t in turns if (v := getattr(t, field)) is not None])
+            for field, stage in _STAGE_OF_FIELD.items()
+        ),
+        labels=["stage"],
+    )
+    yield _histogram(
+        "voicecore_prompt_tokens",
+        "Prompt size per turn, in tokens.",
+        PROMPT_TOKEN_BUCKETS,
+        [((), [float(t.prompt_tokens) for t in turns if t.prompt_tokens is not None])],
+    )
+    for attr, name, help_text in _SESSION_COUNTERS:
+        counter = CounterMetricFamily(name, help_text, labels=["session"])
+        for s in sessions:
+            counter.add_metric([s.session_id], getattr(s, attr))
+        yield counter
+    for quantile in ("p50", "p99", "max"):
+        gauge = GaugeMetricFamily(
+            f"voicecore_pacer_lateness_{quantile}_seconds",
+            f"Pacer release lateness, {quantile}, in seconds.",
+            labels=["session"],
+        )
+        for s in sessions:
+            value_ms = getattr(s, f"pacer_lateness_{quantile}_ms")
+            if value_ms is not None:
+                gauge.add_metric([s.session_id], value_ms / 1000.0)
+        yield gauge
+    edges = CounterMetricFamily(
+        "voicecore_edge_events",
+        "Overflow events of the pipeline's edges (drops, rejections, ...).",
+        labels=["session", "edge", "event"],
+    )
+    for s in sessions:
+        for counter_name, value in sorted(s.edge_counters.items()):
+            edge, dot, event = counter_name.rpartition(".")
+            if not dot:
+                edge, event = counter_name, "count"
+            edges.add_metric([s.session_id, edge, event], value)
+    yield edges
+
+
+def diagnostics_families(diagnostics: Diagnostics) -> Iterator[Metric]:
+    """The process diagnostics' metric families (see :func:`prometheus_text`)."""
+    lag = diagnostics.canary.stats
+    for quantile, value_ms in (("p50", lag.p50_ms), ("p99", lag.p99_ms), ("max", lag.max_ms)):
+        yield GaugeMetricFamily(
+            f"voicecore_loop_lag_{quantile}_seconds",
+            f"Event-loop lag measured by the canary, {quantile}, in seconds.",
+            value=value_ms / 1000.0,
+        )
+    gc_stats = diagnostics.gc.stats
+    collections = CounterMetricFamily(
+        "voicecore_gc_collections", "Garbage collections by generation.", labels=["generation"]
+    )
+    for generation, count in enumerate(gc_stats.by_generation):
+        collections.add_metric([str(generation)], count)
+    yield collections
+    yield CounterMetricFamily(
+        "voicecore_gc_pause_seconds",
+        "Time stopped in garbage collections.",
+        value=gc_stats.total_ms / 1000.0,
+    )
+    yield GaugeMetricFamily(
+        "voicecore_gc_pause_max_seconds",
+        "Longest garbage collection pause.",
+        value=gc_stats.max_ms / 1000.0,
+    )
+    yield CounterMetricFamily(
+        "voicecore_gc_collected_objects",
+        "Objects freed by the collector.",
+        value=gc_stats.collected,
+    )
+    yield CounterMetricFamily(
+        "voicecore_cpu_throttled_periods",
+        "cgroup CPU periods in which the process was throttled.",
+        value=diagnostics.cpu.throttled_periods,
+    )
+    yield CounterMetricFamily(
+        "voicecore_cpu_throttled_seconds",
+        "Time throttled by the cgroup.",
+        value=diagnostics.cpu.throttled_ms / 1000.0,
+    )
+
+
+class _Snapshot(Collector):
+    """A collector of fixed families (one exposition of :func:`prometheus_text`)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
 def prometheus_text(
     sessions: Iterable[SessionMetrics],
     *,
@@ -382,9 +499,9 @@ def prometheus_text(
     diagnostics: Diagnostics | None = None,
 ) -> str:
     """The metrics of ``sessions`` (and of the process' ``diagnostics``, if given) in the
-    Prometheus text exposition format 0.0.4.
+    Prometheus text exposition format 0.0.4, written by ``prometheus_client``.
 
-    Serve it with ``Content-Type: text/plain; version=0.0.4``. Families:
+    Serve it with ``Content-Type: text/plain; version=0.0.4; charset=utf-8``. Families:
 
     * ``voicecore_sessions`` (gauge): the sessions open now, ``open_sessions`` (default: all
       of ``sessions``); ``voicecore_sessions_exported`` (gauge): the sessions whose figures
@@ -394,8 +511,11 @@ def prometheus_text(
       sessions together), stages ``stt_final``, ``llm_first_token``, ``tts_first_audio``,
       ``voice_to_voice``, ``barge_in``;
     * ``voicecore_prompt_tokens`` (histogram, ``PROMPT_TOKEN_BUCKETS``, all sessions);
-    * per session (label ``session``): ``voicecore_playout_*_total`` counters, pacer lateness
-      gauges ``voicecore_pacer_lateness_{p50,p99,max}_seconds`` and
+    * per session (label ``session``): ``voicecore_pacer_starved_frames_total`` (frame
+      deadlines the server had no agent audio for, whether or not the client's cushion
+      covered them), ``voicecore_client_underruns_total`` (what the client reports: its
+      player ran dry), ``voicecore_playout_*_total`` counters, pacer lateness gauges
+      ``voicecore_pacer_lateness_{p50,p99,max}_seconds`` and
       ``voicecore_edge_events_total{edge=...,event=...}``;
     * with ``diagnostics`` (process-wide, no ``session`` label): event-loop lag gauges
       ``voicecore_loop_lag_{p50,p99,max}_seconds``, ``voicecore_gc_collections_total
@@ -404,94 +524,9 @@ def prometheus_text(
       ``voicecore_cpu_throttled_periods_total`` and ``voicecore_cpu_throttled_seconds_total``
       (counted since the diagnostics started).
     """
-    sessions = list(sessions)
-    turns = [t for s in sessions for t in s.turns]
-    out = _Exposition()
-
-    out.family("voicecore_sessions", "gauge", "Sessions open now.")
-    out.sample("voicecore_sessions", {}, len(sessions) if open_sessions is None else open_sessions)
-    out.family(
-        "voicecore_sessions_exported",
-        "gauge",
-        "Sessions whose figures this exposition holds (open and recently finished).",
-    )
-    out.sample("voicecore_sessions_exported", {}, len(sessions))
-    out.family("voicecore_turns_total", "counter", "Agent turns finished.")
-    out.sample("voicecore_turns_total", {}, len(turns))
-    out.family(
-        "voicecore_turns_interrupted_total", "counter", "Agent turns cut short by a barge-in."
-    )
-    out.sample("voicecore_turns_interrupted_total", {}, sum(t.interrupted for t in turns))
-
-    out.family(
-        "voicecore_turn_latency_seconds",
-        "histogram",
-        "Per-turn latency by stage, in seconds (all sessions).",
-    )
-    for field, stage in _STAGE_OF_FIELD.items():
-        values = [v / 1000.0 for t in turns if (v := getattr(t, field)) is not None]
-        out.histogram("voicecore_turn_latency_seconds", {"stage": stage}, LATENCY_BUCKETS_S, values)
-
-    out.family("voicecore_prompt_tokens", "histogram", "Prompt size per turn, in tokens.")
-    tokens = [float(t.prompt_tokens) for t in turns if t.prompt_tokens is not None]
-    out.histogram("voicecore_prompt_tokens", {}, PROMPT_TOKEN_BUCKETS, tokens)
-
-    for attr, name, help_text in _SESSION_COUNTERS:
-        out.family(name, "counter", help_text)
-        for s in sessions:
-            out.sample(name, {"session": s.session_id}, getattr(s, attr))
-
-    for quantile in ("p50", "p99", "max"):
-        name = f"voicecore_pacer_lateness_{quantile}_seconds"
-        out.family(name, "gauge", f"Pacer release lateness, {quantile}, in seconds.")
-        for s in sessions:
-            value_ms = getattr(s, f"pacer_lateness_{quantile}_ms")
-            if value_ms is not None:
-                out.sample(name, {"session": s.session_id}, value_ms / 1000.0)
-
-    out.family(
-        "voicecore_edge_events_total",
-        "counter",
-        "Overflow events of the pipeline's edges (drops, rejections, ...).",
-    )
-    for s in sessions:
-        for counter_name, value in sorted(s.edge_counters.items()):
-            edge, dot, event = counter_name.rpartition(".")
-            if not dot:
-                edge, event = counter_name, "count"
-            labels = {"session": s.session_id, "edge": edge, "event": event}
-            out.sample("voicecore_edge_events_total", labels, value)
-
+    families = list(session_families(list(sessions), open_sessions=open_sessions))
     if diagnostics is not None:
-        _diagnostics_families(out, diagnostics)
-    return "\n".join(out.lines) + "\n"
-
-
-def _diagnostics_families(out: _Exposition, diagnostics: Diagnostics) -> None:
-    lag = diagnostics.canary.stats
-    for quantile, value_ms in (("p50", lag.p50_ms), ("p99", lag.p99_ms), ("max", lag.max_ms)):
-        name = f"voicecore_loop_lag_{quantile}_seconds"
-        out.family(name, "gauge", f"Event-loop lag measured by the canary, {quantile}, in seconds.")
-        out.sample(name, {}, value_ms / 1000.0)
-
-    gc_stats = diagnostics.gc.stats
-    out.family("voicecore_gc_collections_total", "counter", "Garbage collections by generation.")
-    for generation, count in enumerate(gc_stats.by_generation):
-        out.sample("voicecore_gc_collections_total", {"generation": str(generation)}, count)
-    out.family(
-        "voicecore_gc_pause_seconds_total", "counter", "Time stopped in garbage collections."
-    )
-    out.sample("voicecore_gc_pause_seconds_total", {}, gc_stats.total_ms / 1000.0)
-    out.family("voicecore_gc_pause_max_seconds", "gauge", "Longest garbage collection pause.")
-    out.sample("voicecore_gc_pause_max_seconds", {}, gc_stats.max_ms / 1000.0)
-    out.family("voicecore_gc_collected_objects_total", "counter", "Objects freed by the collector.")
-    out.sample("voicecore_gc_collected_objects_total", {}, gc_stats.collected)
-
-    out.family(
-        "voicecore_cpu_throttled_periods_total",
-        "counter",
-        "cgroup CPU periods in which the process was throttled.",
-    )
-    out.sample("voicecore_cpu_throttled_periods_total", {}, diagnostics.cpu.throttled_periods)
-    out.family("voicecore_cpu_throttled_seconds_total", "counter", "Time throttled by the cgroup.")
-    out.sample("voicecore_cpu_throttled_seconds_total", {}, diagnostics.cpu.throttled_ms / 1000.0)
+        families.extend(diagnostics_families(diagnostics))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families))
+    return generate_latest(registry).decode()

@@ -160,6 +160,15 @@ class Pipeline:
             **kwargs,
         )
 
+    def release_memory(self) -> None:
+        """Gives back the memory the shared providers hold beyond what they need at rest
+        (the providers that can: a Piper voice's onnxruntime arena). Blocking, thread-safe:
+        the server calls it in a worker thread once a burst of conversations is over."""
+        for stage in (self.llm, self.tts):
+            release = getattr(stage, "release_memory", None)
+            if release is not None:
+                release()
+
     async def aclose(self) -> None:
         """Closes the shared providers' network clients (the providers that have one)."""
         for stage in (self.llm, self.tts):

@@ -5,6 +5,7 @@ settings (:data:`SETTINGS`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,14 @@ def _http_url(value: str) -> str | None:
 
 def _not_blank(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
+
+
+def _ip_network(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        return f"must be an IP address or network (10.0.0.0/8), got {value!r}"
+    return None
 
 
 def _setting(
@@ -344,8 +353,26 @@ class ServerConfig(_Section):
         token: a bearer token the client must present on ``/ws`` (``Authorization: Bearer``
             or ``?token=``; open the page as ``/?token=...`` and it passes it on), a secret;
             unset: none needed.
-        max_sessions: concurrent conversations on ``/ws``; more are refused (close 1013 and
-            a ``busy`` error).
+        max_sessions: concurrent conversations (connections past ``hello``); more are
+            refused with a ``busy`` error and close 1013. Unset: the capacity, ``cores x
+            capacity_per_core``. Set, it overrides the capacity.
+        capacity_per_core: conversations one CPU core carries with the configured pipeline
+            before anyone degrades. Unset: measured at start-up (one short conversation
+            through the pipeline gives the CPU a conversation second costs; the capacity is
+            what fits in ``cpu_budget`` of the cores). See docs/deployment.md.
+        cpu_budget: the share of the process' cores (CPU affinity and cgroup quota) the
+            measured capacity lets conversations use, in (0, 1]; the rest absorbs bursts of
+            speech, start-ups and the collector.
+        max_connections_per_address: ``/ws`` connections (in a conversation or awaiting
+            ``hello``) one client address may hold; more are refused with ``busy``. 0: no
+            limit. Behind a proxy, list it in ``trusted_proxies`` so the address is the
+            client's, not the proxy's.
+        max_pending: connections not yet in a conversation (reading the HTTP request, or
+            awaiting ``hello``) held at once; a connection beyond is closed at once. They
+            hold no conversation slot.
+        trusted_proxies: addresses or networks (``10.0.0.0/8``) of reverse proxies whose
+            ``X-Forwarded-For`` header names the client; unset: the peer's address is the
+            client's.
         max_message_bytes: largest client message (close 1009 above it), at least 1024.
         providers: the pipeline ``voicecore serve`` runs: ``"config"``: the providers this
             configuration chooses; ``"scripted"``: test doubles that need no model.
@@ -353,7 +380,9 @@ class ServerConfig(_Section):
             checkout's ``web/`` by default).
         timeline: record the diagnostic timeline to this JSON file, every 10 s and at
             shutdown, for ``voicecore diagnose``; unset: not recorded.
-        hello_timeout_s: time allowed for the client's ``hello`` after the socket opens.
+        hello_timeout_s: time allowed from the TCP connection to the client's ``hello``
+            (the HTTP request and the WebSocket handshake included): a socket that says
+            nothing is closed after it.
         send_queue_ms: how far behind, in agent audio, a client may fall before it is
             disconnected with 4000 (its send queue holds ``send_queue_ms / frame_ms``
             messages at most), at least 100 ms.
@@ -365,6 +394,9 @@ class ServerConfig(_Section):
         recent_sessions: finished sessions kept for ``/metrics``.
         diagnostics: run the process diagnostics (event-loop lag, GC pauses, CPU
             throttling) for ``/metrics`` and the timeline.
+        memory_release_s: after conversations end, the server waits this long (more may
+            end) and then gives the memory they used back to the system (the TTS's
+            onnxruntime arena, the C heap); 0: never.
     """
 
     host: str = _setting("127.0.0.1", aliases=("--host",))
@@ -373,20 +405,26 @@ class ServerConfig(_Section):
         None, check=_not_blank, aliases=("--allowed-origin",)
     )
     token: str | None = _setting(None, check=_not_blank, secret=True, aliases=("--token",))
-    max_sessions: int = _setting(20, check=_at_least(1), aliases=("--max-sessions",))
+    max_sessions: int | None = _setting(None, check=_at_least(1), aliases=("--max-sessions",))
+    capacity_per_core: float | None = _setting(None, check=_greater_than(0))
+    cpu_budget: float = _setting(0.4, check=_between(0.0, 1.0, open_ends=True))
+    max_connections_per_address: int = _setting(4, check=_at_least(0))
+    max_pending: int = _setting(64, check=_at_least(1))
+    trusted_proxies: tuple[str, ...] | None = _setting(None, check=_ip_network)
     max_message_bytes: int = _setting(
         DEFAULT_MAX_MESSAGE_BYTES, check=_at_least(1024), aliases=("--max-message-bytes",)
     )
     providers: Literal["config", "scripted"] = _setting("config", aliases=("--providers",))
     web_root: Path = _setting(WEB_ROOT, aliases=("--web-root",))
     timeline: Path | None = _setting(None, aliases=("--timeline",))
-    hello_timeout_s: float = _setting(10.0, check=_greater_than(0))
+    hello_timeout_s: float = _setting(5.0, check=_greater_than(0))
     send_queue_ms: int = _setting(2000, check=_at_least(100))
     send_buffer_bytes: int = _setting(64 * 1024, check=_zero_or_at_least(4096))
     close_timeout_s: float = _setting(2.0, check=_greater_than(0))
     shutdown_timeout_s: float = _setting(5.0, check=_greater_than(0))
     recent_sessions: int = _setting(100, check=_at_least(0))
     diagnostics: bool = _setting(True)
+    memory_release_s: float = _setting(10.0, check=_at_least(0))
 
 
 @dataclass(frozen=True)

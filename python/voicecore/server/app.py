@@ -6,21 +6,32 @@
   ``Cross-Origin-Embedder-Policy: require-corp``), never a file outside that folder;
 * ``/ws``: the WebSocket endpoint speaking protocol v1 (``voicecore.protocol``,
   ``docs/protocol.md``), one ``voicecore.Session`` per connection;
-* ``/healthz``: liveness as JSON (sessions open, the limit, the pacer's scheduling);
-* ``/metrics``: Prometheus text (live and recently finished sessions, process diagnostics).
+* ``/healthz``: readiness as JSON: HTTP 200 while the server takes new conversations, 503
+  when it is full or shutting down; its capacity, conversations, refusals, memory
+  (``health()``; docs/deployment.md describes every field);
+* ``/metrics``: Prometheus text, written by ``prometheus_client`` (live and recently finished
+  sessions, admission, process diagnostics and memory).
 
 One Rust ``FramePacer`` thread paces the agent audio of every session, through one
 ``PlayoutRouter`` task. The sessions run in the server's nursery (the WebSocket handlers'),
 so when the server stops, every session has ended and every task, channel and pacer stream
 is gone.
 
-Limits and safety: a message size limit (close 1009), a session limit (close 1013 with a
-``busy`` error the client can show), an Origin allow-list (HTTP 403: no cross-site
-WebSocket hijacking), an optional bearer token (``Authorization: Bearer`` or ``?token=``,
-since a browser cannot set WebSocket headers; close 1008), a bounded send queue per client
-(a client that stops reading is told ``too_slow`` and closed with 4000), a ``hello``
-deadline. SIGINT/SIGTERM shut down gracefully: stop accepting, cancel the agents' turns,
-close every session with 1001, exit 0.
+Admission (``voicecore.server.admission``): the server knows how many conversations it
+carries (``server.max_sessions``, or ``server.capacity_per_core`` times the cores, or the cost
+of a conversation measured at start-up: ``voicecore.server.calibration``) and refuses the
+next one with a ``busy`` error and close 1013 before anyone already talking notices. A
+conversation's slot is taken at ``hello``: a socket that has said nothing holds only a
+pending place, for ``hello_timeout_s`` from its TCP connection; one client address holds at
+most ``max_connections_per_address`` connections. After conversations end, their memory is
+given back to the system (``voicecore.server.memory``).
+
+Other limits and safety: a message size limit (close 1009), an Origin allow-list (HTTP 403:
+no cross-site WebSocket hijacking), an optional bearer token (``Authorization: Bearer`` or
+``?token=``, since a browser cannot set WebSocket headers; close 1008), a bounded send queue
+per client (a client that stops reading is told ``too_slow`` and closed with 4000).
+SIGINT/SIGTERM shut down gracefully: stop accepting, cancel the agents' turns, close every
+session with 1001, exit 0.
 
 Example (in a Trio program; ``voicecore serve`` does this)::
 
@@ -28,8 +39,8 @@ Example (in a Trio program; ``voicecore serve`` does this)::
     pipeline = voicecore.pipeline.build_pipeline(config)    # the configured providers
     server = VoiceServer(pipeline)                          # listens as config.server says
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        ...                                                # server.url, server.sessions
+        await nursery.start(server.run)                     # measures, then listens
+        ...                                                # server.url, server.capacity
         server.shutdown()                                  # graceful; run() then returns
 """
 
@@ -44,11 +55,15 @@ import time
 import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import trio
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 from websockets.http11 import Request, Response
 
 from voicecore._core import FramePacer
@@ -58,13 +73,18 @@ from voicecore.diagnostics import Diagnostics, Timeline
 from voicecore.engine.pacing import Pacer
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.session import Session
-from voicecore.metrics import SessionMetrics, prometheus_text
+from voicecore.metrics import SessionMetrics, diagnostics_families, session_families
 from voicecore.pipeline import Pipeline
-from voicecore.protocol import (
-    CloseCode,
-    ErrorCode,
-    ProtocolSession,
+from voicecore.protocol import CloseCode, ErrorCode, ProtocolSession
+from voicecore.server.admission import (
+    Admission,
+    Capacity,
+    Refusal,
+    Ticket,
+    available_cores,
+    client_address,
 )
+from voicecore.server.calibration import Calibration, calibrate
 from voicecore.server.http import (
     PROMETHEUS_CONTENT_TYPE,
     default_origins,
@@ -72,6 +92,7 @@ from voicecore.server.http import (
     static_response,
     text_response,
 )
+from voicecore.server.memory import MemoryReleaser, rss_bytes
 from voicecore.server.transport import WebSocketTransport
 from voicecore.server.websocket import accept
 
@@ -88,6 +109,13 @@ SERVER_TIMELINE_EVENTS: Final = 3_000
 late frames; ~340 bytes an event, ~1 MB): bounds a long call's diagnostic memory. The soak
 benchmark measured 20,000 (~7 MB a session) as most of the server's growth in long calls."""
 
+READY_BUCKETS_S: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (s) of the ``hello`` to ``ready`` histogram."""
+
+HEALTH_SCHEMA: Final = 1
+"""The version of ``/healthz``'s JSON (docs/deployment.md); fields are only ever added
+within a version."""
+
 # --- the server ------------------------------------------------------------------------------
 
 
@@ -96,6 +124,7 @@ class _Connection:
     """One client on ``/ws``: its transport and, after ``hello``, its session."""
 
     transport: WebSocketTransport
+    ticket: Ticket
     opened: float = field(default_factory=time.monotonic)
     session: Session | None = None
 
@@ -119,7 +148,14 @@ class VoiceServer:
     Attributes:
         settings: the server's settings (``ServerConfig``).
         port: the port listened on (known once ``run`` has started).
+        capacity: the conversations it carries and where that comes from (known once
+            ``run`` has started: it may be measured first).
+        calibration: the start-up measurement, when the capacity was measured (else None).
+        admission: its admission books (once ``run`` has started).
         recent: metrics of the most recently finished sessions (``/metrics``).
+        start_rss_bytes: the process' resident memory once started (models loaded, start-up
+            garbage given back), the baseline memory returns to after a burst.
+        registry: the ``prometheus_client`` registry ``/metrics`` exposes.
     """
 
     def __init__(
@@ -133,7 +169,11 @@ class VoiceServer:
         self._tasks = tuple(tasks)
         self.settings = settings if settings is not None else pipeline.config.server
         self.port: int | None = None
+        self.capacity: Capacity | None = None
+        self.calibration: Calibration | None = None
+        self.admission: Admission | None = None
         self.recent: deque[SessionMetrics] = deque(maxlen=self.settings.recent_sessions)
+        self.start_rss_bytes: int | None = None
         self._pipeline = pipeline
         self._owns_pacer = pacer is None
         engine = pipeline.config.session
@@ -148,6 +188,7 @@ class VoiceServer:
         self.router = PlayoutRouter(self._pacer)
         self._origins: frozenset[str] = frozenset()
         self._connections: dict[str, _Connection] = {}
+        self._finished_client_underruns = 0
         self._diagnostics = Diagnostics() if self.settings.diagnostics else None
         self._recorder = (
             None
@@ -157,6 +198,17 @@ class VoiceServer:
                 self._diagnostics.timeline if self._diagnostics is not None else None,
             )
         )
+        self._memory = MemoryReleaser(pipeline.release_memory, self.settings.memory_release_s)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._ready_time = Histogram(
+            "voicecore_session_ready_seconds",
+            "Time from a client's hello to its ready (a place found, the session's stages "
+            "built), in seconds.",
+            buckets=READY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.registry.register(_ServerCollector(self))
+        ProcessCollector(registry=self.registry)
         self._shutdown = trio.Event()
         self._stopping = False
 
@@ -179,8 +231,8 @@ class VoiceServer:
 
     @property
     def sessions(self) -> int:
-        """Connections open on ``/ws`` (with a session, or awaiting ``hello``)."""
-        return len(self._connections)
+        """Conversations open (connections past ``hello``)."""
+        return sum(c.session is not None for c in self._connections.values())
 
     @property
     def allowed_origins(self) -> frozenset[str]:
@@ -202,15 +254,38 @@ class VoiceServer:
     async def run(
         self, *, task_status: trio.TaskStatus[VoiceServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Listens, serves until ``shutdown``, then shuts down gracefully: no new connection,
-        every session closed with 1001 (its agent turn cancelled), the pacer stopped.
+        """Binds its port, finds its capacity (measuring it if no setting gives it: a few
+        seconds), gives the start-up memory back, serves until ``shutdown``, then shuts down
+        gracefully: no new connection, every session closed with 1001 (its agent turn
+        cancelled), the pacer stopped.
 
         Use ``await nursery.start(server.run)``: it returns once the server is listening.
+
+        Raises:
+            CalibrationError: the start-up measurement failed (set ``capacity_per_core`` or
+                ``max_sessions`` to skip it).
+            OSError: it cannot listen.
         """
         settings = self.settings
         try:
+            # The port first: a taken one fails at once, not after the measurement (and
+            # nothing is accepted until the capacity is known).
             listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
             self.port = listeners[0].socket.getsockname()[1]
+            try:
+                capacity = await self._find_capacity()
+            except BaseException:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                raise
+            self.capacity = capacity
+            self.admission = Admission(
+                max_sessions=capacity.max_sessions,
+                max_pending=settings.max_pending,
+                max_per_address=settings.max_connections_per_address,
+            )
+            await trio.to_thread.run_sync(self._memory.release_now)
+            self.start_rss_bytes = rss_bytes()
             self._origins = frozenset(
                 settings.allowed_origins
                 if settings.allowed_origins is not None
@@ -220,6 +295,7 @@ class VoiceServer:
                 if self._diagnostics is not None:
                     await nursery.start(self._diagnostics.run)
                 nursery.start_soon(self.router.run)
+                nursery.start_soon(self._memory.run)
                 if self._recorder is not None:
                     nursery.start_soon(self._recorder.run)  # dumps once more when cancelled
                 for task in self._tasks:
@@ -234,22 +310,39 @@ class VoiceServer:
                             )
 
                     connections.start_soon(accept_connections)
-                    _log.info("voicecore serving on %s", self.url)
+                    _log.info("%s", capacity.describe())
                     task_status.started(self)
                     await self._shutdown.wait()
                     self._stop(accepting, connections)
                 if connections.cancel_scope.cancelled_caught:
                     _log.warning("shutdown: sessions still open after the timeout; cancelled")
-                nursery.cancel_scope.cancel()  # the router and diagnostics
+                nursery.cancel_scope.cancel()  # the router, diagnostics, memory releaser
         finally:
             if self._owns_pacer:
                 self._pacer.stop()
+
+    async def _find_capacity(self) -> Capacity:
+        """The configured capacity, or the one measured by a start-up conversation."""
+        settings = self.settings
+        cores = available_cores()
+        configured = Capacity.configured(
+            cores,
+            max_sessions=settings.max_sessions,
+            capacity_per_core=settings.capacity_per_core,
+        )
+        if configured is not None:
+            return configured
+        _log.info("measuring what one conversation costs (a few seconds)...")
+        self.calibration = await calibrate(self._pipeline)
+        return Capacity.calibrated(
+            cores, session_cpu=self.calibration.session_cpu, cpu_budget=settings.cpu_budget
+        )
 
     def _stop(self, accepting: trio.CancelScope, connections: trio.Nursery) -> None:
         """Stops accepting, asks every session to close with 1001, and gives them
         ``shutdown_timeout_s`` before they are cancelled."""
         self._stopping = True
-        _log.info("shutting down: closing %d sessions", len(self._connections))
+        _log.info("shutting down: closing %d connections", len(self._connections))
         accepting.cancel()
         for connection in list(self._connections.values()):
             connection.transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
@@ -276,30 +369,106 @@ class VoiceServer:
             )
         return await static_response(self.settings.web_root, path)
 
+    def status(self) -> str:
+        """``"ok"`` (taking new conversations), ``"full"`` (every conversation slot taken)
+        or ``"draining"`` (shutting down); ``"starting"`` before ``run`` has found its
+        capacity."""
+        if self._stopping:
+            return "draining"
+        if self.admission is None:
+            return "starting"
+        return "full" if self.admission.full else "ok"
+
     def health(self) -> dict[str, Any]:
-        """What ``/healthz`` reports (a JSON object)."""
+        """What ``/healthz`` reports (a JSON object; docs/deployment.md describes each
+        field). Its ``schema`` is :data:`HEALTH_SCHEMA`."""
         stats = self._pacer.stats()
+        admission = self.admission.to_json() if self.admission is not None else None
+        status = self.status()
+        live = self.live_sessions()
+        settings = self.settings
         return {
-            "status": "stopping" if self._stopping else "ok",
+            "schema": HEALTH_SCHEMA,
+            "status": status,
+            "ready": status == "ok",
             "sessions": self.sessions,
-            "max_sessions": self.settings.max_sessions,
+            "max_sessions": None if self.capacity is None else self.capacity.max_sessions,
+            "available": (
+                None
+                if self.capacity is None
+                else max(0, self.capacity.max_sessions - self.sessions)
+            ),
+            "pending": None if admission is None else admission["pending"],
+            "capacity": None if self.capacity is None else self.capacity.to_json(),
+            "limits": {
+                "max_pending": settings.max_pending,
+                "max_connections_per_address": settings.max_connections_per_address,
+                "hello_timeout_s": settings.hello_timeout_s,
+            },
+            "admission": admission,
             "pacer": {
                 "scheduling": stats.scheduling,
                 "open_streams": stats.open_streams,
-                "underruns": stats.underruns,
+                "starved_frames": stats.underruns,
+            },
+            "clients": {
+                "underruns": self._finished_client_underruns
+                + sum(s.metrics.client_underruns for s in live),
+            },
+            "memory": {
+                "rss_bytes": rss_bytes(),
+                "start_rss_bytes": self.start_rss_bytes,
+                "releases": self._memory.stats.releases,
+                "last_freed_bytes": self._memory.stats.last_freed_bytes,
             },
         }
 
     def _health(self) -> Response:
-        status = http.HTTPStatus.SERVICE_UNAVAILABLE if self._stopping else http.HTTPStatus.OK
-        body = json.dumps(self.health()).encode()
-        return response(status, body, "application/json")
+        health = self.health()
+        status = http.HTTPStatus.OK if health["ready"] else http.HTTPStatus.SERVICE_UNAVAILABLE
+        return response(status, json.dumps(health).encode(), "application/json")
 
     def metrics_text(self) -> str:
-        """``/metrics``: Prometheus text over the live and recently finished sessions."""
+        """``/metrics``: Prometheus text (format 0.0.4) of :attr:`registry`: the live and
+        recently finished sessions, admission, memory, the process diagnostics."""
+        return generate_latest(self.registry).decode()
+
+    def _families(self) -> Iterator[Metric]:
+        """The server's own metric families, collected at each scrape."""
         live = [session.metrics for session in self.live_sessions()]
-        return prometheus_text(
-            [*live, *self.recent], open_sessions=len(live), diagnostics=self._diagnostics
+        yield from session_families([*live, *self.recent], open_sessions=len(live))
+        if self._diagnostics is not None:
+            yield from diagnostics_families(self._diagnostics)
+        admission, capacity = self.admission, self.capacity
+        if admission is not None and capacity is not None:
+            yield GaugeMetricFamily(
+                "voicecore_capacity_sessions",
+                "Conversations the server carries at once (more are refused with busy).",
+                value=capacity.max_sessions,
+            )
+            yield GaugeMetricFamily(
+                "voicecore_pending_connections",
+                "Connections not yet in a conversation (awaiting their request or hello).",
+                value=admission.pending,
+            )
+            refused = CounterMetricFamily(
+                "voicecore_admission_refusals",
+                "Connections refused, by reason: capacity and address (busy), pending "
+                "(closed at once), hello_timeout.",
+                labels=["reason"],
+            )
+            for reason in Refusal:
+                refused.add_metric([reason.value], admission.refused[reason])
+            yield refused
+            yield CounterMetricFamily(
+                "voicecore_admitted_sessions",
+                "Conversations admitted since the server started.",
+                value=admission.admitted,
+            )
+        yield CounterMetricFamily(
+            "voicecore_memory_releases",
+            "Times the server gave memory back to the system after conversations ended.",
+            value=self._memory.stats.releases,
         )
 
     # --- WebSocket ----------------------------------------------------------------------------
@@ -320,14 +489,33 @@ class VoiceServer:
         return hmac.compare_digest(given.encode(), expected.encode())
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self.settings.send_buffer_bytes:  # 0: the OS default
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_bytes)
+        assert self.admission is not None
+        ticket = self.admission.connect()
+        if ticket is None:
+            # Too many connections say nothing yet: this one is not even read.
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_connection(stream, ticket)
+        finally:
+            self.admission.release(ticket)
+
+    async def _serve_connection(self, stream: trio.SocketStream, ticket: Ticket) -> None:
+        settings = self.settings
+        deadline = trio.current_time() + settings.hello_timeout_s
+        try:
+            peer = stream.socket.getpeername()[0]
+        except OSError:  # the client is gone already
+            await trio.aclose_forcefully(stream)
+            return
+        if settings.send_buffer_bytes:  # 0: the OS default
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
         websocket = await accept(
             stream,
             self._respond,
-            max_message_bytes=2 * self.settings.max_message_bytes,
-            close_timeout_s=self.settings.close_timeout_s,
-            handshake_timeout_s=self.settings.hello_timeout_s,
+            max_message_bytes=2 * settings.max_message_bytes,
+            close_timeout_s=settings.close_timeout_s,
+            handshake_timeout_s=settings.hello_timeout_s,
         )
         if websocket is None:
             return  # plain HTTP, answered
@@ -338,23 +526,50 @@ class VoiceServer:
                 session_id,
                 frame_ms=self._frame_ms,
                 cushion_ms=self._cushion_ms,
-                max_message_bytes=self.settings.max_message_bytes,
+                max_message_bytes=settings.max_message_bytes,
             ),
-            send_queue_ms=self.settings.send_queue_ms,
+            send_queue_ms=settings.send_queue_ms,
         )
+        forwarded = websocket.request.headers.get("X-Forwarded-For") if websocket.request else None
+        address = client_address(peer, forwarded, settings.trusted_proxies or ())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.run_writer)
             nursery.start_soon(websocket.keepalive, KEEPALIVE_INTERVAL_S, KEEPALIVE_TIMEOUT_S)
             try:
-                await self._converse(session_id, websocket.request, transport)
+                await self._converse(
+                    session_id, websocket.request, transport, ticket, address, deadline
+                )
             finally:
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
                 nursery.cancel_scope.cancel()  # the keepalive's sleep
 
+    def _refuse(self, transport: WebSocketTransport, refusal: Refusal, address: str) -> None:
+        """Tells the client ``busy`` (why, and to try again later) and closes with 1013."""
+        assert self.capacity is not None
+        if refusal is Refusal.ADDRESS:
+            message = (
+                f"your address already holds {self.settings.max_connections_per_address} "
+                "connections to this server; close one, or try again in a minute"
+            )
+            _log.info("refused a connection from %s: too many from that address", address)
+        else:
+            message = (
+                f"the server is at its limit of {self.capacity.max_sessions} conversations; "
+                "try again in a minute"
+            )
+        transport.fail(ErrorCode.BUSY, message, CloseCode.TRY_AGAIN_LATER)
+
     async def _converse(
-        self, session_id: str, request: Request | None, transport: WebSocketTransport
+        self,
+        session_id: str,
+        request: Request | None,
+        transport: WebSocketTransport,
+        ticket: Ticket,
+        address: str,
+        deadline: float,
     ) -> None:
+        assert self.admission is not None
         if self._stopping:
             transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
             return
@@ -365,37 +580,40 @@ class VoiceServer:
                 CloseCode.POLICY,
             )
             return
-        if len(self._connections) >= self.settings.max_sessions:
-            transport.fail(
-                ErrorCode.BUSY,
-                f"the server is at its limit of {self.settings.max_sessions} conversations; "
-                "try again in a minute",
-                CloseCode.TRY_AGAIN_LATER,
-            )
+        refusal = self.admission.identify(ticket, address)
+        if refusal is not None:
+            self._refuse(transport, refusal, address)
             return
-        connection = _Connection(transport)
+        connection = _Connection(transport, ticket)
         self._connections[session_id] = connection
         try:
-            # Building a session's VAD and STT loads models (an ONNX session takes ~0.3 s):
-            # done on the loop it would stall every other session's audio hand-off.
-            providers = await trio.to_thread.run_sync(self._pipeline.providers)
-            await self._pipeline.load(providers)
-            with trio.move_on_after(self.settings.hello_timeout_s) as waited:
+            with trio.move_on_at(deadline) as waited:
                 try:
                     hello = await transport.handshake()
                 except trio.EndOfChannel:
                     return
             if waited.cancelled_caught:
+                self.admission.timed_out(ticket)
                 transport.fail(
                     ErrorCode.HELLO_TIMEOUT,
-                    f"no hello within {self.settings.hello_timeout_s:g} s",
+                    f"no hello within {self.settings.hello_timeout_s:g} s of connecting",
                     CloseCode.POLICY,
                 )
                 return
+            hello_at = trio.current_time()
+            refusal = self.admission.admit(ticket)
+            if refusal is not None:
+                self._refuse(transport, refusal, address)
+                return
+            # Building a session's VAD loads a model (an ONNX session): done on the loop it
+            # would stall every other session's audio hand-off.
+            providers = await trio.to_thread.run_sync(self._pipeline.providers)
+            await self._pipeline.load(providers)
             _log.info(
-                "%s: %s, mic %d Hz, playback %d Hz",
+                "%s: %s from %s, mic %d Hz, playback %d Hz",
                 session_id,
                 hello.client or "client",
+                address,
                 hello.input_rate,
                 hello.output_rate,
             )
@@ -410,6 +628,8 @@ class VoiceServer:
             if self._recorder is not None:
                 self._recorder.add_session(session_id, session.timeline)
             transport.metrics = session.metrics
+            transport.accept()
+            self._ready_time.observe(trio.current_time() - hello_at)
             await session.run()
         finally:
             del self._connections[session_id]
@@ -417,9 +637,21 @@ class VoiceServer:
                 self._recorder.end_session(session_id)
             if connection.session is not None:
                 self.recent.append(connection.session.metrics)
+                self._finished_client_underruns += connection.session.metrics.client_underruns
+                self._memory.session_ended()
             _log.info(
                 "%s: closed (%s), %.1f s",
                 session_id,
                 transport.close_code or "by the client",
                 time.monotonic() - connection.opened,
             )
+
+
+class _ServerCollector(Collector):
+    """Collects a ``VoiceServer``'s own families at each scrape (``prometheus_client``)."""
+
+    def __init__(self, server: VoiceServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        return self._server._families()

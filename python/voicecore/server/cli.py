@@ -47,7 +47,12 @@ from voicecore.config import ServerConfig
 from voicecore.demo import run_demo
 from voicecore.diagnose import add_diagnose_arguments, diagnose_command
 from voicecore.engine.pacing import Pacer
-from voicecore.exceptions import ConfigError, ModelFetchError, ModelNotFoundError
+from voicecore.exceptions import (
+    CalibrationError,
+    ConfigError,
+    ModelFetchError,
+    ModelNotFoundError,
+)
 from voicecore.pipeline import Pipeline, build_pipeline, scripted_pipeline
 from voicecore.server.app import VoiceServer
 
@@ -232,8 +237,8 @@ def serve_command(
     tasks: Sequence[ServerTask] = (),
 ) -> int:
     """``voicecore serve``: builds the pipeline and runs the server until SIGINT/SIGTERM;
-    returns the exit status (0 after a graceful shutdown, 1 if it cannot listen, 2 for a bad
-    setting).
+    returns the exit status (0 after a graceful shutdown, 1 if it cannot listen or its
+    start-up measurement of a conversation's cost fails, 2 for a bad setting).
 
     Args:
         args: the flags parsed by a parser given ``add_serve_arguments``.
@@ -267,17 +272,24 @@ def serve_command(
     try:
         return trio.run(functools.partial(run_server, pipeline, settings, pacer=pacer, tasks=tasks))
     except ExceptionGroup as group:  # Trio's nurseries group what their tasks raised
-        listen_errors, others = group.split(OSError)
-        if listen_errors is None or others is not None:
-            raise
-        error: BaseException = listen_errors
-        while isinstance(error, BaseExceptionGroup):
-            error = error.exceptions[0]
-        print(
-            f"voicecore serve: cannot listen on {settings.host}:{settings.port}: {error}",
-            file=sys.stderr,
-        )
-        return 1
+        for kind, problem in (
+            (OSError, f"cannot listen on {settings.host}:{settings.port}"),
+            (CalibrationError, "cannot measure its capacity"),
+        ):
+            matched, others = group.split(kind)
+            if matched is None or others is not None:
+                continue
+            error: BaseException = matched
+            while isinstance(error, BaseExceptionGroup):
+                error = error.exceptions[0]
+            fix = (
+                "; --server-capacity-per-core or --max-sessions skips the measurement"
+                if kind is CalibrationError
+                else ""
+            )
+            print(f"voicecore serve: {problem}: {error}{fix}", file=sys.stderr)
+            return 1
+        raise
 
 
 async def run_server(

@@ -49,7 +49,7 @@ class WebSocketTransport:
     Attributes:
         playout: the client's last playout report (None before the first).
         metrics: the session's metrics, once it exists: the underruns the client reports
-            are counted there (``client.underruns``, exported by ``/metrics``).
+            are counted there (``client_underruns``, exported by ``/metrics``).
         peak_queued_bytes: the most bytes the send buffer ever held.
     """
 
@@ -68,6 +68,7 @@ class WebSocketTransport:
         self._too_slow_decided = False
         self._closing = False
         self._closed = trio.Event()
+        self._held: tuple[ServerMessage, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -115,9 +116,11 @@ class WebSocketTransport:
 
     # receive side
 
-    async def _next_step(self) -> Step:
-        """The protocol's verdict on the client's next message (replies already queued);
-        raises ``trio.EndOfChannel`` once the connection is closing or closed."""
+    async def _next_step(self, *, hold_ready: bool = False) -> Step:
+        """The protocol's verdict on the client's next message (replies already queued,
+        but for the ``ready`` answering ``hello`` when ``hold_ready``: it is kept for
+        :meth:`accept`); raises ``trio.EndOfChannel`` once the connection is closing or
+        closed."""
         if self._close is not None:
             raise trio.EndOfChannel
         try:
@@ -127,6 +130,9 @@ class WebSocketTransport:
             raise trio.EndOfChannel from None
         self._check_backlog()
         step = self.protocol.receive(data)
+        if hold_ready and isinstance(step.message, Hello):
+            self._held = step.replies
+            step = Step(message=step.message, close=step.close)
         self._apply(step)
         return step
 
@@ -146,15 +152,21 @@ class WebSocketTransport:
             self._ws.start_close(step.close.code, step.close.reason)
 
     async def handshake(self) -> Hello:
-        """Waits for the client's ``hello`` (``ready`` is queued when it comes); raises
-        ``trio.EndOfChannel`` if the connection closes first."""
+        """Waits for the client's ``hello``; raises ``trio.EndOfChannel`` if the
+        connection closes first. Its ``ready`` answer waits for :meth:`accept` (the server
+        first finds the conversation a place); :meth:`fail` refuses it instead."""
         while True:
-            step = await self._next_step()
+            step = await self._next_step(hold_ready=True)
             if isinstance(step.message, Hello):
                 hello = step.message
                 # The send bound: send_queue_ms of PCM16 at the client's rate.
                 self._ws.max_pending_bytes = 2 * hello.output_rate * self._send_queue_ms // 1000
                 return hello
+
+    def accept(self) -> None:
+        """Sends the ``ready`` answering the client's ``hello``: the conversation starts."""
+        held, self._held = self._held, ()
+        self._apply(Step(replies=held))
 
     async def receive(self) -> EngineInput:
         """The client's next mic audio or playout report (``Transport.receive``)."""
@@ -174,7 +186,7 @@ class WebSocketTransport:
         # The client's count is cumulative; a restarted player may report a smaller one.
         new = report.underruns - (previous or 0)
         if new > 0:
-            self.metrics.count("client.underruns", new)
+            self.metrics.client_underruns += new
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
         """Decides to close with ``code`` (unless a close was already decided): the close

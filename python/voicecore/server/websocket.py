@@ -53,7 +53,7 @@ from websockets.exceptions import (
 )
 from websockets.frames import OK_CLOSE_CODES, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import CLOSED, OPEN
+from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
@@ -338,11 +338,13 @@ class WebSocket:
         what the peer still sends until its close frame (or ``close_timeout_s``), then
         closes the socket. Idempotent; needs :meth:`run_writer` running."""
         self.start_close(code, reason)
-        with trio.move_on_after(self.close_timeout_s):
-            while self.protocol.state is not CLOSED and not self._eof_received:
-                await self._read()
-                self._frames.clear()  # messages after our close frame are dropped
-        await self._cut()
+        try:
+            with trio.move_on_after(self.close_timeout_s):
+                while self.protocol.state is not CLOSED and not self._eof_received:
+                    await self._read()
+                    self._frames.clear()  # messages after our close frame are dropped
+        finally:
+            await self._cut()  # cancelled or not: the socket is never left open
 
     async def _cut(self) -> None:
         """Closes the socket, the sink first: once the sink is closed, neither Python nor the
@@ -433,9 +435,11 @@ async def connect(
     max_pending_bytes: int = 1 << 20,
     close_timeout_s: float = 2.0,
     open_timeout_s: float = 10.0,
+    local_address: str | None = None,
 ) -> WebSocket:
     """Opens a client connection to ``url`` (``ws://host:port/path``); start the returned
-    connection's :meth:`WebSocket.run_writer` as a task.
+    connection's :meth:`WebSocket.run_writer` as a task. ``local_address`` binds its socket
+    to that address first (on loopback, ``127.0.0.2``... make distinct clients).
 
     Raises:
         OSError: the TCP connection failed.
@@ -445,13 +449,13 @@ async def connect(
     uri = parse_uri(url)
     protocol = ClientProtocol(uri, max_size=max_message_bytes)
     with trio.fail_after(open_timeout_s):
-        stream = await trio.open_tcp_stream(uri.host, uri.port)
+        stream = await trio.open_tcp_stream(uri.host, uri.port, local_address=local_address)
     early: list[Frame] = []
     try:
         protocol.send_request(protocol.connect())
         await stream.send_all(b"".join(protocol.data_to_send()))
         with trio.move_on_after(open_timeout_s) as waited:
-            while protocol.handshake_exc is None and protocol.state is not OPEN:
+            while protocol.handshake_exc is None and protocol.state is CONNECTING:
                 data = await stream.receive_some(RECEIVE_BYTES)
                 if data:
                     protocol.receive_data(data)
@@ -460,7 +464,10 @@ async def connect(
                 early += (e for e in protocol.events_received() if isinstance(e, Frame))
                 if not data:
                     break
-        if protocol.state is not OPEN:
+        # Open, or already closing: a server that refuses at once (busy) may send its close
+        # frame in the same read as its handshake response; the caller then reads the
+        # refusal from the early frames.
+        if protocol.state is CONNECTING or protocol.handshake_exc is not None:
             if protocol.handshake_exc is not None:
                 raise protocol.handshake_exc
             raise InvalidHandshake(
