@@ -332,6 +332,35 @@ def _fade_in(
     return None
 
 
+def _reported_hold(
+    output: Int16Array,
+    reply: Int16Array,
+    i: int,
+    j: int,
+    fade: int,
+    key: int,
+    pauses: tuple[tuple[int, int], ...],
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """When the difference at ``output[i]`` (``reply[j]``) is the fade-out of a pause the page
+    reported (``(first silent sample, resume)``), the pause and where the walk goes on after
+    its fade-in: ``((silent, resume), (output index, reply index))``, else None. The reply
+    resumes at the sample after the fade-out, or a few later (fade samples that round to 0)."""
+    for silent, resume in pauses:
+        if not silent - fade - 8 <= i <= silent + 8:
+            continue
+        at_silence = j + (silent - i)
+        p = resume + fade
+        for lag in range(-4, 9):
+            q = at_silence + lag + fade
+            if q < 0 or q + key > len(reply) or p + key > len(output):
+                continue
+            if np.array_equal(output[p : p + key], reply[q : q + key]) and np.any(
+                reply[q : q + key]
+            ):
+                return (silent, resume), (p, q)
+    return None
+
+
 def align_reply(
     output: Int16Array,
     reply: Int16Array,
@@ -381,6 +410,14 @@ def align_reply(
         if j >= received or i >= len(output):
             break
         faded_out = False
+        resumed = _reported_hold(output, reply, i, j, fade, key, pauses)
+        if resumed is not None:
+            # A pause the page reported: the fade, its silence and the fade-in are a hold,
+            # and the reply goes on exactly where the fade-out ended.
+            (a, b), (p, q) = resumed
+            holds.append(Gap(a, b - a))
+            i, j, played = p, q, played + q - j
+            continue
         if output[i] != 0:
             silent = _fade_out(output, reply, i, j, fade, first)
             if silent < 0:
