@@ -116,7 +116,11 @@ LATENCY_TARGET_MS = 300.0
 
 NEW = SessionConfig(stt_final_timeout_s=10.0)
 BASELINE = SessionConfig(
-    duck=False, backchannel_max_ms=0.0, preemptive_replies=False, stt_final_timeout_s=10.0
+    duck=False,
+    echo_gate=False,
+    backchannel_max_ms=0.0,
+    preemptive_replies=False,
+    stt_final_timeout_s=10.0,
 )
 MODES: dict[str, tuple[SessionConfig, bool]] = {"new": (NEW, True), "baseline": (BASELINE, False)}
 """Mode -> (its settings, whether Smart Turn ends its turns)."""
@@ -162,9 +166,9 @@ COUGHS: list[tuple[float, float]] = [(150, -10.0), (220, -16.0), (300, -6.0)]  #
 INTERRUPTIONS = ["stop", "wait, what is two plus two", "no that is wrong"]
 ECHO_DELAYS_MS = [40, 80, 150]
 ECHO_GAIN_DB = -10.0
-ECHO_SETTINGS: list[dict[str, Any]] = [{}]
-"""The new engine's settings the echo runs with (``{}``: the defaults). Once
-``SessionConfig`` has an echo gate: ``[{"echo_gate": True}, {"echo_gate": False}]``."""
+ECHO_SETTINGS: list[dict[str, Any]] = [{"echo_gate": True}, {"echo_gate": False}]
+"""The new engine's settings the echo runs with: with its echo gate (the default) and
+without (what the gate buys, in the same run)."""
 
 
 def _p(values: Sequence[float], q: float) -> float:
