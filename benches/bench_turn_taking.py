@@ -52,31 +52,19 @@ that load. ``--quick`` (CI): one clip per set, two backchannels, a cough, an int
 one echo delay. Nothing is asserted about timings (the machine is a shared 2-core VM); the
 assertions are that every clip got a reply and every trial finished.
 
-Measured (two full runs, 2 shared cores under other agents' load; run 2 first, run 1 in
-brackets):
+Measured (full runs on the shared 2-core VM; the closing note of issue 12 has the tables):
 
-* End of speech -> first agent audio, p50 new / baseline: all clips 844 / 804 ms, ratio 1.05
-  (1231 / 1035, 1.19); shared 1151 / 917 (1386 / 1967); questions 737 / 880 (1142 / 1025);
-  pauses 502 / 804 (1198 / 990), but those replies answered only the words after the pause.
-  Target 300 ms p50: missed everywhere. Where the time goes (new, p50): the turn ends 433 ms
-  after the speech (the VAD reports the pause 40-260 ms after it, then Smart Turn's verdict,
-  70-330 ms on this machine; 1.5 s when it says "incomplete"), the final 565 ms after it,
-  and Piper's first audio comes 150-500 ms later. Smart Turn said "complete" at the end of
-  9 of 11 clips (librivox-0880 and a paused question: "incomplete", 1.5 s), and at 3 of 3
-  internal 400 ms pauses: 3 false endings (2 in run 1), none for the baseline. Preemptive
-  replies: 5 started, 5 confirmed, 0 cancelled (3/3/0); they start only when the turn end
-  waits long enough for Moonshine's speculative decode (an "incomplete" verdict, a pause).
-* Backchannels (new): paused 6/6 (onset -> pause 85-111 ms; 71-108), resumed and heard
-  whole 4/6 (4/6): "mm hmm" and "right" were cut both times, the STT having heard "Imamdan"
-  and "Rye rye rye rye" (not feedback). Pause -> resume 596-619 ms (549) when Smart Turn
-  found the backchannel a complete turn, 1895-2149 ms (1855-2291) when it did not (the
-  contested utterance waits ``turn_incomplete_silence_ms``). Baseline: cut 6/6, 310-329 ms
-  after the onset. Coughs: paused 0/3 (Silero never called them speech), heard whole 3/3,
-  both modes. Interruptions: cut 3/3 both modes; new: onset -> pause 94-153 ms (93-168),
-  -> clear 498-769 ms (554-869); baseline: -> clear 301-382 ms (337-395), no pause.
-* Echo (-10 dB, no echo gate in the engine yet): new, 40 ms: 19 pauses, 19 resumes, heard
-  whole (9 pauses then a cut in run 1); 80 ms: 8 pauses then a cut; 150 ms: a cut.
-  Baseline: a cut at every delay.
+* End of speech -> first agent audio, p50 new / baseline: all clips 665 / 873 ms (0.76x);
+  shared 1364 / 1069; questions 612 / 929; pauses 665 / 814. Target 300 ms p50: missed.
+  The turn ends ~430 ms after the speech (the VAD reports the pause, then Smart Turn's
+  verdict), Moonshine's final follows, then Piper's first audio.
+* Backchannels (new): paused 6/6 (onset -> pause p50 32 / max 39 ms), resumed and heard
+  whole 5/6 ("mm hmm" was heard as "Imam Dhim" and cut), pause -> resume p50 600 / max
+  818 ms; baseline: cut 6/6. Coughs: paused 3/3, resumed 3/3 after ~280 ms (no speech
+  confirmed), heard whole. Interruptions: cut 3/3, onset -> pause 25-29 ms, -> clear
+  446-449 ms (baseline: clear 330-391 ms, no pause before it).
+* Echo at -10 dB, 40/80/150 ms: with the echo gate 0 pauses, 0 clears, heard whole at every
+  delay; without it 19 pauses (40 ms) or a cut (80, 150 ms).
 """
 
 from __future__ import annotations
