@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voicecore.engine.floor import TurnTaker
 from voicecore.engine.stages import SpeechEnded, SpeechStarted
-from voicecore.engine.turns import (
+from voicecore.engine.turn_actions import (
     ConfirmReply,
     CutReply,
     DropTurn,
@@ -20,8 +20,8 @@ from voicecore.engine.turns import (
     StartReply,
     StartTranscription,
     StopTranscription,
-    TurnMachine,
 )
+from voicecore.engine.turns import TurnMachine
 
 MS = 16  # samples per ms at 16 kHz
 

@@ -46,7 +46,7 @@ from voicecore.engine.stages import (
     TurnEndModel,
     closing,
 )
-from voicecore.engine.turns import (
+from voicecore.engine.turn_actions import (
     DropTurn,
     EndTranscription,
     PredictTurn,
@@ -54,8 +54,8 @@ from voicecore.engine.turns import (
     SpeechResumed,
     StartTranscription,
     TurnAction,
-    TurnMachine,
 )
+from voicecore.engine.turns import TurnMachine
 from voicecore.exceptions import StageTimeoutError
 from voicecore.metrics import SessionMetrics, TurnMetrics
 

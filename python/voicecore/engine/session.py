@@ -65,7 +65,7 @@ from voicecore.engine.stages import (
     TurnEndModel,
 )
 from voicecore.engine.transport import Transport
-from voicecore.engine.turns import (
+from voicecore.engine.turn_actions import (
     ConfirmReply,
     CutReply,
     DropTurn,
@@ -82,8 +82,8 @@ from voicecore.engine.turns import (
     StartTranscription,
     StopTranscription,
     TurnAction,
-    TurnMachine,
 )
+from voicecore.engine.turns import TurnMachine
 from voicecore.exceptions import VoicecoreError
 from voicecore.metrics import SessionMetrics
 

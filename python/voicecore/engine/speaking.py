@@ -49,14 +49,14 @@ from voicecore.engine.pacing import (
 from voicecore.engine.playout import PlayoutRouter, PlayoutTotals
 from voicecore.engine.settings import SessionConfig
 from voicecore.engine.stages import LLM, TTS, AudioChunk, TurnContext, closing, next_within
-from voicecore.engine.turns import (
+from voicecore.engine.turn_actions import (
     CutReply,
     FinishReply,
     ReplyAudible,
     ResumeReply,
     TurnAction,
-    TurnMachine,
 )
+from voicecore.engine.turns import TurnMachine
 from voicecore.metrics import SessionMetrics
 
 __all__ = ["Reply", "Speaking"]
