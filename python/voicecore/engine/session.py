@@ -207,6 +207,8 @@ class Session:
         report_error = functools.partial(_report_error, self.metrics, self._outbound)
         # One gate per conversation: the agent's audio (the far end) meets the mic here.
         echo = EchoGate(transport.sample_rate) if config.echo_gate else None
+        self._echo = echo
+        self._client_underruns = 0
         self._hearing = Hearing(
             stt=stt,
             vad=vad if vad is not None else EnergyVadStage(),
@@ -314,6 +316,12 @@ class Session:
                     if self._gc_policy is not None:
                         self._gc_policy.tick()  # bounds the garbage deferred while speaking
                     self._speaking.playout_report(message.buffered_ms)
+                    underruns = message.underruns
+                    if underruns is not None and underruns > self._client_underruns:
+                        # The player ran dry: its timeline moved against the echo's.
+                        self._client_underruns = underruns
+                        if self._echo is not None:
+                            self._echo.realign()
             except (VoicecoreError, ValueError, TypeError) as exc:
                 # A malformed message (odd PCM16 length, a bogus report) is the client's
                 # mistake: tell it, count it, and keep the conversation going.
