@@ -61,7 +61,9 @@ def session_for(
         tts=tts,
         # A hangover of whole 20 ms frames puts the end of speech on a frame boundary.
         vad=EnergyVadStage(EnergyVad(RATE, 20, hangover_ms=160)),
-        config=SessionConfig(end_of_turn_silence_ms=SILENCE_MS),
+        # No echo gate: the mic here never hears the agent, and the barge-ins come with the
+        # reply's first frame, before a gate has learnt that (it would hold them back).
+        config=SessionConfig(end_of_turn_silence_ms=SILENCE_MS, echo_gate=False),
         pacer=pacer,
     )
 
