@@ -54,6 +54,11 @@ __all__ = [
 
 FRAME_S: Final = 0.02
 MIC_RATE: Final = 16000
+QUIET_S: Final = 3.0
+"""After its script, a caller streams silence until neither side has spoken for this long
+(a turn still in flight, the user's or the agent's, is answered or finished first)."""
+SETTLE_MAX_S: Final = 15.0
+"""...but no longer than this."""
 HOSTILE_KINDS: Final = ("idle_socket", "silent_websocket", "garbage", "drop_after_hello", "talk")
 """What the hostile slots of :func:`attack` do, in turn."""
 
@@ -113,7 +118,8 @@ async def open_conversation(
     """One caller: connects, says ``hello``, records ``ready`` or the refusal; admitted, talks
     for ``talk_s`` (``speech`` utterances in turn, each followed by ``pause_s`` of silence,
     in real time, from a point of the script that ``seed`` picks: callers that arrive
-    together do not speak in lockstep), then says ``bye``."""
+    together do not speak in lockstep), streams silence until its last turn is answered
+    (:data:`QUIET_S`, at most :data:`SETTLE_MAX_S`), then says ``bye``."""
     outcome = Outcome()
     try:
         ws = await connect(url, local_address=local_address)
@@ -164,14 +170,28 @@ async def _talk(
     start = trio.current_time()
     end = start + talk_s
 
+    last_activity = start  # the last time either side was mid-turn
+
+    def busy(now: float) -> None:
+        nonlocal last_activity
+        last_activity = now
+
+    speaking = {"user": False, "agent": False}
+
     async def mic() -> None:
+        # The script for ``talk_s``, then silence until the conversation is quiet: a caller
+        # hangs up after its last turn is answered, not in the middle of it.
+        silent = bytes(2 * frame)
         for index in itertools.count():
             deadline = start + index * FRAME_S
             if deadline >= end:
-                return
+                if any(speaking.values()):
+                    busy(deadline)
+                if deadline - last_activity >= QUIET_S or deadline >= end + SETTLE_MAX_S:
+                    return
             await trio.sleep_until(deadline)
             offset = index * 2 * frame % len(pcm)
-            ws.send_nowait(pcm[offset : offset + 2 * frame])
+            ws.send_nowait(pcm[offset : offset + 2 * frame] if deadline < end else silent)
 
     async def reports() -> None:
         while True:
@@ -184,14 +204,24 @@ async def _talk(
             now = trio.current_time()
             if isinstance(message, bytes):
                 player.frame(now)
+                busy(now)
                 continue
             data = json.loads(message)
             kind = data.get("type")
-            if kind == "agent_done":
+            busy(now)
+            if kind == "speech_start":
+                speaking["user"] = True
+            elif kind == "speech_end":
+                speaking["user"] = False
+            elif kind == "agent_text":
+                speaking["agent"] = True
+            elif kind == "agent_done":
                 player.done(now)
+                speaking["agent"] = False
                 outcome.replies += 1
             elif kind == "clear":
                 player.clear(now)
+                speaking["agent"] = False
             elif kind == "metrics" and data.get("voice_to_voice_ms") is not None:
                 outcome.v2v_ms.append(float(data["voice_to_voice_ms"]))
             elif kind == "error":
