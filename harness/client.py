@@ -59,20 +59,23 @@ def hello(
     output_rate: int = OUTPUT_RATE,
     frame_ms: int = FRAME_MS,
     capabilities: tuple[str, ...] = ("pause",),
+    resume: str | None = None,
 ) -> str:
     """The ``hello`` that opens a session (docs/protocol.md); like the web page, the client
-    obeys ``pause``/``resume`` unless ``capabilities`` says otherwise."""
-    return json.dumps(
-        {
-            "type": "hello",
-            "protocol": 1,
-            "input_rate": input_rate,
-            "output_rate": output_rate,
-            "frame_ms": frame_ms,
-            "client": client,
-            "capabilities": list(capabilities),
-        }
-    )
+    obeys ``pause``/``resume`` unless ``capabilities`` says otherwise; ``resume``: the
+    ``conversation`` token of an earlier ``ready``, to continue it."""
+    message: dict[str, object] = {
+        "type": "hello",
+        "protocol": 1,
+        "input_rate": input_rate,
+        "output_rate": output_rate,
+        "frame_ms": frame_ms,
+        "client": client,
+        "capabilities": list(capabilities),
+    }
+    if resume is not None:
+        message["resume"] = resume
+    return json.dumps(message)
 
 
 def playout_report(player: PlayoutModel, now: float) -> str:

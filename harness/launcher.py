@@ -85,8 +85,11 @@ class ServerProcess:
         stop_timeout_s: float = 15.0,
     ) -> None:
         module = ["voicecore", "serve"] if cli else ["harness.serve"]
+        # One worker (a test sizes what it starts) and a short drain (a test that stops the
+        # server with callers on the line is not testing the drain) unless ``args`` say.
         self.command = [
-            sys.executable, "-m", *module, "--host", "127.0.0.1", "--port", "0", *args,
+            sys.executable, "-m", *module, "--host", "127.0.0.1", "--port", "0",
+            "--workers", "1", "--server-drain-timeout-s", "1", *args,
         ]  # fmt: skip
         self.env = subprocess_env({"PYTHONUNBUFFERED": "1", **(env or {})}, base=base_env)
         self.cpus = cpus

@@ -227,7 +227,7 @@ async def running(web_root: Path, **settings: Any) -> AsyncIterator[VoiceServer]
         try:
             yield server
         finally:
-            server.shutdown()
+            server.shutdown(drain_timeout_s=0)
 
 
 async def test_sockets_that_say_nothing_hold_no_slot_and_are_cut(tmp_path: Path) -> None:

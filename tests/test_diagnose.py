@@ -319,7 +319,7 @@ async def test_voicecore_serve_timeline_records_sessions_until_shutdown(tmp_path
             with trio.fail_after(5):
                 while server.sessions:
                     await trio.sleep(0.01)
-        server.shutdown()
+        server.shutdown(drain_timeout_s=0)
     (report,) = Timeline.from_json(path.read_text(encoding="utf-8")).events("client_cushion")
     assert report["session"] == ready["session_id"]
     assert report["buffered_ms"] == 42.0

@@ -125,7 +125,7 @@ async def test_a_closed_connection_frees_its_session_and_transport_by_reference_
                 await trio.sleep(0.01)
         assert session_ref() is None
         assert transport_ref() is None
-        server.shutdown()
+        server.shutdown(drain_timeout_s=0)
 
 
 async def test_scripted_providers_keep_bounded_records_of_their_calls() -> None:

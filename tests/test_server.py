@@ -35,7 +35,7 @@ from voicecore.engine.transport import Transport
 from voicecore.pipeline import Pipeline, scripted_pipeline
 from voicecore.protocol import CloseCode
 from voicecore.providers import ScriptedLLM, ScriptedSTT, ScriptedTTS, Utterance
-from voicecore.server.app import VoiceServer
+from voicecore.server.app import DRAINING_REASON, VoiceServer
 from voicecore.server.cli import main
 from voicecore.server.http import default_origins
 
@@ -98,7 +98,7 @@ async def running(
         try:
             yield server
         finally:
-            server.shutdown()
+            server.shutdown(drain_timeout_s=0)
 
 
 def client(url: str, **options: Any) -> connect:
@@ -558,9 +558,15 @@ async def test_a_client_that_vanishes_mid_turn_frees_everything(web_root: Path) 
         assert turn.interrupted  # cut when the session ended: only what was heard is kept
 
 
-async def test_shutdown_closes_every_session_with_1001(web_root: Path) -> None:
+async def test_a_drain_lets_conversations_go_on_then_closes_them_with_1001(
+    web_root: Path,
+) -> None:
+    """SIGTERM's path: at once not ready (503 draining) and no new conversation (1001), the
+    running ones go on (audio keeps coming) for the drain timeout, then 1001 with the
+    reason a client acts on."""
     server = VoiceServer(
-        pipeline(LONG_REPLY), ServerConfig(port=0, web_root=web_root, diagnostics=False)
+        pipeline(LONG_REPLY),
+        ServerConfig(port=0, web_root=web_root, diagnostics=False, drain_timeout_s=1.0),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
@@ -573,10 +579,24 @@ async def test_shutdown_closes_every_session_with_1001(web_root: Path) -> None:
                 while not isinstance(await talking.recv(), bytes):
                     pass
             server.shutdown()
+            reply = await http_get(server, "/healthz")
+            assert reply.status == 503
+            assert json.loads(reply.body)["status"] == "draining"
+            assert (await http_get(server, "/livez")).status == 200
+            async with client(ws_url(server)) as late:  # told before its hello
+                _, code, reason = await closed_with(late)
+                assert (code, reason) == (CloseCode.GOING_AWAY, DRAINING_REASON)
+            drained_at = trio.current_time()
+            frames = 0
+            with trio.move_on_after(0.5):  # the conversation goes on meanwhile
+                while True:
+                    frames += isinstance(await talking.recv(), bytes)
+            assert frames >= 10
             for ws in (talking, idle):
                 _, code, reason = await closed_with(ws)
                 assert code == CloseCode.GOING_AWAY
-                assert reason == "server shutting down"
+                assert reason == DRAINING_REASON
+            assert trio.current_time() - drained_at >= 0.5
     # run() returned: the nursery is empty, the pacer stopped.
     assert server.sessions == 0
     assert server.pacer.stopped
@@ -596,7 +616,7 @@ async def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(web_root
             await trio.sleep(1.0)  # agent audio piles up in the kernel buffers
             assert server.transports()[0].queued_bytes > 0
             started = trio.current_time()
-            server.shutdown()
+            server.shutdown(drain_timeout_s=0)
             with trio.fail_after(server.settings.close_timeout_s + 2):
                 await settle(lambda: server.pacer.stopped, timeout=10)
             assert trio.current_time() - started < server.settings.shutdown_timeout_s
@@ -624,7 +644,7 @@ async def test_a_client_still_streaming_its_mic_is_closed_promptly(web_root: Pat
             nursery.start_soon(mic)
             await trio.sleep(0.5)
             started = trio.current_time()
-            server.shutdown()
+            server.shutdown(drain_timeout_s=0)
             _, code, _ = await closed_with(ws)
             assert code == CloseCode.GOING_AWAY
             await settle(lambda: server.pacer.stopped)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -98,6 +99,10 @@ MAX_UNDERRUNS: Final = 10**9
 
 MAX_CLIENT_NAME = 200
 """Longest ``hello.client`` string kept (characters)."""
+
+MAX_RESUME_TOKEN: Final = 128
+"""Longest ``hello.resume`` token accepted (characters: letters, digits, ``-`` and ``_``)."""
+_TOKEN_CHARACTERS: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 MAX_CAPABILITIES = 32
 """Most entries a ``hello.capabilities`` list may have (each at most ``MAX_CLIENT_NAME``
@@ -192,6 +197,9 @@ class Hello:
         client: the client's name and version, for logs (e.g. ``"voicecore-web/1"``).
         capabilities: optional features the client supports (see ``SERVER_CAPABILITIES``);
             unknown ones are ignored.
+        resume: the ``conversation`` token of an earlier ``ready``: continue that
+            conversation (its history, its turn numbers) on whichever server answers; None:
+            a new conversation.
     """
 
     protocol: int
@@ -200,6 +208,7 @@ class Hello:
     frame_ms: int = 20
     client: str = ""
     capabilities: frozenset[str] = frozenset()
+    resume: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +262,15 @@ class Ready:
         cushion_ms: playout buffer the server aims to keep at the client, ms.
         protocol: the protocol version.
         capabilities: the client's capabilities this server will use (sorted).
+        conversation: the token naming this conversation: a client that reconnects sends it
+            as ``hello.resume`` to continue it (a secret: whoever holds it reads the history).
+        resumed: ``hello.resume`` named a conversation the server found: its history and
+            turn numbers continue (False: a new conversation, also when the token was
+            unknown or had expired); left out with ``conversation`` by a server that keeps
+            no conversations.
+        history: when resumed, the conversation so far as the agent remembers it, oldest
+            first: ``{"role": "user" | "assistant", "text": ...}`` (a reply the user cut
+            short ends with "…"); left out otherwise.
     """
 
     session_id: str
@@ -262,6 +280,9 @@ class Ready:
     cushion_ms: int
     protocol: int = PROTOCOL_VERSION
     capabilities: tuple[str, ...] = ()
+    conversation: str | None = None
+    resumed: bool | None = None
+    history: tuple[dict[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +439,7 @@ _TYPE_NAMES: Final[dict[type[Any], str]] = {
     Metrics: "metrics",
     Error: "error",
 }
-_OPTIONAL_FIELDS: Final = frozenset({"turn_id", "stage"})
+_OPTIONAL_FIELDS: Final = frozenset({"turn_id", "stage", "conversation", "resumed", "history"})
 """Fields left out of the JSON when ``None`` (on the messages where they are optional)."""
 
 
@@ -523,6 +544,17 @@ def _parse_hello(data: Mapping[str, Any]) -> Hello:
             ErrorCode.INVALID_MESSAGE,
             f"'hello.capabilities' must be a list of at most {MAX_CAPABILITIES} strings",
         )
+    resume = data.get("resume")
+    if resume is not None and (
+        not isinstance(resume, str)
+        or len(resume) > MAX_RESUME_TOKEN
+        or _TOKEN_CHARACTERS.fullmatch(resume) is None
+    ):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"'hello.resume' must be a conversation token from 'ready' (at most "
+            f"{MAX_RESUME_TOKEN} letters, digits, '-' or '_')",
+        )
     return Hello(
         protocol,
         input_rate,
@@ -530,6 +562,7 @@ def _parse_hello(data: Mapping[str, Any]) -> Hello:
         frame_ms,
         client[:MAX_CLIENT_NAME],
         frozenset(capabilities),
+        resume,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,15 @@ def _ip_network(value: str) -> str | None:
     except ValueError:
         return f"must be an IP address or network (10.0.0.0/8), got {value!r}"
     return None
+
+
+def _conversation_store(value: str) -> str | None:
+    if value == "memory":
+        return None
+    url = urllib.parse.urlsplit(value)
+    if url.scheme in ("redis", "rediss") and url.hostname:
+        return None
+    return f'must be "memory" or a Redis URL (redis://host:6379/0), got {value!r}'
 
 
 def _setting(
@@ -397,6 +407,20 @@ class ServerConfig(_Section):
         memory_release_s: after conversations end, the server waits this long (more may
             end) and then gives the memory they used back to the system (the TTS's
             onnxruntime arena, the C heap); 0: never.
+        workers: worker processes serving the one port (``SO_REUSEPORT``), each with its
+            own event loop and pacer thread, supervised (one that dies is restarted) and
+            admitting against the capacity of the whole machine; 0: one per usable core;
+            1: a single process, no supervisor.
+        drain_timeout_s: after SIGTERM the server drains: ``/healthz`` says 503 at once, no
+            new conversation is admitted, and the running ones go on for this long (they
+            end sooner if their callers hang up); the rest are then closed with 1001, which
+            tells a client to reconnect (to another server) and resume. Shorter than an
+            orchestrator's grace period minus ``shutdown_timeout_s``.
+        conversation_store: where conversations (their history and token) live so that a
+            client that reconnects, to any worker, continues where it was: ``"memory"``
+            (this process only: a reconnect to another worker starts afresh) or a Redis URL
+            (``redis://host:6379/0``, ``rediss://`` for TLS) shared by every worker.
+        conversation_ttl_s: a conversation nobody has resumed for this long is forgotten.
     """
 
     host: str = _setting("127.0.0.1", aliases=("--host",))
@@ -425,6 +449,10 @@ class ServerConfig(_Section):
     recent_sessions: int = _setting(100, check=_at_least(0))
     diagnostics: bool = _setting(True)
     memory_release_s: float = _setting(10.0, check=_at_least(0))
+    workers: int = _setting(0, check=_at_least(0), aliases=("--workers",))
+    drain_timeout_s: float = _setting(30.0, check=_at_least(0))
+    conversation_store: str = _setting("memory", check=_conversation_store)
+    conversation_ttl_s: float = _setting(3600.0, check=_greater_than(0))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Pure Python, no I/O and no Trio.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -246,6 +246,7 @@ class ConversationHistory:
         "_token_budget",
         "_turns",
         "_turns_tokens",
+        "on_change",
     )
 
     def __init__(
@@ -273,6 +274,8 @@ class ConversationHistory:
         self._token_budget = token_budget
         self._system = Message("system", system_prompt.strip()) if system_prompt.strip() else None
         self._system_tokens = self._tokens(self._system) if self._system else 0
+        self.on_change: Callable[[], None] | None = None
+        """Called after every change of the turns (a conversation store saves them)."""
         self._turns: list[_Turn] = []
         self._turns_tokens = 0
         self._dropped_turns = 0
@@ -311,6 +314,7 @@ class ConversationHistory:
         self._turns.append(_Turn([message], self._tokens(message)))
         self._turns_tokens += self._turns[-1].tokens
         self._truncate()
+        self._changed()
 
     def retract_user(self, text: str) -> bool:
         """Takes back the newest turn if it is only the user saying ``text`` (the reply to it
@@ -323,6 +327,7 @@ class ConversationHistory:
             return False
         self._turns.pop()
         self._turns_tokens -= last.tokens
+        self._changed()
         return True
 
     def add_agent(self, text: str, *, interrupted: bool = False) -> None:
@@ -353,6 +358,34 @@ class ConversationHistory:
             self._turns.append(_Turn([message], tokens))
         self._turns_tokens += tokens
         self._truncate()
+        self._changed()
+
+    def restore(self, messages: Iterable[Message], *, dropped_turns: int = 0) -> None:
+        """Replaces the turns with ``messages`` (user and assistant, oldest first: what
+        :meth:`messages` gave without the system prompt, e.g. from a conversation store) and
+        the count of turns dropped before them; the budget applies as if they had been added
+        one by one.
+
+        Raises:
+            ValueError: a system message, or a negative ``dropped_turns``.
+        """
+        if dropped_turns < 0:
+            raise ValueError(f"dropped_turns must be >= 0, got {dropped_turns}")
+        self._turns.clear()
+        self._turns_tokens = 0
+        for message in messages:
+            if message.role == "system":
+                raise ValueError("a restored history holds user and assistant messages only")
+            tokens = self._tokens(message)
+            if message.role == "assistant" and self._turns:
+                self._turns[-1].messages.append(message)
+                self._turns[-1].tokens += tokens
+            else:
+                self._turns.append(_Turn([message], tokens))
+            self._turns_tokens += tokens
+        self._dropped_turns = dropped_turns
+        self._truncate()
+        self._changed()
 
     def messages(self) -> list[Message]:
         """The messages for the next LLM call: the system prompt, then the kept turns."""
@@ -369,6 +402,7 @@ class ConversationHistory:
         """Forgets every turn (the system prompt stays); :attr:`dropped_turns` is kept."""
         self._turns.clear()
         self._turns_tokens = 0
+        self._changed()
 
     def __repr__(self) -> str:
         return (
@@ -376,6 +410,10 @@ class ConversationHistory:
             f"prompt_tokens={self.prompt_tokens()}, token_budget={self._token_budget}, "
             f"dropped_turns={self._dropped_turns})"
         )
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _message(self, role: Role, text: str) -> Message | None:
         if not isinstance(text, str):

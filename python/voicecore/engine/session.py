@@ -47,6 +47,7 @@ from voicecore import protocol
 from voicecore._core import EchoGate, FramePacer
 from voicecore.diagnostics import GcPolicy, LoopLagCanary, Timeline
 from voicecore.engine.contracts import SESSION_TO_TRANSPORT, EdgeChannel, LatencyBudget
+from voicecore.engine.conversation import ConversationRecord
 from voicecore.engine.floor import TurnTaker
 from voicecore.engine.hearing import Hearing
 from voicecore.engine.history import ConversationHistory
@@ -164,11 +165,17 @@ class Session:
         session_id: str | None = None,
         canary: LoopLagCanary | None = None,
         gc_policy: GcPolicy | None = None,
+        conversation: ConversationRecord | None = None,
     ) -> None:
         self.config = config if config is not None else SessionConfig()
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self.metrics = SessionMetrics(self.session_id)
         self.history = history if history is not None else ConversationHistory(system_prompt)
+        if conversation is not None:
+            conversation.restore(self.history)
+        # A store saves the conversation after each change (``conversation_changed``).
+        self._changed = trio.Event()
+        self.history.on_change = self._changed.set
         self.timeline = timeline if timeline is not None else Timeline(clock=trio.current_time)
         config = self.config
         predicted = turn_model is not None
@@ -187,6 +194,7 @@ class Session:
             preemptive=config.preemptive_replies,
             continuation_ms=config.continuation_ms,
             echo_gated=config.echo_gate,
+            first_turn_id=1 if conversation is None else conversation.next_turn_id,
         )
         self._transport = transport
         if isinstance(pacer, PlayoutRouter):
@@ -268,6 +276,22 @@ class Session:
 
     # --- running ---------------------------------------------------------------------------
 
+    def conversation(self) -> ConversationRecord:
+        """The conversation as a store keeps it: the history, what the reply playing now
+        has said so far, the next turn's id (``voicecore.engine.conversation``)."""
+        return ConversationRecord.of(
+            self.history,
+            next_turn_id=self.turns.next_turn_id,
+            speaking=self._speaking.speaking_text(),
+        )
+
+    async def conversation_changed(self) -> None:
+        """Returns once the conversation changed since the last call returned (one waiter:
+        the server's keeper, which then saves :meth:`conversation`)."""
+        await self._changed.wait()
+        self._changed = trio.Event()
+        self.history.on_change = self._changed.set
+
     async def run(self) -> None:
         """Runs the conversation until the client hangs up (its ``receive`` ends).
 
@@ -335,6 +359,7 @@ class Session:
             await self._transport.send(message)
             if isinstance(message, protocol.AgentText):
                 self._speaking.text_sent(message)
+                self._changed.set()  # the user hears it now: the record says so
 
     # --- the turn machine's actions ----------------------------------------------------------
 

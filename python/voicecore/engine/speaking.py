@@ -89,6 +89,7 @@ class Reply:
             hold yet (a preemptive reply that started).
         release_after: a confirmed preemptive reply's stream is released once this message
             has gone out.
+        sent: the texts of its ``agent_text`` messages that have gone out.
     """
 
     ctx: TurnContext
@@ -98,6 +99,7 @@ class Reply:
     ducked: bool = False
     words_pending: bool = False
     release_after: protocol.AgentText | None = None
+    sent: list[str] = field(default_factory=list)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     spoken: SpokenReply = field(default_factory=SpokenReply)
     stream: PacerStreamLike | None = None
@@ -217,11 +219,19 @@ class Speaking:
     def text_sent(self, message: protocol.AgentText) -> None:
         """``message`` reached the transport: a confirmed reply waiting for it is released."""
         reply = self._replies.get(message.turn_id)
-        if reply is None or reply.release_after is not message:
+        if reply is None:
+            return
+        reply.sent.append(message.text)
+        if reply.release_after is not message:
             return
         reply.release_after = None
         if reply.stream is not None and not reply.ducked and not reply.preemptive:
             reply.stream.resume()
+
+    def speaking_text(self) -> str:
+        """What the reply playing now has said so far (its ``agent_text`` that went out),
+        or "" between replies."""
+        return " ".join(text for reply in self._replies.values() for text in reply.sent)
 
     def duck(self, turn_id: int) -> None:
         """The user may be talking over reply ``turn_id``: hold its stream and pause the
@@ -303,9 +313,13 @@ class Speaking:
                 assert self.router is not None
                 self.router.close_stream(reply.stream)
             return
-        if action.interrupted:
+        if action.interrupted and reply.barge_in_t0 is not None:
             heard_samples = reply.flushed.heard_samples if reply.flushed is not None else 0
             heard = reply.spoken.heard_text(heard_samples)
+        elif action.interrupted:
+            # Cut by something else than the user (a failed provider, the connection gone):
+            # the client plays out what it was sent, which its texts name.
+            heard = " ".join(reply.sent)
         else:
             heard = reply.spoken.text
         if action.interrupted and not action.audible and reply.barge_in_t0 is not None:

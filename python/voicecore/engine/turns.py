@@ -51,7 +51,6 @@ Outputs: the actions of ``voicecore.engine.turn_actions``, what the session must
 from __future__ import annotations
 
 import enum
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -150,6 +149,7 @@ class TurnMachine:
         continuation_ms: speech that starts within this (ms) of the end of the user's
             previous turn continues it: its words are answered together with the previous
             ones (the end of turn came too early).
+        first_turn_id: the first user turn's id (a resumed conversation goes on numbering).
 
     Every method returns the actions to carry out now, in order; none blocks or reads a clock.
     Inputs about turns the machine no longer tracks (a late final of a replaced utterance, a
@@ -167,7 +167,10 @@ class TurnMachine:
         preemptive: bool = False,
         continuation_ms: float = 1000.0,
         echo_gated: bool = False,
+        first_turn_id: int = 1,
     ) -> None:
+        if first_turn_id < 1:
+            raise ValueError(f"first_turn_id must be >= 1, got {first_turn_id}")
         self.floor = floor if floor is not None else TurnTaker()
         rate = self.floor.sample_rate
         self.duck = duck
@@ -178,7 +181,8 @@ class TurnMachine:
         self.echo_gated = echo_gated
         self._voice_slack = round(VOICE_SLACK_MS * rate / 1000)
         self._voice_at: int | None = None  # the latest onset the echo gate reported
-        self._turn_ids = itertools.count(1)
+        self.next_turn_id = first_turn_id
+        """The id the next user turn gets (a resumed conversation's continue its numbering)."""
         self._user: _UserTurn | None = None
         self._replies: dict[int, _Reply] = {}
         self._duck_sample = 0
@@ -413,7 +417,8 @@ class TurnMachine:
             # The user went on after a short pause that ended their turn too early: this is
             # the same turn, and its words include the earlier ones (if it interrupts).
             carried = previous.answered
-        user = _UserTurn(next(self._turn_ids), action.start_sample, carried)
+        user = _UserTurn(self.next_turn_id, action.start_sample, carried)
+        self.next_turn_id += 1
         if contested is not None:
             user.over_reply = contested.turn_id
             if not self.echo_gated:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from voicecore.server.ledger import Ledger
+
 __all__ = [
     "MAX_CAPACITY",
     "Admission",
@@ -149,6 +151,19 @@ class Capacity:
             )
         return f"capacity {self.max_sessions} conversations ({per_core}, from server.{self.source})"
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Capacity:
+        """Reads :meth:`to_json`'s figures back (a worker adopting the capacity the first
+        worker measured)."""
+        return cls(
+            int(data["max_sessions"]),
+            data["source"],
+            float(data["cores"]),
+            float(data["per_core"]),
+            data.get("session_cpu"),
+            data.get("cpu_budget"),
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The figures as ``/healthz`` reports them (see docs/deployment.md)."""
         return {
@@ -200,13 +215,22 @@ class Admission:
         max_sessions: conversations at once.
         max_pending: connections not yet in a conversation at once.
         max_per_address: ``/ws`` connections (pending or in a conversation) one address may
-            hold; 0: no limit.
+            hold; 0: no limit (counted per worker).
+        shared: the books of all the server's workers (``--workers``): ``max_sessions`` is
+            then the limit of all of them together; None: this process alone.
 
     Raises:
         ValueError: ``max_sessions`` or ``max_pending`` below 1, ``max_per_address`` below 0.
     """
 
-    def __init__(self, *, max_sessions: int, max_pending: int, max_per_address: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_sessions: int,
+        max_pending: int,
+        max_per_address: int,
+        shared: Ledger | None = None,
+    ) -> None:
         if max_sessions < 1 or max_pending < 1 or max_per_address < 0:
             raise ValueError(
                 "max_sessions and max_pending must be >= 1 and max_per_address >= 0, got "
@@ -215,6 +239,7 @@ class Admission:
         self.max_sessions = max_sessions
         self.max_pending = max_pending
         self.max_per_address = max_per_address
+        self.shared = shared
         self.pending = 0
         self.sessions = 0
         self.peak_sessions = 0
@@ -230,7 +255,9 @@ class Admission:
 
     @property
     def full(self) -> bool:
-        """Every conversation slot is taken."""
+        """Every conversation slot is taken (by any worker, with ``shared`` books)."""
+        if self.shared is not None:
+            return self.shared.sessions() >= self.max_sessions
         return self.sessions >= self.max_sessions
 
     def connections_from(self, address: str) -> int:
@@ -265,7 +292,8 @@ class Admission:
         when all are taken."""
         if ticket.released or ticket.in_session:
             raise ValueError(f"{ticket} cannot be admitted")
-        if self.full:
+        taken = self.shared.take(self.max_sessions) if self.shared is not None else not self.full
+        if not taken:
             self.refused[Refusal.CAPACITY] += 1
             return Refusal.CAPACITY
         self.pending -= 1
@@ -287,6 +315,8 @@ class Admission:
         ticket.released = True
         if ticket.in_session:
             self.sessions -= 1
+            if self.shared is not None:
+                self.shared.give_back()
         else:
             self.pending -= 1
         if ticket.address is not None:

@@ -85,6 +85,12 @@ from voicecore.server.admission import (
     client_address,
 )
 from voicecore.server.calibration import Calibration, calibrate
+from voicecore.server.conversations import (
+    REDIS_TIMEOUT_S,
+    ConversationStore,
+    new_token,
+    open_store,
+)
 from voicecore.server.http import (
     PROMETHEUS_CONTENT_TYPE,
     default_origins,
@@ -92,6 +98,7 @@ from voicecore.server.http import (
     static_response,
     text_response,
 )
+from voicecore.server.ledger import Ledger, WorkerState
 from voicecore.server.memory import MemoryReleaser, rss_bytes
 from voicecore.server.transport import WebSocketTransport
 from voicecore.server.websocket import accept
@@ -111,6 +118,10 @@ benchmark measured 20,000 (~7 MB a session) as most of the server's growth in lo
 
 READY_BUCKETS_S: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds (s) of the ``hello`` to ``ready`` histogram."""
+
+DRAINING_REASON: Final = "server draining: reconnect"
+"""The reason of the 1001 close of a draining server: the client reconnects (to another
+server) at once and resumes its conversation."""
 
 HEALTH_SCHEMA: Final = 1
 """The version of ``/healthz``'s JSON (docs/deployment.md); fields are only ever added
@@ -144,6 +155,10 @@ class VoiceServer:
         tasks: run in the server's nursery for as long as it serves (an embedding program's
             own background work, or a benchmark harness's fault injector: the server itself
             knows nothing of benchmarks).
+        sockets: listening sockets to serve (a worker of ``voicecore serve --workers``
+            inherits its supervisor's); empty: it listens on ``settings.host``/``port``.
+        ledger: the books this worker shares with the server's other workers (the capacity,
+            admission across them); None: a server of one process.
 
     Attributes:
         settings: the server's settings (``ServerConfig``).
@@ -165,8 +180,12 @@ class VoiceServer:
         *,
         pacer: Pacer | None = None,
         tasks: Sequence[Callable[[], Awaitable[None]]] = (),
+        sockets: Sequence[socket.socket] = (),
+        ledger: Ledger | None = None,
     ) -> None:
         self._tasks = tuple(tasks)
+        self._sockets = tuple(sockets)
+        self.ledger = ledger
         self.settings = settings if settings is not None else pipeline.config.server
         self.port: int | None = None
         self.capacity: Capacity | None = None
@@ -210,7 +229,11 @@ class VoiceServer:
         self.registry.register(_ServerCollector(self))
         ProcessCollector(registry=self.registry)
         self._shutdown = trio.Event()
-        self._stopping = False
+        self._drain_timeout_s = self.settings.drain_timeout_s
+        self._draining = False
+        self._sessions_gone = trio.Event()
+        self.conversations: ConversationStore | None = None
+        self._resumed = {"resumed": 0, "new": 0}
 
     def __repr__(self) -> str:
         return f"VoiceServer(url={self.url!r}, sessions={self.sessions})"
@@ -235,6 +258,12 @@ class VoiceServer:
         return sum(c.session is not None for c in self._connections.values())
 
     @property
+    def server_sessions(self) -> int:
+        """Conversations open in all the server's workers (this process' alone without a
+        ledger): what the capacity limits."""
+        return self.ledger.sessions() if self.ledger is not None else self.sessions
+
+    @property
     def allowed_origins(self) -> frozenset[str]:
         """The ``Origin`` values accepted on ``/ws`` (known once listening)."""
         return self._origins
@@ -247,9 +276,21 @@ class VoiceServer:
         """The sessions running now (connections past ``hello``)."""
         return [c.session for c in self._connections.values() if c.session is not None]
 
-    def shutdown(self) -> None:
-        """Requests a graceful shutdown; ``run`` returns once it is done."""
+    def shutdown(self, *, drain_timeout_s: float | None = None) -> None:
+        """Requests a graceful shutdown; ``run`` returns once it is done. The server drains
+        first: ``/healthz`` turns 503 at once, no new conversation is admitted, and the
+        running ones go on for ``drain_timeout_s`` (default ``settings.drain_timeout_s``; 0:
+        none; a second call may shorten it) or until they end; then the rest are closed
+        with 1001 (a client reconnects elsewhere and resumes)."""
+        if drain_timeout_s is not None:
+            self._drain_timeout_s = min(self._drain_timeout_s, drain_timeout_s)
+        self._draining = True
         self._shutdown.set()
+
+    @property
+    def draining(self) -> bool:
+        """Whether a shutdown was requested (``/healthz`` says 503 ``draining``)."""
+        return self._draining
 
     async def run(
         self, *, task_status: trio.TaskStatus[VoiceServer] = trio.TASK_STATUS_IGNORED
@@ -270,7 +311,11 @@ class VoiceServer:
         try:
             # The port first: a taken one fails at once, not after the measurement (and
             # nothing is accepted until the capacity is known).
-            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+            listeners: list[trio.SocketListener] = (
+                [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in self._sockets]
+                if self._sockets
+                else await trio.open_tcp_listeners(settings.port, host=settings.host)
+            )
             self.port = listeners[0].socket.getsockname()[1]
             try:
                 capacity = await self._find_capacity()
@@ -283,6 +328,10 @@ class VoiceServer:
                 max_sessions=capacity.max_sessions,
                 max_pending=settings.max_pending,
                 max_per_address=settings.max_connections_per_address,
+                shared=self.ledger,
+            )
+            self.conversations = await open_store(
+                settings.conversation_store, ttl_s=settings.conversation_ttl_s
             )
             await trio.to_thread.run_sync(self._memory.release_now)
             self.start_rss_bytes = rss_bytes()
@@ -311,18 +360,59 @@ class VoiceServer:
 
                     connections.start_soon(accept_connections)
                     _log.info("%s", capacity.describe())
+                    if self.ledger is not None:
+                        self.ledger.set_state(WorkerState.SERVING)
                     task_status.started(self)
                     await self._shutdown.wait()
+                    if self.ledger is not None:
+                        self.ledger.set_state(WorkerState.DRAINING)
+                    await self._drain()
                     self._stop(accepting, connections)
                 if connections.cancel_scope.cancelled_caught:
                     _log.warning("shutdown: sessions still open after the timeout; cancelled")
                 nursery.cancel_scope.cancel()  # the router, diagnostics, memory releaser
         finally:
+            if self.conversations is not None:
+                with trio.CancelScope(shield=True):
+                    await self.conversations.aclose()
             if self._owns_pacer:
                 self._pacer.stop()
 
+    async def _drain(self) -> None:
+        """Lets the running conversations go on until they end or the drain timeout passes
+        (polled: a shutdown that shortens the timeout takes effect within a tick)."""
+        started = trio.current_time()
+        _log.info(
+            "draining: %d conversations may go on for up to %g s",
+            self.sessions,
+            self._drain_timeout_s,
+        )
+        while self.sessions and trio.current_time() - started < self._drain_timeout_s:
+            with trio.move_on_after(0.1):
+                await self._sessions_gone.wait()
+        _log.info(
+            "drained after %.1f s: %d conversations left",
+            trio.current_time() - started,
+            self.sessions,
+        )
+
     async def _find_capacity(self) -> Capacity:
-        """The configured capacity, or the one measured by a start-up conversation."""
+        """The configured capacity, or the one measured by a start-up conversation (by the
+        first worker, which publishes it for the others in the ledger)."""
+        ledger = self.ledger
+        if ledger is None or ledger.index == 0:
+            capacity = ledger.capacity() if ledger is not None else None
+            if capacity is not None:  # a restarted first worker: measured already
+                return Capacity.from_json(capacity)
+            found = await self._own_capacity()
+            if ledger is not None:
+                ledger.publish_capacity(found.to_json())
+            return found
+        while (published := ledger.capacity()) is None:
+            await trio.sleep(0.1)
+        return Capacity.from_json(published)
+
+    async def _own_capacity(self) -> Capacity:
         settings = self.settings
         cores = available_cores()
         configured = Capacity.configured(
@@ -341,11 +431,10 @@ class VoiceServer:
     def _stop(self, accepting: trio.CancelScope, connections: trio.Nursery) -> None:
         """Stops accepting, asks every session to close with 1001, and gives them
         ``shutdown_timeout_s`` before they are cancelled."""
-        self._stopping = True
         _log.info("shutting down: closing %d connections", len(self._connections))
         accepting.cancel()
         for connection in list(self._connections.values()):
-            connection.transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+            connection.transport.close_soon(CloseCode.GOING_AWAY, DRAINING_REASON)
         connections.cancel_scope.deadline = trio.current_time() + self.settings.shutdown_timeout_s
 
     # --- HTTP ---------------------------------------------------------------------------------
@@ -363,6 +452,10 @@ class VoiceServer:
             return text_response(http.HTTPStatus.NOT_FOUND, f"the WebSocket endpoint is {WS_PATH}")
         if path == "/healthz":
             return self._health()
+        if path == "/livez":
+            # Liveness: the event loop answers (also while draining, when /healthz is 503:
+            # an orchestrator must not kill a draining server).
+            return response(http.HTTPStatus.OK, b'{"status":"alive"}', "application/json")
         if path == "/metrics":
             return response(
                 http.HTTPStatus.OK, self.metrics_text().encode(), PROMETHEUS_CONTENT_TYPE
@@ -373,7 +466,7 @@ class VoiceServer:
         """``"ok"`` (taking new conversations), ``"full"`` (every conversation slot taken)
         or ``"draining"`` (shutting down); ``"starting"`` before ``run`` has found its
         capacity."""
-        if self._stopping:
+        if self._draining:
             return "draining"
         if self.admission is None:
             return "starting"
@@ -396,8 +489,12 @@ class VoiceServer:
             "available": (
                 None
                 if self.capacity is None
-                else max(0, self.capacity.max_sessions - self.sessions)
+                else max(0, self.capacity.max_sessions - self.server_sessions)
             ),
+            "server": {
+                "sessions": self.server_sessions,
+                "workers": None if self.ledger is None else self.ledger.to_json()["workers"],
+            },
             "pending": None if admission is None else admission["pending"],
             "capacity": None if self.capacity is None else self.capacity.to_json(),
             "limits": {
@@ -410,6 +507,11 @@ class VoiceServer:
                 "scheduling": stats.scheduling,
                 "open_streams": stats.open_streams,
                 "starved_frames": stats.underruns,
+            },
+            "conversations": {
+                "store": None if self.conversations is None else self.conversations.kind,
+                "store_errors": None if self.conversations is None else self.conversations.errors,
+                **self._resumed,
             },
             "clients": {
                 "underruns": self._finished_client_underruns
@@ -440,10 +542,16 @@ class VoiceServer:
         if self._diagnostics is not None:
             yield from diagnostics_families(self._diagnostics)
         admission, capacity = self.admission, self.capacity
+        yield GaugeMetricFamily(
+            "voicecore_server_sessions",
+            "Conversations open in all the server's workers (a pod's load: scale on this).",
+            value=self.server_sessions,
+        )
         if admission is not None and capacity is not None:
             yield GaugeMetricFamily(
                 "voicecore_capacity_sessions",
-                "Conversations the server carries at once (more are refused with busy).",
+                "Conversations the server carries at once, all its workers together (more "
+                "are refused with busy).",
                 value=capacity.max_sessions,
             )
             yield GaugeMetricFamily(
@@ -530,7 +638,9 @@ class VoiceServer:
             ),
             send_queue_ms=settings.send_queue_ms,
         )
-        forwarded = websocket.request.headers.get("X-Forwarded-For") if websocket.request else None
+        # Several X-Forwarded-For lines are legal HTTP: they read as one comma-separated list.
+        hops = websocket.request.headers.get_all("X-Forwarded-For") if websocket.request else []
+        forwarded = ", ".join(hops) or None
         address = client_address(peer, forwarded, settings.trusted_proxies or ())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.run_writer)
@@ -570,8 +680,8 @@ class VoiceServer:
         deadline: float,
     ) -> None:
         assert self.admission is not None
-        if self._stopping:
-            transport.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+        if self._draining:
+            transport.close_soon(CloseCode.GOING_AWAY, DRAINING_REASON)
             return
         if not self._token_ok(request):
             transport.fail(
@@ -609,6 +719,11 @@ class VoiceServer:
             # would stall every other session's audio hand-off.
             providers = await trio.to_thread.run_sync(self._pipeline.providers)
             await self._pipeline.load(providers)
+            assert self.conversations is not None
+            record = None if hello.resume is None else await self.conversations.load(hello.resume)
+            # A token the store does not know is not adopted: the server names conversations.
+            token = hello.resume if record is not None and hello.resume else new_token()
+            self._resumed["new" if record is None else "resumed"] += 1
             _log.info(
                 "%s: %s from %s, mic %d Hz, playback %d Hz",
                 session_id,
@@ -623,16 +738,30 @@ class VoiceServer:
                 pacer=self.router,
                 session_id=session_id,
                 timeline=Timeline(clock=trio.current_time, max_events=SERVER_TIMELINE_EVENTS),
+                conversation=record,
             )
             connection.session = session
             if self._recorder is not None:
                 self._recorder.add_session(session_id, session.timeline)
             transport.metrics = session.metrics
-            transport.accept()
+            await self.conversations.save(token, session.conversation())
+            transport.accept(
+                conversation=token,
+                resumed=record is not None,
+                history=None if record is None else record.said(),
+            )
             self._ready_time.observe(trio.current_time() - hello_at)
-            await session.run()
+            async with trio.open_nursery() as keeping:
+                keeping.start_soon(self._keep, session, token)
+                await session.run()
+                keeping.cancel_scope.cancel()
+            with trio.CancelScope(shield=True), trio.move_on_after(REDIS_TIMEOUT_S):
+                await self.conversations.save(token, session.conversation())
         finally:
             del self._connections[session_id]
+            if not self.sessions:
+                self._sessions_gone.set()
+                self._sessions_gone = trio.Event()
             if self._recorder is not None:
                 self._recorder.end_session(session_id)
             if connection.session is not None:
@@ -645,6 +774,13 @@ class VoiceServer:
                 transport.close_code or "by the client",
                 time.monotonic() - connection.opened,
             )
+
+    async def _keep(self, session: Session, token: str) -> None:
+        """Saves the conversation after every change (coalesced: one save at a time)."""
+        assert self.conversations is not None
+        while True:
+            await session.conversation_changed()
+            await self.conversations.save(token, session.conversation())
 
 
 class _ServerCollector(Collector):

@@ -33,8 +33,11 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,7 +57,10 @@ from voicecore.exceptions import (
     ModelNotFoundError,
 )
 from voicecore.pipeline import Pipeline, build_pipeline, scripted_pipeline
+from voicecore.server.admission import available_cores
 from voicecore.server.app import VoiceServer
+from voicecore.server.ledger import Ledger, WorkerState
+from voicecore.server.supervisor import WORKER_FLAG, Supervisor, WorkerSpec
 
 __all__ = ["main"]
 
@@ -124,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     config.add_config_arguments(show)
 
-    args = parser.parse_args(argv)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(raw)
     if args.command == "serve":
-        return serve_command(args)
+        return serve_command(args, argv=raw[1:])
     if args.command == "diagnose":
         return diagnose_command(args)
     if args.command == "demo":
@@ -224,6 +231,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     setting of the configuration (``voicecore.config.add_config_arguments``), the server's
     first, with their short names (``--host``, ``--port``...)."""
     config.add_config_arguments(parser)
+    parser.add_argument(WORKER_FLAG, help=argparse.SUPPRESS)  # set by the supervisor only
 
 
 ServerTask = Callable[[], Awaitable[None]]
@@ -235,21 +243,44 @@ def serve_command(
     *,
     make_pacer: Callable[[int], Pacer | None] | None = None,
     tasks: Sequence[ServerTask] = (),
+    argv: Sequence[str] = (),
 ) -> int:
     """``voicecore serve``: builds the pipeline and runs the server until SIGINT/SIGTERM;
     returns the exit status (0 after a graceful shutdown, 1 if it cannot listen or its
     start-up measurement of a conversation's cost fails, 2 for a bad setting).
 
+    With ``server.workers`` other than 1 (0, the default: one per usable core) it runs
+    the workers' supervisor instead (``voicecore.server.supervisor``), which starts each
+    worker as ``voicecore serve ARGV --worker ...``.
+
     Args:
         args: the flags parsed by a parser given ``add_serve_arguments``.
+        argv: the arguments ``args`` was parsed from (without ``serve``), for the workers.
         make_pacer: builds the shared pacer from the sessions' ``frame_ms``; None (or None
             from it): the Rust ``FramePacer``. A program embedding the server, or a benchmark
             swapping in its baseline, passes its own.
         tasks: run alongside the server (see ``VoiceServer``).
     """
+    worker = None if args.worker is None else WorkerSpec.parse(args.worker)
     try:
         voicecore_config = config.config_from_args(args)
         settings = voicecore_config.server
+        if not settings.web_root.is_dir():
+            source = voicecore_config.sources.get("server.web_root", "the default")
+            raise ConfigError(
+                f"server.web_root (from {source}): no web folder at {settings.web_root}"
+            )
+        workers = settings.workers or max(1, math.floor(available_cores()))
+        if worker is None and workers > 1:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+            try:
+                return Supervisor(list(argv), settings, workers).run()
+            except OSError as exc:
+                print(
+                    f"voicecore serve: cannot listen on {settings.host}:{settings.port}: {exc}",
+                    file=sys.stderr,
+                )
+                return 1
         if settings.providers == "scripted":
             pipeline = scripted_pipeline(voicecore_config)
         else:
@@ -257,20 +288,16 @@ def serve_command(
     except ConfigError as exc:
         print(f"voicecore serve: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    if not settings.web_root.is_dir():
-        source = voicecore_config.sources.get("server.web_root", "the default")
-        print(
-            f"voicecore serve: invalid configuration:\nserver.web_root (from {source}): "
-            f"no web folder at {settings.web_root}",
-            file=sys.stderr,
-        )
-        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # websockets logs every HTTP response and connection at INFO: a page load is a dozen.
     logging.getLogger("websockets").setLevel(logging.WARNING)
     pacer = make_pacer(pipeline.config.session.frame_ms) if make_pacer is not None else None
     try:
-        return trio.run(functools.partial(run_server, pipeline, settings, pacer=pacer, tasks=tasks))
+        return trio.run(
+            functools.partial(
+                run_server, pipeline, settings, pacer=pacer, tasks=tasks, worker=worker
+            )
+        )
     except ExceptionGroup as group:  # Trio's nurseries group what their tasks raised
         for kind, problem in (
             (OSError, f"cannot listen on {settings.host}:{settings.port}"),
@@ -298,18 +325,64 @@ async def run_server(
     *,
     pacer: Pacer | None = None,
     tasks: Sequence[ServerTask] = (),
+    worker: WorkerSpec | None = None,
 ) -> int:
     """Runs a ``VoiceServer`` until SIGINT or SIGTERM, then shuts it down gracefully and
-    closes the pipeline's network clients; returns 0."""
-    server = VoiceServer(pipeline, settings, pacer=pacer, tasks=tasks)
+    closes the pipeline's network clients; returns 0.
+
+    SIGTERM drains (an orchestrator's stop: running conversations go on for
+    ``drain_timeout_s``); SIGINT (Ctrl-C) closes them now, also during a drain. A
+    ``worker`` serves its supervisor's sockets and shares its ledger."""
+    ledger = None
+    if worker is not None:
+        _die_with_parent()
+        ledger = Ledger.open(worker.ledger, worker.index)
+    server = VoiceServer(
+        pipeline,
+        settings,
+        pacer=pacer,
+        tasks=tasks,
+        sockets=worker.sockets() if worker is not None else (),
+        ledger=ledger,
+    )
+    name = "voicecore" if worker is None else f"voicecore worker {worker.index}"
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            print(f"voicecore: serving on {server.url} (Ctrl-C to stop)", flush=True)
+
+            async def serve(*, task_status: trio.TaskStatus[VoiceServer]) -> None:
+                await server.run(task_status=task_status)
+                nursery.cancel_scope.cancel()  # done: stop waiting for signals
+
+            await nursery.start(serve)
+            if worker is None:
+                print(f"voicecore: serving on {server.url} (Ctrl-C to stop)", flush=True)
+            else:
+                print(f"{name}: serving (pid {os.getpid()})", flush=True)
             async for signum in signals:
-                print(f"voicecore: {signal.Signals(signum).name}: shutting down", flush=True)
-                server.shutdown()
-                break
+                # SIGTERM drains (again: a supervisor passes on what its group got too);
+                # SIGINT is now.
+                drain = signum == signal.SIGTERM
+                print(
+                    f"{name}: {signal.Signals(signum).name}: "
+                    + (
+                        f"draining (up to {settings.drain_timeout_s:g} s)"
+                        if drain
+                        else "shutting down"
+                    ),
+                    flush=True,
+                )
+                server.shutdown(drain_timeout_s=None if drain else 0)
     await pipeline.aclose()
-    print("voicecore: stopped", flush=True)
+    if ledger is not None:
+        ledger.set_state(WorkerState.GONE)
+        ledger.close()
+    print(f"{name}: stopped", flush=True)
     return 0
+
+
+def _die_with_parent() -> None:
+    """A worker asks the kernel for SIGTERM when its supervisor dies (``PR_SET_PDEATHSIG``):
+    an orphaned worker would otherwise serve a port nobody supervises."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)

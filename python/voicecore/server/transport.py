@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import trio
@@ -163,9 +164,22 @@ class WebSocketTransport:
                 self._ws.max_pending_bytes = 2 * hello.output_rate * self._send_queue_ms // 1000
                 return hello
 
-    def accept(self) -> None:
-        """Sends the ``ready`` answering the client's ``hello``: the conversation starts."""
+    def accept(
+        self,
+        *,
+        conversation: str | None = None,
+        resumed: bool = False,
+        history: tuple[dict[str, str], ...] | None = None,
+    ) -> None:
+        """Sends the ``ready`` answering the client's ``hello``: the conversation starts.
+        ``conversation``, ``resumed`` and ``history`` go into it (``protocol.Ready``)."""
         held, self._held = self._held, ()
+        held = tuple(
+            dataclasses.replace(reply, conversation=conversation, resumed=resumed, history=history)
+            if isinstance(reply, protocol.Ready)
+            else reply
+            for reply in held
+        )
         self._apply(Step(replies=held))
 
     async def receive(self) -> EngineInput:
