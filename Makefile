@@ -70,12 +70,20 @@ chromium: ## install Debian's Chromium for the browser tests (apt-get as root; s
 	else echo "Chromium is missing and this is not root: the browser tests will skip" \
 		"(sudo apt-get install -y chromium)"; fi
 
+.PHONY: fleet-deps
+fleet-deps: ## install Debian's HAProxy and Redis for the fleet tests (apt-get as root; skipped when present)
+	@if PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null \
+		&& PATH="$$PATH:/usr/sbin" command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y haproxy redis-server; \
+	else echo "HAProxy or Redis is missing and this is not root: the fleet tests will skip" \
+		"(sudo apt-get install -y haproxy redis-server)"; fi
+
 .PHONY: test-browser
 test-browser: install-dev models chromium ## the browser end-to-end tests alone (headless Chromium)
 	$(BIN)/pytest tests/browser
 
 .PHONY: test
-test: lint models chromium ## everything CI runs: lint, cargo test, pytest (with the browser tests), benchmarks in quick mode
+test: lint models chromium fleet-deps ## everything CI runs: lint, cargo test, pytest (with the browser tests), benchmarks in quick mode
 	cargo test --workspace --release
 	# The ring's lock-free protocol, model-checked under every interleaving loom explores.
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p voicecore-core --release --lib loom_model
