@@ -159,7 +159,7 @@ async def call(
             attempt += 1
         try:
             ws = await connect(url)
-        except (OSError, WebSocketException):
+        except (OSError, WebSocketException, trio.BrokenResourceError):
             result.refused += 1
             dropped_at = dropped_at if dropped_at is not None else trio.current_time()
             continue
