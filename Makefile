@@ -78,6 +78,10 @@ fleet-deps: ## install Debian's HAProxy and Redis for the fleet tests (apt-get a
 	else echo "HAProxy or Redis is missing and this is not root: the fleet tests will skip" \
 		"(sudo apt-get install -y haproxy redis-server)"; fi
 
+.PHONY: test-fleet
+test-fleet: install-dev models fleet-deps ## HAProxy + 3 servers + Redis on loopback, 30 callers; one server drained, one killed (last line: JSON)
+	$(BIN)/python -m harness.fleet
+
 .PHONY: test-browser
 test-browser: install-dev models chromium ## the browser end-to-end tests alone (headless Chromium)
 	$(BIN)/pytest tests/browser
@@ -90,6 +94,8 @@ test: lint models chromium fleet-deps ## everything CI runs: lint, cargo test, p
 	$(BIN)/pytest tests
 	# The web client's logic (ring buffer, PCM, protocol, conversation) under node's test runner.
 	node --test web/tests/
+	# A fleet behind HAProxy loses no conversation when a server drains or dies.
+	$(MAKE) test-fleet
 	$(MAKE) bench-quick
 
 .PHONY: bench-quick

@@ -133,11 +133,12 @@ async def call(
     talk_s: float,
     pause_s: float = 2.0,
     seed: int = 0,
-    client: str = "voicecore-caller/1",
+    local_address: str | None = None,
 ) -> CallerResult:
     """One caller: talks for ``talk_s`` (``speech`` utterances, each followed by
-    ``pause_s`` of silence, from a point ``seed`` picks), reconnecting and resuming whenever
-    the connection drops, then says ``bye``. Never raises for what the server does."""
+    ``pause_s`` of silence, from a point ``seed`` picks; from ``local_address``, a loopback
+    alias), reconnecting and resuming whenever the connection drops, then says ``bye``.
+    Never raises for what the server does."""
     frame = MIC_RATE // 50
     # A real mic's silence: a faint noise floor, never digital zeros.
     silence = np.frombuffer(noise(1000 * pause_s), dtype=np.int16)
@@ -158,7 +159,7 @@ async def call(
             await trio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
             attempt += 1
         try:
-            ws = await connect(url)
+            ws = await connect(url, local_address=local_address)
         except (OSError, WebSocketException, trio.BrokenResourceError):
             result.refused += 1
             dropped_at = dropped_at if dropped_at is not None else trio.current_time()

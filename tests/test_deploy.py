@@ -11,20 +11,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import csv
 import http.client
-import io
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
-import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 import voicecore
 from harness import ROOT
 from harness.client import BYE, hello
+from harness.haproxy import HAPROXY, HAPROXY_CFG, HAProxy, haproxy_check, haproxy_env
 from harness.launcher import ServerProcess
 from voicecore.config import ServerConfig, config_from_args
 from voicecore.server.cli import add_serve_arguments
@@ -57,7 +52,6 @@ kubernetes-validate, so no cluster and no network are needed)."""
 
 DEPLOY: Final = ROOT / "deploy"
 MANIFESTS: Final = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
-HAPROXY_CFG: Final = DEPLOY / "haproxy" / "haproxy.cfg"
 HPA_METRIC: Final = "voicecore_server_sessions"
 """The gauge the HPA scales on: open conversations across all of a pod's workers."""
 
@@ -273,38 +267,15 @@ def test_voicecore_accepts_the_manifests_command_line() -> None:
 
 # --- HAProxy ------------------------------------------------------------------------------------
 
-HAPROXY: Final = shutil.which("haproxy") or shutil.which(
-    "haproxy", path="/usr/sbin:/usr/local/sbin"
-)
-"""Debian installs it in /usr/sbin, which is not on a normal user's PATH."""
 needs_haproxy = pytest.mark.skipif(
     HAPROXY is None,
     reason="haproxy is not installed (make fleet-deps installs Debian's haproxy 2.6)",
 )
 
 
-def _haproxy_env(**variables: str) -> dict[str, str]:
-    """The environment HAProxy runs in: this one without any VOICECORE_LB_ variable of the
-    caller's, plus ``variables``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICECORE_LB_")}
-    return env | variables
-
-
-def _haproxy_check(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    assert HAPROXY is not None
-    return subprocess.run(
-        [HAPROXY, "-c", "-f", str(HAPROXY_CFG)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 @needs_haproxy
 def test_haproxy_accepts_the_configuration_as_shipped() -> None:
-    checked = _haproxy_check(_haproxy_env())
+    checked = haproxy_check(haproxy_env())
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "Configuration file is valid" in checked.stdout
 
@@ -320,7 +291,7 @@ def test_haproxy_accepts_every_option(tmp_path: Path) -> None:
          "-subj", "/CN=localhost", "-keyout", str(pem), "-out", str(pem)],
         capture_output=True, check=True, timeout=60,
     )  # fmt: skip
-    env = _haproxy_env(
+    env = haproxy_env(
         VOICECORE_LB_BIND="127.0.0.1:8443",
         VOICECORE_LB_TLS_CERT=str(pem),
         **{f"VOICECORE_LB_BACKEND_{i}": f"127.0.0.1:{18000 + i}" for i in range(1, 9)},
@@ -328,15 +299,8 @@ def test_haproxy_accepts_every_option(tmp_path: Path) -> None:
         VOICECORE_LB_ADMIN_SOCKET=str(tmp_path / "admin.sock"),
         VOICECORE_LB_USER="root",
     )
-    checked = _haproxy_check(env)
+    checked = haproxy_check(env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _seconds(text: str) -> float:
@@ -368,83 +332,6 @@ def _out_of_rotation_bound_s() -> float:
         + fall * _seconds(_config_value("timeout check"))
         + 1.0
     )
-
-
-class HAProxy:
-    """``haproxy -db`` (foreground) with deploy/haproxy/haproxy.cfg on 127.0.0.1, in front of
-    ``backends`` (ports on 127.0.0.1), with its runtime API on a UNIX socket."""
-
-    def __init__(self, backends: Sequence[int]) -> None:
-        assert HAPROXY is not None
-        self.folder = Path(tempfile.mkdtemp(prefix="vc-lb-"))  # a UNIX socket path is short
-        self.socket_path = self.folder / "admin.sock"
-        self.port = _free_port()
-        self.log = self.folder / "haproxy.log"
-        env = _haproxy_env(
-            VOICECORE_LB_BIND=f"127.0.0.1:{self.port}",
-            VOICECORE_LB_ADMIN_SOCKET=str(self.socket_path),
-            **{f"VOICECORE_LB_BACKEND_{i}": f"127.0.0.1:{p}" for i, p in enumerate(backends, 1)},
-        )
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [HAPROXY, "-db", "-f", str(HAPROXY_CFG)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.backends = [f"backend_{i}" for i in range(1, len(backends) + 1)]
-
-    def command(self, line: str) -> str:
-        """One runtime API command's answer."""
-        with socket.socket(socket.AF_UNIX) as api:
-            api.settimeout(5)
-            api.connect(str(self.socket_path))
-            api.sendall(line.encode() + b"\n")
-            answer = b""
-            while chunk := api.recv(65536):
-                answer += chunk
-        return answer.decode()
-
-    def stats(self) -> dict[str, dict[str, str]]:
-        """``show stat`` of the voicecore backend: its servers' rows and the backend's
-        (``BACKEND``), by name."""
-        table = self.command("show stat").removeprefix("# ")
-        rows = csv.DictReader(io.StringIO(table))
-        return {row["svname"]: row for row in rows if row["pxname"] == "voicecore"}
-
-    def status(self, server: str) -> str:
-        return self.stats()[server]["status"]
-
-    def wait_for(self, condition: Callable[[], bool], what: str, timeout_s: float) -> float:
-        """Polls ``condition`` until true; returns the seconds it took."""
-        start = time.monotonic()
-        while not condition():
-            if time.monotonic() - start > timeout_s:
-                raise AssertionError(f"{what}: not within {timeout_s:g} s; {self.stats()}")
-            time.sleep(0.05)
-        return time.monotonic() - start
-
-    def start(self) -> HAProxy:
-        def serving() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"haproxy exited: {self.log.read_text()}")
-            if not self.socket_path.exists():
-                return False
-            stats = self.stats()
-            return all(stats.get(name, {}).get("status") == "UP" for name in self.backends)
-
-        self.wait_for(serving, "every backend UP", timeout_s=15)
-        return self
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _serve_args(*args: str) -> list[str]:
