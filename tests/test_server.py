@@ -602,6 +602,30 @@ async def test_a_drain_lets_conversations_go_on_then_closes_them_with_1001(
     assert server.pacer.stopped
 
 
+async def test_a_drained_reply_is_heard_to_its_end_before_the_close(web_root: Path) -> None:
+    """When the drain timeout passes in the middle of a reply, the conversation is closed
+    at its next quiet moment (here: the reply played out), not in the middle of a word."""
+    server = VoiceServer(
+        pipeline("It is nine o'clock. Anything else?"),  # ~1.4 s of voice
+        ServerConfig(port=0, web_root=web_root, diagnostics=False, drain_timeout_s=0.1),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with client(ws_url(server)) as ws:
+            await ws.send(hello())
+            await recv_json(ws)
+            await start_turn(ws)
+            with trio.fail_after(10):
+                while not isinstance(await ws.recv(), bytes):
+                    pass
+            server.shutdown()
+            messages, code, reason = await closed_with(ws)
+            assert (code, reason) == (CloseCode.GOING_AWAY, DRAINING_REASON)
+            done = [m for m in messages if m["type"] == "agent_done"]
+            assert len(done) == 1
+            assert done[0]["interrupted"] is False
+
+
 async def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(web_root: Path) -> None:
     server = VoiceServer(
         pipeline(LONG_REPLY),

@@ -274,6 +274,12 @@ class Session:
         """Whether an agent reply is queued, thinking or speaking (and not cut off)."""
         return self.turns.agent_active
 
+    @property
+    def quiet(self) -> bool:
+        """Neither party is mid-turn: no user turn open, no reply queued or speaking (a
+        moment to close the connection without cutting anyone off)."""
+        return self.turns.user_turn is None and not self.turns.agent_active
+
     # --- running ---------------------------------------------------------------------------
 
     def conversation(self) -> ConversationRecord:

@@ -123,6 +123,11 @@ DRAINING_REASON: Final = "server draining: reconnect"
 """The reason of the 1001 close of a draining server: the client reconnects (to another
 server) at once and resumes its conversation."""
 
+QUIET_CLOSE_MARGIN_S: Final = 0.5
+QUIET_POLL_S: Final = 0.05
+"""A drained conversation waits for a quiet moment (polled this often) for the shutdown
+timeout less the close timeout and this margin: its close must still complete in time."""
+
 HEALTH_SCHEMA: Final = 1
 """The version of ``/healthz``'s JSON (docs/deployment.md); fields are only ever added
 within a version."""
@@ -430,12 +435,27 @@ class VoiceServer:
 
     def _stop(self, accepting: trio.CancelScope, connections: trio.Nursery) -> None:
         """Stops accepting, asks every session to close with 1001, and gives them
-        ``shutdown_timeout_s`` before they are cancelled."""
+        ``shutdown_timeout_s`` before they are cancelled. After a drain, a conversation in
+        the middle of a turn (the user speaking, a reply playing) is closed at its next
+        quiet moment, if one comes while there is time: the user then loses no word."""
         _log.info("shutting down: closing %d connections", len(self._connections))
         accepting.cancel()
+        settings = self.settings
+        patience = settings.shutdown_timeout_s - settings.close_timeout_s - QUIET_CLOSE_MARGIN_S
         for connection in list(self._connections.values()):
-            connection.transport.close_soon(CloseCode.GOING_AWAY, DRAINING_REASON)
-        connections.cancel_scope.deadline = trio.current_time() + self.settings.shutdown_timeout_s
+            session = connection.session
+            if self._drain_timeout_s > 0 and patience > 0 and session is not None:
+                connections.start_soon(self._close_when_quiet, connection, session, patience)
+            else:
+                connection.transport.close_soon(CloseCode.GOING_AWAY, DRAINING_REASON)
+        connections.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout_s
+
+    @staticmethod
+    async def _close_when_quiet(connection: _Connection, session: Session, patience: float) -> None:
+        with trio.move_on_after(patience):
+            while not session.quiet:
+                await trio.sleep(QUIET_POLL_S)
+        connection.transport.close_soon(CloseCode.GOING_AWAY, DRAINING_REASON)
 
     # --- HTTP ---------------------------------------------------------------------------------
 
