@@ -447,8 +447,12 @@ on("ready", (ready) => {
   const inFlight = conversation.turns.at(-1);
   const start = conversation.start(ready);
   if (inFlight?.dropped) renderTurn(inFlight);
-  if (start === "restarted") markRestarted();
-  else if (start === "resumed" && turnNodes.size === 0) renderTurns(); // rebuilt from the history
+  if (start === "restarted") {
+    markRestarted();
+    renderFigures(); // the figures of the new conversation
+  } else if (start === "resumed" && turnNodes.size === 0) {
+    renderTurns(); // rebuilt from the history
+  }
   ui.mode.textContent = client.mode === "shared" ? "SharedArrayBuffer" : "MessagePort";
   ui.mode.title =
     client.mode === "shared"

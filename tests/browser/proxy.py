@@ -20,7 +20,8 @@ class LoopbackProxy:
     The page's origin is then the proxy's: the server must allow it (``allowed_origins``),
     so a proxy is made first, and pointed at its server once that runs."""
 
-    def __init__(self, upstream_port: int = 0) -> None:
+    def __init__(self, upstream_port: int | None = None) -> None:
+        #: Where connections go; None: nowhere (each is closed at once: the server is gone).
         self.upstream_port = upstream_port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -40,6 +41,8 @@ class LoopbackProxy:
             except OSError:  # closed
                 return
             try:
+                if self.upstream_port is None:
+                    raise ConnectionRefusedError
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
             except OSError:
                 client.close()

@@ -48,11 +48,16 @@ TURN_TIMEOUT_S = 30.0
 BETWEEN_QUESTIONS_S = 14.0
 #: How long the page may take to come back after a drop (the first backoff is 250 ms).
 RECONNECT_TIMEOUT_S = 10.0
+#: Attempts per outage in the drop test (the default is 10: too long to wait for).
+GIVE_UP_AFTER = 3
 FIRST_QUESTION = "goforward.wav"
 SECOND_QUESTION = "librivox-0880.wav"
 
 OpenDemo = Callable[..., DemoSession]
 
+_RECONNECT_SETTINGS_JS = (
+    "(maxAttempts) => { window.voicecore.client.options.reconnect = { maxAttempts }; }"
+)
 _EVENTS_JS = "(type) => window.voicecore.events.filter((e) => e.type === type).map((e) => e.detail)"
 _TURN_CLASSES_JS = """() => [...document.querySelectorAll('#turns > li')].map((li) =>
   ({ note: li.classList.contains('turn-note'), earlier: li.classList.contains('earlier'),
@@ -170,13 +175,15 @@ def test_the_page_reconnects_after_its_connection_drops_and_the_conversation_goe
     """A network drop after the first turn: the page reconnects with backoff (1006), the
     second question is answered, and the view follows what the server kept: the turns
     continue if it resumed the conversation, else they are marked as a conversation the
-    agent no longer remembers. Needs nothing of the server beyond protocol v1."""
+    agent no longer remembers. Then the server goes for good: the page gives up after its
+    attempts and says so. Needs nothing of the server beyond protocol v1."""
     proxy = LoopbackProxy()
     try:
         server = servers.get(VOICECORE_SERVER_ALLOWED_ORIGINS=proxy.url)
         proxy.upstream_port = server.port
         script = _two_questions(utterances)
         demo = open_demo(script, server=ProxiedServer(proxy, server))
+        demo.page.evaluate(_RECONNECT_SETTINGS_JS, GIVE_UP_AFTER)
         began = time.monotonic()  # about when the mic (and its WAV) started
         first_ready = demo.connect()
         first_final, first_done = _wait_for_turn(demo, 0)
@@ -232,6 +239,17 @@ def test_the_page_reconnects_after_its_connection_drops_and_the_conversation_goe
             # one the agent forgot, under a note; the new turns follow.
             assert view[0]["earlier"], view
             assert any(li["note"] for li in view), view
+
+        # The server is gone for good: the page tries GIVE_UP_AFTER times, then gives up.
+        proxy.upstream_port = None
+        proxy.drop()
+        closed = _wait_for_event(demo, "closed", RECONNECT_TIMEOUT_S)
+        attempts = [e["attempt"] for e in _events(demo, "reconnecting")]
+        assert attempts == [1, *range(1, GIVE_UP_AFTER + 1)], attempts
+        assert closed["attempts"] == GIVE_UP_AFTER, closed
+        assert closed["clean"] is False
+        assert "Reconnecting failed" in demo.page.inner_text("#banner")
+        assert demo.page_stats()["state"] == "closed"
     finally:
         proxy.close()
 

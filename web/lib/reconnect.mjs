@@ -19,7 +19,8 @@
  *   back at the same instant
  * @property {number} goingAwayMaxDelayMs after 1001 (the server is draining), the first
  *   attempt is made at once: after a uniform 0..this ms, to spread the clients of a worker
- * @property {number} maxAttempts attempts per outage before giving up
+ * @property {number} maxAttempts attempts per outage before giving up (an outage that
+ *   follows a session shorter than `stableMs` goes on counting those of the one before)
  * @property {number} maxDownMs give up rather than start an attempt this long after the
  *   session was lost
  * @property {number} stableMs a session must stay up this long for the next outage to start
