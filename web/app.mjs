@@ -15,7 +15,9 @@
  *                                    (when each underrun was seen), bargeIns (speech onset at
  *                                    the mic -> silence at the speaker, ms, via pause or
  *                                    clear), ducks (pauses a resume ended), mic frames
- *                                    sent/dropped, mic level, turns, errors
+ *                                    sent/dropped, mic level, turns, restarts (reconnections
+ *                                    that did not resume the conversation), conversation (the
+ *                                    token a reconnection resumes), errors
  *   window.voicecore.tap             OutputTap: start(maxSeconds), stop() -> Recording of what
  *                                    the page played and what the mic heard, sample-aligned
  *   window.voicecore.events          every client event seen: `time` (this page's
@@ -25,6 +27,7 @@
  * URL parameters: `?connect=1` connects on load (tests; needs autoplay allowed),
  * `?mode=port` forces the MessagePort player even when SharedArrayBuffer is available,
  * `?token=...` is passed on to the socket (a server started with --token),
+ * `?reconnect=0` turns reconnection off (the session ends with its connection),
  * `?pause=0` announces no capabilities (the server cuts with `clear` only, as for a client
  * that predates `pause`), `?echo_gain_db=-10&echo_delay_ms=80` (either one; the other takes
  * its default) simulates a speakerphone without echo cancellation (the client's `echoLoop`
@@ -92,6 +95,9 @@ function echoLoopFromUrl() {
 
 const client = new VoicecoreClient({
   url: socketUrl(),
+  // A reloaded tab resumes its conversation (sessionStorage is per tab).
+  conversationStorage: sessionStorage,
+  ...(params.get("reconnect") === "0" ? { reconnect: false } : {}),
   forcePortMode: params.get("mode") === "port",
   ...(params.get("pause") === "0" ? { capabilities: [] } : {}),
   echoLoop: echoLoopFromUrl(),
@@ -110,21 +116,25 @@ const STATUS_TEXT = {
   connecting: "Connecting…",
   handshaking: "Starting session…",
   ready: "Live",
+  reconnecting: "Reconnecting…",
   closing: "Disconnecting…",
   closed: "Not connected",
 };
 
 // ---- status, banner, controls ----------------------------------------------------------
 
-/** @param {import("./lib/protocol.mjs").ConnectionState} state */
+/** @param {import("./voicecore-client.mjs").ClientState} state */
 function renderState(state) {
+  clearTimeout(statusNoteTimer);
   ui.status.dataset.state = state;
   ui.statusText.textContent = STATUS_TEXT[state];
   const busy = state === "connecting" || state === "handshaking" || state === "closing";
   const live = state === "ready";
-  ui.connect.textContent = live ? "Disconnect" : busy ? STATUS_TEXT[state] : "Connect";
+  // Disconnect also stops a reconnection.
+  const session = live || state === "reconnecting";
+  ui.connect.textContent = session ? "Disconnect" : busy ? STATUS_TEXT[state] : "Connect";
   ui.connect.disabled = busy;
-  ui.connect.classList.toggle("danger", live);
+  ui.connect.classList.toggle("danger", session);
   ui.micSelect.disabled = state !== "idle" && state !== "closed";
   if (!live) {
     ui.speaking.hidden = true;
@@ -141,6 +151,33 @@ function showError(message) {
   ui.banner.hidden = false;
 }
 
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let statusNoteTimer;
+
+/**
+ * Shows `text` in the status pill for a few seconds, then the state's own text again.
+ * @param {string} text
+ */
+function noteStatus(text) {
+  clearTimeout(statusNoteTimer);
+  ui.statusText.textContent = text;
+  statusNoteTimer = setTimeout(() => (ui.statusText.textContent = STATUS_TEXT[client.state]), 4000);
+}
+
+/**
+ * A reconnection did not resume the conversation: the turns shown so far stay, greyed, under
+ * a note; the agent remembers none of them, and the new turns (whose ids start over) follow.
+ */
+function markRestarted() {
+  if (turnNodes.size === 0) return; // nothing was said: nothing was lost
+  for (const li of turnNodes.values()) li.classList.add("earlier");
+  turnNodes.clear();
+  const note = document.createElement("li");
+  note.className = "turn-note";
+  note.textContent = "Reconnected, but the server had lost the conversation: the agent starts over.";
+  ui.turns.append(note);
+}
+
 function hideError() {
   ui.banner.hidden = true;
 }
@@ -149,7 +186,7 @@ ui.bannerClose.addEventListener("click", hideError);
 
 ui.controls.addEventListener("submit", (event) => {
   event.preventDefault();
-  if (client.state === "ready") void disconnect();
+  if (client.state === "ready" || client.state === "reconnecting") void disconnect();
   else void connect().catch(() => {}); // the banner shows why
 });
 
@@ -241,9 +278,10 @@ function renderTurn(turn) {
     agentText.textContent = heard;
   }
   agent.classList.toggle("interrupted", turn.interrupted);
-  agent.classList.toggle("streaming", !turn.agentDone && !turn.interrupted);
+  agent.classList.toggle("streaming", !turn.agentDone && !turn.interrupted && !turn.dropped);
   const meta = /** @type {HTMLElement} */ (li.querySelector(".turn-meta"));
   const parts = [];
+  if (turn.dropped) parts.push("Connection lost");
   if (turn.interrupted) parts.push("Interrupted");
   if (turn.latency?.voiceToVoiceMs != null) parts.push(`${fmtMs(turn.latency.voiceToVoiceMs)} voice to voice`);
   const heardMs = turn.latency?.bargeInHeardMs;
@@ -406,6 +444,15 @@ function on(type, handler) {
 
 on("state", ({ state }) => renderState(state));
 on("ready", (ready) => {
+  const inFlight = conversation.turns.at(-1);
+  const start = conversation.start(ready);
+  if (inFlight?.dropped) renderTurn(inFlight);
+  if (start === "restarted") {
+    markRestarted();
+    renderFigures(); // the figures of the new conversation
+  } else if (start === "resumed" && turnNodes.size === 0) {
+    renderTurns(); // rebuilt from the history
+  }
   ui.mode.textContent = client.mode === "shared" ? "SharedArrayBuffer" : "MessagePort";
   ui.mode.title =
     client.mode === "shared"
@@ -447,6 +494,12 @@ on("barge_in", ({ turnId, ms }) => {
   renderTurn(conversation.setBargeInHeard(turnId, ms));
   renderFigures();
 });
+on("reconnecting", ({ attempt }) => {
+  ui.speaking.hidden = true;
+  ui.agentPaused.hidden = true;
+  ui.statusText.textContent = attempt > 1 ? `Reconnecting… (attempt ${attempt})` : STATUS_TEXT.reconnecting;
+});
+on("reconnected", ({ resumed }) => noteStatus(resumed ? "Reconnected" : "Reconnected: new conversation"));
 on("server_error", (err) => showError(err.message || `Server error: ${err.code}`));
 on("error", ({ message }) => showError(message));
 on("closed", (info) => {
@@ -516,6 +569,8 @@ void refreshMics();
       micFrames: client.micFrames,
       level: client.level,
       turns: conversation.turns.map((t) => ({ ...t })),
+      restarts: conversation.restarts,
+      conversation: client.conversationToken,
       bargeIns: client.bargeIns.slice(),
       ducks: client.ducks.slice(),
       errors: errors.slice(),

@@ -8,22 +8,36 @@
  * audio thread sees a pause in the ring's header at its next render quantum, with no other
  * thread on the way). The worker sends the playout reports.
  *
+ * The worker also reconnects (unless `reconnect` is null): when the socket closes without
+ * being asked to, lib/reconnect.mjs decides whether and when to open a new one, whose `hello`
+ * carries `resume` = the last `ready.conversation`. Meanwhile the player plays what it holds
+ * (the reply in flight ends where its audio ends; a reply the server had paused is cleared:
+ * no server is left to resume it) and mic frames are dropped, not queued.
+ *
  * Main -> worker:
- *   { type: "connect", url, inputRate, outputRate, frameMs, capabilities?,
- *     ring: SharedArrayBuffer | null, capturePort: MessagePort,
- *     playerPort: MessagePort | null, reportMs?, statsMs? }
+ *   { type: "connect", url, inputRate, outputRate, frameMs, capabilities?, resume?,
+ *     reconnect: Partial<ReconnectSettings> | null, ring: SharedArrayBuffer | null,
+ *     capturePort: MessagePort, playerPort: MessagePort | null, reportMs?, statsMs? }
  *   { type: "disconnect" }
  * Worker -> main:
- *   { type: "state", state }              ConnectionState
+ *   { type: "state", state }              ConnectionState, or "reconnecting" from the loss of
+ *                                         a session until the next one is ready
  *   { type: "message", msg, receivedAt }  every server JSON message, after it is applied;
  *                                         receivedAt: epoch ms it arrived in this worker
  *   { type: "stats", stats, sent, dropped, arrivalGapMs }  PlayoutStats 8x/s; mic frames
  *                                         sent / dropped; longest wait between two agent audio
  *                                         frames of a reply since the previous stats (ms)
  *   { type: "protocol_error", message }   the server broke the protocol (the worker closes)
+ *   { type: "reconnecting", attempt, delayMs, code, reason, clearedTurn }  the socket closed;
+ *                                         attempt number `attempt` of this outage starts in
+ *                                         `delayMs`; clearedTurn: the paused turn whose
+ *                                         audio was dropped (null: none)
+ *   { type: "reconnected", resumed, downtimeMs, attempts }  a session is ready again
+ *                                         (after its `ready` message and "ready" state)
  *   { type: "closed", info }              CloseInfo; the worker is done
  */
-import { ClientProtocol, ProtocolError, playoutMessage } from "./lib/protocol.mjs";
+import { ClientProtocol, ProtocolError, describeClose, playoutMessage } from "./lib/protocol.mjs";
+import { Reconnector } from "./lib/reconnect.mjs";
 import { PlayoutRing } from "./lib/ring.mjs";
 import { PlayoutCounter } from "./lib/playout-stats.mjs";
 import { int16ToFloat, pcm16FromBytes } from "./lib/pcm.mjs";
@@ -33,10 +47,28 @@ const MAX_SEND_BACKLOG_BYTES = 256 * 1024;
 
 const scope = /** @type {DedicatedWorkerGlobalScope} */ (/** @type {unknown} */ (self));
 
-/** @type {ClientProtocol | null} */
+/**
+ * @typedef {{url: string, inputRate: number, outputRate: number, frameMs: number,
+ *   capabilities?: string[], resume?: string | null,
+ *   reconnect: Partial<import("./lib/reconnect.mjs").ReconnectSettings> | null,
+ *   ring: SharedArrayBuffer | null, capturePort: MessagePort, playerPort: MessagePort | null,
+ *   reportMs?: number, statsMs?: number}} ConnectOptions
+ */
+
+/** @type {ConnectOptions | null} */
+let options = null;
+/** @type {ClientProtocol | null} the current socket's protocol (one per socket) */
 let proto = null;
 /** @type {WebSocket | null} */
 let socket = null;
+/** @type {Reconnector | null} null: the session ends with its first socket */
+let reconnector = null;
+/** @type {string | null} the conversation to resume on the next socket */
+let conversation = null;
+/** A session was lost and the next one is not ready yet. */
+let outage = false;
+/** @type {ReturnType<typeof setTimeout> | null} the next attempt, while waiting for it */
+let retryTimer = null;
 /** @type {PlayoutRing | null} */
 let ring = null;
 /** @type {MessagePort | null} */
@@ -62,33 +94,63 @@ let scratch = new Float32Array(0);
 /** @param {unknown} msg */
 const post = (msg) => scope.postMessage(msg);
 
-/**
- * @param {{url: string, inputRate: number, outputRate: number, frameMs: number,
- *   capabilities?: string[], ring: SharedArrayBuffer | null, capturePort: MessagePort,
- *   playerPort: MessagePort | null, reportMs?: number, statsMs?: number}} options
- */
-function connect(options) {
-  proto = new ClientProtocol(options);
-  counter = new PlayoutCounter(options.outputRate);
-  if (options.ring) {
-    ring = new PlayoutRing(options.ring);
-    ring.setSampleRate(options.outputRate);
-  }
-  playerPort = options.playerPort;
-  if (playerPort) playerPort.onmessage = (e) => (portStats = e.data?.stats ?? portStats);
-  options.capturePort.onmessage = (e) => sendMic(e.data);
+/** Posts the connection state; the attempts of an outage are all "reconnecting". */
+function postState() {
+  if (!proto) return;
+  const between = proto.state === "connecting" || proto.state === "handshaking" || proto.state === "closed";
+  post({ type: "state", state: outage && between ? "reconnecting" : proto.state });
+}
 
-  proto.connect();
-  post({ type: "state", state: proto.state });
-  const ws = new WebSocket(options.url);
+/** @param {ConnectOptions} connectOptions */
+function connect(connectOptions) {
+  options = connectOptions;
+  conversation = connectOptions.resume ?? null;
+  reconnector = connectOptions.reconnect ? new Reconnector(connectOptions.reconnect) : null;
+  counter = new PlayoutCounter(connectOptions.outputRate);
+  if (connectOptions.ring) {
+    ring = new PlayoutRing(connectOptions.ring);
+    ring.setSampleRate(connectOptions.outputRate);
+  }
+  playerPort = connectOptions.playerPort;
+  if (playerPort) playerPort.onmessage = (e) => (portStats = e.data?.stats ?? portStats);
+  connectOptions.capturePort.onmessage = (e) => sendMic(e.data);
+  openSocket();
+
+  // Stats for the page every statsMs; a playout report to the server every reportMs. Both
+  // go on across a reconnection: the player plays on.
+  const statsMs = connectOptions.statsMs ?? 125;
+  const reportEvery = Math.max(1, Math.round((connectOptions.reportMs ?? 250) / statsMs));
+  let ticks = 0;
+  timer = setInterval(() => {
+    const stats = collectStats();
+    if (!stats.stats) return;
+    post({ type: "stats", ...stats });
+    if (++ticks % reportEvery === 0 && proto?.canSendAudio && socket?.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify(playoutMessage(stats.stats)));
+    }
+  }, statsMs);
+}
+
+/** Opens a socket and greets the server, resuming the conversation if there is one. */
+function openSocket() {
+  retryTimer = null;
+  const settings = /** @type {ConnectOptions} */ (options);
+  const p = new ClientProtocol({ ...settings, resume: conversation });
+  proto = p;
+  p.connect();
+  postState();
+  const ws = new WebSocket(settings.url);
   socket = ws;
   ws.binaryType = "arraybuffer";
+  /** This side closed the socket (a protocol error): no reconnection. */
+  let closedHere = false;
   ws.onopen = () => {
-    if (!proto) return;
-    ws.send(JSON.stringify(proto.opened()));
-    post({ type: "state", state: proto.state });
+    if (ws !== socket) return;
+    ws.send(JSON.stringify(p.opened()));
+    postState();
   };
   ws.onmessage = (event) => {
+    if (ws !== socket) return;
     try {
       if (typeof event.data === "string") onText(event.data);
       else onAudio(/** @type {ArrayBuffer} */ (event.data));
@@ -96,29 +158,60 @@ function connect(options) {
       if (!(error instanceof ProtocolError) && !(error instanceof RangeError)) throw error;
       post({ type: "protocol_error", message: error.message });
       // 1000 is the only standard code a browser may send; the reason says what went wrong.
+      closedHere = true;
       ws.close(1000, "protocol error");
     }
   };
   ws.onclose = (event) => {
-    const info = proto ? proto.closed(event.code, event.reason) : null;
-    stopReporting();
-    post({ type: "stats", ...collectStats() });
-    post({ type: "closed", info });
+    if (ws !== socket) return;
     socket = null;
-  };
-
-  // Stats for the page every statsMs; a playout report to the server every reportMs.
-  const statsMs = options.statsMs ?? 125;
-  const reportEvery = Math.max(1, Math.round((options.reportMs ?? 250) / statsMs));
-  let ticks = 0;
-  timer = setInterval(() => {
-    const stats = collectStats();
-    if (!stats.stats) return;
-    post({ type: "stats", ...stats });
-    if (++ticks % reportEvery === 0 && proto?.canSendAudio && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify(playoutMessage(stats.stats)));
+    const wasReady = p.state === "ready";
+    const onPurpose = p.state === "closing" || closedHere;
+    const info = p.closed(event.code, event.reason);
+    const clearedTurn = wasReady ? endHeldReply(p) : null;
+    if (!onPurpose && reconnector) {
+      const decision = reconnector.closed(event.code, performance.now());
+      if (decision.reconnect) {
+        outage = true;
+        post({ type: "reconnecting", attempt: decision.attempt, delayMs: decision.delayMs, code: event.code, reason: event.reason, clearedTurn });
+        postState();
+        retryTimer = setTimeout(openSocket, decision.delayMs);
+        return;
+      }
+      if (decision.reconnect === false && decision.why === "gave_up") {
+        info.attempts = decision.attempt - 1;
+        info.message = `${info.message} Reconnecting failed (${info.attempts} attempts).`;
+      }
     }
-  }, statsMs);
+    finish(info);
+  };
+}
+
+/**
+ * The session's socket is gone: nothing more of the reply in flight will come. The player
+ * plays what it holds, and the reply ends there (its silence then is not an underrun); a
+ * reply the server had paused is dropped, as no server is left to resume it.
+ * @param {ClientProtocol} p the closed socket's protocol
+ * @returns {number | null} the turn whose paused audio was dropped
+ */
+function endHeldReply(p) {
+  lastAudioAt = 0;
+  const paused = p.pausedTurn;
+  const action = paused === null ? "done" : "clear";
+  if (ring) {
+    if (action === "done") ring.markDone();
+    else ring.clear();
+  } else {
+    playerPort?.postMessage({ type: action });
+  }
+  return paused;
+}
+
+/** @param {import("./lib/protocol.mjs").CloseInfo | null} info */
+function finish(info) {
+  stopReporting();
+  post({ type: "stats", ...collectStats() });
+  post({ type: "closed", info });
 }
 
 function collectStats() {
@@ -154,7 +247,16 @@ function onText(text) {
   // Epoch milliseconds (comparable across the page, workers and worklet clocks mapped with
   // AudioContext.getOutputTimestamp), so a test can time a clear from arrival to silence.
   post({ type: "message", msg, receivedAt: performance.timeOrigin + performance.now() });
-  if (proto.state !== before) post({ type: "state", state: proto.state });
+  if (msg.type === "ready") {
+    // A server that cannot resume sends no token: this client then never asks it to.
+    conversation = msg.conversation ?? null;
+    outage = false;
+  }
+  if (proto.state !== before) postState();
+  if (msg.type === "ready") {
+    const outageEnded = reconnector?.ready(performance.now()) ?? null;
+    if (outageEnded) post({ type: "reconnected", resumed: msg.resumed === true, ...outageEnded });
+  }
 }
 
 /** @param {ArrayBuffer} data */
@@ -175,7 +277,11 @@ function onAudio(data) {
 
 /** @param {ArrayBuffer} frame */
 function sendMic(frame) {
-  if (!socket || !proto?.canSendAudio) return;
+  if (!socket || !proto?.canSendAudio) {
+    // Between sessions the mic's audio is dropped: replayed later, it would be stale.
+    if (outage) dropped++;
+    return;
+  }
   if (socket.bufferedAmount > MAX_SEND_BACKLOG_BYTES) {
     dropped++;
     return;
@@ -185,12 +291,19 @@ function sendMic(frame) {
 }
 
 function disconnect() {
+  if (retryTimer !== null) {
+    // Waiting to reconnect: no socket to close.
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    finish({ ...describeClose(1000, "bye"), message: "Disconnected." });
+    return;
+  }
   if (!proto || !socket) {
     post({ type: "closed", info: null });
     return;
   }
   const bye = proto.disconnect();
-  post({ type: "state", state: proto.state });
+  postState();
   if (bye && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(bye));
   socket.close(1000, "bye");
 }

@@ -14,8 +14,14 @@
  * a MessagePort to the player). A busy main thread delays the page's display, never the
  * audio.
  *
+ * When the connection drops, the client reconnects by itself (ClientOptions.reconnect) and
+ * resumes the conversation: the mic and the player keep running (the player plays out what
+ * it holds; the mic's audio meanwhile is dropped), and the new session's `hello` carries the
+ * last `ready.conversation` as `resume`.
+ *
  * Events (CustomEvent, payload in `detail`):
- *   state        { state }  "idle" | "connecting" | "handshaking" | "ready" | "closing" | "closed"
+ *   state        { state }  "idle" | "connecting" | "handshaking" | "ready" | "reconnecting" |
+ *                "closing" | "closed"
  *   audio_started { tap, sampleRate, mode }  the audio graph runs (before the server is
  *                ready): the moment to start a tap recording that must include the mic's start
  *   ready, speech_start, speech_end, transcript, agent_text, agent_done, clear, pause,
@@ -25,7 +31,15 @@
  *                and have already been applied to the player when they are dispatched
  *   server_error a server `error` message { code, message }
  *   error        { message } something failed on this side (mic, audio, protocol)
- *   closed       CloseInfo | null  the session is over (see lib/protocol.mjs describeClose)
+ *   reconnecting { attempt, delayMs, code, reason }  the connection closed unasked (`code`,
+ *                `reason`: its close); attempt `attempt` (1, 2, ... of this outage) starts
+ *                in `delayMs`
+ *   reconnected  { resumed, downtimeMs, attempts }  a session is ready again (after its
+ *                `ready`): `resumed` says whether the server still had the conversation
+ *                (false: the agent starts over), `downtimeMs` since the connection dropped
+ *   closed       CloseInfo | null  the session is over: ended on purpose, a close that
+ *                reconnecting cannot help, or reconnecting gave up (`attempts` then says
+ *                how many were made); see lib/protocol.mjs describeClose
  *   level        { rms, peak }  mic level per frame, linear 0..1
  *   playout      PlayoutStats  8x per second (see lib/playout-stats.mjs)
  *   barge_in     BargeIn  a clear cut the agent: the user's speech onset at the mic to the
@@ -37,6 +51,7 @@
  */
 import { bargeInMs, silenceOfClear, silenceOfResume } from "./lib/barge-in.mjs";
 import { CLIENT_CAPABILITIES, MAX_RATE, MIN_RATE, describeClose } from "./lib/protocol.mjs";
+import { reconnectSettings } from "./lib/reconnect.mjs";
 import { PlayoutRing } from "./lib/ring.mjs";
 
 /**
@@ -61,7 +76,19 @@ import { PlayoutRing } from "./lib/ring.mjs";
  *   back in (default 5 ms: no click, and the fade-out's samples are played, not lost)
  * @property {EchoLoop} [echoLoop] test and diagnostic option: simulate a speakerphone with no
  *   echo cancellation (see EchoLoop)
+ * @property {boolean | Partial<import("./lib/reconnect.mjs").ReconnectSettings>} [reconnect]
+ *   reconnect by itself when the connection drops (default true, with RECONNECT_DEFAULTS of
+ *   lib/reconnect.mjs; an object overrides some of them); false: the session ends with its
+ *   first connection, as before reconnection existed
+ * @property {Storage | null} [conversationStorage] where to keep the conversation's token
+ *   besides the client, so that a reloaded page resumes it (e.g. `sessionStorage`: per tab,
+ *   so two tabs never share a conversation); default none. disconnect() removes it.
  */
+
+/** The key under which ClientOptions.conversationStorage keeps the token of a server's conversation. */
+export const CONVERSATION_STORAGE_KEY = "voicecore.conversation";
+
+/** @typedef {import("./lib/protocol.mjs").ConnectionState | "reconnecting"} ClientState */
 
 /**
  * A simulated acoustic echo, for tests and diagnostics: the player's output, delayed and
@@ -203,7 +230,7 @@ export class VoicecoreClient extends EventTarget {
   constructor(options = {}) {
     super();
     this.options = options;
-    /** @type {import("./lib/protocol.mjs").ConnectionState} */
+    /** @type {ClientState} */
     this.state = "idle";
     /** @type {import("./lib/protocol.mjs").Ready | null} */
     this.session = null;
@@ -264,6 +291,29 @@ export class VoicecoreClient extends EventTarget {
     this.abandoned = false;
     /** Epoch ms at which the socket worker received the server message being dispatched. */
     this.lastMessageAt = 0;
+    /**
+     * The conversation's token (the last `ready.conversation`): the next connect() resumes
+     * it; null: none, or a server that cannot resume. disconnect() forgets it.
+     * @type {string | null}
+     */
+    this.conversationToken = null;
+  }
+
+  /** The storage key of this client's server (conversations belong to a server). */
+  get storageKey() {
+    return `${CONVERSATION_STORAGE_KEY} ${this.options.url ?? defaultUrl()}`;
+  }
+
+  /**
+   * Remembers the conversation's token (null: forgets it), here and in the storage.
+   * @param {string | null} token
+   */
+  rememberConversation(token) {
+    this.conversationToken = token;
+    const storage = this.options.conversationStorage;
+    if (!storage) return;
+    if (token === null) storage.removeItem(this.storageKey);
+    else storage.setItem(this.storageKey, token);
   }
 
   /**
@@ -293,6 +343,8 @@ export class VoicecoreClient extends EventTarget {
     if (this.state !== "idle" && this.state !== "closed") {
       throw new Error(`connect() while ${this.state}`);
     }
+    const { reconnect = true } = this.options;
+    if (typeof reconnect === "object") reconnectSettings(reconnect); // a bad setting fails here
     this.session = null;
     this.playout = null;
     this.micFrames = { sent: 0, dropped: 0 };
@@ -452,10 +504,14 @@ export class VoicecoreClient extends EventTarget {
       };
     });
     const url = this.options.url ?? defaultUrl();
+    const { reconnect = true, conversationStorage } = this.options;
+    const resume = this.conversationToken ?? conversationStorage?.getItem(this.storageKey) ?? null;
     worker.postMessage(
       {
         type: "connect",
         url,
+        resume,
+        reconnect: reconnect === false ? null : reconnect === true ? {} : reconnect,
         inputRate: rate,
         outputRate: rate,
         frameMs,
@@ -480,7 +536,10 @@ export class VoicecoreClient extends EventTarget {
       case "message": {
         const msg = data.msg;
         this.lastMessageAt = data.receivedAt;
-        if (msg.type === "ready") this.session = msg;
+        if (msg.type === "ready") {
+          this.session = msg;
+          this.rememberConversation(msg.conversation ?? null);
+        }
         if (msg.type === "clear") this.lastClearTurn = msg.turn_id;
         if (msg.type === "pause") this.lastPauseTurn = msg.turn_id;
         this.emit(msg.type === "error" ? "server_error" : msg.type, msg);
@@ -506,6 +565,14 @@ export class VoicecoreClient extends EventTarget {
           this.playout = data.stats;
           this.emit("playout", data.stats);
         }
+        return false;
+      case "reconnecting":
+        // The paused reply the worker dropped: what silenced it, for the barge-in figures.
+        if (data.clearedTurn !== null) this.lastClearTurn = data.clearedTurn;
+        this.emit("reconnecting", { attempt: data.attempt, delayMs: data.delayMs, code: data.code, reason: data.reason });
+        return false;
+      case "reconnected":
+        this.emit("reconnected", { resumed: data.resumed, downtimeMs: data.downtimeMs, attempts: data.attempts });
         return false;
       case "protocol_error":
         this.emit("error", { message: `Protocol error: ${data.message}` });
@@ -564,15 +631,19 @@ export class VoicecoreClient extends EventTarget {
     }
   }
 
-  /** @param {import("./lib/protocol.mjs").ConnectionState} state */
+  /** @param {ClientState} state */
   setState(state) {
     if (state === this.state) return;
     this.state = state;
     this.emit("state", { state });
   }
 
-  /** Ends the session (sends bye, closes the socket) and releases the mic and audio. */
+  /**
+   * Ends the session (sends bye, closes the socket; also stops reconnecting), forgets the
+   * conversation (the next connect() starts a new one), and releases the mic and audio.
+   */
   async disconnect() {
+    this.rememberConversation(null);
     if (!this.worker) {
       // Still asking for the mic or loading the worklets: connect() gives up once they are done.
       if (this.state === "connecting") this.abandoned = true;

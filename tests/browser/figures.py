@@ -19,7 +19,8 @@ class Results:
 
     def summary_lines(self) -> list[str]:
         """One line per scenario: underruns and gaps, barge-in latencies, the echo loop's
-        accuracy, the player's pause and resume, or what a short sound over the agent did."""
+        accuracy, the player's pause and resume, what a short sound over the agent did, or
+        how long a reconnection took."""
         lines: list[str] = []
         for scenario, f in sorted(self.figures.items()):
             if scenario == "servers":
@@ -47,6 +48,13 @@ class Results:
                     f"{scenario}: held {f['held_ms']} ms, played {f['played_ms']} of "
                     f"{f['received_ms']} ms, sample-exact {f['sample_exact']}, "
                     f"gaps {f['underruns']}"
+                )
+            elif "downtime_ms" in f:
+                lost = f["reconnecting"]
+                lines.append(
+                    f"{scenario}: close {lost['code']}, first attempt after "
+                    f"{lost['delayMs']:.0f} ms, session back after {f['downtime_ms']} ms "
+                    f"({f['attempts']} attempts), resumed {f['resumed']}"
                 )
             elif "page_ducks" in f:
                 lines.append(

@@ -2,7 +2,8 @@
 /**
  * The conversation as the page shows it, built from server messages: per turn, what the
  * user said (partial then final transcript), what the agent said, whether it was cut off by
- * a barge-in, and the turn's latency figures. Pure data, no DOM, so node can test it.
+ * a barge-in, and the turn's latency figures. It spans the sessions of a conversation the
+ * client resumed after a reconnection (`start`). Pure data, no DOM, so node can test it.
  * @module
  */
 
@@ -39,10 +40,40 @@ const noLatency = () => ({
  * @property {string | null} heard the part of the reply the user heard, once the server
  *   says (agent_done); null until then
  * @property {TurnLatency | null} latency
+ * @property {boolean} dropped the connection dropped during the turn: nothing more of it
+ *   will come (the agent's reply, the final transcript)
  */
+
+/**
+ * What a session's `ready` meant for the conversation (`Conversation.start`):
+ * * `"new"`: the first session of a new conversation;
+ * * `"resumed"`: the server continues the conversation (its history): the turns stay;
+ * * `"restarted"`: a later session did not resume (the server lost the conversation, or
+ *   cannot resume): the agent starts over, remembering nothing of the turns before.
+ * @typedef {"new" | "resumed" | "restarted"} ConversationStart
+ */
+
+/** The end of an assistant text a barge-in cut, in `ready.history`. */
+const CUT_MARK = "…";
 
 /** @param {unknown} v */
 const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+/**
+ * @param {number} id
+ * @returns {Turn}
+ */
+const blankTurn = (id) => ({
+  id,
+  userText: "",
+  userFinal: false,
+  agentText: "",
+  agentDone: false,
+  interrupted: false,
+  heard: null,
+  latency: null,
+  dropped: false,
+});
 
 export class Conversation {
   /** @param {{maxTurns?: number}} [options] turns kept (oldest dropped first) */
@@ -52,6 +83,62 @@ export class Conversation {
     this.turns = [];
     /** Whether the user is speaking right now (speech_start .. speech_end). */
     this.userSpeaking = false;
+    /** The sessions started (`ready`s seen). */
+    this.sessions = 0;
+    /** How many times the conversation restarted (a reconnection that did not resume). */
+    this.restarts = 0;
+  }
+
+  /**
+   * A session is ready: the first one, or one after a reconnection. A turn in flight when
+   * the connection dropped is marked `dropped`. Resumed, the turns shown stay (the server's
+   * turn ids continue after them), and a view with none (a reloaded page) is rebuilt from
+   * `ready.history`. Restarted, the turns are dropped: the server's turn ids start over, and
+   * the agent remembers none of them.
+   * @param {import("./protocol.mjs").Ready} ready
+   * @returns {ConversationStart}
+   */
+  start(ready) {
+    const first = this.sessions++ === 0;
+    this.userSpeaking = false;
+    const last = this.turns.at(-1);
+    if (last && !last.agentDone) last.dropped = true;
+    if (ready.resumed === true) {
+      if (this.turns.length === 0 && ready.history) this.rebuild(ready.history);
+      return "resumed";
+    }
+    if (first) return "new";
+    this.turns = [];
+    this.restarts++;
+    return "restarted";
+  }
+
+  /**
+   * The turns of a resumed conversation's history: a user entry starts a turn, the
+   * assistant's answer joins it. Their ids are negative (the oldest -n), below any id the
+   * server gives the session's turns.
+   * @param {import("./protocol.mjs").HistoryEntry[]} history oldest first
+   */
+  rebuild(history) {
+    /** @type {Turn[]} ids set at the end */
+    const turns = [];
+    for (const { role, text } of history) {
+      const current = turns.at(-1);
+      if (role === "assistant" && current && !current.agentText) {
+        current.agentText = text;
+        continue;
+      }
+      turns.push({ ...blankTurn(0), userText: role === "user" ? text : "", agentText: role === "assistant" ? text : "" });
+    }
+    for (const turn of turns) {
+      turn.userFinal = true;
+      turn.agentDone = true;
+      if (turn.agentText.endsWith(CUT_MARK)) {
+        turn.interrupted = true;
+        turn.heard = turn.agentText;
+      }
+    }
+    this.turns = turns.slice(-this.maxTurns).map((turn, i, kept) => ({ ...turn, id: i - kept.length }));
   }
 
   /**
@@ -61,16 +148,7 @@ export class Conversation {
   turn(id) {
     let turn = this.turns.find((t) => t.id === id);
     if (!turn) {
-      turn = {
-        id,
-        userText: "",
-        userFinal: false,
-        agentText: "",
-        agentDone: false,
-        interrupted: false,
-        heard: null,
-        latency: null,
-      };
+      turn = blankTurn(id);
       this.turns.push(turn);
       this.turns.sort((a, b) => a.id - b.id);
       if (this.turns.length > this.maxTurns) this.turns.splice(0, this.turns.length - this.maxTurns);

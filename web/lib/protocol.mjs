@@ -33,13 +33,28 @@ export const CLIENT_CAPABILITIES = Object.freeze(["pause"]);
  * @property {string} client
  * @property {string[]} capabilities what this client can do beyond the baseline (see
  *   CLIENT_CAPABILITIES); a server ignores the ones it does not know
+ * @property {string} [resume] the `conversation` of an earlier `ready`: continue that
+ *   conversation (its history) on whichever server answers
+ */
+
+/** The longest `conversation` token a client may send back as `hello.resume`. */
+export const MAX_CONVERSATION_CHARS = 128;
+
+/**
+ * One exchange of a resumed conversation, as the agent remembers it (an assistant text cut
+ * by a barge-in ends with "…").
+ * @typedef {{role: "user" | "assistant", text: string}} HistoryEntry
  */
 
 /**
  * `ready.capabilities`: those of the client's the server will use with it (absent from a
- * server that predates them: none).
+ * server that predates them: none). `conversation`: the token naming this conversation, to
+ * send as `hello.resume` when reconnecting (absent from a server that cannot resume: the
+ * client then never asks to). `resumed`: `hello.resume` named a conversation the server
+ * found; `history`: that conversation so far, oldest first (only when resumed).
  * @typedef {{type: "ready", protocol: number, session_id: string, input_rate: number,
- *   output_rate: number, frame_ms: number, cushion_ms: number, capabilities?: string[] | null}} Ready
+ *   output_rate: number, frame_ms: number, cushion_ms: number, capabilities?: string[] | null,
+ *   conversation?: string | null, resumed?: boolean | null, history?: HistoryEntry[] | null}} Ready
  * @typedef {{type: "speech_start" | "speech_end", time_s: number}} SpeechEvent
  * @typedef {{type: "transcript", turn_id: number, text: string, final: boolean}} Transcript
  * @typedef {{type: "agent_text", turn_id: number, text: string}} AgentText
@@ -82,6 +97,8 @@ function checkRate(rate, what) {
  * @property {number} [frameMs] default 20
  * @property {readonly string[]} [capabilities] default CLIENT_CAPABILITIES; `[]` makes the
  *   client behave as one that predates them (the server then never pauses it)
+ * @property {string | null} [resume] the conversation to continue (`ready.conversation` of an
+ *   earlier session); null or absent: a new conversation
  */
 
 /**
@@ -89,11 +106,14 @@ function checkRate(rate, what) {
  * @param {HelloOptions} options
  * @returns {Hello}
  */
-export function helloMessage({ inputRate, outputRate, frameMs = 20, capabilities = CLIENT_CAPABILITIES }) {
+export function helloMessage({ inputRate, outputRate, frameMs = 20, capabilities = CLIENT_CAPABILITIES, resume = null }) {
   checkRate(inputRate, "inputRate");
   checkRate(outputRate, "outputRate");
   if (!Array.isArray(capabilities) || !capabilities.every((c) => typeof c === "string" && c.length > 0)) {
     throw new TypeError(`capabilities must be a list of non-empty strings, got ${JSON.stringify(capabilities)}`);
+  }
+  if (resume !== null && !isToken(resume)) {
+    throw new TypeError(`resume must be a string of 1..${MAX_CONVERSATION_CHARS} characters, got ${JSON.stringify(resume)}`);
   }
   return {
     type: "hello",
@@ -103,7 +123,17 @@ export function helloMessage({ inputRate, outputRate, frameMs = 20, capabilities
     frame_ms: frameMs,
     client: CLIENT_NAME,
     capabilities: [...new Set(capabilities)],
+    ...(resume !== null ? { resume } : {}),
   };
+}
+
+/**
+ * Whether `v` can be sent back as `hello.resume`.
+ * @param {unknown} v
+ * @returns {v is string}
+ */
+function isToken(v) {
+  return typeof v === "string" && v.length > 0 && v.length <= MAX_CONVERSATION_CHARS;
 }
 
 /**
@@ -125,7 +155,10 @@ export function playoutMessage({ bufferedMs, playedMs, underruns }) {
 
 export const BYE = Object.freeze({ type: "bye" });
 
-/** @typedef {"number" | "string" | "boolean" | "number?" | "strings?"} FieldKind */
+/**
+ * @typedef {"number" | "string" | "boolean" | "number?" | "boolean?" | "strings?" | "token?" |
+ *   "history?"} FieldKind
+ */
 
 /** @type {Record<string, Record<string, FieldKind>>} */
 const SCHEMA = {
@@ -137,6 +170,9 @@ const SCHEMA = {
     frame_ms: "number",
     cushion_ms: "number",
     capabilities: "strings?",
+    conversation: "token?",
+    resumed: "boolean?",
+    history: "history?",
   },
   speech_start: { time_s: "number" },
   speech_end: { time_s: "number" },
@@ -189,7 +225,8 @@ export function parseServerMessage(text) {
 
 /**
  * Whether `v` is a valid value of a field of `kind` (`?`: may be absent or null;
- * `strings`: a list of strings).
+ * `strings`: a list of strings; `token`: a string a client can send back as `hello.resume`;
+ * `history`: a list of HistoryEntry).
  * @param {FieldKind} kind
  * @param {unknown} v
  */
@@ -199,11 +236,27 @@ function fieldOk(kind, v) {
       return v === undefined || v === null || (typeof v === "number" && Number.isFinite(v));
     case "number":
       return typeof v === "number" && Number.isFinite(v);
+    case "boolean?":
+      return v === undefined || v === null || typeof v === "boolean";
     case "strings?":
       return v === undefined || v === null || (Array.isArray(v) && v.every((c) => typeof c === "string"));
+    case "token?":
+      return v === undefined || v === null || isToken(v);
+    case "history?":
+      return v === undefined || v === null || (Array.isArray(v) && v.every(isHistoryEntry));
     default:
       return typeof v === kind;
   }
+}
+
+/**
+ * @param {unknown} v
+ * @returns {v is HistoryEntry}
+ */
+function isHistoryEntry(v) {
+  if (typeof v !== "object" || v === null) return false;
+  const { role, text } = /** @type {Record<string, unknown>} */ (v);
+  return (role === "user" || role === "assistant") && typeof text === "string";
 }
 
 /**
@@ -213,6 +266,8 @@ function fieldOk(kind, v) {
  * @property {string} message a sentence for the user
  * @property {boolean} retryable whether trying again later may work
  * @property {boolean} clean whether this was a normal end of session
+ * @property {number} [attempts] the client tried this many times to reconnect before it
+ *   gave up (absent: it did not try)
  */
 
 /** @type {Record<number, [string, boolean]>} */
@@ -224,6 +279,7 @@ const CLOSE_MESSAGES = {
   1008: ["The server refused the connection (origin, token or protocol).", false],
   1009: ["A message was too large for the server.", false],
   1011: ["The server hit an internal error.", true],
+  1012: ["The server is restarting.", true],
   1013: ["The server is at its session limit. Try again in a moment.", true],
   4000: ["The connection was too slow to keep up with the agent's audio.", true],
 };

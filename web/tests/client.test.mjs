@@ -173,3 +173,76 @@ test("the echo loop turns the echo canceller off and checks its settings", () =>
     assert.throws(() => echoLoopSettings(bad), RangeError);
   }
 });
+
+/** A Storage of the Web Storage API (node has none), kept in a Map. */
+class MapStorage {
+  constructor() {
+    /** @type {Map<string, string>} */
+    this.items = new Map();
+  }
+  /** @param {string} key */
+  getItem(key) {
+    return this.items.get(key) ?? null;
+  }
+  /** @param {string} key @param {string} value */
+  setItem(key, value) {
+    this.items.set(key, String(value));
+  }
+  /** @param {string} key */
+  removeItem(key) {
+    this.items.delete(key);
+  }
+}
+
+const READY = { type: "ready", protocol: 1, session_id: "s", input_rate: 48000, output_rate: 48000, frame_ms: 20, cushion_ms: 120 };
+
+test("a reconnection: the state, its events, and the conversation token kept across it", () => {
+  const storage = new MapStorage();
+  const client = new VoicecoreClient({ url: "ws://voice.example/ws", conversationStorage: /** @type {any} */ (storage) });
+  /** @type {[string, any][]} */
+  const seen = [];
+  for (const type of ["state", "ready", "reconnecting", "reconnected", "closed"]) {
+    client.addEventListener(type, (e) => seen.push([type, /** @type {CustomEvent} */ (e).detail]));
+  }
+  client.onWorkerMessage({ type: "message", msg: { ...READY, conversation: "c-1", resumed: false } });
+  client.onWorkerMessage({ type: "state", state: "ready" });
+  assert.equal(client.conversationToken, "c-1");
+  assert.equal(storage.getItem(client.storageKey), "c-1");
+  assert.equal(client.storageKey, "voicecore.conversation ws://voice.example/ws");
+
+  client.lastPauseTurn = 4;
+  const lost = { type: "reconnecting", attempt: 1, delayMs: 120, code: 1001, reason: "server draining: reconnect", clearedTurn: 4 };
+  assert.equal(client.onWorkerMessage(lost), false, "the session goes on");
+  client.onWorkerMessage({ type: "state", state: "reconnecting" });
+  assert.equal(client.lastClearTurn, 4, "the paused reply the worker dropped");
+  client.onWorkerMessage({ type: "message", msg: { ...READY, session_id: "s2", conversation: "c-1", resumed: true, history: [] } });
+  client.onWorkerMessage({ type: "state", state: "ready" });
+  client.onWorkerMessage({ type: "reconnected", resumed: true, downtimeMs: 380, attempts: 1 });
+  assert.equal(client.session?.session_id, "s2");
+  assert.deepEqual(
+    seen.map(([type, detail]) => (type === "state" ? `state:${detail.state}` : type)),
+    ["ready", "state:ready", "reconnecting", "state:reconnecting", "ready", "state:ready", "reconnected"],
+  );
+  assert.deepEqual(seen[2][1], { attempt: 1, delayMs: 120, code: 1001, reason: "server draining: reconnect" });
+  assert.deepEqual(seen[6][1], { resumed: true, downtimeMs: 380, attempts: 1 });
+  // A server that cannot resume sends no token: the client forgets the one it had.
+  client.onWorkerMessage({ type: "message", msg: READY });
+  assert.equal(client.conversationToken, null);
+  assert.equal(storage.getItem(client.storageKey), null);
+});
+
+test("disconnect forgets the conversation: the next connect starts a new one", async () => {
+  const storage = new MapStorage();
+  const client = new VoicecoreClient({ url: "ws://voice.example/ws", conversationStorage: /** @type {any} */ (storage) });
+  client.onWorkerMessage({ type: "message", msg: { ...READY, conversation: "c-1" } });
+  assert.equal(storage.items.size, 1);
+  await client.disconnect();
+  assert.equal(client.conversationToken, null);
+  assert.equal(storage.items.size, 0);
+});
+
+test("connect() rejects bad reconnect settings before touching the mic", async () => {
+  const client = new VoicecoreClient({ reconnect: { jitter: 2 } });
+  await assert.rejects(client.connect(), /reconnect.jitter/);
+  assert.equal(client.state, "idle");
+});

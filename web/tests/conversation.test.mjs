@@ -114,3 +114,85 @@ test("TimeSeries keeps the newest points and the marks still in range", async ()
   assert.equal(s.max(), 0);
   assert.throws(() => new TimeSeries(1), RangeError);
 });
+
+const READY = { type: "ready", protocol: 1, session_id: "s", input_rate: 48000, output_rate: 48000, frame_ms: 20, cushion_ms: 120 };
+
+/** A conversation whose second turn's reply was streaming when the connection dropped. */
+const midReply = () => {
+  const c = new Conversation();
+  assert.equal(c.start({ ...READY, conversation: "c-1", resumed: false }), "new");
+  c.apply({ type: "transcript", turn_id: 1, text: "what time is it", final: true });
+  c.apply({ type: "agent_text", turn_id: 1, text: "It is noon." });
+  c.apply({ type: "agent_done", turn_id: 1 });
+  c.apply({ type: "metrics", turn_id: 1, voice_to_voice_ms: 640 });
+  c.apply({ type: "transcript", turn_id: 2, text: "tell me a story", final: true });
+  c.apply({ type: "agent_text", turn_id: 2, text: "Once upon a time" });
+  c.apply({ type: "speech_start", time_s: 9 });
+  return c;
+};
+
+test("a resumed conversation keeps its turns; the turn in flight is marked dropped", () => {
+  const c = midReply();
+  assert.equal(c.start({ ...READY, conversation: "c-1", resumed: true, history: [] }), "resumed");
+  assert.deepEqual(c.turns.map((t) => [t.id, t.dropped]), [[1, false], [2, true]]);
+  assert.equal(c.turn(2).agentText, "Once upon a time", "what was said stays");
+  assert.equal(c.userSpeaking, false, "the new session has heard nothing yet");
+  assert.equal(c.turn(1).latency?.voiceToVoiceMs, 640);
+  // The server's turn ids continue: the next turn is a new one, after the others.
+  c.apply({ type: "transcript", turn_id: 3, text: "go on", final: true });
+  c.apply({ type: "agent_text", turn_id: 3, text: "Where was I?" });
+  assert.deepEqual(c.turns.map((t) => t.id), [1, 2, 3]);
+  assert.equal(c.turn(3).dropped, false);
+  assert.equal(c.restarts, 0);
+});
+
+test("a reconnection that did not resume restarts the view: the server's turn ids start over", () => {
+  const c = midReply();
+  assert.equal(c.start({ ...READY, conversation: "c-2", resumed: false }), "restarted");
+  assert.equal(c.restarts, 1);
+  assert.deepEqual(c.turns, []);
+  c.apply({ type: "transcript", turn_id: 1, text: "hello again", final: true });
+  assert.equal(c.turn(1).agentText, "", "turn 1 of the new conversation, not the old one");
+  // A server that cannot resume (no conversation, no resumed) restarts too.
+  const older = midReply();
+  assert.equal(older.start(READY), "restarted");
+});
+
+test("a reloaded page's view is rebuilt from the resumed conversation's history", () => {
+  const c = new Conversation();
+  const history = [
+    { role: "user", text: "what time is it" },
+    { role: "assistant", text: "It is noon." },
+    { role: "assistant", text: "Anything else?" },
+    { role: "user", text: "tell me a story" },
+    { role: "assistant", text: "Once upon a…" },
+    { role: "user", text: "stop" },
+  ];
+  assert.equal(c.start({ ...READY, conversation: "c-1", resumed: true, history }), "resumed");
+  const view = c.turns.map((t) => [t.id, t.userText, t.agentText, t.interrupted]);
+  assert.deepEqual(view, [
+    [-4, "what time is it", "It is noon.", false],
+    [-3, "", "Anything else?", false],
+    [-2, "tell me a story", "Once upon a…", true],
+    [-1, "stop", "", false],
+  ]);
+  assert.ok(c.turns.every((t) => t.userFinal && t.agentDone && !t.dropped));
+  assert.deepEqual(Conversation.splitHeard(c.turns[2]), { heard: "Once upon a…", unheard: "" });
+  // The session's own turns come after the history, whatever their ids.
+  c.apply({ type: "transcript", turn_id: 7, text: "hi", final: true });
+  assert.deepEqual(c.turns.map((t) => t.id), [-4, -3, -2, -1, 7]);
+  // A view that already shows turns is not rebuilt (it knows more: latency, what was heard).
+  const shown = midReply();
+  shown.start({ ...READY, conversation: "c-1", resumed: true, history });
+  assert.deepEqual(shown.turns.map((t) => t.id), [1, 2]);
+});
+
+test("a history longer than the view keeps its newest turns", () => {
+  const c = new Conversation({ maxTurns: 2 });
+  const history = ["a", "b", "c"].flatMap((x) => [
+    { role: /** @type {const} */ ("user"), text: x },
+    { role: /** @type {const} */ ("assistant"), text: x.toUpperCase() },
+  ]);
+  c.start({ ...READY, conversation: "c-1", resumed: true, history });
+  assert.deepEqual(c.turns.map((t) => [t.id, t.userText]), [[-2, "b"], [-1, "c"]]);
+});

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   BYE,
   ClientProtocol,
+  MAX_CONVERSATION_CHARS,
   ProtocolError,
   describeClose,
   helloMessage,
@@ -254,4 +255,58 @@ test("pause before ready is out of order", () => {
   p.connect();
   p.opened();
   assert.throws(() => p.receiveText('{"type":"pause","turn_id":1}'), /expected ready, got pause/);
+});
+
+test("hello carries resume only when there is a conversation to continue, checked", () => {
+  const base = { inputRate: 48000, outputRate: 48000 };
+  assert.equal("resume" in helloMessage(base), false);
+  assert.equal("resume" in helloMessage({ ...base, resume: null }), false);
+  assert.equal(helloMessage({ ...base, resume: "c-123" }).resume, "c-123");
+  for (const bad of ["", "x".repeat(MAX_CONVERSATION_CHARS + 1), 7]) {
+    assert.throws(() => helloMessage({ ...base, resume: /** @type {any} */ (bad) }), TypeError);
+  }
+  assert.equal(helloMessage({ ...base, resume: "x".repeat(MAX_CONVERSATION_CHARS) }).resume.length, 128);
+  // The protocol sends it in the hello it greets the server with.
+  const p = new ClientProtocol({ ...base, resume: "c-123" });
+  p.connect();
+  assert.equal(p.opened().resume, "c-123");
+});
+
+test("ready's conversation, resumed and history parse and are checked", () => {
+  const history = [
+    { role: "user", text: "what time is it" },
+    { role: "assistant", text: "It is noon." },
+    { role: "user", text: "tell me a story" },
+    { role: "assistant", text: "Once upon a…" },
+  ];
+  for (const m of [
+    { ...READY, conversation: "c-1", resumed: false },
+    { ...READY, conversation: "c-1", resumed: true, history },
+    { ...READY, conversation: "c-1", resumed: true, history: [] },
+    { ...READY, conversation: null, resumed: null, history: null },
+  ]) {
+    assert.deepEqual(parseServerMessage(JSON.stringify(m)), m);
+  }
+  // A server that predates them: no resume support, not an error.
+  const older = parseServerMessage(JSON.stringify(READY));
+  assert.equal(older?.type === "ready" && older.conversation, undefined);
+  const cases = [
+    [{ conversation: 5 }, /ready.conversation should be token\?/],
+    [{ conversation: "" }, /ready.conversation/],
+    [{ conversation: "x".repeat(MAX_CONVERSATION_CHARS + 1) }, /ready.conversation/],
+    [{ resumed: "yes" }, /ready.resumed should be boolean\?/],
+    [{ history: "hi" }, /ready.history should be history\?/],
+    [{ history: [{ role: "system", text: "x" }] }, /ready.history/],
+    [{ history: [{ role: "user" }] }, /ready.history/],
+    [{ history: [null] }, /ready.history/],
+  ];
+  for (const [fields, pattern] of cases) {
+    const text = JSON.stringify({ ...READY, ...fields });
+    assert.throws(() => parseServerMessage(text), (e) => e instanceof ProtocolError && pattern.test(e.message), text);
+  }
+});
+
+test("a restarting server's close is explained", () => {
+  assert.match(describeClose(1012).message, /restarting/);
+  assert.equal(describeClose(1012).retryable, true);
 });
