@@ -22,8 +22,9 @@ from harness.client import hello
 from harness.redis_server import RedisServer
 from harness.speech import noise, voice
 from voicecore.config import ServerConfig, VoicecoreConfig
-from voicecore.engine.conversation import ConversationRecord, RecordError
+from voicecore.engine.conversation import ConversationRecord
 from voicecore.engine.history import ConversationHistory, Message
+from voicecore.exceptions import ConversationRecordError
 from voicecore.pipeline import scripted_pipeline
 from voicecore.protocol import ErrorCode, ProtocolSession, Ready, serialize
 from voicecore.server.app import VoiceServer
@@ -85,7 +86,7 @@ def test_a_restored_history_keeps_its_budget_and_tells_its_store() -> None:
     ],
 )  # fmt: skip
 def test_a_malformed_record_is_refused(data: dict[str, Any]) -> None:
-    with pytest.raises(RecordError):
+    with pytest.raises(ConversationRecordError):
         ConversationRecord.from_json(data)
 
 

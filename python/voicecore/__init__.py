@@ -51,6 +51,7 @@ from voicecore.exceptions import AudioFormatError as AudioFormatError
 from voicecore.exceptions import AudioTypeError as AudioTypeError
 from voicecore.exceptions import CalibrationError as CalibrationError
 from voicecore.exceptions import ConfigError as ConfigError
+from voicecore.exceptions import ConversationRecordError as ConversationRecordError
 from voicecore.exceptions import InvalidValueError as InvalidValueError
 from voicecore.exceptions import ModelFallbackWarning as ModelFallbackWarning
 from voicecore.exceptions import ModelFetchError as ModelFetchError
@@ -85,6 +86,7 @@ __all__ = [
     "CalibrationError",
     "ConfigError",
     "ConversationHistory",
+    "ConversationRecordError",
     "CpuStat",
     "CpuThrottleSampler",
     "Diagnostics",

@@ -32,8 +32,9 @@ The tree::
     ├── SupersededError (RuntimeError)       a newer call took a one-stream provider over
     ├── ModelNotFoundError (FileNotFoundError)  a model file is not where it was looked for
     ├── ModelFetchError (RuntimeError)       a model could not be downloaded or extracted
-    └── CalibrationError (RuntimeError)      the server's start-up measurement of what a
-                                             conversation costs failed
+    ├── CalibrationError (RuntimeError)      the server's start-up measurement of what a
+    │                                        conversation costs failed
+    └── ConversationRecordError (ValueError)  a stored conversation this server cannot read
 
     ModelFallbackWarning (RuntimeWarning)    a model is missing and its fallback was asked for
     └── VadFallbackWarning                   the preferred VAD could not be built; the
@@ -53,6 +54,7 @@ __all__ = [
     "AudioTypeError",
     "CalibrationError",
     "ConfigError",
+    "ConversationRecordError",
     "InvalidValueError",
     "ModelFallbackWarning",
     "ModelFetchError",
@@ -157,6 +159,11 @@ class CalibrationError(VoicecoreError, RuntimeError):
     """The server's start-up conversation, which measures what a conversation costs with
     the configured pipeline, failed (the message says how); setting
     ``server.capacity_per_core`` or ``server.max_sessions`` skips it."""
+
+
+class ConversationRecordError(VoicecoreError, ValueError):
+    """A conversation store held a record that is not one this server reads (another
+    version, or malformed): the client gets a new conversation."""
 
 
 class ProtocolError(VoicecoreError, ValueError):

@@ -21,15 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from voicecore.engine.history import ConversationHistory, Message
+from voicecore.exceptions import ConversationRecordError
 
-__all__ = ["RECORD_VERSION", "ConversationRecord", "RecordError"]
+__all__ = ["RECORD_VERSION", "ConversationRecord"]
 
 RECORD_VERSION: Final = 1
 """The version of a record's JSON (a store may hold records of an older server)."""
-
-
-class RecordError(ValueError):
-    """A stored record that is not a conversation record this server can read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +79,25 @@ class ConversationRecord:
         """Reads :meth:`to_json`'s object back.
 
         Raises:
-            RecordError: not a record of a version this server reads, or malformed.
+            ConversationRecordError: not a record of a version this server reads, or malformed.
         """
         try:
             if data["version"] != RECORD_VERSION:
-                raise RecordError(f"record version {data['version']!r} is not {RECORD_VERSION}")
+                raise ConversationRecordError(
+                    f"record version {data['version']!r} is not {RECORD_VERSION}"
+                )
             messages = tuple(
                 Message(m["role"], m["content"]) for m in data["messages"] if m["role"] != "system"
             )
             dropped, next_turn_id = data["dropped_turns"], data["next_turn_id"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise RecordError(f"a malformed conversation record: {exc!r}") from exc
+            raise ConversationRecordError(f"a malformed conversation record: {exc!r}") from exc
         for name, value, least in (
             ("dropped_turns", dropped, 0),
             ("next_turn_id", next_turn_id, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise RecordError(f"a conversation record's {name} must be an int >= {least}")
+                raise ConversationRecordError(
+                    f"a conversation record's {name} must be an int >= {least}"
+                )
         return cls(messages, dropped, next_turn_id)

@@ -31,7 +31,8 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from voicecore.engine.conversation import ConversationRecord, RecordError
+from voicecore.engine.conversation import ConversationRecord
+from voicecore.exceptions import ConversationRecordError
 
 __all__ = [
     "MAX_MEMORY_CONVERSATIONS",
@@ -187,7 +188,7 @@ def _parse(
 ) -> ConversationRecord | None:
     try:
         return ConversationRecord.from_json(json.loads(text))
-    except (ValueError, RecordError) as exc:
+    except (ValueError, ConversationRecordError) as exc:
         store.errors += 1
         _log.warning("conversation store: an unreadable record (%s); a new conversation", exc)
         return None
