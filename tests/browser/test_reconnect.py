@@ -15,12 +15,8 @@ skip with a server that predates them.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from harness import redis_server
 from harness.launcher import ServerProcess, ServerStartError
-from voicecore import protocol
 
 from .audio_analysis import MicScript, Spoken, align_reply
 from .browser_session import DemoSession
@@ -62,12 +58,6 @@ _EVENTS_JS = "(type) => window.voicecore.events.filter((e) => e.type === type).m
 _TURN_CLASSES_JS = """() => [...document.querySelectorAll('#turns > li')].map((li) =>
   ({ note: li.classList.contains('turn-note'), earlier: li.classList.contains('earlier'),
      text: li.innerText }))"""
-
-
-def _require_resuming_server() -> None:
-    """Skips unless this checkout's server resumes conversations (issue 14's server side)."""
-    if "conversation" not in {f.name for f in dataclasses.fields(protocol.Ready)}:
-        pytest.skip("the server predates conversation resumption (no ready.conversation)")
 
 
 def _two_questions(utterances: dict[str, Spoken]) -> MicScript:
@@ -258,35 +248,12 @@ def test_the_page_reconnects_after_its_connection_drops_and_the_conversation_goe
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """A throwaway ``redis-server`` on loopback, as a conversation store."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # An in-memory store: no snapshot, no append-only file.
-    command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    process = subprocess.Popen(
-        [*command, "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+    if not redis_server.available():
+        pytest.skip("redis-server not installed (make fleet-deps)")
+    with redis_server.RedisServer() as server:
+        yield server.url
 
 
 def _start_server(tmp_path: Path, name: str, **settings: str) -> ServerProcess:
@@ -307,7 +274,6 @@ def test_the_conversation_resumes_on_the_server_that_replaces_a_draining_one(
     server B, sharing A's conversation store, takes over the address. The page reconnects at
     once, B resumes the conversation (its history holds the first turn), B's turn ids follow
     A's, and the page's view goes on as one conversation."""
-    _require_resuming_server()
     proxy = LoopbackProxy()
     shared = {
         "VOICECORE_SERVER_CONVERSATION_STORE": redis_url,
@@ -367,7 +333,6 @@ def test_a_reloaded_page_resumes_its_conversation_and_shows_its_history(
 ) -> None:
     """The page keeps the conversation's token in sessionStorage: after a reload it resumes
     the conversation, and rebuilds the turns shown from ``ready.history``."""
-    _require_resuming_server()
     # One worker: the memory store is per worker.
     server = servers.get(VOICECORE_SERVER_WORKERS="1")
     script = MicScript(WAV_RATE).silence(LEAD_IN_S).speech(utterances[FIRST_QUESTION])
