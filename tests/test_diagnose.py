@@ -1,6 +1,6 @@
-"""voicecore.diagnose: replies and gaps found in a timeline and lined up with their causes,
-the text summary, the picture, the recorder behind ``serve --timeline``, and ``voicecore
-diagnose``."""
+"""voicecore.diagnostics' analysis, drawing and recorder: replies and gaps found in a timeline
+and lined up with their causes, the text summary, the picture, the recorder behind ``serve
+--timeline``, and ``voicecore diagnose``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 import trio
 import trio.testing
 
-from voicecore.diagnose import (
+from voicecore.diagnostics import (
     MATPLOTLIB_MISSING,
     Reply,
+    Timeline,
     TimelineRecorder,
     find_gaps,
     find_replies,
@@ -23,7 +24,6 @@ from voicecore.diagnose import (
     summarize,
     window,
 )
-from voicecore.diagnostics import Timeline
 from voicecore.server.cli import main
 
 

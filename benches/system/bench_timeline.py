@@ -9,7 +9,7 @@ barge-ins) converses in real time, plays the agent's audio into the page's playe
 (``harness.player``; the protocol's playout reports 4 times a second) and counts its
 underruns. At the end the server
 is stopped with SIGINT (the timeline is dumped on shutdown), and the recorded timeline is
-analysed: the gaps ``voicecore.diagnose.find_gaps`` finds, how many have a recorded cause
+analysed: the gaps ``voicecore.diagnostics.find_gaps`` finds, how many have a recorded cause
 beside them, and the picture, saved as ``reports/timeline-stress.png``.
 
 There is no baseline tool that draws this picture; the figure compared is the client's own
@@ -36,8 +36,7 @@ from harness.client import ClientResult, run_client
 from harness.faults import freeze_bursts
 from harness.launcher import ServerProcess
 from harness.speech import one_utterance
-from voicecore.diagnose import find_gaps, plot, summarize
-from voicecore.diagnostics import Timeline
+from voicecore.diagnostics import Timeline, find_gaps, plot, summarize
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 GC_STORM = "gc_storm:250@3.1"  # a 250 ms collection every 3.1 s on the server's loop

@@ -174,3 +174,9 @@ class Timeline:
             timeline._append(event)
         timeline._evicted += int(data.get("evicted", 0))
         return timeline
+
+
+def event_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's fields beyond its time and kind: the keyword arguments ``record_at`` takes
+    to record a copy of it on another timeline (a window of it, a merge of several)."""
+    return {k: v for k, v in event.items() if k not in ("t", "kind")}

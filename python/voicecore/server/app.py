@@ -68,8 +68,7 @@ from websockets.http11 import Request, Response
 
 from voicecore._core import FramePacer
 from voicecore.config import ServerConfig
-from voicecore.diagnose import TimelineRecorder
-from voicecore.diagnostics import Diagnostics, Timeline
+from voicecore.diagnostics import Diagnostics, Timeline, TimelineRecorder
 from voicecore.engine.pacing import Pacer
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.session import Session

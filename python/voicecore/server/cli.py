@@ -9,7 +9,7 @@
 
 ``voicecore diagnose TIMELINE.json [-o PICTURE.png]``
     Reads a timeline recorded by ``voicecore serve --timeline``, prints each audio gap with
-    the causes recorded around it and draws the probes on one time axis (``voicecore.diagnose``).
+    the causes recorded around it and draws the probes on one time axis (``voicecore.diagnostics``).
 
 ``voicecore demo``
     Runs real speech through the Rust core as the server will: a simulated 48 kHz browser
@@ -48,7 +48,14 @@ import trio
 from voicecore import config, models
 from voicecore.config import ServerConfig
 from voicecore.demo import run_demo
-from voicecore.diagnose import add_diagnose_arguments, diagnose_command
+from voicecore.diagnostics import (
+    DEFAULT_FRAME_MS,
+    MATPLOTLIB_MISSING,
+    Timeline,
+    find_gaps,
+    plot,
+    summarize,
+)
 from voicecore.engine.pacing import Pacer
 from voicecore.exceptions import (
     CalibrationError,
@@ -386,3 +393,70 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+# --- voicecore diagnose ---------------------------------------------------------------------
+
+
+def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``voicecore diagnose``'s arguments to ``parser``."""
+    parser.add_argument("timeline", type=Path, help="a timeline JSON file (serve --timeline)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="the picture to write (.png, .svg or .pdf) [default: the timeline's name, .png]",
+    )
+    parser.add_argument(
+        "--frame-ms",
+        type=float,
+        default=DEFAULT_FRAME_MS,
+        help=f"the frames' duration in ms [default {DEFAULT_FRAME_MS:g}]",
+    )
+    parser.add_argument(
+        "--since",
+        type=float,
+        help="draw from this many seconds after the first event [default: the start]",
+    )
+    parser.add_argument(
+        "--until",
+        type=float,
+        help="draw up to this many seconds after the first event [default: the end]",
+    )
+    parser.add_argument(
+        "--no-plot", action="store_true", help="print the text summary only (no matplotlib)"
+    )
+
+
+def diagnose_command(args: argparse.Namespace) -> int:
+    """``voicecore diagnose``: prints the gaps and their causes, draws the picture; returns
+    the exit status (0; 1 when the file cannot be read or drawn; 2 without matplotlib)."""
+    path: Path = args.timeline
+    try:
+        timeline = Timeline.from_json(path.read_text(encoding="utf-8"))
+        gaps = find_gaps(timeline, frame_ms=args.frame_ms)
+    except (OSError, ValueError) as exc:
+        print(f"voicecore diagnose: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    print(summarize(timeline, gaps))
+    if args.no_plot or len(timeline) == 0:
+        return 0
+    output: Path = args.output if args.output is not None else path.with_suffix(".png")
+    origin = float(timeline.events()[0]["t"])
+    try:
+        plot(
+            timeline,
+            output,
+            gaps=gaps,
+            title=f"{path.name}: {len(gaps)} gap(s)",
+            since=None if args.since is None else origin + args.since,
+            until=None if args.until is None else origin + args.until,
+        )
+    except ModuleNotFoundError:
+        print(f"voicecore diagnose: {MATPLOTLIB_MISSING}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"voicecore diagnose: cannot write {output}: {exc}", file=sys.stderr)
+        return 1
+    print(f"picture: {output}")
+    return 0
