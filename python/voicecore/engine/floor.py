@@ -257,6 +257,13 @@ class TurnTaker:
         self._silence = self._complete if complete else self._incomplete
         return self._silence_over(speech_until, stream_end)
 
+    def settle_pause_short(self) -> None:
+        """The pause running now needs only the short silence (a complete turn's), without
+        a verdict: the engine asks the end-of-turn model nothing over a paused agent, where
+        the user's silence itself settles whether they are interrupting."""
+        if self.predicted and self._state is _State.PAUSED:
+            self._silence = self._complete
+
     def on_stt_final(self, *, speech_until: int) -> list[Action]:
         """An STT final arrived (``speech_until``: the VAD's, now).
 

@@ -363,9 +363,7 @@ class TurnMachine:
             actions: list[TurnAction] = [action]
             if self._contested(user) is not None:
                 # Over a paused agent, no semantic wait: the short silence settles it.
-                self.floor.on_verdict(
-                    action.end_sample, True, speech_until=action.end_sample, stream_end=0
-                )
+                self.floor.settle_pause_short()
             elif self.floor.predicted:
                 actions.append(PredictTurn(user.turn_id, action.end_sample))
             return actions
