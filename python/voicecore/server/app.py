@@ -55,15 +55,13 @@ import time
 import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import trio
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
 from websockets.http11 import Request, Response
 
 from voicecore._core import FramePacer
@@ -72,7 +70,7 @@ from voicecore.diagnostics import Diagnostics, Timeline, TimelineRecorder
 from voicecore.engine.pacing import Pacer
 from voicecore.engine.playout import PlayoutRouter
 from voicecore.engine.session import Session
-from voicecore.metrics import SessionMetrics, diagnostics_families, session_families
+from voicecore.metrics import SessionMetrics
 from voicecore.pipeline import Pipeline
 from voicecore.protocol import CloseCode, ErrorCode, ProtocolSession
 from voicecore.server.admission import (
@@ -99,6 +97,7 @@ from voicecore.server.http import (
 )
 from voicecore.server.ledger import Ledger, WorkerState
 from voicecore.server.memory import MemoryReleaser, rss_bytes
+from voicecore.server.reporting import ServerCollector, health_report
 from voicecore.server.transport import WebSocketTransport
 from voicecore.server.websocket import accept
 
@@ -126,10 +125,6 @@ QUIET_CLOSE_MARGIN_S: Final = 0.5
 QUIET_POLL_S: Final = 0.05
 """A drained conversation waits for a quiet moment (polled this often) for the shutdown
 timeout less the close timeout and this margin: its close must still complete in time."""
-
-HEALTH_SCHEMA: Final = 1
-"""The version of ``/healthz``'s JSON (docs/deployment.md); fields are only ever added
-within a version."""
 
 # --- the server ------------------------------------------------------------------------------
 
@@ -211,17 +206,18 @@ class VoiceServer:
         self.router = PlayoutRouter(self._pacer)
         self._origins: frozenset[str] = frozenset()
         self._connections: dict[str, _Connection] = {}
-        self._finished_client_underruns = 0
-        self._diagnostics = Diagnostics() if self.settings.diagnostics else None
+        self.finished_client_underruns = 0
+        """Underruns the players of finished conversations reported (live ones add theirs)."""
+        self.diagnostics = Diagnostics() if self.settings.diagnostics else None
         self._recorder = (
             None
             if self.settings.timeline is None
             else TimelineRecorder(
                 self.settings.timeline,
-                self._diagnostics.timeline if self._diagnostics is not None else None,
+                self.diagnostics.timeline if self.diagnostics is not None else None,
             )
         )
-        self._memory = MemoryReleaser(pipeline.release_memory, self.settings.memory_release_s)
+        self.memory = MemoryReleaser(pipeline.release_memory, self.settings.memory_release_s)
         self.registry = CollectorRegistry(auto_describe=False)
         self._ready_time = Histogram(
             "voicecore_session_ready_seconds",
@@ -230,14 +226,15 @@ class VoiceServer:
             buckets=READY_BUCKETS_S,
             registry=self.registry,
         )
-        self.registry.register(_ServerCollector(self))
+        self.registry.register(ServerCollector(self))
         ProcessCollector(registry=self.registry)
         self._shutdown = trio.Event()
         self._drain_timeout_s = self.settings.drain_timeout_s
         self._draining = False
         self._sessions_gone = trio.Event()
         self.conversations: ConversationStore | None = None
-        self._resumed = {"resumed": 0, "new": 0}
+        self.conversation_counts = {"resumed": 0, "new": 0}
+        """Conversations since start: resumed with ``hello.resume``, and new."""
 
     def __repr__(self) -> str:
         return f"VoiceServer(url={self.url!r}, sessions={self.sessions})"
@@ -337,7 +334,7 @@ class VoiceServer:
             self.conversations = await open_store(
                 settings.conversation_store, ttl_s=settings.conversation_ttl_s
             )
-            await trio.to_thread.run_sync(self._memory.release_now)
+            await trio.to_thread.run_sync(self.memory.release_now)
             self.start_rss_bytes = rss_bytes()
             self._origins = frozenset(
                 settings.allowed_origins
@@ -345,10 +342,10 @@ class VoiceServer:
                 else default_origins(settings.host, self.port)
             )
             async with trio.open_nursery() as nursery:
-                if self._diagnostics is not None:
-                    await nursery.start(self._diagnostics.run)
+                if self.diagnostics is not None:
+                    await nursery.start(self.diagnostics.run)
                 nursery.start_soon(self.router.run)
-                nursery.start_soon(self._memory.run)
+                nursery.start_soon(self.memory.run)
                 if self._recorder is not None:
                     nursery.start_soon(self._recorder.run)  # dumps once more when cancelled
                 for task in self._tasks:
@@ -492,57 +489,8 @@ class VoiceServer:
         return "full" if self.admission.full else "ok"
 
     def health(self) -> dict[str, Any]:
-        """What ``/healthz`` reports (a JSON object; docs/deployment.md describes each
-        field). Its ``schema`` is :data:`HEALTH_SCHEMA`."""
-        stats = self._pacer.stats()
-        admission = self.admission.to_json() if self.admission is not None else None
-        status = self.status()
-        live = self.live_sessions()
-        settings = self.settings
-        return {
-            "schema": HEALTH_SCHEMA,
-            "status": status,
-            "ready": status == "ok",
-            "sessions": self.sessions,
-            "max_sessions": None if self.capacity is None else self.capacity.max_sessions,
-            "available": (
-                None
-                if self.capacity is None
-                else max(0, self.capacity.max_sessions - self.server_sessions)
-            ),
-            "server": {
-                "sessions": self.server_sessions,
-                "workers": None if self.ledger is None else self.ledger.to_json()["workers"],
-            },
-            "pending": None if admission is None else admission["pending"],
-            "capacity": None if self.capacity is None else self.capacity.to_json(),
-            "limits": {
-                "max_pending": settings.max_pending,
-                "max_connections_per_address": settings.max_connections_per_address,
-                "hello_timeout_s": settings.hello_timeout_s,
-            },
-            "admission": admission,
-            "pacer": {
-                "scheduling": stats.scheduling,
-                "open_streams": stats.open_streams,
-                "starved_frames": stats.underruns,
-            },
-            "conversations": {
-                "store": None if self.conversations is None else self.conversations.kind,
-                "store_errors": None if self.conversations is None else self.conversations.errors,
-                **self._resumed,
-            },
-            "clients": {
-                "underruns": self._finished_client_underruns
-                + sum(s.metrics.client_underruns for s in live),
-            },
-            "memory": {
-                "rss_bytes": rss_bytes(),
-                "start_rss_bytes": self.start_rss_bytes,
-                "releases": self._memory.stats.releases,
-                "last_freed_bytes": self._memory.stats.last_freed_bytes,
-            },
-        }
+        """What ``/healthz`` reports (``voicecore.server.reporting.health_report``)."""
+        return health_report(self)
 
     def _health(self) -> Response:
         health = self.health()
@@ -553,50 +501,6 @@ class VoiceServer:
         """``/metrics``: Prometheus text (format 0.0.4) of :attr:`registry`: the live and
         recently finished sessions, admission, memory, the process diagnostics."""
         return generate_latest(self.registry).decode()
-
-    def _families(self) -> Iterator[Metric]:
-        """The server's own metric families, collected at each scrape."""
-        live = [session.metrics for session in self.live_sessions()]
-        yield from session_families([*live, *self.recent], open_sessions=len(live))
-        if self._diagnostics is not None:
-            yield from diagnostics_families(self._diagnostics)
-        admission, capacity = self.admission, self.capacity
-        yield GaugeMetricFamily(
-            "voicecore_server_sessions",
-            "Conversations open in all the server's workers (a pod's load: scale on this).",
-            value=self.server_sessions,
-        )
-        if admission is not None and capacity is not None:
-            yield GaugeMetricFamily(
-                "voicecore_capacity_sessions",
-                "Conversations the server carries at once, all its workers together (more "
-                "are refused with busy).",
-                value=capacity.max_sessions,
-            )
-            yield GaugeMetricFamily(
-                "voicecore_pending_connections",
-                "Connections not yet in a conversation (awaiting their request or hello).",
-                value=admission.pending,
-            )
-            refused = CounterMetricFamily(
-                "voicecore_admission_refusals",
-                "Connections refused, by reason: capacity and address (busy), pending "
-                "(closed at once), hello_timeout.",
-                labels=["reason"],
-            )
-            for reason in Refusal:
-                refused.add_metric([reason.value], admission.refused[reason])
-            yield refused
-            yield CounterMetricFamily(
-                "voicecore_admitted_sessions",
-                "Conversations admitted since the server started.",
-                value=admission.admitted,
-            )
-        yield CounterMetricFamily(
-            "voicecore_memory_releases",
-            "Times the server gave memory back to the system after conversations ended.",
-            value=self._memory.stats.releases,
-        )
 
     # --- WebSocket ----------------------------------------------------------------------------
 
@@ -742,7 +646,7 @@ class VoiceServer:
             record = None if hello.resume is None else await self.conversations.load(hello.resume)
             # A token the store does not know is not adopted: the server names conversations.
             token = hello.resume if record is not None and hello.resume else new_token()
-            self._resumed["new" if record is None else "resumed"] += 1
+            self.conversation_counts["new" if record is None else "resumed"] += 1
             _log.info(
                 "%s: %s from %s, mic %d Hz, playback %d Hz",
                 session_id,
@@ -785,8 +689,8 @@ class VoiceServer:
                 self._recorder.end_session(session_id)
             if connection.session is not None:
                 self.recent.append(connection.session.metrics)
-                self._finished_client_underruns += connection.session.metrics.client_underruns
-                self._memory.session_ended()
+                self.finished_client_underruns += connection.session.metrics.client_underruns
+                self.memory.session_ended()
             _log.info(
                 "%s: closed (%s), %.1f s",
                 session_id,
@@ -800,13 +704,3 @@ class VoiceServer:
         while True:
             await session.conversation_changed()
             await self.conversations.save(token, session.conversation())
-
-
-class _ServerCollector(Collector):
-    """Collects a ``VoiceServer``'s own families at each scrape (``prometheus_client``)."""
-
-    def __init__(self, server: VoiceServer) -> None:
-        self._server = server
-
-    def collect(self) -> Iterator[Metric]:
-        return self._server._families()
