@@ -446,7 +446,7 @@ class StepResult:
     workers: int
     """The server's worker processes (``--workers``)."""
     worker_sessions: list[int]
-    """Conversations each worker held at the start of the steady window ([]: one
+    """Conversations each worker held in the middle of the steady window ([]: one
     process)."""
     server_cpu_pct: float
     """Server CPU (all its processes) over the steady window, in % of one core."""
@@ -530,7 +530,9 @@ def run_step(
             stop_at = time.monotonic() + spread + duration_s - 1.0
             time.sleep(max(0.0, start_at - time.monotonic()))
             samples["t0"], samples["cpu0"] = time.monotonic(), server.cpu_seconds()
-            # Every client is connected now (some leave before the window ends).
+            # Mid-window every client is connected (the last ones connect after the
+            # window opens if their processes started slowly; the first leave before it ends).
+            time.sleep(max(0.0, (stop_at - time.monotonic()) / 2))
             samples["workers"] = worker_sessions(server.port) if workers > 1 else []
             time.sleep(max(0.1, stop_at - time.monotonic()))
             samples["t1"], samples["cpu1"] = time.monotonic(), server.cpu_seconds()
