@@ -361,6 +361,16 @@ def rss_mb(server: ServerProcess) -> float:
     return server.rss_kb() / 1024
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every CPU of the machine has spent busy (not idle, not waiting for I/O)
+    since boot, s (``/proc/stat``): the server, the clients and anything else running."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    # user, nice, system, idle, iowait, irq, softirq, steal (the hypervisor's: not ours to
+    # use either); guest time is counted in user already.
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
 def server_metrics(port: int, reads: int = 1) -> dict[str, float]:
     """Worst-case figures from the server's ``/metrics``: the largest per-session pacer
     lateness (p99, max), the event loop's lag (p99, max) and the longest GC pause, in ms;
@@ -450,6 +460,9 @@ class StepResult:
     process)."""
     server_cpu_pct: float
     """Server CPU (all its processes) over the steady window, in % of one core."""
+    machine_cpu_pct: float
+    """The whole machine's busy CPU over the same window, in % of one core (up to 100 % per
+    CPU): with the server's and the clients', what else ran (a shared machine's neighbours)."""
     cpu_ms_per_session_s: float
     rss_idle_mb: float
     rss_mb: float
@@ -530,12 +543,14 @@ def run_step(
             stop_at = time.monotonic() + spread + duration_s - 1.0
             time.sleep(max(0.0, start_at - time.monotonic()))
             samples["t0"], samples["cpu0"] = time.monotonic(), server.cpu_seconds()
+            samples["busy0"] = machine_busy_seconds()
             # Mid-window every client is connected (the last ones connect after the
             # window opens if their processes started slowly; the first leave before it ends).
             time.sleep(max(0.0, (stop_at - time.monotonic()) / 2))
             samples["workers"] = worker_sessions(server.port) if workers > 1 else []
             time.sleep(max(0.1, stop_at - time.monotonic()))
             samples["t1"], samples["cpu1"] = time.monotonic(), server.cpu_seconds()
+            samples["busy1"] = machine_busy_seconds()
             samples["rss"] = rss_mb(server)
             samples["metrics"] = server_metrics(server.port, reads=4 * workers)
 
@@ -551,6 +566,7 @@ def run_step(
     window = samples.get("t1", 0.0) - samples.get("t0", 0.0)
     cpu = samples.get("cpu1", 0.0) - samples.get("cpu0", 0.0)
     cpu_share = cpu / window if window > 0 else math.nan
+    busy = samples.get("busy1", 0.0) - samples.get("busy0", 0.0)
     rss = float(samples.get("rss", math.nan))
     return StepResult(
         providers=providers,
@@ -584,6 +600,7 @@ def run_step(
         workers=workers,
         worker_sessions=list(samples.get("workers", [])),
         server_cpu_pct=100.0 * cpu_share,
+        machine_cpu_pct=100.0 * busy / window if window > 0 else math.nan,
         cpu_ms_per_session_s=1000.0 * cpu_share / sessions,
         rss_idle_mb=rss_idle,
         rss_mb=rss,
@@ -644,6 +661,7 @@ def _row(r: StepResult) -> str:
         f"client lag p99/max={r.client_mic_late_p99_ms:5.1f}/{r.client_mic_late_max_ms:5.1f} ms "
         f"client cpu={r.client_cpu_pct:5.1f}% "
         f"cpu={r.server_cpu_pct:5.1f}% ({r.cpu_ms_per_session_s:.2f} ms/s/session, "
+        f"machine {r.machine_cpu_pct:5.1f}%, "
         f"{r.projected_per_core:.0f}/core at 100%) "
         f"rss={r.rss_mb:.0f} MiB ({r.rss_per_session_kb:.0f} KiB/session) "
         f"v2v p50/p95={r.voice_to_voice_p50_ms:.0f}/{r.voice_to_voice_p95_ms:.0f} ms "

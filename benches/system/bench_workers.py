@@ -13,7 +13,9 @@ client processes share both CPUs. Pinning the server to one core, as ``bench_loa
 would forbid the second worker the core it exists for; pinning it to both is the same as
 not pinning. So the clients compete with the server for the same two cores, and more so
 the more sessions they drive: the figure is what this machine carries with its own load
-generator on it, not what a 2-core server would carry with its callers elsewhere.
+generator on it, not what a 2-core server would carry with its callers elsewhere. Each row
+says how busy the whole machine was (``machine_cpu_pct``, 200 % = both CPUs) beside the
+server's share: the rest is the clients' and, on a shared machine, its neighbours'.
 
 Degradation (``harness.loadgen.StepResult.ok``, as ``bench_load``): a step passes when
 every client connected and stayed, the server sent no ``error`` (a provider timing out
@@ -108,6 +110,7 @@ def _compare(
                 v2v_p95_ms=r.voice_to_voice_p95_ms,
                 server_cpu_pct=r.server_cpu_pct,
                 cpu_ms_per_session_s=r.cpu_ms_per_session_s,
+                machine_cpu_pct=r.machine_cpu_pct,
                 client_cpu_pct=r.client_cpu_pct,
                 client_lag_p99_ms=r.client_mic_late_p99_ms,
                 worker_sessions="/".join(map(str, r.worker_sessions)) or "-",
