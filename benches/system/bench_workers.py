@@ -180,7 +180,7 @@ def test_sessions_per_machine_instant(benchmark: Any, report: Any, quick: bool) 
 
 @pytest.mark.timeout(2400)
 def test_sessions_per_machine_offline(benchmark: Any, report: Any, quick: bool) -> None:
-    steps = (2,) if quick else (1, 2, 3, 4, 6, 8)
+    steps = (2,) if quick else (1, 2, 3, 4, 6, 8, 10, 12)
     duration = 8.0 if quick else 20.0
     results = _compare(benchmark, report, quick, "config", steps, duration_s=duration, pause_s=5.0)
     for workers in WORKERS:
