@@ -300,22 +300,57 @@ class ServerProcess:
         """The last ``lines`` lines of the server's output."""
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def processes(self) -> list[int]:
+        """The server's processes: itself and, with ``--workers N``, its workers (its
+        process group), by pid."""
+        pids = [self.pid]
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == self.pid:
+                continue
+            with contextlib.suppress(OSError, IndexError):  # gone meanwhile
+                if int(_stat(int(entry))[2]) == self.pid:  # its process group
+                    pids.append(int(entry))
+        return pids
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server has used, s (``/proc/<pid>/stat``)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+        """User + system CPU time the server has used, s: every process of its group
+        (``/proc/<pid>/stat``), with the children they have reaped."""
+        total = 0
+        for pid in self.processes():
+            try:
+                fields = _stat(pid)
+            except OSError:
+                if pid == self.pid:
+                    raise
+                continue  # a worker gone meanwhile (the server reaps it: its cutime)
+            total += sum(int(value) for value in fields[11:15])  # utime..cstime (14-17)
+        return total / _TICKS
 
     def rss_kb(self) -> int:
-        """The server's resident memory (VmRSS), KiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        if found is None:
-            raise RuntimeError(f"no VmRSS in /proc/{self.pid}/status")
-        return int(found.group(1))
+        """The server's resident memory (VmRSS), KiB: every process of its group summed
+        (pages the workers share are counted once per worker)."""
+        total = 0
+        for pid in self.processes():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                if pid == self.pid:
+                    raise
+                continue  # a worker gone meanwhile
+            found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+            if found is None:
+                raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+            total += int(found.group(1))
+        return total
 
     def fds(self) -> int:
         """The server's open file descriptors."""
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+def _stat(pid: int) -> list[str]:
+    """``/proc/<pid>/stat``'s fields after the command name: proc(5)'s field k at k - 3."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def pin_to(cpus: set[int] | None) -> Callable[[], None] | None:

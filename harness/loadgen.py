@@ -8,9 +8,10 @@ underruns, and each frame's lateness against the cushion).
 
 The clients run in worker subprocesses (each a Trio run of many clients), pinned to a CPU
 apart from the server's. :func:`ramp` starts the server (``harness.launcher``) pinned to one
-core, runs
-growing numbers of clients against it, and reads the server's CPU time and RSS from
-``/proc`` and its pacer and loop figures from ``/metrics``.
+core (or, ``pinned=False``, the server and the clients both on every CPU: a machine's
+figure, ``--workers N`` included), runs growing numbers of clients against it, and reads the
+server's CPU time and RSS from ``/proc`` (all its processes) and its pacer and loop figures
+from ``/metrics``.
 
 Run ``python -m harness.loadgen --help``. Everything listens on and targets
 127.0.0.1; every process started is killed (its whole process group) before returning.
@@ -282,6 +283,18 @@ def _cpu_sets() -> tuple[set[int] | None, set[int] | None]:
     return {allowed[0]}, set(allowed[1:])
 
 
+def worker_sessions(port: int) -> list[int]:
+    """Conversations each worker of a ``--workers N`` server holds (``/healthz``'s
+    ``server.workers``, from the books they share); [] for a single-process server or if
+    unreadable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            workers = json.loads(reply.read()).get("server", {}).get("workers") or []
+    except (OSError, ValueError):
+        return []
+    return [int(w["sessions"]) for w in workers]
+
+
 def _kill_group(proc: subprocess.Popen[Any]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -348,10 +361,32 @@ def rss_mb(server: ServerProcess) -> float:
     return server.rss_kb() / 1024
 
 
-def server_metrics(port: int) -> dict[str, float]:
+def machine_busy_seconds() -> float:
+    """CPU time every CPU of the machine has spent busy (not idle, not waiting for I/O)
+    since boot, s (``/proc/stat``): the server, the clients and anything else running."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    # user, nice, system, idle, iowait, irq, softirq, steal (the hypervisor's: not ours to
+    # use either); guest time is counted in user already.
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def server_metrics(port: int, reads: int = 1) -> dict[str, float]:
     """Worst-case figures from the server's ``/metrics``: the largest per-session pacer
     lateness (p99, max), the event loop's lag (p99, max) and the longest GC pause, in ms;
-    {} if unreadable."""
+    {} if unreadable.
+
+    With ``--workers N`` each read is answered by one worker (whichever accepts it): ``reads``
+    reads, the worst of what they say, very likely cover every worker when ``reads`` is a few
+    times N."""
+    figures: dict[str, float] = {}
+    for _ in range(reads):
+        for key, value in _metrics_once(port).items():
+            figures[key] = max(value, figures.get(key, value))
+    return figures
+
+
+def _metrics_once(port: int) -> dict[str, float]:
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as reply:
@@ -415,8 +450,19 @@ class StepResult:
     gap_frames: list[int]
     """Where in their replies the underruns happened (frame index, the first 20)."""
     voice_to_voice_p50_ms: float
+    voice_to_voice_p95_ms: float
+    server_cores: int
+    """CPUs the server may use (1 when pinned)."""
+    workers: int
+    """The server's worker processes (``--workers``)."""
+    worker_sessions: list[int]
+    """Conversations each worker held in the middle of the steady window ([]: one
+    process)."""
     server_cpu_pct: float
-    """Server CPU over the steady window, in % of one core."""
+    """Server CPU (all its processes) over the steady window, in % of one core."""
+    machine_cpu_pct: float
+    """The whole machine's busy CPU over the same window, in % of one core (up to 100 % per
+    CPU): with the server's and the clients', what else ran (a shared machine's neighbours)."""
     cpu_ms_per_session_s: float
     rss_idle_mb: float
     rss_mb: float
@@ -456,20 +502,26 @@ def run_step(
     pause_s: float = 5.0,
     server_args: Sequence[str] = (),
     speech_dir: Path | None = None,
+    pinned: bool = True,
+    workers: int = 1,
 ) -> StepResult:
     """Runs ``sessions`` clients for ``duration_s`` against a fresh ``python -m harness.serve
-    --providers <providers>`` (``harness.launcher``) pinned to one core (clients on the others).
+    --providers <providers> --workers <workers>`` (``harness.launcher``) pinned to one core
+    (clients on the others); ``pinned=False``: the server and the clients on every CPU this
+    process may use.
 
     The server's CPU and RSS are sampled after every client has connected plus 2 s of
     warm-up, and again 1 s before the clients leave; the CPU share is over that window.
     """
-    server_cpus, client_cpus = _cpu_sets()
+    server_cpus, client_cpus = _cpu_sets() if pinned else (None, None)
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    server_cores = len(server_cpus) if server_cpus else allowed
     spread = min(5.0, 0.03 * sessions)
     _, source = mic_clips(speech_dir)
     # Every simulated client is on 127.0.0.1: no per-address limit.
     args = [
         "--providers", providers, "--max-sessions", str(sessions + 5),
-        "--server-max-connections-per-address", "0", *server_args,
+        "--server-max-connections-per-address", "0", "--workers", str(workers), *server_args,
     ]  # fmt: skip
     with ServerProcess(args, cpus=server_cpus) as server:
         time.sleep(0.5)
@@ -491,10 +543,16 @@ def run_step(
             stop_at = time.monotonic() + spread + duration_s - 1.0
             time.sleep(max(0.0, start_at - time.monotonic()))
             samples["t0"], samples["cpu0"] = time.monotonic(), server.cpu_seconds()
+            samples["busy0"] = machine_busy_seconds()
+            # Mid-window every client is connected (the last ones connect after the
+            # window opens if their processes started slowly; the first leave before it ends).
+            time.sleep(max(0.0, (stop_at - time.monotonic()) / 2))
+            samples["workers"] = worker_sessions(server.port) if workers > 1 else []
             time.sleep(max(0.1, stop_at - time.monotonic()))
             samples["t1"], samples["cpu1"] = time.monotonic(), server.cpu_seconds()
+            samples["busy1"] = machine_busy_seconds()
             samples["rss"] = rss_mb(server)
-            samples["metrics"] = server_metrics(server.port)
+            samples["metrics"] = server_metrics(server.port, reads=4 * workers)
 
         sampler = threading.Thread(target=sample_server, daemon=True)
         sampler.start()
@@ -508,6 +566,7 @@ def run_step(
     window = samples.get("t1", 0.0) - samples.get("t0", 0.0)
     cpu = samples.get("cpu1", 0.0) - samples.get("cpu0", 0.0)
     cpu_share = cpu / window if window > 0 else math.nan
+    busy = samples.get("busy1", 0.0) - samples.get("busy0", 0.0)
     rss = float(samples.get("rss", math.nan))
     return StepResult(
         providers=providers,
@@ -536,7 +595,12 @@ def run_step(
         / client_usage.get("wall_s", 1.0),
         gap_frames=sorted(g[0] for c in connected for g in c.gaps)[:20],
         voice_to_voice_p50_ms=_quantile(v2v, 0.5),
+        voice_to_voice_p95_ms=_quantile(v2v, 0.95),
+        server_cores=server_cores,
+        workers=workers,
+        worker_sessions=list(samples.get("workers", [])),
         server_cpu_pct=100.0 * cpu_share,
+        machine_cpu_pct=100.0 * busy / window if window > 0 else math.nan,
         cpu_ms_per_session_s=1000.0 * cpu_share / sessions,
         rss_idle_mb=rss_idle,
         rss_mb=rss,
@@ -558,7 +622,7 @@ def ramp(
     On a quiet machine the ramp could stop at the first step that is not
     :attr:`StepResult.ok`; on a shared one a neighbour's burst can glitch a small step, so
     by default it goes on until the server is clearly past its capacity: a session failed to
-    connect, a quarter of the sessions saw an underrun, or the server used 95 % of its core.
+    connect, a quarter of the sessions saw an underrun, or the server used 95 % of its cores.
     """
     for sessions in steps:
         result = run_step(providers, sessions, **step_args)
@@ -566,7 +630,7 @@ def ramp(
         saturated = (
             result.connected < result.sessions
             or result.sessions_with_underruns * 4 > result.sessions
-            or result.server_cpu_pct > 95.0
+            or result.server_cpu_pct > 95.0 * result.server_cores
         )
         if saturated or (stop_at_first_failure and not result.ok):
             return
@@ -588,7 +652,8 @@ def largest_ok(results: Sequence[StepResult]) -> int:
 
 def _row(r: StepResult) -> str:
     return (
-        f"{r.providers:9} N={r.sessions:4} conn={r.connected:4} fail={r.failed:3} "
+        f"{r.providers:9} workers={r.workers} N={r.sessions:4} conn={r.connected:4} "
+        f"fail={r.failed:3} "
         f"server-errors={r.server_errors:3} "
         f"turns={r.turns:5} underruns={r.underruns:4} ({r.sessions_with_underruns} sessions) "
         f"late p50/p99/max={r.lateness_p50_ms:6.1f}/{r.lateness_p99_ms:6.1f}/"
@@ -596,15 +661,17 @@ def _row(r: StepResult) -> str:
         f"client lag p99/max={r.client_mic_late_p99_ms:5.1f}/{r.client_mic_late_max_ms:5.1f} ms "
         f"client cpu={r.client_cpu_pct:5.1f}% "
         f"cpu={r.server_cpu_pct:5.1f}% ({r.cpu_ms_per_session_s:.2f} ms/s/session, "
+        f"machine {r.machine_cpu_pct:5.1f}%, "
         f"{r.projected_per_core:.0f}/core at 100%) "
         f"rss={r.rss_mb:.0f} MiB ({r.rss_per_session_kb:.0f} KiB/session) "
+        f"v2v p50/p95={r.voice_to_voice_p50_ms:.0f}/{r.voice_to_voice_p95_ms:.0f} ms "
         f"{'ok' if r.ok else 'FAIL'}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m harness.loadgen``: ramps sessions against a pinned ``voicecore
-    serve`` and prints one line per step, plus a JSON report with ``--json``."""
+    """``python -m harness.loadgen``: ramps sessions against ``voicecore serve`` (pinned
+    unless ``--unpinned``) and prints one line per step, plus a JSON report with ``--json``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_worker"]:
         return _worker_main()
@@ -621,6 +688,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=20.0, help="per step [20]")
     parser.add_argument("--processes", type=int, default=2, help="client processes [2]")
     parser.add_argument("--output-rate", type=int, default=48000, help="agent audio Hz [48000]")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes [1]")
+    parser.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="the server and the clients on every CPU (default: the server on one)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     default_steps = FULL_STEPS if args.providers == "scripted" else OFFLINE_STEPS
@@ -634,12 +707,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_s=args.duration_s,
         processes=args.processes,
         output_rate=args.output_rate,
+        pinned=not args.unpinned,
+        workers=args.workers,
     ):
         print(_row(result), flush=True)
         results.append(result)
     best = largest_ok(results)
     passing = [r.sessions for r in results if r.ok]
-    print(f"largest N with zero underruns (one server core): {best} (first failure stops it)")
+    where = "every CPU" if args.unpinned else "one server core"
+    print(f"largest N with zero underruns ({where}): {best} (first failure stops it)")
     print(f"steps with zero underruns: {passing}")
     if args.json:
         report = {"largest_ok": best, "passing": passing, "steps": [asdict(r) for r in results]}

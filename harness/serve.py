@@ -9,6 +9,9 @@ for in the environment:
   loop blocks) run as tasks alongside the server;
 * ``VOICECORE_BENCH_PACER=trio`` (``harness.trio_pacer``): the pure-Trio pacer baseline in
   place of the Rust ``FramePacer``.
+
+With ``--workers N`` (N > 1) this process is only the supervisor: the workers it starts run
+``python -m voicecore serve`` with the same flags but without the injected faults or pacer.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     pacer; returns its exit status."""
     parser = argparse.ArgumentParser(prog="python -m harness.serve", description=__doc__)
     add_serve_arguments(parser)
-    args = parser.parse_args(argv)
+    raw = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(raw)
     tasks: list[ServerTask] = []
     spec = faults.spec_from_env()
     if spec is not None:
         tasks.append(functools.partial(faults.run_faults, spec))
-    return serve_command(args, make_pacer=trio_pacer.pacer_from_env, tasks=tasks)
+    return serve_command(args, make_pacer=trio_pacer.pacer_from_env, tasks=tasks, argv=raw)
 
 
 if __name__ == "__main__":
