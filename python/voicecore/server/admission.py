@@ -271,6 +271,8 @@ class Admission:
             self.refused[Refusal.PENDING] += 1
             return None
         self.pending += 1
+        if self.shared is not None:
+            self.shared.connected(+1)
         return Ticket()
 
     def identify(self, ticket: Ticket, address: str) -> Refusal | None:
@@ -313,6 +315,8 @@ class Admission:
         if ticket.released:
             return
         ticket.released = True
+        if self.shared is not None:
+            self.shared.connected(-1)
         if ticket.in_session:
             self.sessions -= 1
             if self.shared is not None:

@@ -95,7 +95,7 @@ from voicecore.server.http import (
     static_response,
     text_response,
 )
-from voicecore.server.ledger import Ledger, WorkerState
+from voicecore.server.ledger import LeastConnectionsListener, Ledger, WorkerState
 from voicecore.server.memory import MemoryReleaser, rss_bytes
 from voicecore.server.reporting import ServerCollector, health_report
 from voicecore.server.transport import WebSocketTransport
@@ -312,12 +312,17 @@ class VoiceServer:
         try:
             # The port first: a taken one fails at once, not after the measurement (and
             # nothing is accepted until the capacity is known).
-            listeners: list[trio.SocketListener] = (
+            sockets: list[trio.SocketListener] = (
                 [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in self._sockets]
                 if self._sockets
                 else await trio.open_tcp_listeners(settings.port, host=settings.host)
             )
-            self.port = listeners[0].socket.getsockname()[1]
+            self.port = sockets[0].socket.getsockname()[1]
+            listeners: list[trio.abc.Listener[trio.SocketStream]] = (
+                [LeastConnectionsListener(s, self.ledger) for s in sockets]
+                if self.ledger is not None
+                else list(sockets)
+            )
             try:
                 capacity = await self._find_capacity()
             except BaseException:
