@@ -2,6 +2,10 @@
 heard reply.
 
 * ``turns``: ``TurnMachine``, the turn lifecycle as a pure state machine (no Trio, no clock);
+  its actions are ``turn_actions``, its records ``turn_state``;
+* ``contest``: ``Contest``, the machine's part that decides what the user talking over the
+  agent does to the audible reply (duck, then resume or cut); ``backchannel`` tells listener
+  feedback from an interruption by its words;
 * ``floor``: ``TurnTaker``, who holds the floor, decided on the 16 kHz audio clock;
 * ``session``: ``Session``, the Trio adapter that carries out the machine's actions and runs
   the conversation's tasks in one nursery; its two halves are ``hearing`` (mic audio, VAD,

@@ -3,8 +3,8 @@
 Listeners talk while they listen: "mm-hm", "yeah", "okay", "right", "I see". Those
 *backchannels* tell the speaker to go on; treating them as interruptions makes an agent stop
 for good every time the user shows they are listening. ``is_backchannel`` decides from the
-recognized words alone (the duration is the turn machine's other test: a backchannel is short),
-so it works with any STT that returns text.
+recognized words alone (the duration is the other test, ``voicecore.engine.contest``'s: a
+backchannel is short), so it works with any STT that returns text.
 
 The vocabulary is English conversational feedback (acknowledgements, agreement, surprise,
 filled pauses) as described in the conversation-analysis literature, with the spellings STTs

@@ -18,19 +18,14 @@ An agent reply::
                                                                   or failure
 
 Talking over the agent (the user speaks while a reply is audible) is not an interruption
-until it proves to be one:
+until it proves to be one: duck at once, then resume or cut as the utterance's length and
+words decide. The machine hands those decisions to its ``Contest``
+(``voicecore.engine.contest``, where they are described).
 
-* **Duck.** The first sign of the user's voice (``onset``: the echo-gated mic level, or the
-  VAD's start) pauses the reply at once when the client can pause (``DuckReply``: the
-  client stops playing, keeping what it holds, and the pacer holds the stream).
-* **Decide.** Speech shorter than the barge-in minimum (a cough, a click), or no speech the
-  VAD confirms within ``duck_timeout_ms`` (a door, a breath), resumes the reply from the
-  exact sample (``ResumeReply``). A longer utterance contests the reply: it is transcribed,
-  and it interrupts (``CutReply``: cancelled, flushed, cleared) as soon as its words are not
-  listener feedback (``voicecore.engine.backchannel``), or once it has lasted
-  ``backchannel_max_ms`` (backchannels are short). If its final words are feedback ("mm-hm",
-  "yeah", "okay") or nothing, the reply resumes, heard whole, and the utterance gets no
-  reply. A client that cannot pause keeps playing meanwhile; the decision is the same.
+The user speaking again before a reply is heard (queued or thinking) is no contest: that
+reply now answers the wrong turn and is cut unheard, its words carried into the new turn.
+Speech within ``continuation_ms`` of the end of the user's previous turn carries that turn's
+words on too (the end of turn came too early): if it interrupts, both are answered together.
 
 Ending the user's turn: ``TurnTaker`` (``voicecore.engine.floor``) decides on the audio
 clock; with an end-of-turn model it asks (``PredictTurn``) at each pause and waits the short
@@ -50,11 +45,10 @@ Outputs: the actions of ``voicecore.engine.turn_actions``, what the session must
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from voicecore.engine.backchannel import is_backchannel, words
+from voicecore.engine.backchannel import words
+from voicecore.engine.contest import Contest, interrupts
 from voicecore.engine.floor import (
     EndOfTurn,
     FalseStart,
@@ -68,65 +62,24 @@ from voicecore.engine.turn_actions import (
     ConfirmReply,
     CutReply,
     DropTurn,
-    DuckReply,
     EndTranscription,
     FinishReply,
     PredictTurn,
     ReplyAudible,
-    ResumeReply,
     StartReply,
     StartTranscription,
     StopTranscription,
     TurnAction,
 )
+from voicecore.engine.turn_state import (
+    ReplyPhase,
+    ReplyRecord,
+    UserPhase,
+    UserTurnRecord,
+    live_replies,
+)
 
 __all__ = ["TurnMachine"]
-
-
-# --- state ------------------------------------------------------------------------------------
-
-
-class _UserPhase(enum.Enum):
-    TRANSCRIBING = "transcribing"  # the user holds the floor (speaking or pausing)
-    ENDED = "ended"  # their turn is over; waiting for the STT's final(s)
-    ANSWERED = "answered"  # handed over (StartReply) or dropped
-
-
-@dataclass(eq=False, slots=True)
-class _UserTurn:
-    turn_id: int
-    start_sample: int
-    carried: str = ""  # the user's earlier words this turn continues (they go on into it)
-    end_sample: int | None = None  # where its speech ended (its end of turn)
-    answered: str = ""  # the words it was answered with
-    over_reply: int | None = None  # the audible reply this utterance contests
-    decided: bool = False  # found to be a real turn (it interrupted, or the reply is gone)
-    phase: _UserPhase = _UserPhase.TRANSCRIBING
-    finals: list[str] = field(default_factory=list)
-    stt_done: bool = False
-
-
-class _ReplyPhase(enum.Enum):
-    QUEUED = "queued"
-    THINKING = "thinking"  # LLM/TTS running, nothing audible yet
-    AUDIBLE = "audible"  # a frame has been released
-    CUT = "cut"  # barge-in or failure; finishing
-
-
-@dataclass(eq=False, slots=True)
-class _Reply:
-    turn_id: int
-    text: str
-    preemptive: bool = False  # started on a speculative transcript, not confirmed yet
-    phase: _ReplyPhase = _ReplyPhase.QUEUED
-    audible: bool = False
-    ducked: bool = False
-    restart_with: str | None = None  # a fresh reply to start once this (cut) one finishes
-
-
-VOICE_SLACK_MS = 300
-"""An echo gate's onset this long before a VAD utterance's start still counts as its voice
-(the VAD pads its start earlier, the gate needs 20 ms of activity, Silero decides late)."""
 
 
 def _same_words(a: str, b: str) -> bool:
@@ -173,19 +126,20 @@ class TurnMachine:
             raise ValueError(f"first_turn_id must be >= 1, got {first_turn_id}")
         self.floor = floor if floor is not None else TurnTaker()
         rate = self.floor.sample_rate
-        self.duck = duck
         self.preemptive = preemptive
-        self._duck_timeout = round(duck_timeout_ms * rate / 1000)
-        self._backchannel_max = round(backchannel_max_ms * rate / 1000)
         self._continuation = round(continuation_ms * rate / 1000)
-        self.echo_gated = echo_gated
-        self._voice_slack = round(VOICE_SLACK_MS * rate / 1000)
-        self._voice_at: int | None = None  # the latest onset the echo gate reported
         self.next_turn_id = first_turn_id
         """The id the next user turn gets (a resumed conversation's continue its numbering)."""
-        self._user: _UserTurn | None = None
-        self._replies: dict[int, _Reply] = {}
-        self._duck_sample = 0
+        self._user: UserTurnRecord | None = None
+        self._replies: dict[int, ReplyRecord] = {}
+        self._contest = Contest(
+            self._replies,
+            sample_rate=rate,
+            duck=duck,
+            duck_timeout_ms=duck_timeout_ms,
+            backchannel_max_ms=backchannel_max_ms,
+            echo_gated=echo_gated,
+        )
 
     def __repr__(self) -> str:
         user = f"{self._user.turn_id}:{self._user.phase.value}" if self._user else None
@@ -194,57 +148,53 @@ class TurnMachine:
 
     # --- what the session asks -----------------------------------------------------------------
 
-    def _live(self) -> list[_Reply]:
-        """Replies not cut and not merely preemptive (those the user hears or waits for)."""
-        return [
-            r for r in self._replies.values() if r.phase is not _ReplyPhase.CUT and not r.preemptive
-        ]
+    @property
+    def duck(self) -> bool:
+        """The client can pause (``DuckReply``/``ResumeReply`` are wanted)."""
+        return self._contest.duck
+
+    @property
+    def echo_gated(self) -> bool:
+        """``onset`` comes from an echo gate (see the class's docstring)."""
+        return self._contest.echo_gated
 
     @property
     def agent_active(self) -> bool:
         """A reply is queued, thinking or audible (and not cut, nor an unconfirmed preemptive
         one): new user speech contests or interrupts it."""
-        return bool(self._live())
+        return bool(live_replies(self._replies.values()))
 
     @property
     def agent_audible(self) -> bool:
         """A reply not cut has released audio and is not ducked (the client plays it)."""
-        return any(r.phase is _ReplyPhase.AUDIBLE and not r.ducked for r in self._live())
+        return any(
+            r.phase is ReplyPhase.AUDIBLE and not r.ducked
+            for r in live_replies(self._replies.values())
+        )
 
     @property
     def user_turn(self) -> int | None:
         """The user turn being transcribed or awaiting its final, if any."""
         user = self._user
-        return user.turn_id if user is not None and user.phase is not _UserPhase.ANSWERED else None
+        return user.turn_id if user is not None and user.phase is not UserPhase.ANSWERED else None
 
     def is_cut(self, turn_id: int) -> bool:
         """Reply ``turn_id`` was cut (or is no longer tracked): its audio must not be sent."""
         reply = self._replies.get(turn_id)
-        return reply is None or reply.phase is _ReplyPhase.CUT
+        return reply is None or reply.phase is ReplyPhase.CUT
 
     def transcribing(self, turn_id: int) -> bool:
         """User turn ``turn_id`` still wants transcripts (not yet answered, dropped or
         replaced)."""
         user = self._user
-        return (
-            user is not None and user.turn_id == turn_id and user.phase is not _UserPhase.ANSWERED
-        )
+        return user is not None and user.turn_id == turn_id and user.phase is not UserPhase.ANSWERED
 
     # --- the user side -----------------------------------------------------------------------
 
     def onset(self, sample: int) -> list[TurnAction]:
         """The user's voice may have begun at ``sample`` (the echo-gated mic level rose):
         duck the audible reply, if the client can pause."""
-        self._voice_at = sample
-        return self._duck(sample)
-
-    def _voiced(self, user: _UserTurn) -> bool:
-        """The echo gate (if any) heard the user's own voice in ``user``'s utterance."""
-        if not self.echo_gated:
-            return True
-        return (
-            self._voice_at is not None and self._voice_at >= user.start_sample - self._voice_slack
-        )
+        return self._contest.onset(sample)
 
     def audio(
         self, events: Sequence[VadEvent], *, speech_until: int, stream_end: int
@@ -253,8 +203,8 @@ class TurnMachine:
         ``speech_until`` (one past the last speech sample)."""
         actions: list[TurnAction] = []
         for event in events:
-            if isinstance(event, SpeechStarted) and not self.echo_gated:
-                actions += self._duck(event.sample)  # with a gate, only its onsets duck
+            if isinstance(event, SpeechStarted):
+                actions += self._contest.speech_started(event.sample)
         floor_actions = self.floor.on_audio(
             events,
             speech_until=speech_until,
@@ -263,21 +213,26 @@ class TurnMachine:
         )
         for action in floor_actions:
             actions += self._floor_action(action)
-        actions += self._contest(speech_until, stream_end)
-        return actions
+        # The audio clock's decisions: a long utterance over the agent interrupts it; a duck
+        # that no speech followed ends.
+        user = self._user
+        if user is not None and self._contest.outlasted(user, speech_until):
+            return actions + self._interrupt(user)
+        utterance_open = self.floor.utterance_start is not None
+        return actions + self._contest.duck_expired(user, stream_end, utterance_open=utterance_open)
 
     def stt_partial(self, turn_id: int, text: str, *, speculative: bool) -> list[TurnAction]:
         """User turn ``turn_id``'s STT gave a partial transcript ``text`` (``speculative``:
         a decode of all the speech so far, made at a pause)."""
         user = self._user
-        if user is None or user.turn_id != turn_id or user.phase is not _UserPhase.TRANSCRIBING:
+        if user is None or user.turn_id != turn_id or user.phase is not UserPhase.TRANSCRIBING:
             return []
         actions: list[TurnAction] = []
-        contested = self._contested(user)
-        if contested is not None and words(text) and not is_backchannel(text):
-            if not self._voiced(user):
+        contested = self._contest.contested(user)
+        if contested is not None and interrupts(text):
+            if not self._contest.voiced(user):
                 return actions  # the agent's own words, heard back: not the user's
-            actions += self._interrupt(user, contested)
+            actions += self._interrupt(user)
             contested = None
         elif contested is not None and speculative and self.floor.pause_sample is not None:
             # All the speech so far, at a pause, is feedback (or nothing): settled now, not
@@ -293,7 +248,7 @@ class TurnMachine:
             and turn_id not in self._replies
         ):
             text = f"{user.carried} {text}".strip()
-            self._replies[turn_id] = _Reply(turn_id, text, preemptive=True)
+            self._replies[turn_id] = ReplyRecord(turn_id, text, preemptive=True)
             actions.append(StartReply(turn_id, text, preemptive=True))
         return actions
 
@@ -302,10 +257,10 @@ class TurnMachine:
         ``speech_until`` now). During the end-of-turn silence a final ends the turn at once;
         after the end of turn it is the awaited final: the turn is answered."""
         user = self._user
-        if user is None or user.turn_id != turn_id or user.phase is _UserPhase.ANSWERED:
+        if user is None or user.turn_id != turn_id or user.phase is UserPhase.ANSWERED:
             return []
         user.finals.append(text)
-        if user.phase is _UserPhase.ENDED:
+        if user.phase is UserPhase.ENDED:
             return self._answer(user)
         actions: list[TurnAction] = []
         for action in self.floor.on_stt_final(speech_until=speech_until):
@@ -316,12 +271,12 @@ class TurnMachine:
         """User turn ``turn_id``'s STT call is over: its transcripts ran out, or it raised
         (``failed``: the turn is dropped)."""
         user = self._user
-        if user is None or user.turn_id != turn_id or user.phase is _UserPhase.ANSWERED:
+        if user is None or user.turn_id != turn_id or user.phase is UserPhase.ANSWERED:
             return []
         user.stt_done = True
         if failed:
             return self._drop(user, "stt_failed")
-        if user.phase is _UserPhase.ENDED:
+        if user.phase is UserPhase.ENDED:
             return self._answer(user)
         return []
 
@@ -329,7 +284,7 @@ class TurnMachine:
         """User turn ``turn_id``'s final did not come within the deadline after its end: the
         finals that came before it are answered, else the turn is dropped."""
         user = self._user
-        if user is None or user.turn_id != turn_id or user.phase is not _UserPhase.ENDED:
+        if user is None or user.turn_id != turn_id or user.phase is not UserPhase.ENDED:
             return []
         if user.finals:
             return self._answer(user)
@@ -355,13 +310,13 @@ class TurnMachine:
             return self._confirmed(action)
         if isinstance(action, FalseStart):
             # Too short to be anything: a ducked reply nobody contests goes on.
-            return [action, *self._resume_uncontested("false_start")]
+            return [action, *self._contest.resume_uncontested(self._user, "false_start")]
         user = self._user
-        if user is None or user.phase is not _UserPhase.TRANSCRIBING:
+        if user is None or user.phase is not UserPhase.TRANSCRIBING:
             return []
         if isinstance(action, SpeechPaused):
             actions: list[TurnAction] = [action]
-            if self._contested(user) is not None:
+            if self._contest.contested(user) is not None:
                 # Over a paused agent, no semantic wait: the short silence settles it.
                 self.floor.settle_pause_short()
             elif self.floor.predicted:
@@ -373,7 +328,7 @@ class TurnMachine:
             cut = self._cut(preempted, barge_in=False) if preempted and preempted.preemptive else []
             return [action, *cut]
         if isinstance(action, EndOfTurn):
-            user.phase = _UserPhase.ENDED
+            user.phase = UserPhase.ENDED
             user.end_sample = action.end_sample
             ended: list[TurnAction] = [
                 EndTranscription(user.turn_id, action.end_sample, action.by_stt_final)
@@ -386,12 +341,12 @@ class TurnMachine:
     def _confirmed(self, action: UtteranceConfirmed) -> list[TurnAction]:
         actions: list[TurnAction] = []
         previous = self._user
-        contested: _Reply | None = None
+        contested: ReplyRecord | None = None
         carried = ""
         for reply in list(self._replies.values()):
-            if reply.phase is _ReplyPhase.CUT:
+            if reply.phase is ReplyPhase.CUT:
                 continue
-            if reply.phase is _ReplyPhase.AUDIBLE and not reply.preemptive:
+            if reply.phase is ReplyPhase.AUDIBLE and not reply.preemptive:
                 contested = reply  # the user talks over the agent: decided by their words
             else:
                 # Nothing heard yet (queued, thinking, or preemptive for the previous words):
@@ -400,10 +355,10 @@ class TurnMachine:
                 if not reply.preemptive:
                     carried = f"{carried} {reply.text}".strip()
                 actions += self._cut(reply, barge_in=True)
-        if previous is not None and previous.phase is not _UserPhase.ANSWERED:
+        if previous is not None and previous.phase is not UserPhase.ANSWERED:
             # The user spoke again before the previous utterance was answered: the new one
             # replaces it (its words are not lost: the floor's utterance spans both).
-            previous.phase = _UserPhase.ANSWERED
+            previous.phase = UserPhase.ANSWERED
             actions.append(StopTranscription(previous.turn_id))
         if (
             not carried
@@ -415,138 +370,79 @@ class TurnMachine:
             # The user went on after a short pause that ended their turn too early: this is
             # the same turn, and its words include the earlier ones (if it interrupts).
             carried = previous.answered
-        user = _UserTurn(self.next_turn_id, action.start_sample, carried)
+        user = UserTurnRecord(self.next_turn_id, action.start_sample, carried)
         self.next_turn_id += 1
         if contested is not None:
-            user.over_reply = contested.turn_id
-            if not self.echo_gated:
-                actions += self._duck(action.start_sample)
+            actions += self._contest.begin(user, contested)
         self._user = user
         actions.append(StartTranscription(user.turn_id, action.start_sample))
         return actions
 
-    def _contested(self, user: _UserTurn) -> _Reply | None:
-        """The live reply ``user`` speaks over and has not decided about yet."""
-        if user.over_reply is None or user.decided or user.phase is _UserPhase.ANSWERED:
-            return None
-        reply = self._replies.get(user.over_reply)
-        return reply if reply is not None and reply.phase is not _ReplyPhase.CUT else None
-
-    def _contest(self, speech_until: int, stream_end: int) -> list[TurnAction]:
-        """The decisions the audio clock makes: a long utterance over the agent interrupts it;
-        a duck that no speech followed ends."""
-        user = self._user
-        if user is not None and user.phase is _UserPhase.TRANSCRIBING:
-            contested = self._contested(user)
-            long = speech_until - user.start_sample >= self._backchannel_max
-            if contested is not None and long and self._voiced(user):
-                return self._interrupt(user, contested)
-        if (
-            self.floor.utterance_start is None
-            and stream_end - self._duck_sample >= self._duck_timeout
-        ):
-            return self._resume_uncontested("no_speech")
-        return []
-
-    def _answer(self, user: _UserTurn) -> list[TurnAction]:
+    def _answer(self, user: UserTurnRecord) -> list[TurnAction]:
         said = " ".join(t.strip() for t in user.finals if t.strip())
         text = f"{user.carried} {said}".strip()
         if user.over_reply is not None and not user.decided:
-            if not self._voiced(user):
-                return self._drop(user, "echo")
-            if not words(said) or is_backchannel(said):
-                return self._drop(user, "backchannel")
-            contested = self._contested(user)
-            user.decided = True
-            interrupted = self._cut(contested, barge_in=True) if contested is not None else []
-            return interrupted + self._answer(user)
-        user.phase = _UserPhase.ANSWERED
+            # Its words decide the reply it talked over: no reply of its own, or a barge-in.
+            reason = self._contest.dismissal(user, said)
+            if reason is not None:
+                return self._drop(user, reason)
+            return self._interrupt(user) + self._answer(user)
+        user.phase = UserPhase.ANSWERED
         preempted = self._replies.get(user.turn_id)
         if not words(text):
             cut = self._cut(preempted, barge_in=False) if preempted is not None else []
             return [*cut, DropTurn(user.turn_id, "empty")]
         user.answered = text
         if preempted is None:
-            self._replies[user.turn_id] = _Reply(user.turn_id, text)
+            self._replies[user.turn_id] = ReplyRecord(user.turn_id, text)
             return [StartReply(user.turn_id, text)]
-        if preempted.phase is not _ReplyPhase.CUT and _same_words(preempted.text, text):
+        if preempted.phase is not ReplyPhase.CUT and _same_words(preempted.text, text):
             preempted.preemptive = False
             return [ConfirmReply(user.turn_id)]
         # Started on other words (or cut and still finishing): a fresh reply once it is gone.
         preempted.restart_with = text
-        return (
-            self._cut(preempted, barge_in=False) if preempted.phase is not _ReplyPhase.CUT else []
-        )
+        return self._cut(preempted, barge_in=False) if preempted.phase is not ReplyPhase.CUT else []
 
-    def _drop(self, user: _UserTurn, reason: str) -> list[TurnAction]:
+    def _drop(self, user: UserTurnRecord, reason: str) -> list[TurnAction]:
         """``user``'s turn gets no reply; a reply it contested (and ducked) goes on, and a
         preemptive reply to it is cut."""
-        contested = self._contested(user)
-        user.phase = _UserPhase.ANSWERED
+        contested = self._contest.contested(user)
+        user.phase = UserPhase.ANSWERED
         actions: list[TurnAction] = []
         preempted = self._replies.get(user.turn_id)
-        if preempted is not None and preempted.phase is not _ReplyPhase.CUT:
+        if preempted is not None and preempted.phase is not ReplyPhase.CUT:
             actions += self._cut(preempted, barge_in=False)
         if contested is not None:
-            actions += self._resume(contested, reason)
+            actions += self._contest.resume(contested, reason)
         return [*actions, DropTurn(user.turn_id, reason)]
 
-    # --- ducking -----------------------------------------------------------------------------
-
-    def _duck(self, sample: int) -> list[TurnAction]:
-        if not self.duck:
-            return []
-        actions: list[TurnAction] = []
-        for reply in self._live():
-            if reply.phase is _ReplyPhase.AUDIBLE and not reply.ducked:
-                reply.ducked = True
-                self._duck_sample = sample
-                actions.append(DuckReply(reply.turn_id))
-        return actions
-
-    def _resume(self, reply: _Reply, reason: str) -> list[TurnAction]:
-        if not reply.ducked or reply.phase is _ReplyPhase.CUT:
-            return []
-        reply.ducked = False
-        return [ResumeReply(reply.turn_id, reason)]
-
-    def _resume_uncontested(self, reason: str) -> list[TurnAction]:
-        """Resumes ducked replies no user utterance is contesting."""
-        user = self._user
-        contested = self._contested(user) if user is not None else None
-        actions: list[TurnAction] = []
-        for reply in self._live():
-            if reply.ducked and reply is not contested:
-                actions += self._resume(reply, reason)
-        return actions
-
-    def _interrupt(self, user: _UserTurn, reply: _Reply) -> list[TurnAction]:
-        """``user``'s utterance is an interruption: the reply it contested is cut."""
-        user.decided = True
-        return self._cut(reply, barge_in=True)
+    def _interrupt(self, user: UserTurnRecord) -> list[TurnAction]:
+        """``user``'s utterance is an interruption: the reply it contested (if live) is cut."""
+        contested = self._contest.interruption(user)
+        return self._cut(contested, barge_in=True) if contested is not None else []
 
     # --- the agent side ----------------------------------------------------------------------
 
     def reply_started(self, turn_id: int) -> list[TurnAction]:
         """The agent began reply ``turn_id`` (its LLM call)."""
         reply = self._replies.get(turn_id)
-        if reply is not None and reply.phase is _ReplyPhase.QUEUED:
-            reply.phase = _ReplyPhase.THINKING
+        if reply is not None and reply.phase is ReplyPhase.QUEUED:
+            reply.phase = ReplyPhase.THINKING
         return []
 
     def reply_audible(self, turn_id: int) -> list[TurnAction]:
         """The pacer released reply ``turn_id``'s first frame."""
         reply = self._replies.get(turn_id)
-        if reply is None or reply.audible or reply.phase is _ReplyPhase.CUT:
+        if reply is None or reply.audible or reply.phase is ReplyPhase.CUT:
             return []
         reply.audible = True
-        reply.phase = _ReplyPhase.AUDIBLE
+        reply.phase = ReplyPhase.AUDIBLE
         return [ReplyAudible(turn_id)]
 
     def reply_failed(self, turn_id: int) -> list[TurnAction]:
         """A stage of reply ``turn_id`` failed: cut it (what was heard stays heard)."""
         reply = self._replies.get(turn_id)
-        if reply is None or reply.phase is _ReplyPhase.CUT:
+        if reply is None or reply.phase is ReplyPhase.CUT:
             return []
         return self._cut(reply, barge_in=False)
 
@@ -556,10 +452,10 @@ class TurnMachine:
         if reply is None:
             return []
         actions: list[TurnAction] = [
-            FinishReply(turn_id, reply.phase is _ReplyPhase.CUT, reply.audible)
+            FinishReply(turn_id, reply.phase is ReplyPhase.CUT, reply.audible)
         ]
         if reply.restart_with is not None:
-            self._replies[turn_id] = _Reply(turn_id, reply.restart_with)
+            self._replies[turn_id] = ReplyRecord(turn_id, reply.restart_with)
             actions.append(StartReply(turn_id, reply.restart_with))
         return actions
 
@@ -569,13 +465,13 @@ class TurnMachine:
         actions: list[TurnAction] = []
         for reply in list(self._replies.values()):
             reply.restart_with = None
-            if reply.phase is not _ReplyPhase.CUT:
+            if reply.phase is not ReplyPhase.CUT:
                 actions += self._cut(reply, barge_in=False)
         return actions
 
-    def _cut(self, reply: _Reply, *, barge_in: bool) -> list[TurnAction]:
-        started = reply.phase is not _ReplyPhase.QUEUED
-        reply.phase = _ReplyPhase.CUT
+    def _cut(self, reply: ReplyRecord, *, barge_in: bool) -> list[TurnAction]:
+        started = reply.phase is not ReplyPhase.QUEUED
+        reply.phase = ReplyPhase.CUT
         reply.ducked = False
         actions: list[TurnAction] = [CutReply(reply.turn_id, barge_in, started)]
         if not started:
