@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import redis
 import trio
+from websockets.exceptions import ConnectionClosed
 
 from harness import redis_server
 from harness.caller import call, missing_entries
@@ -27,10 +28,11 @@ from voicecore.engine.history import ConversationHistory, Message
 from voicecore.exceptions import ConversationRecordError
 from voicecore.pipeline import scripted_pipeline
 from voicecore.protocol import ErrorCode, ProtocolSession, Ready, serialize
-from voicecore.server.app import VoiceServer
+from voicecore.server.app import RESUMED_ELSEWHERE_REASON, VoiceServer
 from voicecore.server.conversations import (
     MemoryConversations,
     RedisConversations,
+    Saved,
     new_token,
     open_store,
 )
@@ -125,7 +127,7 @@ async def test_the_memory_store_forgets_the_oldest_and_the_expired() -> None:
     store = MemoryConversations(ttl_s=3600, max_conversations=2)
     tokens = [new_token() for _ in range(3)]
     for number, token in enumerate(tokens, 1):
-        assert await store.save(token, ConversationRecord(next_turn_id=number))
+        assert await store.save(token, ConversationRecord(next_turn_id=number)) is Saved.SAVED
     assert await store.load(tokens[0]) is None  # the least recently saved went
     loaded = await store.load(tokens[2])
     assert loaded is not None
@@ -144,7 +146,7 @@ async def test_the_redis_store_keeps_records_by_hashed_token_with_a_ttl() -> Non
         assert isinstance(store, RedisConversations)
         token = new_token()
         record = ConversationRecord((Message("user", "hello"),), 0, 2)
-        assert await store.save(token, record)
+        assert await store.save(token, record) is Saved.SAVED
         assert await store.load(token) == record
         client = redis.Redis.from_url(server.url)
         keys = [k.decode() for k in client.keys("*")]
@@ -163,12 +165,36 @@ async def test_a_redis_store_that_goes_away_fails_softly() -> None:
     with RedisServer() as server:
         store = await open_store(server.url, ttl_s=60)
     # Redis is gone: saves fail (counted), loads find nothing; nothing raises.
-    assert not await store.save(new_token(), ConversationRecord())
+    assert await store.save(new_token(), ConversationRecord()) is Saved.FAILED
     assert await store.load(new_token()) is None
     assert store.errors == 2
     await store.aclose()
     with pytest.raises(OSError, match="does not answer"):
         await open_store(f"redis://:secret@127.0.0.1:{redis_server.free_port()}/0", ttl_s=1)
+
+
+async def _one_owner_at_a_time(store: MemoryConversations | RedisConversations) -> None:
+    token = new_token()
+    old, new = ConversationRecord(owner="old"), ConversationRecord(next_turn_id=5, owner="new")
+    assert await store.save(token, old, take=True) is Saved.SAVED
+    assert await store.save(token, old) is Saved.SAVED  # its own: saved
+    assert await store.save(token, new) is Saved.SUPERSEDED  # not taken: refused
+    assert await store.save(token, new, take=True) is Saved.SAVED  # a resume takes it
+    assert await store.save(token, old) is Saved.SUPERSEDED  # the old session is done
+    assert await store.load(token) == new
+
+
+async def test_the_memory_store_lets_one_session_own_a_conversation() -> None:
+    await _one_owner_at_a_time(MemoryConversations(ttl_s=60))
+
+
+@needs_redis
+async def test_the_redis_store_lets_one_session_own_a_conversation() -> None:
+    with RedisServer() as server:
+        store = await open_store(server.url, ttl_s=60)
+        assert isinstance(store, RedisConversations)
+        await _one_owner_at_a_time(store)
+        await store.aclose()
 
 
 # --- resuming over real connections ---------------------------------------------------------
@@ -368,3 +394,32 @@ async def test_a_caller_on_a_draining_server_comes_back_and_loses_nothing(tmp_pa
         assert result.replies >= 1, result
         assert len(result.record) >= 4, result
         print(f"reconnects {result.reconnects}, reconnect_s {result.reconnect_s}")
+
+
+async def test_an_old_connection_cannot_overwrite_a_resumed_conversation(tmp_path: Path) -> None:
+    """The network blinked: the client resumed on a new connection while the server still
+    held the old one. The old session's saves, its last one too, are refused: what the
+    resumed conversation said since is kept; the old session is closed (1000)."""
+    async with running(tmp_path) as server:
+        assert server.port is not None
+        async with _session(server.port) as (old, ready):
+            token = ready["conversation"]
+            resumed = await _one_turn(server.port, resume=token)  # the old one still open
+            assert resumed["ready"]["resumed"] is True
+            async with trio.open_nursery() as nursery:  # the old one changes the record
+                nursery.start_soon(_speak, old)
+                with trio.fail_after(15):
+                    code = reason = None
+                    while code is None:
+                        try:
+                            await old.receive()
+                        except ConnectionClosed as closed:
+                            received = closed.rcvd
+                            code, reason = (received.code, received.reason) if received else (0, "")
+                nursery.cancel_scope.cancel()
+            assert (code, reason) == (1000, RESUMED_ELSEWHERE_REASON)
+        async with _session(server.port, resume=token) as (_, last):
+            pass
+        history = last["history"]
+        assert [m["role"] for m in history] == ["user", "assistant"]  # the resumed turn
+        assert history[1]["text"] == resumed["heard"]

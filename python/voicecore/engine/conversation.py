@@ -38,24 +38,34 @@ class ConversationRecord:
             is the server's, not the conversation's).
         dropped_turns: turns the history's token budget dropped before ``messages``.
         next_turn_id: the id the conversation's next user turn gets.
+        owner: the session that holds the conversation now (the latest to start or resume
+            it); a store refuses the saves of any other (an old connection that outlived
+            its client must not overwrite what the resumed conversation said since).
     """
 
     messages: tuple[Message, ...] = ()
     dropped_turns: int = 0
     next_turn_id: int = 1
+    owner: str = ""
 
     @classmethod
     def of(
-        cls, history: ConversationHistory, *, next_turn_id: int, speaking: str = ""
+        cls,
+        history: ConversationHistory,
+        *,
+        next_turn_id: int,
+        speaking: str = "",
+        owner: str = "",
     ) -> ConversationRecord:
-        """The record of a live conversation: ``history``'s turns, plus ``speaking``, the
-        text sent so far of a reply still playing, as heard and cut off there."""
+        """The record of a live conversation (held by session ``owner``): ``history``'s
+        turns, plus ``speaking``, the text sent so far of a reply still playing, as heard
+        and cut off there."""
         messages = [m for m in history.messages() if m.role != "system"]
         if speaking.strip():
             scratch = ConversationHistory("", token_budget=history.token_budget)
             scratch.add_agent(speaking, interrupted=True)
             messages.extend(scratch.messages())
-        return cls(tuple(messages), history.dropped_turns, next_turn_id)
+        return cls(tuple(messages), history.dropped_turns, next_turn_id, owner)
 
     def restore(self, history: ConversationHistory) -> None:
         """Puts this record's turns into ``history`` (a new session's)."""
@@ -72,6 +82,7 @@ class ConversationRecord:
             "messages": [m.to_dict() for m in self.messages],
             "dropped_turns": self.dropped_turns,
             "next_turn_id": self.next_turn_id,
+            "owner": self.owner,
         }
 
     @classmethod
@@ -90,6 +101,7 @@ class ConversationRecord:
                 Message(m["role"], m["content"]) for m in data["messages"] if m["role"] != "system"
             )
             dropped, next_turn_id = data["dropped_turns"], data["next_turn_id"]
+            owner = data.get("owner", "")
         except (KeyError, TypeError, ValueError) as exc:
             raise ConversationRecordError(f"a malformed conversation record: {exc!r}") from exc
         for name, value, least in (
@@ -100,4 +112,6 @@ class ConversationRecord:
                 raise ConversationRecordError(
                     f"a conversation record's {name} must be an int >= {least}"
                 )
-        return cls(messages, dropped, next_turn_id)
+        if not isinstance(owner, str):
+            raise ConversationRecordError("a conversation record's owner must be a string")
+        return cls(messages, dropped, next_turn_id, owner)

@@ -289,6 +289,7 @@ class Session:
             self.history,
             next_turn_id=self.turns.next_turn_id,
             speaking=self._speaking.speaking_text(),
+            owner=self.session_id,
         )
 
     async def conversation_changed(self) -> None:

@@ -85,6 +85,7 @@ from voicecore.server.calibration import Calibration, calibrate
 from voicecore.server.conversations import (
     REDIS_TIMEOUT_S,
     ConversationStore,
+    Saved,
     new_token,
     open_store,
 )
@@ -120,6 +121,10 @@ READY_BUCKETS_S: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 DRAINING_REASON: Final = "server draining: reconnect"
 """The reason of the 1001 close of a draining server: the client reconnects (to another
 server) at once and resumes its conversation."""
+
+RESUMED_ELSEWHERE_REASON: Final = "conversation resumed elsewhere"
+"""The reason of the 1000 close of a session whose conversation another connection resumed
+(a client does not reconnect after 1000)."""
 
 QUIET_CLOSE_MARGIN_S: Final = 0.5
 QUIET_POLL_S: Final = 0.05
@@ -672,7 +677,7 @@ class VoiceServer:
             if self._recorder is not None:
                 self._recorder.add_session(session_id, session.timeline)
             transport.metrics = session.metrics
-            await self.conversations.save(token, session.conversation())
+            await self.conversations.save(token, session.conversation(), take=True)
             transport.accept(
                 conversation=token,
                 resumed=record is not None,
@@ -680,11 +685,11 @@ class VoiceServer:
             )
             self._ready_time.observe(trio.current_time() - hello_at)
             async with trio.open_nursery() as keeping:
-                keeping.start_soon(self._keep, session, token)
+                keeping.start_soon(self._keep, session, token, transport)
                 await session.run()
                 keeping.cancel_scope.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(REDIS_TIMEOUT_S):
-                await self.conversations.save(token, session.conversation())
+                await self.conversations.save(token, session.conversation())  # unless taken
         finally:
             del self._connections[session_id]
             if not self.sessions:
@@ -703,9 +708,15 @@ class VoiceServer:
                 time.monotonic() - connection.opened,
             )
 
-    async def _keep(self, session: Session, token: str) -> None:
-        """Saves the conversation after every change (coalesced: one save at a time)."""
+    async def _keep(self, session: Session, token: str, transport: WebSocketTransport) -> None:
+        """Saves the conversation after every change (coalesced: one save at a time); if
+        another session has resumed it meanwhile, this one is closed: its client is
+        elsewhere (or a second tab took the conversation over)."""
         assert self.conversations is not None
         while True:
             await session.conversation_changed()
-            await self.conversations.save(token, session.conversation())
+            saved = await self.conversations.save(token, session.conversation())
+            if saved is Saved.SUPERSEDED:
+                _log.info("%s: the conversation was resumed elsewhere", session.session_id)
+                transport.close_soon(CloseCode.NORMAL, RESUMED_ELSEWHERE_REASON)
+                return

@@ -16,10 +16,18 @@ with its history (``voicecore.engine.conversation.ConversationRecord``).
 
 A store that fails (Redis down) does not end a conversation: the failure is logged and
 counted (``errors``), the conversation goes on, and the next change saves it again.
+
+**One owner at a time.** A record names the session that holds the conversation (the latest
+to start or resume it: its save *takes* it); a store refuses the save of any other session
+(:attr:`Saved.SUPERSEDED`), atomically (in Redis, one Lua script). Without it, a connection
+that outlived its client (the network blinked: the client reconnected and resumed before
+the server noticed the old connection was gone) would overwrite, with its last save, what
+the resumed conversation said since.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import logging
@@ -39,6 +47,7 @@ __all__ = [
     "ConversationStore",
     "MemoryConversations",
     "RedisConversations",
+    "Saved",
     "new_token",
     "open_store",
 ]
@@ -57,6 +66,31 @@ hangs must not hold a session's keeper forever."""
 def new_token() -> str:
     """A fresh conversation token: 32 URL-safe characters (192 random bits)."""
     return secrets.token_urlsafe(24)
+
+
+class Saved(enum.Enum):
+    """What a save did."""
+
+    SAVED = "saved"
+    SUPERSEDED = "superseded"
+    """Refused: another session holds the conversation now (it was resumed elsewhere)."""
+    FAILED = "failed"
+    """The store failed (logged, counted): the next change saves again."""
+
+
+_SAVE_SCRIPT: Final = """
+local current = redis.call('GET', KEYS[1])
+if current and ARGV[3] == '0' then
+  local ok, record = pcall(cjson.decode, current)
+  if ok and type(record) == 'table' and record['owner'] and record['owner'] ~= ARGV[2] then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+return 1
+"""
+"""Redis: SET the record (ARGV[1]) with its TTL (ARGV[4], ms) unless another owner than
+ARGV[2] holds it and the save does not take it (ARGV[3] '0'); 1 if saved, 0 if refused."""
 
 
 def _key(token: str) -> str:
@@ -79,9 +113,10 @@ class ConversationStore(Protocol):
         store failed: the client then starts a new conversation)."""
         ...
 
-    async def save(self, token: str, record: ConversationRecord) -> bool:
-        """Keeps ``record`` under ``token`` (replacing what was there) for the TTL; False if
-        the store failed (logged, counted)."""
+    async def save(self, token: str, record: ConversationRecord, *, take: bool = False) -> Saved:
+        """Keeps ``record`` under ``token`` for the TTL, if ``record.owner`` holds the
+        conversation or ``take`` (a session starting or resuming it takes it over);
+        otherwise it is refused (``SUPERSEDED``)."""
         ...
 
     async def aclose(self) -> None:
@@ -114,8 +149,11 @@ class MemoryConversations:
             return None
         return _parse(text, self)
 
-    async def save(self, token: str, record: ConversationRecord) -> bool:
+    async def save(self, token: str, record: ConversationRecord, *, take: bool = False) -> Saved:
         key = _key(token)
+        held = None if take else await self.load(token)
+        if held is not None and held.owner not in ("", record.owner):
+            return Saved.SUPERSEDED
         self._records[key] = (time.monotonic() + self._ttl_s, json.dumps(record.to_json()))
         self._records.move_to_end(key)
         now = time.monotonic()
@@ -123,7 +161,7 @@ class MemoryConversations:
             len(self._records) > self._max or next(iter(self._records.values()))[0] < now
         ):
             self._records.popitem(last=False)
-        return True
+        return Saved.SAVED
 
     async def aclose(self) -> None:
         self._records.clear()
@@ -148,6 +186,7 @@ class RedisConversations:
             url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._save_script = self._client.register_script(_SAVE_SCRIPT)
         # A few threads: saves are short, and a stalled Redis must not take every thread.
         self._limiter = trio.CapacityLimiter(4)
 
@@ -169,15 +208,16 @@ class RedisConversations:
         text = await self._call("load", self._client.get, REDIS_KEY_PREFIX + _key(token))
         return None if text is None else _parse(text, self)
 
-    async def save(self, token: str, record: ConversationRecord) -> bool:
+    async def save(self, token: str, record: ConversationRecord, *, take: bool = False) -> Saved:
         done = await self._call(
             "save",
-            self._client.set,
-            REDIS_KEY_PREFIX + _key(token),
-            json.dumps(record.to_json()),
-            px=self._ttl_ms,
+            self._save_script,
+            keys=[REDIS_KEY_PREFIX + _key(token)],
+            args=[json.dumps(record.to_json()), record.owner, int(take), self._ttl_ms],
         )
-        return bool(done)
+        if done is None:
+            return Saved.FAILED
+        return Saved.SAVED if done else Saved.SUPERSEDED
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self._client.close)
